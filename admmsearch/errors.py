@@ -1,0 +1,52 @@
+"""The exceptions admmsearch raises: one root, a few kinds, messages that say what to fix."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AdmmSearchError",
+    "ConfigError",
+    "ConstraintError",
+    "DatasetError",
+    "DivergenceError",
+    "LayerError",
+    "PackError",
+    "RegistryError",
+]
+
+
+class AdmmSearchError(Exception):
+    """Root of every error admmsearch raises on purpose."""
+
+
+class ConfigError(AdmmSearchError, ValueError):
+    """A setting is missing, of the wrong type or out of range; the message names the field."""
+
+
+class ConstraintError(AdmmSearchError, ValueError):
+    """A constraint set cannot be built or applied (keep ratio, bits, clusters, empty layer)."""
+
+
+class LayerError(AdmmSearchError, KeyError):
+    """A layer name or pattern matches no compressible layer; the message lists the valid ones."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain.
+        return str(self.args[0]) if self.args else ""
+
+
+class RegistryError(AdmmSearchError, KeyError):
+    """An unknown name was asked of a registry (model, dataset, ...); the message lists the known."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class DatasetError(AdmmSearchError):
+    """A dataset is missing or malformed; the message says how to get or fix it."""
+
+
+class DivergenceError(AdmmSearchError):
+    """Training produced a non-finite loss or collapsed; the message gives the stage and reason."""
+
+
+class PackError(AdmmSearchError):
+    """A packed model file is malformed or does not fit the model it is loaded into."""
