@@ -1,0 +1,407 @@
+"""Datasets by name as in-memory tensors, with explicit seeded train/validation/test splits.
+
+Every dataset is small enough to live in memory, so training loops slice batches straight out of
+tensors (:func:`batches`) instead of going through a ``DataLoader``. The same
+``(name, seed, val_fraction)`` always gives bitwise identical splits, which keeps the trials of a
+study comparable. Example::
+
+    splits = load_dataset("digits", seed=1)
+    for xb, yb in batches(splits.x_train, splits.y_train, 64, shuffle=True):
+        ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import math
+import os
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import ConfigError, DatasetError
+from .registry import Registry, import_object
+
+__all__ = ["DATASETS", "DataSplits", "RawData", "batches", "load_dataset"]
+
+#: Where the Debian package ``dataset-fashion-mnist`` puts its files.
+SYSTEM_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+_KEYS = ("x_train", "y_train", "x_test", "y_test")
+_TENSOR_FIELDS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+_AUGMENTS = ("crop-flip",)
+_IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+
+
+@dataclass(frozen=True, eq=False)
+class DataSplits:
+    """Normalised train/validation/test tensors of one dataset.
+
+    ``x_*`` are float32 ``(N, C, H, W)`` (or ``(N, D)`` for flat vectors), normalised with the
+    per-channel mean and std of the training split; ``y_*`` are int64 class indices. ``augment``
+    names the training augmentation :func:`batches` should apply (``"crop-flip"`` or None).
+    """
+
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    num_classes: int
+    augment: str | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample, e.g. ``(1, 28, 28)``; what models are built for."""
+        return tuple(self.x_train.shape[1:])
+
+    def to(self, device: str | torch.device) -> DataSplits:
+        """Return a copy with every tensor on ``device`` (e.g. to train on a GPU)."""
+        moved = {field: getattr(self, field).to(device) for field in _TENSOR_FIELDS}
+        return dataclasses.replace(self, **moved)
+
+
+@dataclass(frozen=True, eq=False)
+class RawData:
+    """Unnormalised train and test tensors as a registered loader returns them."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    augment: str | None = None
+
+
+#: Dataset loaders by name; each is called as ``loader(root=..., download=...)`` -> RawData.
+DATASETS: Registry[RawData] = Registry("dataset")
+
+
+def load_dataset(
+    name: str,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    root: str | Path | None = None,
+    download: bool = True,
+    limit_train: int | None = None,
+) -> DataSplits:
+    """Load a dataset by name and split off a seeded validation set from its training data.
+
+    Args:
+        name: a registered name (``digits``, ``fashion-mnist``, ``mnist``, ``cifar10``), a path
+            ending in ``.npz`` (or ``npz:PATH``) holding x_train, y_train, x_test, y_test, or
+            ``module:function`` returning a DataSplits or such arrays (dict or 4-tuple).
+        val_fraction: share of the training data held out for validation, in [0, 1).
+        seed: seeds the validation split, so trials compare on the same data.
+        root: data folder; defaults to ``$ADMMSEARCH_DATA`` or ``~/.cache/admmsearch/data``.
+        download: whether torchvision may download missing files.
+        limit_train: keep only the first n training samples (after the seeded shuffle).
+
+    Raises:
+        ConfigError: ``val_fraction`` or ``limit_train`` out of range.
+        DatasetError: the data is missing or malformed; the message says how to get it.
+        RegistryError: unknown name; the message lists the known ones.
+    """
+    _check_options(val_fraction, limit_train)
+    path = Path(root).expanduser() if root is not None else None
+    raw = _load_raw(name, path, download)
+    if isinstance(raw, DataSplits):
+        if limit_train is None:
+            return raw
+        return dataclasses.replace(
+            raw, x_train=raw.x_train[:limit_train], y_train=raw.y_train[:limit_train]
+        )
+    return _split_and_normalise(name, raw, val_fraction, seed, limit_train)
+
+
+def batches(
+    x: Tensor,
+    y: Tensor,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    augment: str | None = None,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yield ``(x, y)`` mini-batches covering every sample once; the last may be smaller.
+
+    The permutation (when ``shuffle``) and the augmentation draw from the CPU ``generator``, so a
+    seeded generator gives the same epoch every time. ``augment="crop-flip"`` pads by 4 zero
+    pixels, crops back at a random offset and flips half the images horizontally, vectorised
+    over the batch.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
+    if len(x) != len(y):
+        raise ConfigError(f"x has {len(x)} samples but y has {len(y)}")
+    if augment is not None and (augment not in _AUGMENTS or x.dim() != 4):
+        raise ConfigError(f"augment must be one of {_AUGMENTS} for (N, C, H, W) data or None")
+    order = torch.randperm(len(x), generator=generator) if shuffle else torch.arange(len(x))
+    order = order.to(x.device)
+
+    def generate() -> Iterator[tuple[Tensor, Tensor]]:
+        for start in range(0, len(x), batch_size):
+            index = order[start : start + batch_size]
+            xb = _crop_flip(x[index], generator) if augment else x[index]
+            yield xb, y[index]
+
+    return generate()
+
+
+def _crop_flip(x: Tensor, generator: torch.Generator | None, pad: int = 4) -> Tensor:
+    """Random crop after zero padding plus random horizontal flip, as one gather per batch."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad)).permute(0, 2, 3, 1)  # (B, H+2p, W+2p, C)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+    rows = dy[:, None] + torch.arange(h, device=x.device)
+    cols = dx[:, None] + torch.arange(w, device=x.device)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)  # reading columns backwards = flip
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    out = padded[batch, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def _check_options(val_fraction: float, limit_train: int | None) -> None:
+    number = isinstance(val_fraction, (int, float)) and not isinstance(val_fraction, bool)
+    if not number or not 0 <= val_fraction < 1:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    if limit_train is not None and (not isinstance(limit_train, int) or limit_train < 1):
+        raise ConfigError(f"limit_train must be a positive integer or None, got {limit_train!r}")
+
+
+def _load_raw(name: str, root: Path | None, download: bool) -> RawData | DataSplits:
+    if name.endswith(".npz") or name.startswith("npz:"):
+        return _load_npz(Path(name.removeprefix("npz:")).expanduser())
+    if ":" in name and name not in DATASETS:
+        return _load_from_function(name)
+    return DATASETS.get(name)(root=root, download=download)
+
+
+def _split_and_normalise(
+    name: str, raw: RawData, val_fraction: float, seed: int, limit_train: int | None
+) -> DataSplits:
+    order = torch.randperm(len(raw.x_train), generator=torch.Generator().manual_seed(seed))
+    n_val = round(val_fraction * len(order))
+    val_index, train_index = order[:n_val], order[n_val:]
+    if limit_train is not None:
+        train_index = train_index[:limit_train]
+    if len(train_index) == 0:
+        raise ConfigError(f"val_fraction={val_fraction} leaves no training samples in {name!r}")
+    x_train = raw.x_train[train_index]  # indexing copies, so in-place ops below are safe
+    mean, std = _channel_stats(x_train)
+    num_classes = int(max(raw.y_train.max(), raw.y_test.max())) + 1
+    return DataSplits(
+        name=name,
+        x_train=x_train.sub_(mean).div_(std),
+        y_train=raw.y_train[train_index],
+        x_val=raw.x_train[val_index].sub_(mean).div_(std),
+        y_val=raw.y_train[val_index],
+        x_test=torch.sub(raw.x_test, mean).div_(std),
+        y_test=raw.y_test,
+        num_classes=num_classes,
+        augment=raw.augment,
+    )
+
+
+def _channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std (dim 1 of image data; one global value for flat vectors)."""
+    dims = [d for d in range(x.dim()) if d != 1] if x.dim() > 2 else list(range(x.dim()))
+    std, mean = torch.std_mean(x, dim=dims, correction=0, keepdim=True)
+    return mean, torch.where(std > 1e-12, std, torch.ones_like(std))  # constant channels: as is
+
+
+def _from_arrays(source: str, arrays: Mapping[str, object]) -> RawData:
+    """Validate user arrays and turn them into tensors; errors name ``source`` and the key."""
+    missing = [key for key in _KEYS if key not in arrays]
+    if missing:
+        raise DatasetError(f"{source}: missing array(s) {', '.join(missing)}; need {_KEYS}")
+    x_train = _images(source, "x_train", arrays["x_train"])
+    x_test = _images(source, "x_test", arrays["x_test"])
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DatasetError(
+            f"{source}: x_train samples {tuple(x_train.shape[1:])} and x_test "
+            f"samples {tuple(x_test.shape[1:])} differ in shape"
+        )
+    y_train = _labels(source, "y_train", arrays["y_train"], len(x_train))
+    y_test = _labels(source, "y_test", arrays["y_test"], len(x_test))
+    return RawData(x_train, y_train, x_test, y_test)
+
+
+def _images(source: str, key: str, value: object) -> Tensor:
+    array = np.asarray(value)
+    if array.dtype.kind not in "buif" or array.ndim not in (2, 3, 4) or len(array) == 0:
+        raise DatasetError(
+            f"{source}: {key} must be a non-empty numeric (N, D), (N, H, W) or "
+            f"(N, C, H, W) array, got {array.dtype} {array.shape}"
+        )
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    return tensor.unsqueeze(1) if tensor.dim() == 3 else tensor
+
+
+def _labels(source: str, key: str, value: object, count: int) -> Tensor:
+    array = np.asarray(value)
+    if array.dtype.kind not in "iu" or array.shape != (count,):
+        raise DatasetError(
+            f"{source}: {key} must be {count} integer labels, got {array.dtype} {array.shape}"
+        )
+    if (array < 0).any():
+        raise DatasetError(f"{source}: {key} has negative labels; use 0..num_classes-1")
+    return torch.from_numpy(array.astype(np.int64))
+
+
+def _load_npz(path: Path) -> RawData:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise DatasetError(f"dataset file {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read dataset file {path} as .npz: {exc}") from exc
+    return _from_arrays(str(path), arrays)
+
+
+def _load_from_function(path: str) -> RawData | DataSplits:
+    result = import_object(path, "dataset loader")()  # type: ignore[operator]
+    if isinstance(result, DataSplits):
+        return result
+    if isinstance(result, Sequence) and len(result) == 4:
+        result = dict(zip(_KEYS, result, strict=True))
+    if not isinstance(result, Mapping):
+        raise DatasetError(
+            f"dataset loader {path!r} must return a DataSplits, a dict with "
+            f"{_KEYS} or a 4-tuple of them, got {type(result).__name__}"
+        )
+    return _from_arrays(f"dataset loader {path!r}", result)
+
+
+def _cache_root(root: Path | None) -> Path:
+    if root is not None:
+        return root
+    env = os.environ.get("ADMMSEARCH_DATA")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "admmsearch" / "data"
+
+
+def _torchvision_raw(
+    name: str, root: Path | None, download: bool, searched: Sequence[Path] = ()
+) -> RawData:
+    """Load a torchvision dataset into memory; any failure becomes a helpful DatasetError."""
+    import torchvision.datasets
+
+    cls = getattr(torchvision.datasets, _TORCHVISION[name])
+    cache = _cache_root(root)
+    try:
+        train = cls(root=str(cache), train=True, download=download)
+        test = cls(root=str(cache), train=False, download=download)
+    except Exception as exc:  # offline, missing or corrupt files: all mean "get the data"
+        raise DatasetError(_missing_message(name, cache, download, searched, exc)) from exc
+    x_train, x_test = np.asarray(train.data), np.asarray(test.data)
+    if name == "cifar10":  # torchvision keeps CIFAR as (N, H, W, C)
+        x_train, x_test = x_train.transpose(0, 3, 1, 2), x_test.transpose(0, 3, 1, 2)
+    arrays = dict(zip(_KEYS, (x_train, train.targets, x_test, test.targets), strict=True))
+    raw = _from_arrays(f"torchvision {cls.__name__} under {cache}", arrays)
+    return dataclasses.replace(raw, augment="crop-flip" if name == "cifar10" else None)
+
+
+def _missing_message(
+    name: str, cache: Path, download: bool, searched: Sequence[Path], exc: Exception
+) -> str:
+    looked = ", ".join(str(p) for p in [*searched, cache])
+    ways = [
+        f"run once with internet access and download=True (files go to {cache})",
+        "set ADMMSEARCH_DATA (or root) to a folder that already holds them",
+    ]
+    if name == "fashion-mnist":
+        ways.insert(0, "apt-get install dataset-fashion-mnist")
+    return (
+        f"dataset {name!r} not found (looked in {looked}; download={download}; "
+        f"{type(exc).__name__}: {exc}). To get it: " + "; or ".join(ways)
+    )
+
+
+def _fashion_candidates(root: Path | None) -> list[Path]:
+    folders = [root, root / "fashion-mnist"] if root is not None else []
+    if env := os.environ.get("ADMMSEARCH_DATA"):
+        folders.append(Path(env).expanduser() / "fashion-mnist")
+    folders += [SYSTEM_FASHION_DIR, _cache_root(root) / "FashionMNIST" / "raw"]
+    return list(dict.fromkeys(folders))
+
+
+def _find_idx_files(folder: Path) -> dict[str, Path] | None:
+    found = {}
+    for key, stem in _IDX_FILES.items():
+        names = [folder / f"{stem}.gz", folder / stem]
+        found[key] = next((path for path in names if path.is_file()), None)
+    return found if all(found.values()) else None  # type: ignore[return-value]
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """Read an ``ndim``-dimensional IDX file (the MNIST format, maybe gzipped) into numpy."""
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DatasetError(f"cannot read IDX file {path}: {exc}") from exc
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_DTYPES or data[3] != ndim:
+        magic = data[:4].hex() or "missing"
+        raise DatasetError(f"{path}: bad IDX magic number {magic} (want a {ndim}-D IDX array)")
+    header = 4 + 4 * data[3]
+    shape = tuple(int.from_bytes(data[i : i + 4], "big") for i in range(4, header, 4))
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    if len(data) != header + math.prod(shape) * dtype.itemsize:
+        raise DatasetError(
+            f"{path}: IDX header says shape {shape} but the file has "
+            f"{len(data)} bytes; the file is truncated or corrupt"
+        )
+    return np.frombuffer(data, dtype, offset=header).reshape(shape)
+
+
+@DATASETS.register("fashion-mnist")
+def _fashion_mnist(root: Path | None, download: bool) -> RawData:
+    candidates = _fashion_candidates(root)
+    for folder in candidates:
+        if files := _find_idx_files(folder):
+            return _from_arrays(
+                str(folder), {k: _read_idx(p, 3 if k[0] == "x" else 1) for k, p in files.items()}
+            )
+    return _torchvision_raw("fashion-mnist", root, download, searched=candidates)
+
+
+@DATASETS.register("mnist")
+def _mnist(root: Path | None, download: bool) -> RawData:
+    return _torchvision_raw("mnist", root, download)
+
+
+@DATASETS.register("cifar10")
+def _cifar10(root: Path | None, download: bool) -> RawData:
+    return _torchvision_raw("cifar10", root, download)
+
+
+@DATASETS.register("digits")
+def _digits(root: Path | None, download: bool) -> RawData:
+    """sklearn's 8x8 digits; its test split is fixed (stratified 20 %, seed 0) for all seeds."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    index = np.arange(len(bunch.target))
+    train, test = train_test_split(index, test_size=0.2, stratify=bunch.target, random_state=0)
+    images = bunch.images.astype(np.float32)[:, None]  # (N, 1, 8, 8), values 0..16
+    arrays = (images[train], bunch.target[train], images[test], bunch.target[test])
+    return _from_arrays("digits", dict(zip(_KEYS, arrays, strict=True)))

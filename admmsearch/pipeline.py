@@ -1,0 +1,321 @@
+"""The compression pipeline, as plain functions called in order.
+
+    dense model -> ADMM pruning -> hard prune + masked retraining
+                -> ADMM quantization of the survivors -> iterative hard quantization + retraining
+                -> finalize -> storage accounting
+
+Each stage is optional and returns a ``StageResult`` with its accuracy, time and per-layer
+figures. Without the ADMM pruning stage the hard prune is one-shot magnitude pruning, the
+classic baseline. With ``progressive_steps > 1`` the pruning target is reached in steps whose
+keep ratios fall geometrically, each step starting from the last one's pruned model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .admm import AdmmState, Residuals, RhoSchedule
+from .constraints import Constraint, nearest_codes
+from .data import DataSplits
+from .errors import ConfigError, DivergenceError
+from .masking import Quantized, finalize, mask_of, prune_, quantize_
+from .models import compressible_layers
+from .plan import LayerPlan, Plan
+from .storage import StorageReport, model_storage
+from .train import TrainSettings, evaluate, fit
+
+__all__ = [
+    "AdmmSettings",
+    "PipelineHooks",
+    "PipelineResult",
+    "PipelineSettings",
+    "QuantRetrainSettings",
+    "StageResult",
+    "layer_figures",
+    "run_pipeline",
+]
+
+
+@dataclass(frozen=True)
+class AdmmSettings:
+    """An ADMM stage: training, rho schedule, and how often Z and U are updated."""
+
+    train: TrainSettings = field(default_factory=TrainSettings)
+    rho: RhoSchedule = field(default_factory=RhoSchedule)
+    update_every: int | None = None  # optimizer steps between Z/U updates; None = every epoch
+
+
+@dataclass(frozen=True)
+class QuantRetrainSettings:
+    """Iterative quantization: freeze a growing share of each layer, retrain the rest."""
+
+    train: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1))
+    shares: tuple[float, ...] = (0.5, 0.75, 0.9, 1.0)
+
+    def __post_init__(self) -> None:
+        s = self.shares
+        if not s or s[-1] != 1.0 or any(not 0 < a < b for a, b in zip((0.0, *s), s, strict=False)):
+            raise ConfigError(f"shares: must rise strictly within (0, 1] and end at 1.0, got {s}")
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Which stages run and how; a stage set to None is skipped."""
+
+    pretrain: TrainSettings | None = field(default_factory=lambda: TrainSettings(epochs=5))
+    admm_prune: AdmmSettings | None = field(default_factory=AdmmSettings)
+    retrain: TrainSettings | None = field(default_factory=TrainSettings)
+    admm_quantize: AdmmSettings | None = field(default_factory=AdmmSettings)
+    quant_retrain: QuantRetrainSettings | None = field(default_factory=QuantRetrainSettings)
+    progressive_steps: int = 1
+    seed: int = 0
+    index_format: str = "gap"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.progressive_steps, int) and self.progressive_steps >= 1):
+            raise ConfigError(
+                f"progressive_steps: must be an integer >= 1, got {self.progressive_steps!r}"
+            )
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What one stage did: accuracy after it, its wall time and per-layer figures."""
+
+    name: str
+    val_accuracy: float
+    test_accuracy: float
+    seconds: float
+    layers: Mapping[str, Mapping[str, float]]
+    losses: tuple[float, ...] = ()
+    residuals: tuple[Residuals, ...] = ()
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    stages: tuple[StageResult, ...]
+    storage: StorageReport
+    plan: Plan
+
+    @property
+    def dense(self) -> StageResult:
+        return self.stages[0]
+
+    @property
+    def final(self) -> StageResult:
+        return self.stages[-1]
+
+
+@dataclass(frozen=True)
+class PipelineHooks:
+    """Optional callbacks: progress per epoch, and a check after every stage (may raise)."""
+
+    on_epoch: Callable[[str, int, float], None] | None = None
+    on_stage: Callable[[StageResult], None] | None = None
+
+
+def layer_figures(layers: Mapping[str, nn.Module]) -> dict[str, dict[str, float]]:
+    """Per layer: weights, nonzeros, kept fraction and distinct nonzero values right now."""
+    out = {}
+    with torch.no_grad():
+        for name, module in layers.items():
+            w = module.weight.detach()
+            nz = w[w != 0]
+            out[name] = {
+                "numel": w.numel(),
+                "nonzeros": int(nz.numel()),
+                "keep": nz.numel() / w.numel(),
+                "distinct": int(nz.unique().numel()),
+            }
+    return out
+
+
+class _Run:
+    """The state one pipeline run threads through its stages."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: DataSplits,
+        plan: Plan,
+        s: PipelineSettings,
+        layers: Mapping[str, nn.Module],
+        hooks: PipelineHooks,
+    ) -> None:
+        self.model, self.data, self.plan, self.s = model, data, plan, s
+        self.layers, self.hooks = layers, hooks
+        self.stages: list[StageResult] = []
+
+    def seed(self) -> int:
+        return self.s.seed * 1000 + len(self.stages)
+
+    def record(self, name: str, start: float, losses=(), residuals=(), extra=None) -> None:
+        figures = layer_figures(self.layers)
+        for layer, values in (extra or {}).items():
+            figures[layer].update(values)
+        result = StageResult(
+            name=name,
+            val_accuracy=evaluate(self.model, self.data.x_val, self.data.y_val),
+            test_accuracy=evaluate(self.model, self.data.x_test, self.data.y_test),
+            seconds=time.perf_counter() - start,
+            layers=figures,
+            losses=tuple(losses),
+            residuals=tuple(residuals),
+        )
+        self.stages.append(result)
+        if self.hooks.on_stage is not None:
+            self.hooks.on_stage(result)
+
+    def train(
+        self,
+        name: str,
+        s: TrainSettings,
+        penalty=None,
+        on_step=None,
+        after_epoch: Callable[[], None] | None = None,
+    ) -> list[float]:
+        """``fit`` with the stage's seed, progress hook and divergence message."""
+        hook = self.hooks.on_epoch
+
+        def on_epoch(epoch: int, loss: float) -> None:
+            if after_epoch is not None:
+                after_epoch()
+            if hook is not None:
+                hook(name, epoch, loss)
+
+        try:
+            return fit(
+                self.model,
+                self.data,
+                s,
+                seed=self.seed(),
+                penalty=penalty,
+                on_step=on_step,
+                on_epoch=on_epoch,
+            )
+        except DivergenceError as exc:
+            raise DivergenceError(f"stage {name}: {exc}") from exc
+
+
+def _admm(run: _Run, name: str, constraints: Mapping[str, Constraint], s: AdmmSettings) -> None:
+    """One ADMM stage over ``constraints``; the weights end near, not on, their sets."""
+    start = time.perf_counter()
+    state = AdmmState(run.layers, constraints, s.rho)
+    steps = 0
+
+    def on_step() -> None:
+        nonlocal steps
+        steps += 1
+        if s.update_every is not None and steps % s.update_every == 0:
+            state.update()
+
+    losses = run.train(
+        name,
+        s.train,
+        penalty=state.penalty,
+        on_step=on_step,
+        after_epoch=state.update if s.update_every is None else None,
+    )
+    distance = {n: {"distance": d} for n, d in state.distance().items()}
+    run.record(name, start, losses, state.history, distance)
+
+
+def _step_keep(lp: LayerPlan, step: int, steps: int) -> LayerPlan:
+    """The keep ratio of progressive step ``step`` of ``steps``: keep ** (step / steps)."""
+    return LayerPlan(keep=lp.keep ** (step / steps), structured=lp.structured)
+
+
+def _prune(run: _Run, constraints: Mapping[str, Constraint], tag: str) -> None:
+    """ADMM pruning (if configured), hard prune to the masks, masked retraining (if configured)."""
+    if run.s.admm_prune is not None:
+        _admm(run, f"admm_prune{tag}", constraints, run.s.admm_prune)
+    start = time.perf_counter()
+    with torch.no_grad():
+        masks = {}
+        for name, c in constraints.items():
+            mask = c.mask(run.layers[name].weight.detach())
+            previous = mask_of(run.layers[name])
+            masks[name] = mask if previous is None else mask & previous
+    prune_(run.layers, masks)
+    losses = [] if run.s.retrain is None else run.train(f"retrain{tag}", run.s.retrain)
+    run.record(f"retrain{tag}", start, losses)
+
+
+def _quantize(run: _Run) -> None:
+    """ADMM quantization (if configured), then iterative hard quantization with retraining."""
+    masks = {n: mask_of(m) for n, m in run.layers.items()}
+    constraints = run.plan.quant_constraints(masks)
+    if not constraints:
+        return
+    if run.s.admm_quantize is not None:
+        _admm(run, "admm_quantize", constraints, run.s.admm_quantize)
+    start = time.perf_counter()
+    quantized = {}
+    for name, c in constraints.items():
+        module = run.layers[name]
+        w = module.weight.detach()
+        levels = c.fit(w).levels
+        learn = "centroids" if run.plan.layers[name].clusters is not None else "scale"
+        quantized[name] = quantize_(module, levels, learn)
+    s = run.s.quant_retrain or QuantRetrainSettings(train=TrainSettings(epochs=0), shares=(1.0,))
+    losses: list[float] = []
+    for share in s.shares:
+        for name, q in quantized.items():
+            _freeze_share(q, run.layers[name], share)
+        losses += run.train("quant_retrain", s.train)
+    run.record("quant_retrain", start, losses)
+
+
+def _freeze_share(q: Quantized, module: nn.Module, share: float) -> None:
+    """Freeze the largest-magnitude free weights until ``share`` of the survivors sit on levels."""
+    with torch.no_grad():
+        free_w = module.parametrizations.weight.original.detach()
+        target = math.ceil(share * int(q.mask.sum()))
+        todo = target - int(q.frozen.sum())
+        if todo <= 0:
+            return
+        free = q.mask & ~q.frozen
+        score = torch.where(free, free_w.abs(), torch.full_like(free_w, -1.0)).reshape(-1)
+        chosen = torch.zeros_like(free).reshape(-1)
+        chosen[torch.topk(score, todo, sorted=False).indices] = True
+        codes = nearest_codes(free_w, q.levels().detach().to(free_w.dtype))
+        q.freeze_(chosen.view_as(free) & free, codes)
+
+
+def run_pipeline(
+    model: nn.Module,
+    data: DataSplits,
+    plan: Plan,
+    settings: PipelineSettings,
+    *,
+    layer_patterns: list[str] | None = None,
+    device: str | torch.device = "cpu",
+    hooks: PipelineHooks | None = None,
+) -> PipelineResult:
+    """Compress ``model`` in place to ``plan``; returns every stage's figures and the storage.
+
+    The model ends finalized: plain weight tensors with exact zeros and exact levels.
+    """
+    model.to(device)
+    data = data.to(device)
+    layers = compressible_layers(model, layer_patterns)
+    plan.check_layers(layers, {n: m.weight.numel() for n, m in layers.items()})
+    run = _Run(model, data, plan, settings, layers, hooks or PipelineHooks())
+    start = time.perf_counter()
+    losses = [] if settings.pretrain is None else run.train("dense", settings.pretrain)
+    run.record("dense", start, losses)
+    pruned = {n: lp for n, lp in plan.layers.items() if lp.prunes}
+    steps = settings.progressive_steps
+    for step in range(1, steps + 1) if pruned else ():
+        constraints = {n: _step_keep(lp, step, steps).sparsity() for n, lp in pruned.items()}
+        _prune(run, constraints, "" if steps == 1 else f"_step{step}")
+    _quantize(run)
+    finalize(model)
+    storage = model_storage(model, list(layers), settings.index_format)
+    return PipelineResult(tuple(run.stages), storage, plan)

@@ -1,0 +1,157 @@
+"""Seeded plain training loops: one epoch, evaluation, and a stage's worth of epochs.
+
+Every call to ``fit`` builds a fresh optimizer, so momentum never carries over from one stage
+to the next (it could otherwise push pruned weights or frozen levels around).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import DataSplits, batches
+from .errors import ConfigError, DivergenceError
+from .masking import codebook_parameters
+
+__all__ = ["TrainSettings", "evaluate", "fit", "train_epoch"]
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "step")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How one stage trains: epochs, optimizer and learning-rate schedule."""
+
+    epochs: int = 3
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.epochs, int) and self.epochs >= 0):
+            raise ConfigError(f"epochs: must be an integer >= 0, got {self.epochs!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr: must be > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer: must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule: must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise ConfigError(f"batch_size: must be an integer >= 1, got {self.batch_size!r}")
+
+
+def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
+    """Optimizer over the trainable parameters; codebooks are kept out of weight decay."""
+    codebook = {id(p) for p in codebook_parameters(model)}
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if id(p) not in codebook], "weight_decay": s.weight_decay},
+        {"params": [p for p in params if id(p) in codebook], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum)
+    if s.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=s.lr)
+    return torch.optim.AdamW(groups, lr=s.lr)
+
+
+def _lr_factor(s: TrainSettings, epoch: int) -> float:
+    if s.schedule == "cosine" and s.epochs > 1:
+        return 0.5 * (1 + math.cos(math.pi * epoch / s.epochs))
+    if s.schedule == "step":
+        return 0.1 ** (epoch // max(1, s.epochs // 3 + (s.epochs % 3 > 0)))
+    return 1.0
+
+
+def train_epoch(
+    model: nn.Module,
+    data: DataSplits,
+    optimizer: torch.optim.Optimizer,
+    *,
+    batch_size: int,
+    generator: torch.Generator,
+    penalty: Callable[[], torch.Tensor] | None = None,
+    on_step: Callable[[], None] | None = None,
+) -> float:
+    """One pass over the training split; returns the mean cross-entropy (penalty excluded).
+
+    Raises:
+        DivergenceError: the loss became NaN or infinite.
+    """
+    model.train()
+    total, seen = 0.0, 0
+    for x, y in batches(
+        data.x_train,
+        data.y_train,
+        batch_size,
+        shuffle=True,
+        generator=generator,
+        augment=data.augment,
+    ):
+        loss = F.cross_entropy(model(x), y)
+        objective = loss if penalty is None else loss + penalty()
+        if not torch.isfinite(objective):
+            raise DivergenceError(f"loss became {float(objective)} after {seen} samples")
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        optimizer.step()
+        total += float(loss) * len(y)
+        seen += len(y)
+        if on_step is not None:
+            on_step()
+    return total / max(seen, 1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    """Top-1 accuracy of ``model`` on (x, y), in [0, 1]."""
+    model.eval()
+    if len(y) == 0:
+        return float("nan")
+    correct = 0
+    for xb, yb in batches(x, y, batch_size, shuffle=False):
+        correct += int((model(xb).argmax(dim=1) == yb).sum())
+    return correct / len(y)
+
+
+def fit(
+    model: nn.Module,
+    data: DataSplits,
+    s: TrainSettings,
+    *,
+    seed: int,
+    penalty: Callable[[], torch.Tensor] | None = None,
+    on_step: Callable[[], None] | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Train ``s.epochs`` epochs with a fresh optimizer; returns the mean loss of each epoch."""
+    optimizer = make_optimizer(model, s)
+    base = [g["lr"] for g in optimizer.param_groups]
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    losses = []
+    for epoch in range(s.epochs):
+        for group, lr in zip(optimizer.param_groups, base, strict=True):
+            group["lr"] = lr * _lr_factor(s, epoch)
+        loss = train_epoch(
+            model,
+            data,
+            optimizer,
+            batch_size=s.batch_size,
+            generator=generator,
+            penalty=penalty,
+            on_step=on_step,
+        )
+        losses.append(loss)
+        if on_epoch is not None:
+            on_epoch(epoch, loss)
+    return losses
