@@ -34,7 +34,7 @@ class LayerError(AdmmSearchError, KeyError):
 
 
 class RegistryError(AdmmSearchError, KeyError):
-    """An unknown name was asked of a registry (model, dataset, ...); the message lists the known."""
+    """An unknown name was asked of a registry; the message lists the known names."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""

@@ -60,7 +60,7 @@ class QuantRetrainSettings:
 
     def __post_init__(self) -> None:
         s = self.shares
-        if not s or s[-1] != 1.0 or any(not 0 < a < b for a, b in zip((0.0, *s), s, strict=False)):
+        if not s or s[-1] != 1.0 or any(not 0 <= a < b for a, b in zip((0.0, *s), s, strict=False)):
             raise ConfigError(f"shares: must rise strictly within (0, 1] and end at 1.0, got {s}")
 
 
@@ -253,14 +253,15 @@ def _quantize(run: _Run) -> None:
     constraints = run.plan.quant_constraints(masks)
     if not constraints:
         return
+    # ADMM and the hard quantization share levels fitted once to the pruned, retrained weights.
+    fixed = {n: c.fixed(run.layers[n].weight.detach()) for n, c in constraints.items()}
     if run.s.admm_quantize is not None:
-        _admm(run, "admm_quantize", constraints, run.s.admm_quantize)
+        _admm(run, "admm_quantize", fixed, run.s.admm_quantize)
     start = time.perf_counter()
     quantized = {}
-    for name, c in constraints.items():
+    for name, c in fixed.items():
         module = run.layers[name]
-        w = module.weight.detach()
-        levels = c.fit(w).levels
+        levels = c.fit(module.weight.detach()).levels
         learn = "centroids" if run.plan.layers[name].clusters is not None else "scale"
         quantized[name] = quantize_(module, levels, learn)
     s = run.s.quant_retrain or QuantRetrainSettings(train=TrainSettings(epochs=0), shares=(1.0,))

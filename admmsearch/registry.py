@@ -50,14 +50,16 @@ class Registry(Generic[T]):
 
 
 def import_object(path: str, what: str) -> object:
-    """Import ``module:attribute`` (e.g. ``mypkg.nets:build``); errors name the path and ``what``."""
+    """Import ``module:attribute`` (``mypkg.nets:build``); errors name the path and ``what``."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise RegistryError(f"{what} {path!r} must look like 'package.module:function'")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise RegistryError(f"{what} {path!r}: cannot import module {module_name!r} ({exc})") from exc
+        raise RegistryError(
+            f"{what} {path!r}: cannot import module {module_name!r} ({exc})"
+        ) from exc
     try:
         obj = module
         for part in attr.split("."):

@@ -101,11 +101,11 @@ def train_epoch(
         loss = F.cross_entropy(model(x), y)
         objective = loss if penalty is None else loss + penalty()
         if not torch.isfinite(objective):
-            raise DivergenceError(f"loss became {float(objective)} after {seen} samples")
+            raise DivergenceError(f"loss became {float(objective.detach())} after {seen} samples")
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
         optimizer.step()
-        total += float(loss) * len(y)
+        total += float(loss.detach()) * len(y)
         seen += len(y)
         if on_step is not None:
             on_step()

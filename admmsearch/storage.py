@@ -1,0 +1,443 @@
+"""Storage accounting: how many bits the compressed weights take, a pure function of the tensors.
+
+The accounting never asks how a weight was pruned or quantized; it looks only at the values.
+Exact zeros (``+0.0`` and ``-0.0``) are pruned entries. Every stream of values is coded by one
+rule (:func:`value_coding_bits`): a codebook of the ``K`` distinct float32 bit patterns plus a
+``ceil(log2 K)``-bit code per value, or raw float32 when that is not smaller. A layer is then
+stored in whichever of two encodings is smaller (ties go to ``"dense"``):
+
+* ``"dense"``: all ``n`` entries in order, zeros included as a value; no index.
+* the sparse ``index_format``: ``"gap"`` (relative indices, as in Deep Compression) or
+  ``"csr"`` (row pointers and column indices), followed by the coded nonzero values.
+
+In the gap format each nonzero carries a ``g``-bit gap ``d = position - previous`` (previous is
+``-1`` before the first). Codes ``1 .. 2**g - 1`` are that gap; code ``0`` is a *filler* that
+advances ``2**g - 1`` positions and carries no value, so a gap ``d`` needs
+``(d - 1) // (2**g - 1)`` fillers. ``g`` ranges over 1..16 and is chosen to minimise
+``g * (m + fillers)`` (ties go to the smaller ``g``). :mod:`admmsearch.packing` writes exactly
+these bits, so the figures here are the size of a real file (plus its header and byte padding).
+
+Worked example: a 1x10 weight with three survivors at positions 1, 7 and 9.
+
+* ``n = 10`` entries, ``dense_bits = 32 * 10 = 320``; ``m = 3`` nonzeros {0.5, -0.5, 0.5}.
+* Nonzero values: ``K = 2`` distinct, ``c = ceil(log2 2) = 1``; codebook coding costs
+  ``3 * 1 + 32 * 2 = 67 < 32 * 3 = 96`` bits, so ``data_bits = 67`` (without indices).
+* Dense encoding codes all 10 entries {0, 0.5, -0.5}: ``K = 3``, ``c = 2``,
+  ``10 * 2 + 32 * 3 = 116`` bits.
+* Gap encoding: gaps 2, 6, 2. ``g = 1``: 1 + 5 + 1 = 7 fillers, ``1 * (3 + 7) = 10`` bits;
+  ``g = 2``: 0 + 1 + 0 = 1 filler, ``2 * (3 + 1) = 8`` bits; ``g = 3``: no filler, ``3 * 3 = 9``
+  bits; wider ``g`` only costs more. So ``g = 2`` (codes 2, 0, 3, 2) and the layer stores
+  ``67 + 8 = 75 < 116`` bits with indices: ratio 320 / 67 = 4.78 without, 320 / 75 = 4.27 with.
+* CSR encoding instead: 1 row of 10 columns, row pointers ``2 * ceil(log2 4) = 4`` bits, column
+  indices ``3 * ceil(log2 10) = 12`` bits, ``67 + 16 = 83`` bits.
+
+>>> import torch
+>>> w = torch.tensor([[0, 0.5, 0, 0, 0, 0, 0, -0.5, 0, 0.5]])
+>>> s = layer_storage("fc", w)
+>>> (s.numel, s.nonzeros, s.dense_bits, s.code_bits, s.codebook_size, s.data_bits)
+(10, 3, 320, 1, 2, 67)
+>>> (s.encoding, s.gap_bits, s.fillers, s.index_bits, s.stored_bits)
+('gap', 2, 1, 8, 75)
+>>> layer_storage("fc", w, index_format="csr").stored_bits
+83
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from .errors import ConstraintError, LayerError
+
+__all__ = [
+    "INDEX_FORMATS",
+    "MAX_GAP_BITS",
+    "LayerStorage",
+    "StorageReport",
+    "csr_layout",
+    "gap_index_bits",
+    "layer_storage",
+    "model_storage",
+    "value_coding_bits",
+]
+
+INDEX_FORMATS = ("gap", "csr")
+MAX_GAP_BITS = 16
+FLOAT_BITS = 32
+_PARAMETRIZED_KEY = re.compile(r"^(?:(.*)\.)?parametrizations\.([^.]+)\.")
+
+
+@dataclass(frozen=True)
+class LayerStorage:
+    """Bits of one compressible layer; ``data_*`` are without indices, ``stored_*`` with them."""
+
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    nonzeros: int
+    dense_bits: int
+    code_bits: int
+    codebook_size: int
+    data_bits: int
+    encoding: str
+    gap_bits: int
+    fillers: int
+    stored_code_bits: int
+    stored_codebook_size: int
+    index_bits: int
+    stored_bits: int
+    bias_bits: int
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of pruned (exactly zero) weights."""
+        return 1.0 - self.nonzeros / self.numel
+
+    @property
+    def ratio_no_index(self) -> float:
+        """Dense float32 bits over the coded nonzero values (the papers' figure)."""
+        return self.dense_bits / self.data_bits
+
+    @property
+    def ratio_with_index(self) -> float:
+        """Dense float32 bits over the bits actually stored, indices included."""
+        return self.dense_bits / self.stored_bits
+
+
+@dataclass(frozen=True)
+class StorageReport:
+    """Per-layer storage plus every other tensor of the model at its raw size."""
+
+    layers: tuple[LayerStorage, ...]
+    other_bits: int
+    index_format: str
+
+    @property
+    def dense_weight_bits(self) -> int:
+        """Compressible weights stored as dense float32."""
+        return sum(layer.dense_bits for layer in self.layers)
+
+    @property
+    def data_bits(self) -> int:
+        """Compressible weights' coded nonzero values, without indices."""
+        return sum(layer.data_bits for layer in self.layers)
+
+    @property
+    def stored_bits(self) -> int:
+        """Compressible weights as stored, indices included."""
+        return sum(layer.stored_bits for layer in self.layers)
+
+    @property
+    def bias_bits(self) -> int:
+        """Biases of the compressible layers, stored raw."""
+        return sum(layer.bias_bits for layer in self.layers)
+
+    @property
+    def weight_ratio_no_index(self) -> float:
+        """Σ dense / Σ data over the compressible weights."""
+        return self.dense_weight_bits / self.data_bits
+
+    @property
+    def weight_ratio_with_index(self) -> float:
+        """Σ dense / Σ stored over the compressible weights."""
+        return self.dense_weight_bits / self.stored_bits
+
+    @property
+    def model_dense_bits(self) -> int:
+        """The whole state_dict uncompressed."""
+        return self.dense_weight_bits + self.bias_bits + self.other_bits
+
+    @property
+    def model_stored_bits(self) -> int:
+        """The whole state_dict compressed: the packed file's payload before byte padding."""
+        return self.stored_bits + self.bias_bits + self.other_bits
+
+    @property
+    def model_ratio(self) -> float:
+        """Whole-model compression ratio, indices, biases and buffers included."""
+        return self.model_dense_bits / self.model_stored_bits
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per layer: every field plus sparsity and both ratios."""
+        rows = [
+            {**asdict(layer), **{key: getattr(layer, key) for key in _LAYER_FIGURES}}
+            for layer in self.layers
+        ]
+        return pd.DataFrame(rows, columns=[*LayerStorage.__dataclass_fields__, *_LAYER_FIGURES])
+
+    def summary(self) -> dict[str, float]:
+        """Flat totals (bits), ratios and the weights' overall sparsity, for metrics logging."""
+        numel = sum(layer.numel for layer in self.layers)
+        nonzeros = sum(layer.nonzeros for layer in self.layers)
+        figures = {key: float(getattr(self, key)) for key in _REPORT_FIGURES}
+        return {"weight_sparsity": 1.0 - nonzeros / numel if numel else 0.0, **figures}
+
+
+_LAYER_FIGURES = ("sparsity", "ratio_no_index", "ratio_with_index")
+_REPORT_FIGURES = (
+    "dense_weight_bits",
+    "data_bits",
+    "stored_bits",
+    "bias_bits",
+    "other_bits",
+    "weight_ratio_no_index",
+    "weight_ratio_with_index",
+    "model_dense_bits",
+    "model_stored_bits",
+    "model_ratio",
+)
+
+
+def value_coding_bits(values: Tensor) -> tuple[int, int]:
+    """Code width and codebook size for a multiset of float32 values.
+
+    Distinct values are distinct float32 bit patterns. With ``K`` distinct values a codebook
+    costs ``c = ceil(log2 K)`` bits per value (0 when ``K == 1``) plus ``32 * K``; it is used only
+    when smaller than raw float32. Example: 3 values with ``K = 2`` cost ``3 * 1 + 64 = 67 < 96``.
+
+    Returns:
+        ``(c, K)``; raw coding is ``(32, 0)``, so a stream always costs ``count * c + 32 * K``.
+    """
+    bits = values.detach().cpu().to(torch.float32).reshape(-1).numpy().view(np.int32)
+    return _coding(bits.size, _distinct_count(bits))
+
+
+def _distinct_count(bits: np.ndarray) -> int:
+    """Number of distinct entries; sorting is several times faster than ``np.unique`` here."""
+    ordered = np.sort(bits)
+    return int(ordered.size > 0) + int(np.count_nonzero(ordered[1:] != ordered[:-1]))
+
+
+def _coding(count: int, distinct: int) -> tuple[int, int]:
+    width = (distinct - 1).bit_length() if distinct > 1 else 0
+    if count * width + FLOAT_BITS * distinct < FLOAT_BITS * count:
+        return width, distinct
+    return FLOAT_BITS, 0
+
+
+def _value_bits(count: int, width: int, codebook_size: int) -> int:
+    return count * width + FLOAT_BITS * codebook_size
+
+
+def gap_index_bits(positions: Tensor | np.ndarray, gap_bits: int) -> tuple[int, int]:
+    """Gap-index bits and filler count for strictly increasing flat ``positions`` at one width.
+
+    Example: positions 0 and 41 give gaps 1 and 41; at ``g = 3`` a gap of 41 needs
+    ``(41 - 1) // 7 = 5`` fillers, so the index costs ``3 * (2 + 5) = 21`` bits.
+
+    Raises:
+        ValueError: ``gap_bits`` is below 1, or the positions are not strictly increasing.
+    """
+    if gap_bits < 1:
+        raise ValueError(f"gap_bits must be at least 1, got {gap_bits}")
+    flat = _as_positions(positions)
+    fillers = int((_gap_excess(flat) // ((1 << gap_bits) - 1)).sum())
+    return gap_bits * (flat.size + fillers), fillers
+
+
+def _as_positions(positions: Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(positions, Tensor):
+        positions = positions.detach().cpu().numpy()
+    return np.asarray(positions, dtype=np.int64).reshape(-1)
+
+
+def _gap_excess(positions: np.ndarray) -> np.ndarray:
+    """``d - 1`` for every gap ``d`` (previous position -1 before the first), zeros dropped."""
+    excess = np.diff(positions, prepend=-1) - 1
+    if excess.size and excess.min() < 0:
+        raise ValueError("positions must be non-negative and strictly increasing")
+    return excess[excess > 0]
+
+
+def _fillers_per_width(positions: np.ndarray) -> np.ndarray:
+    """Fillers for each width g = 1..16; each pass keeps only the gaps that still overflow."""
+    excess = _gap_excess(positions)
+    fillers = np.zeros(MAX_GAP_BITS, dtype=np.int64)
+    for gap_bits in range(1, MAX_GAP_BITS + 1):
+        span = (1 << gap_bits) - 1
+        excess = excess[excess >= span]
+        fillers[gap_bits - 1] = (excess // span).sum()
+    return fillers
+
+
+def _best_gap(positions: np.ndarray) -> tuple[int, int, int]:
+    """``(g, fillers, index bits)`` minimising the index bits; ``argmin`` keeps the smaller g."""
+    fillers = _fillers_per_width(positions)
+    widths = np.arange(1, MAX_GAP_BITS + 1)
+    bits = widths * (positions.size + fillers)
+    best = int(np.argmin(bits))
+    return best + 1, int(fillers[best]), int(bits[best])
+
+
+def csr_layout(shape: Sequence[int], nonzeros: int) -> tuple[int, int, int, int]:
+    """``(rows, cols, row-pointer bits, column-index bits)`` of the CSR view of a weight.
+
+    Rows are ``shape[0]`` (1 for 0-d and 1-d weights), columns the rest flattened. Row pointers
+    take ``ceil(log2(m + 1))`` bits each, column indices ``ceil(log2 cols)``. Example: a 1x10
+    weight with 3 nonzeros has ``(1, 10, 2, 4)``: ``2 * 2 + 3 * 4 = 16`` index bits.
+    """
+    numel = int(np.prod(shape, dtype=np.int64))
+    rows = int(shape[0]) if len(shape) >= 2 else 1
+    cols = numel // rows if rows else 0
+    return rows, cols, nonzeros.bit_length(), max(cols - 1, 0).bit_length()
+
+
+def _csr_index_bits(shape: Sequence[int], nonzeros: int) -> int:
+    rows, _, pointer_bits, column_bits = csr_layout(shape, nonzeros)
+    return (rows + 1) * pointer_bits + nonzeros * column_bits
+
+
+def _check_index_format(index_format: str) -> None:
+    if index_format not in INDEX_FORMATS:
+        raise ValueError(f"index_format must be one of {INDEX_FORMATS}, got {index_format!r}")
+
+
+def _flat_weight(name: str, weight: Tensor) -> np.ndarray:
+    """Flat float32 copy with every zero as ``+0.0`` (pruned entries decode as ``+0.0``)."""
+    if weight.dtype != torch.float32:
+        raise ConstraintError(f"layer {name!r} weight is {weight.dtype}; storage expects float32")
+    flat = weight.detach().cpu().reshape(-1).numpy()
+    return np.where(flat == 0, np.float32(0), flat)
+
+
+def layer_storage(
+    name: str, weight: Tensor, bias: Tensor | None = None, index_format: str = "gap"
+) -> LayerStorage:
+    """Storage of one layer's weight (and raw bias) in the cheaper of dense and ``index_format``.
+
+    Raises:
+        ConstraintError: the weight has no nonzero entry, or is not float32.
+        ValueError: ``index_format`` is not ``"gap"`` or ``"csr"``.
+    """
+    _check_index_format(index_format)
+    flat = _flat_weight(name, weight)
+    positions = np.flatnonzero(flat)
+    if positions.size == 0:
+        raise ConstraintError(
+            f"layer {name!r} has no nonzero weight; at least one weight per layer must survive"
+        )
+    distinct = _distinct_count(flat.view(np.int32))
+    code_bits, codebook_size = _coding(positions.size, distinct - (positions.size < flat.size))
+    sparse = _sparse_fields(index_format, positions, weight.shape, code_bits, codebook_size)
+    dense = _dense_fields(flat.size, distinct)
+    return LayerStorage(
+        name=name,
+        shape=tuple(weight.shape),
+        numel=flat.size,
+        nonzeros=positions.size,
+        dense_bits=FLOAT_BITS * flat.size,
+        code_bits=code_bits,
+        codebook_size=codebook_size,
+        data_bits=_value_bits(positions.size, code_bits, codebook_size),
+        bias_bits=0 if bias is None else _raw_bits(bias),
+        **(sparse if sparse["stored_bits"] < dense["stored_bits"] else dense),
+    )
+
+
+_ENCODING_FIELDS = (
+    "encoding",
+    "gap_bits",
+    "fillers",
+    "stored_code_bits",
+    "stored_codebook_size",
+    "index_bits",
+    "stored_bits",
+)
+
+
+def _dense_fields(numel: int, distinct: int) -> dict[str, Any]:
+    """The dense encoding: every entry value-coded, zeros included; no index."""
+    code_bits, codebook_size = _coding(numel, distinct)
+    stored_bits = _value_bits(numel, code_bits, codebook_size)
+    values = ("dense", 0, 0, code_bits, codebook_size, 0, stored_bits)
+    return dict(zip(_ENCODING_FIELDS, values, strict=True))
+
+
+def _sparse_fields(
+    index_format: str,
+    positions: np.ndarray,
+    shape: Sequence[int],
+    code_bits: int,
+    codebook_size: int,
+) -> dict[str, Any]:
+    """The ``index_format`` encoding: the coded nonzeros plus a gap or CSR index."""
+    if index_format == "gap":
+        gap_bits, fillers, index_bits = _best_gap(positions)
+    else:
+        gap_bits, fillers, index_bits = 0, 0, _csr_index_bits(shape, positions.size)
+    stored_bits = _value_bits(positions.size, code_bits, codebook_size) + index_bits
+    values = (index_format, gap_bits, fillers, code_bits, codebook_size, index_bits, stored_bits)
+    return dict(zip(_ENCODING_FIELDS, values, strict=True))
+
+
+def _raw_bits(tensor: Tensor) -> int:
+    return tensor.numel() * tensor.element_size() * 8
+
+
+def _state_key(module_name: str, tensor_name: str) -> str:
+    return f"{module_name}.{tensor_name}" if module_name else tensor_name
+
+
+def _layer_module(model: nn.Module, name: str) -> nn.Module:
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        module = None
+    if not isinstance(getattr(module, "weight", None), Tensor):
+        valid = [
+            n for n, m in model.named_modules() if isinstance(getattr(m, "weight", None), Tensor)
+        ]
+        raise LayerError(
+            f"layer {name!r} is not a module with a weight; modules with one: {valid}"
+        )
+    return module
+
+
+def _other_bits(model: nn.Module, owned: set[str]) -> int:
+    """Raw bits of every state_dict tensor not owned by a compressible layer, effective values."""
+    bits, counted = 0, set()
+    for key, tensor in model.state_dict().items():
+        match = _PARAMETRIZED_KEY.match(key)
+        if match:
+            module_name, tensor_name = match.group(1) or "", match.group(2)
+            key = _state_key(module_name, tensor_name)
+            tensor = getattr(model.get_submodule(module_name), tensor_name)
+        if key in owned or key in counted or not isinstance(tensor, Tensor):
+            continue
+        counted.add(key)
+        bits += _raw_bits(tensor)
+    return bits
+
+
+def model_storage(
+    model: nn.Module, layer_names: Sequence[str], index_format: str = "gap"
+) -> StorageReport:
+    """Storage of a model whose ``layer_names`` are compressible; everything else stays raw.
+
+    Parametrized layers are read through ``module.weight``, i.e. their effective weights.
+
+    Raises:
+        LayerError: a name is not a module with a weight.
+        ConstraintError: a layer has no nonzero weight.
+        ValueError: unknown ``index_format``, no layer named, or a layer named twice.
+    """
+    _check_index_format(index_format)
+    names = list(layer_names)
+    if not names:
+        raise ValueError("layer_names is empty; name at least one compressible layer")
+    if len(set(names)) != len(names):
+        raise ValueError(f"layer_names lists a layer more than once: {names}")
+    layers = []
+    for name in names:
+        module = _layer_module(model, name)
+        bias = module.bias if isinstance(getattr(module, "bias", None), Tensor) else None
+        layers.append(layer_storage(name, module.weight, bias, index_format))
+    owned = {_state_key(n, t) for n in names for t in ("weight", "bias")}
+    return StorageReport(tuple(layers), _other_bits(model, owned), index_format)
