@@ -234,7 +234,7 @@ _EVENT_BUDGET = 1 << 22
 
 
 def _exact_scale(a: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
-    """The scale minimising sum_i min_j (a_i - alpha * positive_j)^2 over all alpha > 0, exactly.
+    """The scale minimising sum_i min_j (a_i - alpha * positive_j)^2 over alpha > 0, exactly.
 
     As alpha falls, entry i moves from level j to j+1 when a_i / alpha passes the midpoint m_j,
     i.e. at alpha = a_i / m_j. Between two such events the codes are fixed and the error is a

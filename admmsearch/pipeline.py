@@ -60,7 +60,8 @@ class QuantRetrainSettings:
 
     def __post_init__(self) -> None:
         s = self.shares
-        if not s or s[-1] != 1.0 or any(not 0 <= a < b for a, b in zip((0.0, *s), s, strict=False)):
+        rising = all(0 <= a < b for a, b in zip((0.0, *s), s, strict=False))
+        if not s or s[-1] != 1.0 or not rising:
             raise ConfigError(f"shares: must rise strictly within (0, 1] and end at 1.0, got {s}")
 
 

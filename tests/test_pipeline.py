@@ -142,3 +142,21 @@ def test_divergence_names_the_stage(digits) -> None:
     settings = fast_settings(pretrain=TrainSettings(epochs=1, lr=1e6, batch_size=32))
     with pytest.raises(DivergenceError, match="stage dense"):
         run_pipeline(model_for(digits), digits, Plan.from_dict(PLAN), settings)
+
+
+def test_packed_model_gives_identical_predictions_and_matching_size(digits, tmp_path) -> None:
+    from admmsearch.packing import pack_model, unpack_into
+
+    model = model_for(digits)
+    result = run_pipeline(model, digits, Plan.from_dict(PLAN), fast_settings())
+    names = list(compressible_layers(model))
+    info = pack_model(model, names, tmp_path / "digits.admm")
+    payload_bits = result.storage.model_stored_bits
+    assert info.file_bytes == (tmp_path / "digits.admm").stat().st_size
+    assert payload_bits / 8 <= info.file_bytes - info.header_bytes < payload_bits / 8 + 20
+    assert info.header_bytes < 1024
+    fresh = unpack_into(model_for(digits, seed=1), tmp_path / "digits.admm")
+    model.eval()
+    fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(model(digits.x_test), fresh(digits.x_test))

@@ -1,0 +1,59 @@
+"""The command line: in-process with click's runner, and once as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from admmsearch.cli import main
+
+
+def test_compress_writes_packed_model_and_reports_json(tmp_path) -> None:
+    out = tmp_path / "m.admm"
+    result = CliRunner().invoke(
+        main, ["compress", "--keep", "0.2", "--bits", "4", "--out", str(out), "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["file_bytes"] == out.stat().st_size
+    assert report["stages"][0]["stage"] == "dense"
+    assert report["stages"][-1]["test_accuracy"] > 0.8
+    accounted = report["storage"]["model_stored_bits"] / 8
+    assert accounted <= report["file_bytes"] - report["header_bytes"] < accounted + 8
+
+
+def test_compress_with_plan_file(tmp_path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("layers:\n  fc1: {keep: 0.05, bits: 3}\n  conv2: {keep: 0.5, clusters: 4}\n")
+    result = CliRunner().invoke(main, ["compress", "--plan", str(plan), "--out",
+                                       str(tmp_path / "m.admm")])
+    assert result.exit_code == 0, result.output
+    assert "smaller without indices" in result.stdout
+
+
+def test_bad_plan_is_one_line_error(tmp_path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("layers:\n  fc1: {keep: 1.5}\n")
+    result = CliRunner().invoke(main, ["compress", "--plan", str(plan)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: layers.fc1.keep: must be in (0, 1], got 1.5"
+
+
+def test_unknown_layer_and_dataset_name_the_fault_as_subprocess(tmp_path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("layers:\n  fc9: {keep: 0.5}\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "admmsearch", "compress", "--plan", str(plan)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert run.returncode == 2
+    assert "fc9" in run.stderr and "valid: conv1, conv2, fc1, fc2" in run.stderr
+    assert "Traceback" not in run.stderr
+    run = subprocess.run(
+        [sys.executable, "-m", "admmsearch", "compress", "--dataset", "nosuch"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert run.returncode == 2 and "unknown dataset 'nosuch'" in run.stderr
