@@ -221,7 +221,8 @@ class UniformQuantization(Quantizer):
         sample = x if x.numel() <= budget else x.sort().values[:: x.numel() // budget + 1]
         starts = [_exact_scale(sample.abs(), positive)]
         if sample.numel() < x.numel():
-            candidates = full * torch.logspace(-2.5, 0.3, self.scan, dtype=x.dtype, device=x.device)
+            ladder = torch.logspace(-2.5, 0.3, self.scan, dtype=x.dtype, device=x.device)
+            candidates = full * ladder
             errors = torch.stack([_error(sample, a, grid) for a in candidates])
             starts += list(candidates[errors.argsort()[: self.refine]])
         if sample.numel() == x.numel():
