@@ -54,6 +54,18 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from .coding import (
+    FLOAT_BITS,
+    MAX_GAP_BITS,
+    best_gap,
+    csr_index_bits,
+    csr_layout,
+    distinct_count,
+    gap_index_bits,
+    value_bits,
+    value_coding,
+    value_coding_bits,
+)
 from .errors import ConstraintError, LayerError
 
 __all__ = [
@@ -69,8 +81,6 @@ __all__ = [
 ]
 
 INDEX_FORMATS = ("gap", "csr")
-MAX_GAP_BITS = 16
-FLOAT_BITS = 32
 _PARAMETRIZED_KEY = re.compile(r"^(?:(.*)\.)?parametrizations\.([^.]+)\.")
 
 
@@ -195,105 +205,6 @@ _REPORT_FIGURES = (
 )
 
 
-def value_coding_bits(values: Tensor) -> tuple[int, int]:
-    """Code width and codebook size for a multiset of float32 values.
-
-    Distinct values are distinct float32 bit patterns. With ``K`` distinct values a codebook
-    costs ``c = ceil(log2 K)`` bits per value (0 when ``K == 1``) plus ``32 * K``; it is used only
-    when smaller than raw float32. Example: 3 values with ``K = 2`` cost ``3 * 1 + 64 = 67 < 96``.
-
-    Returns:
-        ``(c, K)``; raw coding is ``(32, 0)``, so a stream always costs ``count * c + 32 * K``.
-    """
-    bits = values.detach().cpu().to(torch.float32).reshape(-1).numpy().view(np.int32)
-    return _coding(bits.size, _distinct_count(bits))
-
-
-def _distinct_count(bits: np.ndarray) -> int:
-    """Number of distinct entries; sorting is several times faster than ``np.unique`` here."""
-    ordered = np.sort(bits)
-    return int(ordered.size > 0) + int(np.count_nonzero(ordered[1:] != ordered[:-1]))
-
-
-def _coding(count: int, distinct: int) -> tuple[int, int]:
-    width = (distinct - 1).bit_length() if distinct > 1 else 0
-    if count * width + FLOAT_BITS * distinct < FLOAT_BITS * count:
-        return width, distinct
-    return FLOAT_BITS, 0
-
-
-def _value_bits(count: int, width: int, codebook_size: int) -> int:
-    return count * width + FLOAT_BITS * codebook_size
-
-
-def gap_index_bits(positions: Tensor | np.ndarray, gap_bits: int) -> tuple[int, int]:
-    """Gap-index bits and filler count for strictly increasing flat ``positions`` at one width.
-
-    Example: positions 0 and 41 give gaps 1 and 41; at ``g = 3`` a gap of 41 needs
-    ``(41 - 1) // 7 = 5`` fillers, so the index costs ``3 * (2 + 5) = 21`` bits.
-
-    Raises:
-        ValueError: ``gap_bits`` is below 1, or the positions are not strictly increasing.
-    """
-    if gap_bits < 1:
-        raise ValueError(f"gap_bits must be at least 1, got {gap_bits}")
-    flat = _as_positions(positions)
-    fillers = int((_gap_excess(flat) // ((1 << gap_bits) - 1)).sum())
-    return gap_bits * (flat.size + fillers), fillers
-
-
-def _as_positions(positions: Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(positions, Tensor):
-        positions = positions.detach().cpu().numpy()
-    return np.asarray(positions, dtype=np.int64).reshape(-1)
-
-
-def _gap_excess(positions: np.ndarray) -> np.ndarray:
-    """``d - 1`` for every gap ``d`` (previous position -1 before the first), zeros dropped."""
-    excess = np.diff(positions, prepend=-1) - 1
-    if excess.size and excess.min() < 0:
-        raise ValueError("positions must be non-negative and strictly increasing")
-    return excess[excess > 0]
-
-
-def _fillers_per_width(positions: np.ndarray) -> np.ndarray:
-    """Fillers for each width g = 1..16; each pass keeps only the gaps that still overflow."""
-    excess = _gap_excess(positions)
-    fillers = np.zeros(MAX_GAP_BITS, dtype=np.int64)
-    for gap_bits in range(1, MAX_GAP_BITS + 1):
-        span = (1 << gap_bits) - 1
-        excess = excess[excess >= span]
-        fillers[gap_bits - 1] = (excess // span).sum()
-    return fillers
-
-
-def _best_gap(positions: np.ndarray) -> tuple[int, int, int]:
-    """``(g, fillers, index bits)`` minimising the index bits; ``argmin`` keeps the smaller g."""
-    fillers = _fillers_per_width(positions)
-    widths = np.arange(1, MAX_GAP_BITS + 1)
-    bits = widths * (positions.size + fillers)
-    best = int(np.argmin(bits))
-    return best + 1, int(fillers[best]), int(bits[best])
-
-
-def csr_layout(shape: Sequence[int], nonzeros: int) -> tuple[int, int, int, int]:
-    """``(rows, cols, row-pointer bits, column-index bits)`` of the CSR view of a weight.
-
-    Rows are ``shape[0]`` (1 for 0-d and 1-d weights), columns the rest flattened. Row pointers
-    take ``ceil(log2(m + 1))`` bits each, column indices ``ceil(log2 cols)``. Example: a 1x10
-    weight with 3 nonzeros has ``(1, 10, 2, 4)``: ``2 * 2 + 3 * 4 = 16`` index bits.
-    """
-    numel = int(np.prod(shape, dtype=np.int64))
-    rows = int(shape[0]) if len(shape) >= 2 else 1
-    cols = numel // rows if rows else 0
-    return rows, cols, nonzeros.bit_length(), max(cols - 1, 0).bit_length()
-
-
-def _csr_index_bits(shape: Sequence[int], nonzeros: int) -> int:
-    rows, _, pointer_bits, column_bits = csr_layout(shape, nonzeros)
-    return (rows + 1) * pointer_bits + nonzeros * column_bits
-
-
 def _check_index_format(index_format: str) -> None:
     if index_format not in INDEX_FORMATS:
         raise ValueError(f"index_format must be one of {INDEX_FORMATS}, got {index_format!r}")
@@ -323,8 +234,9 @@ def layer_storage(
         raise ConstraintError(
             f"layer {name!r} has no nonzero weight; at least one weight per layer must survive"
         )
-    distinct = _distinct_count(flat.view(np.int32))
-    code_bits, codebook_size = _coding(positions.size, distinct - (positions.size < flat.size))
+    distinct = distinct_count(flat.view(np.int32))
+    distinct_nonzero = distinct - (positions.size < flat.size)  # zero is not a stored value
+    code_bits, codebook_size = value_coding(positions.size, distinct_nonzero)
     sparse = _sparse_fields(index_format, positions, weight.shape, code_bits, codebook_size)
     dense = _dense_fields(flat.size, distinct)
     return LayerStorage(
@@ -335,7 +247,7 @@ def layer_storage(
         dense_bits=FLOAT_BITS * flat.size,
         code_bits=code_bits,
         codebook_size=codebook_size,
-        data_bits=_value_bits(positions.size, code_bits, codebook_size),
+        data_bits=value_bits(positions.size, code_bits, codebook_size),
         bias_bits=0 if bias is None else _raw_bits(bias),
         **(sparse if sparse["stored_bits"] < dense["stored_bits"] else dense),
     )
@@ -354,8 +266,8 @@ _ENCODING_FIELDS = (
 
 def _dense_fields(numel: int, distinct: int) -> dict[str, Any]:
     """The dense encoding: every entry value-coded, zeros included; no index."""
-    code_bits, codebook_size = _coding(numel, distinct)
-    stored_bits = _value_bits(numel, code_bits, codebook_size)
+    code_bits, codebook_size = value_coding(numel, distinct)
+    stored_bits = value_bits(numel, code_bits, codebook_size)
     values = ("dense", 0, 0, code_bits, codebook_size, 0, stored_bits)
     return dict(zip(_ENCODING_FIELDS, values, strict=True))
 
@@ -369,10 +281,10 @@ def _sparse_fields(
 ) -> dict[str, Any]:
     """The ``index_format`` encoding: the coded nonzeros plus a gap or CSR index."""
     if index_format == "gap":
-        gap_bits, fillers, index_bits = _best_gap(positions)
+        gap_bits, fillers, index_bits = best_gap(positions)
     else:
-        gap_bits, fillers, index_bits = 0, 0, _csr_index_bits(shape, positions.size)
-    stored_bits = _value_bits(positions.size, code_bits, codebook_size) + index_bits
+        gap_bits, fillers, index_bits = 0, 0, csr_index_bits(shape, positions.size)
+    stored_bits = value_bits(positions.size, code_bits, codebook_size) + index_bits
     values = (index_format, gap_bits, fillers, code_bits, codebook_size, index_bits, stored_bits)
     return dict(zip(_ENCODING_FIELDS, values, strict=True))
 
