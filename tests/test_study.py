@@ -1,0 +1,140 @@
+"""A real small study on digits, end to end: Optuna storage, MLflow runs, the front artifact."""
+
+from __future__ import annotations
+
+import io
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from admmsearch.config import load_study, resolve_layers
+from admmsearch.front import trials_frame
+from admmsearch.study import finished_count, prepare, run_study
+from admmsearch.tracking import search_runs
+
+STUDY = {
+    "name": "digits-test",
+    "seed": 0,
+    "model": "digits-cnn",
+    "dataset": {"name": "digits", "limit_train": 600},
+    "dense": {"train": {"epochs": 8, "lr": 0.05, "batch_size": 32}},
+    "pipeline": {
+        "admm_prune": {"train": {"epochs": 2, "lr": 0.02, "batch_size": 32},
+                       "rho": {"initial": 0.01, "multiplier": 2.0, "every": 1, "maximum": 1.0}},
+        "retrain": {"epochs": 1, "lr": 0.01, "batch_size": 32},
+        "admm_quantize": {"train": {"epochs": 1, "lr": 0.01, "batch_size": 32},
+                          "rho": {"initial": 0.01, "multiplier": 2.0, "every": 1, "maximum": 1.0}},
+        "quant_retrain": {"train": {"epochs": 1, "lr": 0.005, "batch_size": 32},
+                          "shares": [0.5, 1.0]},
+    },
+    "search": {"keep": {"low": 0.05, "high": 1.0, "log": True},
+               "bits": {"choices": [2, 4, None]},
+               "groups": {"convs": ["conv1", "conv2"]}},
+    "objectives": ["val_accuracy", "storage_bits_with_index"],
+    "sampler": {"name": "nsga2", "population_size": 2},
+    "budget": {"trials": 4},
+}
+
+
+def make_config(tmp_path, **changes):
+    data = {**STUDY, **changes}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    config = load_study(path)
+    return config, resolve_layers(config)
+
+
+def context(tmp_path, config, layers):
+    return prepare(config, layers, storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+                   tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+                   workdir=tmp_path / "work")
+
+
+def trial_runs(tmp_path, name):
+    runs = search_runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", name)
+    return runs[runs["tags.admmsearch.role"] == "trial"]
+
+
+@pytest.fixture()
+def mlruns(tmp_path):
+    (tmp_path / "mlruns").mkdir()
+    return tmp_path
+
+
+def test_study_end_to_end_is_tracked_and_has_its_front(mlruns) -> None:
+    tmp_path = mlruns
+    config, layers = make_config(tmp_path)
+    ctx = context(tmp_path, config, layers)
+    study = run_study(ctx)
+    done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(done) == 4 and finished_count(study) == 4
+    runs = trial_runs(tmp_path, config.name)
+    assert len(runs) == 4
+    assert sorted(runs["tags.admmsearch.trial"].astype(int)) == [t.number for t in done]
+    for t in done:
+        run = runs[runs["run_id"] == t.user_attrs["mlflow_run_id"]].iloc[0]
+        assert run["tags.admmsearch.study"] == config.name
+        assert float(run["metrics.val_accuracy"]) == pytest.approx(t.values[0])
+        assert float(run["metrics.storage_bits_with_index"]) == pytest.approx(t.values[1])
+        for layer in layers:
+            assert f"params.keep.{layer}" in run and f"metrics.sparsity.{layer}" in run
+        assert "metrics.primal_residual.admm_prune" in run
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    client = ctx.tracker.client
+    names = {a.path for a in client.list_artifacts(parent)}
+    assert {"front.csv", "front.png", "front.html", "study.yaml"} <= names
+    local = client.download_artifacts(parent, "front.csv", str(tmp_path))
+    logged = pd.read_csv(local)
+    expected = trials_frame(study, list(config.objectives))
+    pd.testing.assert_frame_equal(logged.reset_index(drop=True),
+                                  pd.read_csv(io.StringIO(expected.to_csv(index=False))))
+    front = sorted(t.number for t in study.best_trials)
+    assert sorted(logged[logged["front"]]["trial"]) == front
+    for number in front:
+        run_id = study.trials[number].user_attrs["mlflow_run_id"]
+        assert [a.path for a in client.list_artifacts(run_id, "model")]
+
+
+def test_interrupted_study_resumes_without_duplicates_or_losses(mlruns) -> None:
+    tmp_path = mlruns
+    config, layers = make_config(tmp_path, name="digits-resume")
+    ctx = context(tmp_path, config, layers)
+    seen = []
+
+    def interrupt_third_trial(stage, epoch, loss):
+        seen.append(stage)
+        if len(ctx.study.trials) == 3 and stage == "retrain":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study(ctx, on_epoch=interrupt_third_trial)
+    assert finished_count(ctx.study) == 2
+    ctx = context(tmp_path, config, layers)  # a fresh process would do the same
+    study = run_study(ctx)
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 4
+    assert states.count(optuna.trial.TrialState.FAIL) == 1
+    interrupted = study.trials[2]
+    assert interrupted.user_attrs["interrupted"]
+    retry = [t for t in study.trials if t.user_attrs.get("retry_of") == 2]
+    assert len(retry) == 1 and retry[0].params == interrupted.params
+    runs = trial_runs(tmp_path, config.name)
+    assert sorted(runs["tags.admmsearch.trial"].astype(int)) == [t.number for t in study.trials]
+    assert set(runs[runs["tags.admmsearch.trial"] == "2"]["status"]) == {"KILLED"}
+
+
+def test_diverging_trial_is_failed_with_reason_and_study_goes_on(mlruns) -> None:
+    tmp_path = mlruns
+    search = {**STUDY["search"], "lr": {"choices": [0.02, 1.0e6]}}
+    config, layers = make_config(tmp_path, name="digits-diverge", search=search,
+                                 enqueue=[{"lr": 1.0e6}], budget={"trials": 3})
+    study = run_study(context(tmp_path, config, layers))
+    first = study.trials[0]
+    assert first.state == optuna.trial.TrialState.FAIL
+    assert "stage admm_prune" in first.user_attrs["fail_reason"]
+    assert finished_count(study) == 3
+    runs = trial_runs(tmp_path, config.name)
+    run = runs[runs["tags.admmsearch.trial"] == "0"].iloc[0]
+    assert run["status"] == "FAILED" and "loss became" in run["tags.admmsearch.fail_reason"]
