@@ -6,6 +6,8 @@ determines it; every trial and every worker starts from a copy of it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import tempfile
@@ -24,7 +26,7 @@ from .data import DataSplits
 from .errors import AdmmSearchError, DivergenceError
 from .models import create_model
 from .packing import pack_model
-from .pipeline import PipelineHooks, PipelineResult, StageResult, run_pipeline
+from .pipeline import PipelineHooks, PipelineResult, PrunedState, StageResult, run_pipeline
 from .search_space import TrialSettings, suggest
 from .storage import model_storage
 from .tracking import Tracker
@@ -85,12 +87,33 @@ def _load_state(model: nn.Module, path: Path, what: str) -> None:
         raise AdmmSearchError(f"{what} {path}: cannot load it into the model ({exc})") from None
 
 
-def _save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
+def _save_atomic(state: object, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def pruning_key(settings: TrialSettings, dense: DenseModel) -> str:
+    """Hash of everything the pruning stages depend on: dense model, pruning plan and stages."""
+    p = settings.pipeline
+    text = json.dumps({
+        "dense": dense.path.name,
+        "plan": {n: [lp.keep, lp.structured] for n, lp in settings.plan.layers.items()},
+        "stages": repr((p.pretrain, p.admm_prune, p.retrain, p.progressive_steps, p.seed)),
+    }, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _load_pruned(path: Path) -> PrunedState | None:
+    """A cached pruning result, or None; a damaged file is ignored (and rewritten later)."""
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - any unreadable cache entry is just a miss
+        return None
 
 
 def trial_metrics(result: PipelineResult, dense: DenseModel) -> dict[str, float]:
@@ -170,6 +193,7 @@ class Objective:
         self.config, self.layers, self.data, self.dense = config, layers, data, dense
         self.tracker, self.parent_run, self.models_dir = tracker, parent_run, models_dir
         self.on_epoch = on_epoch
+        self.stage_dir = dense.path.parent / "stages"
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         settings = suggest(trial, self.config, self.layers)
@@ -196,9 +220,13 @@ class Objective:
         model = build_model(self.config, self.data)
         model.load_state_dict(self.dense.state)
         hooks = PipelineHooks(on_epoch=self.on_epoch, on_stage=self._check_collapse)
+        cache = self.stage_dir / f"pruned-{pruning_key(settings, self.dense)}.pt"
+        pruned = _load_pruned(cache)
+        trial.set_user_attr("pruning_cache_hit", pruned is not None)
         result = run_pipeline(model, self.data, settings.plan, settings.pipeline,
                               layer_patterns=list(self.layers), device=self.config.device,
-                              hooks=hooks)
+                              hooks=hooks, pruned=pruned,
+                              on_pruned=lambda state: _save_atomic(state, cache))
         metrics = trial_metrics(result, self.dense)
         self._set_constraints(trial, metrics)
         path = self.models_dir / f"trial-{trial.number}.admm"

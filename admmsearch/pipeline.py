@@ -35,6 +35,7 @@ __all__ = [
     "PipelineHooks",
     "PipelineResult",
     "PipelineSettings",
+    "PrunedState",
     "QuantRetrainSettings",
     "StageResult",
     "layer_figures",
@@ -290,6 +291,35 @@ def _freeze_share(q: Quantized, module: nn.Module, share: float) -> None:
         q.freeze_(chosen.view_as(free) & free, codes)
 
 
+@dataclass(frozen=True)
+class PrunedState:
+    """The model after the pruning stages: its stages, masks and (masked) weights, on the CPU.
+
+    Trials with the same pruning settings but different quantization can start from it.
+    """
+
+    stages: tuple[StageResult, ...]
+    masks: Mapping[str, torch.Tensor]
+    weights: Mapping[str, torch.Tensor]
+
+
+def _snapshot(run: _Run) -> PrunedState:
+    masks = {n: m.detach().cpu().clone() for n, mod in run.layers.items()
+             if (m := mask_of(mod)) is not None}
+    weights = {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()
+               if ".parametrizations." not in k}
+    with torch.no_grad():  # effective (masked) weights under their plain names
+        for name in masks:
+            weights[f"{name}.weight"] = run.layers[name].weight.detach().cpu().clone()
+    return PrunedState(tuple(run.stages), masks, weights)
+
+
+def _restore(run: _Run, state: PrunedState) -> None:
+    run.model.load_state_dict(state.weights)
+    prune_(run.layers, {n: m.to(run.layers[n].weight.device) for n, m in state.masks.items()})
+    run.stages = list(state.stages)
+
+
 def run_pipeline(
     model: nn.Module,
     data: DataSplits,
@@ -299,25 +329,39 @@ def run_pipeline(
     layer_patterns: list[str] | None = None,
     device: str | torch.device = "cpu",
     hooks: PipelineHooks | None = None,
+    pruned: PrunedState | None = None,
+    on_pruned: Callable[[PrunedState], None] | None = None,
 ) -> PipelineResult:
     """Compress ``model`` in place to ``plan``; returns every stage's figures and the storage.
 
-    The model ends finalized: plain weight tensors with exact zeros and exact levels.
+    With ``pruned`` (a state saved by ``on_pruned`` from a run with the same model, data,
+    pruning plan and pruning stages) the dense and pruning stages are skipped. The model ends
+    finalized: plain weight tensors with exact zeros and exact levels.
     """
     model.to(device)
     data = data.to(device)
     layers = compressible_layers(model, layer_patterns)
     plan.check_layers(layers, {n: m.weight.numel() for n, m in layers.items()})
     run = _Run(model, data, plan, settings, layers, hooks or PipelineHooks())
-    start = time.perf_counter()
-    losses = [] if settings.pretrain is None else run.train("dense", settings.pretrain)
-    run.record("dense", start, losses)
-    pruned = {n: lp for n, lp in plan.layers.items() if lp.prunes}
-    steps = settings.progressive_steps
-    for step in range(1, steps + 1) if pruned else ():
-        constraints = {n: _step_keep(lp, step, steps).sparsity() for n, lp in pruned.items()}
-        _prune(run, constraints, "" if steps == 1 else f"_step{step}")
+    if pruned is not None:
+        _restore(run, pruned)
+    else:
+        _dense_and_prune(run)
+        if on_pruned is not None:
+            on_pruned(_snapshot(run))
     _quantize(run)
     finalize(model)
     storage = model_storage(model, list(layers), settings.index_format)
     return PipelineResult(tuple(run.stages), storage, plan)
+
+
+def _dense_and_prune(run: _Run) -> None:
+    start = time.perf_counter()
+    s = run.s
+    losses = [] if s.pretrain is None else run.train("dense", s.pretrain)
+    run.record("dense", start, losses)
+    pruned = {n: lp for n, lp in run.plan.layers.items() if lp.prunes}
+    steps = s.progressive_steps
+    for step in range(1, steps + 1) if pruned else ():
+        constraints = {n: _step_keep(lp, step, steps).sparsity() for n, lp in pruned.items()}
+        _prune(run, constraints, "" if steps == 1 else f"_step{step}")

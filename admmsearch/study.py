@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .config import StudyConfig
 from .data import DataSplits, load_dataset
-from .errors import DivergenceError
+from .errors import AdmmSearchError, DivergenceError
 from .front import plot_front, trials_frame
 from .objective import DenseModel, Objective, dense_model
 from .tracking import Tracker, default_tracking_uri
@@ -31,6 +31,7 @@ __all__ = [
     "open_study",
     "resolve_storage",
     "resolve_tracking",
+    "run_parallel",
     "run_study",
     "update_front",
 ]
@@ -85,6 +86,7 @@ class StudyContext:
     config: StudyConfig
     layers: list[str]
     study: optuna.Study
+    storage: str
     tracker: Tracker
     parent_run: str
     data: DataSplits
@@ -95,7 +97,8 @@ class StudyContext:
 def prepare(config: StudyConfig, layers: list[str], *, storage: str | None = None,
             tracking_uri: str | None = None, workdir: str | Path = ".admmsearch") -> StudyContext:
     """Open the study and its parent run, load the data, get the (cached) dense model."""
-    study = open_study(config, resolve_storage(config, storage))
+    storage = resolve_storage(config, storage)
+    study = open_study(config, storage)
     tracker = Tracker(resolve_tracking(config, tracking_uri), config.name)
     parent = tracker.study_run(config.resolved_dict())
     d = config.dataset
@@ -110,7 +113,7 @@ def prepare(config: StudyConfig, layers: list[str], *, storage: str | None = Non
     tracker.log(parent, metrics={"dense_val_accuracy": dense.val_accuracy,
                                  "dense_test_accuracy": dense.test_accuracy,
                                  "dense_storage_bits": dense.storage_bits})
-    return StudyContext(config, layers, study, tracker, parent, data, dense, workdir)
+    return StudyContext(config, layers, study, storage, tracker, parent, data, dense, workdir)
 
 
 def _queue_first_trials(ctx: StudyContext) -> None:
@@ -150,14 +153,15 @@ def update_front(ctx: StudyContext) -> None:
 
 
 def run_study(ctx: StudyContext, *, trials: int | None = None, timeout: float | None = None,
-              threads: int | None = None, progress: bool = False,
+              threads: int | None = None, progress: bool = False, queue: bool = True,
               on_epoch: Callable[[str, int, float], None] | None = None) -> optuna.Study:
     """Run trials until the budget (all workers together) is spent or ``timeout`` passes."""
     if threads:
         torch.set_num_threads(threads)
     budget = trials if trials is not None else ctx.config.budget.trials
     timeout = timeout if timeout is not None else ctx.config.budget.timeout_s
-    _queue_first_trials(ctx)
+    if queue:
+        _queue_first_trials(ctx)
     remaining = None if budget is None else max(0, budget - finished_count(ctx.study))
     if remaining == 0:
         return ctx.study
@@ -176,4 +180,38 @@ def run_study(ctx: StudyContext, *, trials: int | None = None, timeout: float | 
                            catch=(DivergenceError,), callbacks=[after_trial])
     finally:
         bar.close()
+    return ctx.study
+
+
+def _worker(path: str, layers: list[str], storage: str, tracking_uri: str, workdir: str,
+            trials: int | None, timeout: float | None, threads: int) -> None:
+    """One worker process: open the same study and run trials until the shared budget is spent."""
+    from .config import load_study
+
+    ctx = prepare(load_study(path), layers, storage=storage, tracking_uri=tracking_uri,
+                  workdir=workdir)
+    run_study(ctx, trials=trials, timeout=timeout, threads=threads, queue=False)
+
+
+def run_parallel(path: str | Path, ctx: StudyContext, jobs: int, *, trials: int | None = None,
+                 timeout: float | None = None) -> optuna.Study:
+    """Run ``jobs`` worker processes on one study (processes, not threads: torch threads and
+    MLflow would compete); each gets ``cores // jobs`` torch threads. ``ctx`` was prepared in
+    this process, so the dense model is already cached when the workers start."""
+    import multiprocessing as mp
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    _queue_first_trials(ctx)
+    spawn = mp.get_context("spawn")
+    args = (str(path), ctx.layers, ctx.storage, ctx.tracker.uri, str(ctx.workdir), trials, timeout,
+            threads)
+    workers = [spawn.Process(target=_worker, args=args) for _ in range(jobs)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    failed = [w.exitcode for w in workers if w.exitcode != 0]
+    if failed:
+        raise AdmmSearchError(f"{len(failed)} of {jobs} workers failed (exit codes {failed})")
+    update_front(ctx)
     return ctx.study

@@ -160,3 +160,16 @@ def test_packed_model_gives_identical_predictions_and_matching_size(digits, tmp_
     fresh.eval()
     with torch.no_grad():
         assert torch.equal(model(digits.x_test), fresh(digits.x_test))
+
+
+def test_pruned_state_replays_the_pruning_stages_exactly(digits) -> None:
+    settings = fast_settings()
+    plan = Plan.from_dict(PLAN)
+    saved = []
+    full = run_pipeline(model_for(digits), digits, plan, settings, on_pruned=saved.append)
+    assert [s.name for s in saved[0].stages] == ["dense", "admm_prune", "retrain"]
+    model = model_for(digits, seed=5)  # any starting weights: the state replaces them
+    replay = run_pipeline(model, digits, plan, settings, pruned=saved[0])
+    assert [s.name for s in replay.stages] == [s.name for s in full.stages]
+    assert replay.final.test_accuracy == full.final.test_accuracy
+    assert replay.storage.model_stored_bits == full.storage.model_stored_bits

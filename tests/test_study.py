@@ -65,9 +65,16 @@ def mlruns(tmp_path):
 
 def test_study_end_to_end_is_tracked_and_has_its_front(mlruns) -> None:
     tmp_path = mlruns
-    config, layers = make_config(tmp_path)
+    same_pruning = {"keep.convs": 0.5, "keep.fc1": 0.2, "keep.fc2": 0.5}
+    enqueue = [{**same_pruning, "bits.convs": 4, "bits.fc1": 4, "bits.fc2": 4},
+               {**same_pruning, "bits.convs": 2, "bits.fc1": 2, "bits.fc2": None}]
+    config, layers = make_config(tmp_path, enqueue=enqueue)
     ctx = context(tmp_path, config, layers)
     study = run_study(ctx)
+    first, second = study.trials[0], study.trials[1]
+    assert not first.user_attrs["pruning_cache_hit"] and second.user_attrs["pruning_cache_hit"]
+    assert (first.user_attrs["metrics"]["val_accuracy.retrain"]
+            == second.user_attrs["metrics"]["val_accuracy.retrain"])
     done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(done) == 4 and finished_count(study) == 4
     runs = trial_runs(tmp_path, config.name)
@@ -138,3 +145,18 @@ def test_diverging_trial_is_failed_with_reason_and_study_goes_on(mlruns) -> None
     runs = trial_runs(tmp_path, config.name)
     run = runs[runs["tags.admmsearch.trial"] == "0"].iloc[0]
     assert run["status"] == "FAILED" and "loss became" in run["tags.admmsearch.fail_reason"]
+
+
+def test_two_worker_processes_share_one_study(mlruns, tmp_path_factory) -> None:
+    from admmsearch.study import run_parallel
+
+    tmp_path = mlruns
+    config, layers = make_config(tmp_path, name="digits-parallel", budget={"trials": 4})
+    ctx = context(tmp_path, config, layers)
+    study = run_parallel(tmp_path / "study.yaml", ctx, jobs=2)
+    study = optuna.load_study(study_name=config.name, storage=ctx.storage)
+    numbers = [t.number for t in study.trials
+               if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(numbers) >= 4 and len(set(numbers)) == len(numbers)
+    runs = trial_runs(tmp_path, config.name)
+    assert sorted(runs["tags.admmsearch.trial"].astype(int)) == [t.number for t in study.trials]
