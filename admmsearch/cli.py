@@ -10,10 +10,13 @@ from typing import Any
 import click
 import torch
 import yaml
+from tqdm.auto import tqdm
 
 from .admm import RhoSchedule
+from .config import validate_study
 from .data import load_dataset
 from .errors import AdmmSearchError
+from .front import front_frame
 from .models import compressible_layers, create_model
 from .packing import pack_model
 from .pipeline import (
@@ -25,6 +28,7 @@ from .pipeline import (
     run_pipeline,
 )
 from .plan import Plan
+from .study import prepare, run_parallel, run_study
 from .train import TrainSettings
 
 __all__ = ["main"]
@@ -92,6 +96,74 @@ def compress(model_name: str, dataset: str, plan_path: Path | None, keep: float,
     result = run_pipeline(model, data, plan, _settings(seed), device=device, hooks=hooks)
     info = pack_model(model.cpu(), list(compressible_layers(model)), out)
     _print_result(result, info.file_bytes, info.header_bytes, out, fmt)
+
+
+def _study_options(fn):
+    """Options every command that touches a study takes."""
+    fn = click.option("--storage", envvar=None, default=None,
+                      help="Optuna storage URL (default: study file, $ADMMSEARCH_STORAGE, "
+                           "else sqlite:///admmsearch.db).")(fn)
+    fn = click.option("--tracking-uri", default=None,
+                      help="MLflow tracking URI (default: study file, $MLFLOW_TRACKING_URI, "
+                           "else the local mlruns/).")(fn)
+    return fn
+
+
+def _epoch_bar(enabled: bool):
+    """A second progress bar for the epochs inside the current trial."""
+    bar = tqdm(desc="epochs", unit="epoch", position=1, leave=False, disable=not enabled)
+
+    def on_epoch(stage: str, epoch: int, loss: float) -> None:
+        bar.set_postfix_str(f"{stage} loss {loss:.3f}")
+        bar.update(1)
+
+    return bar, on_epoch
+
+
+@main.command()
+@click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--trials", type=click.IntRange(min=1), help="Trials in all (overrides budget).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+              help="Seconds before no new trial starts.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes on this machine.")
+@_study_options
+def run(study_file: Path, trials: int | None, timeout: float | None, jobs: int,
+        storage: str | None, tracking_uri: str | None) -> None:
+    """Launch (or resume) the study in STUDY_FILE; print its Pareto front at the end."""
+    config, layers = validate_study(study_file)
+    ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri)
+    if jobs > 1:
+        study = run_parallel(study_file, ctx, jobs, trials=trials, timeout=timeout)
+    else:
+        bar, on_epoch = _epoch_bar(sys.stderr.isatty())
+        try:
+            study = run_study(ctx, trials=trials, timeout=timeout, progress=True,
+                              on_epoch=on_epoch)
+        finally:
+            bar.close()
+    _print_front(study, list(config.objectives))
+
+
+@main.command()
+@click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--trials", type=click.IntRange(min=1), help="Trials in all (overrides budget).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True))
+@_study_options
+def worker(study_file: Path, trials: int | None, timeout: float | None, storage: str | None,
+           tracking_uri: str | None) -> None:
+    """Join the study in STUDY_FILE as one more worker (same storage), e.g. on another machine."""
+    config, layers = validate_study(study_file)
+    ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri)
+    run_study(ctx, trials=trials, timeout=timeout, progress=False)
+
+
+def _print_front(study, objectives: list[str]) -> None:
+    frame = front_frame(study, objectives)
+    if frame.empty:
+        click.echo("no feasible finished trial yet")
+        return
+    click.echo(frame.to_string(index=False))
 
 
 def _settings(seed: int) -> PipelineSettings:

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
-__all__ = ["front_frame", "front_trials", "plot_front", "trials_frame"]
+__all__ = ["feasible", "front_frame", "front_trials", "plot_front", "trials_frame"]
 
 _DONE = optuna.trial.TrialState.COMPLETE
 
@@ -20,10 +20,15 @@ _DONE = optuna.trial.TrialState.COMPLETE
 def front_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The non-dominated feasible trials (Optuna's ``best_trials``), by trial number."""
     if len(study.directions) == 1:
-        done = [t for t in study.get_trials(deepcopy=False, states=(_DONE,))
-                if all(c <= 0 for c in (t.constraints or []))]
+        done = [t for t in study.get_trials(deepcopy=False, states=(_DONE,)) if feasible(t)]
         return [study.best_trial] if done else []
     return sorted(study.best_trials, key=lambda t: t.number)
+
+
+def feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    """All constraint values are <= 0 (Optuna's rule); a trial without any is feasible."""
+    c = trial.constraints or {}
+    return all(v <= 0 for v in (c.values() if isinstance(c, dict) else c))
 
 
 def trials_frame(study: optuna.Study, objectives: list[str]) -> pd.DataFrame:
@@ -38,7 +43,7 @@ def trials_frame(study: optuna.Study, objectives: list[str]) -> pd.DataFrame:
                     "compression_ratio_with_index", "data_bits", "weight_ratio_no_index",
                     "weight_ratio_with_index"):
             row.setdefault(key, metrics.get(key))
-        row["feasible"] = all(c <= 0 for c in (t.constraints or []))
+        row["feasible"] = feasible(t)
         row["front"] = t.number in front
         rows.append(row)
     columns = ["trial", *objectives]

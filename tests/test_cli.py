@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -57,3 +58,23 @@ def test_unknown_layer_and_dataset_name_the_fault_as_subprocess(tmp_path) -> Non
         capture_output=True, text=True, cwd=tmp_path, timeout=120,
     )
     assert run.returncode == 2 and "unknown dataset 'nosuch'" in run.stderr
+
+
+def test_run_study_as_subprocess_prints_the_front(tmp_path) -> None:
+    import yaml
+
+    study = yaml.safe_load(open("studies/digits-quick.yaml"))
+    study.update(name="cli-run", enqueue=[], budget={"trials": 2})
+    study["dataset"] = {"name": "digits", "limit_train": 500}
+    study["dense"]["train"]["epochs"] = 6
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    env = {**os.environ, "ADMMSEARCH_STORAGE": f"sqlite:///{tmp_path / 'o.db'}"}
+    run = subprocess.run(
+        [sys.executable, "-m", "admmsearch", "run", str(path), "--tracking-uri",
+         f"sqlite:///{tmp_path / 'mlflow.db'}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600, env=env,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "val_accuracy" in run.stdout and "storage_bits_with_index" in run.stdout
+    assert (tmp_path / "o.db").exists()

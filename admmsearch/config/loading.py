@@ -1,0 +1,157 @@
+"""Reading a study file: YAML in, a :class:`StudyConfig` out, errors one line per bad field;
+then the conversions of a loaded study to the engine's settings."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ..errors import AdmmSearchError, ConfigError
+from ..pipeline import PipelineSettings
+from ..train import TrainSettings
+from .schema import StudyConfig
+from .units import check_layers, resolve_layers
+
+
+class _StudyLoader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-3`` as a number (as YAML 1.2 does) and rejects repeated keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_StudyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """Read and validate a study file.
+
+    Raises:
+        ConfigError: the file is missing, not YAML or not a mapping, or has bad fields; the
+            message names the file and every bad field with its value.
+    """
+    path = Path(path)
+    data = _read_yaml(path)
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_report(path, exc)) from None
+
+
+def validate_study(path: str | Path) -> tuple[StudyConfig, list[str]]:
+    """Load a study file and check it against its model's layers, before any training.
+
+    Returns:
+        The config and the names of the compressible layers it compresses.
+    """
+    config = load_study(path)
+    try:
+        layers = resolve_layers(config)
+        check_layers(config, layers)
+    except AdmmSearchError as exc:
+        raise type(exc)(f"{path}: {exc}") from exc
+    return config, layers
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: study file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the study file: {exc}") from None
+    try:
+        data = yaml.load(text, Loader=_StudyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+    if not isinstance(data, dict):
+        kind = "an empty file" if data is None else type(data).__name__
+        raise ConfigError(f"{path}: expected a mapping of study settings, got {kind}")
+    return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """``line L, column C: what`` from PyYAML's multi-line message."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return str(exc)
+    what = ", ".join(t for t in (getattr(exc, "context", None), exc.problem) if t)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
+
+
+def _report(path: Path, exc: ValidationError) -> str:
+    """One line per bad field: ``dotted.path: what is wrong, got value``."""
+    lines = list(dict.fromkeys(_line(error) for error in exc.errors(include_url=False)))
+    if len(lines) == 1:
+        return f"{path}: {lines[0]}"
+    return f"{path}: {len(lines)} problems:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+_PHRASES = (
+    (re.compile(r"^Input should be"), "must be"),
+    (re.compile(r"a valid dictionary( or instance of \w+)?"), "a mapping"),
+    (re.compile(r"a valid tuple"), "a list"),
+    (re.compile(r"^(Tuple|List|Dictionary) should"), "must"),
+    (re.compile(r" after validation, not \d+"), ""),
+)
+
+
+def _line(error: Mapping[str, Any]) -> str:
+    where = ""
+    for part in error["loc"]:
+        if isinstance(part, int):
+            where += f"[{part}]"
+        elif not part.startswith("~") and part != "[key]":
+            where += f".{part}" if where else part
+    if error["type"] == "extra_forbidden":
+        text = "unknown field"
+    elif error["type"] == "missing":
+        text = "required field is missing"
+    else:
+        text = error["msg"].removeprefix("Value error, ")
+        for pattern, new in _PHRASES:
+            text = pattern.sub(new, text)
+        if not isinstance(error.get("input"), Mapping):
+            text += f", got {error['input']!r}"
+    return f"{where}: {text}" if where else text
+
+
+# --- conversions to the engine's settings ---
+
+
+def dense_settings(config: StudyConfig) -> TrainSettings:
+    """How to train the dense model when no checkpoint is given."""
+    return config.dense.train.settings()
+
+
+def base_pipeline(config: StudyConfig) -> PipelineSettings:
+    """Every trial's pipeline before its knobs are applied; ``pretrain`` is None because trials
+    start from the dense model (trained once with :func:`dense_settings`, or a checkpoint)."""
+    p = config.pipeline
+    return PipelineSettings(
+        pretrain=None,
+        admm_prune=None if p.admm_prune is None else p.admm_prune.settings(),
+        retrain=None if p.retrain is None else p.retrain.settings(),
+        admm_quantize=None if p.admm_quantize is None else p.admm_quantize.settings(),
+        quant_retrain=None if p.quant_retrain is None else p.quant_retrain.settings(),
+        progressive_steps=p.progressive_steps,
+        seed=config.seed,
+        index_format=p.index_format,
+    )

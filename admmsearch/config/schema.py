@@ -1,0 +1,222 @@
+"""The whole study file (:class:`StudyConfig`) and its search, constraint, sampler and
+budget sections."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    Strict,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from .knobs import (
+    BitsKnob,
+    Choices,
+    ClustersKnob,
+    CountKnob,
+    KeepKnob,
+    MultiplierKnob,
+    PositiveIntKnob,
+    PositiveKnob,
+)
+from .sections import DatasetConfig, DenseConfig, ModelConfig, PipelineConfig
+from .values import (
+    OBJECTIVES,
+    Count,
+    Device,
+    Name,
+    Objective,
+    ParamValue,
+    Positive,
+    PositiveInt,
+    SamplerName,
+    _bound,
+    _Model,
+)
+
+#: Which pipeline stages each global knob sets, and the field within the stage.
+KNOB_TARGETS: dict[str, dict[str, str]] = {
+    "rho_initial": {"admm_prune": "rho.initial", "admm_quantize": "rho.initial"},
+    "rho_multiplier": {"admm_prune": "rho.multiplier", "admm_quantize": "rho.multiplier"},
+    "rho_every": {"admm_prune": "rho.every", "admm_quantize": "rho.every"},
+    "admm_epochs": {"admm_prune": "train.epochs", "admm_quantize": "train.epochs"},
+    "retrain_epochs": {"retrain": "epochs"},
+    "lr": {"admm_prune": "train.lr", "retrain": "lr", "admm_quantize": "train.lr"},
+}
+#: Knobs that act on the pipeline rather than on a layer, in suggestion order.
+GLOBAL_KNOBS = tuple(KNOB_TARGETS)
+_FINGERPRINT_VERSION = 1  # bump when the code that trains the dense model changes its result
+
+
+class LayerOverride(_Model):
+    """Settings of one layer or group; a field left out inherits the ``search`` default.
+
+    Giving ``bits`` (or ``clusters: null``) makes the unit use bits even when clusters are
+    searched study-wide; giving ``clusters`` makes it use clusters.
+    """
+
+    keep: KeepKnob | None = None
+    bits: BitsKnob = None
+    clusters: ClustersKnob = None
+    structured: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_quantizer(self) -> LayerOverride:
+        if "bits" in self.model_fields_set and self.clusters is not None:
+            raise ValueError("give bits or clusters, not both")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _given_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Dump only the fields written, so that inheriting and ``bits: null`` stay distinct."""
+        return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
+
+
+class SearchConfig(_Model):
+    """What each trial searches; ``groups`` tie layers (exact names or globs) to one setting."""
+
+    keep: KeepKnob = {"low": 0.02, "high": 1.0, "log": True}
+    bits: BitsKnob = {"choices": [2, 3, 4, 5, 6, 8, None]}
+    clusters: ClustersKnob = None
+    structured: bool = False
+    groups: dict[Name, Annotated[tuple[str, ...], Field(min_length=1)]] = {}
+    layers: dict[str, LayerOverride] = {}
+    rho_initial: PositiveKnob | None = None
+    rho_multiplier: MultiplierKnob | None = None
+    rho_every: PositiveIntKnob | None = None
+    admm_epochs: CountKnob | None = None
+    retrain_epochs: CountKnob | None = None
+    lr: PositiveKnob | None = None
+
+
+class ConstraintsConfig(_Model):
+    """Feasibility limits; ``max_accuracy_drop`` is dense minus final val accuracy, in [0, 1]."""
+
+    max_accuracy_drop: Annotated[float, Strict(), _bound(0, 1)] | None = None
+    max_storage_bits: PositiveInt | None = None
+
+
+class SamplerConfig(_Model):
+    """The Optuna sampler; ``seed`` null means the study seed."""
+
+    name: SamplerName = "nsga2"
+    seed: Count | None = None
+    population_size: Annotated[int, Strict(), _bound(2)] | None = None
+
+    @model_validator(mode="after")
+    def _population_for_nsga2(self) -> SamplerConfig:
+        if self.population_size is not None and self.name != "nsga2":
+            raise ValueError(f"population_size: only nsga2 has one, not {self.name}")
+        return self
+
+
+class BudgetConfig(_Model):
+    """When the study stops: after ``trials`` trials or ``timeout_s`` seconds, whichever first."""
+
+    trials: PositiveInt | None = None
+    timeout_s: Positive | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> BudgetConfig:
+        if self.trials is None and self.timeout_s is None:
+            raise ValueError("give trials, timeout_s or both")
+        return self
+
+
+class StudyConfig(_Model):
+    """A whole study file, validated. See ``studies/*.yaml`` for commented examples."""
+
+    name: Name
+    seed: Count = 0
+    model: ModelConfig
+    dataset: DatasetConfig
+    layers: Annotated[tuple[str, ...], Field(min_length=1)] | None = None
+    device: Device = "cpu"
+    dense: DenseConfig = {}
+    pipeline: PipelineConfig = {}
+    search: SearchConfig = {}
+    objectives: Annotated[tuple[Objective, ...], Field(min_length=1)] = (
+        "val_accuracy",
+        "storage_bits_with_index",
+    )
+    constraints: ConstraintsConfig = {}
+    sampler: SamplerConfig = {}
+    budget: BudgetConfig = {"trials": 20}
+    enqueue: tuple[dict[str, ParamValue], ...] = ()
+    storage: str | None = None
+    tracking_uri: str | None = None
+
+    @field_validator("model", "dataset", mode="before")
+    @classmethod
+    def _name_alone(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("objectives")
+    @classmethod
+    def _distinct(cls, objectives: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(objectives)) != len(objectives):
+            raise ValueError("must not repeat an objective")
+        return objectives
+
+    @model_validator(mode="after")
+    def _knobs_fit_pipeline(self) -> StudyConfig:
+        for knob, targets in KNOB_TARGETS.items():
+            spec = getattr(self.search, knob)
+            if spec is not None:
+                _check_target(knob, spec, targets, self.pipeline)
+        return self
+
+    @property
+    def directions(self) -> list[str]:
+        """Optuna directions of ``objectives``, in order."""
+        return [OBJECTIVES[name] for name in self.objectives]
+
+    @property
+    def sampler_seed(self) -> int:
+        return self.seed if self.sampler.seed is None else self.sampler.seed
+
+    def resolved_dict(self) -> dict[str, Any]:
+        """The study with every default filled in, as plain data (JSON/YAML-ready)."""
+        return self.model_dump(mode="json")
+
+    def fingerprint_dense(self) -> str:
+        """sha256 hex of what determines the dense model, to cache it on disk.
+
+        Search, pipeline and bookkeeping settings do not enter it, so changing them reuses the
+        cached dense model.
+        """
+        keep = {
+            "model": True,
+            "dataset": {"name", "val_fraction", "limit_train", "root"},
+            "seed": True,
+            "dense": True,
+            "layers": True,
+        }
+        data = self.model_dump(mode="json", include=keep)
+        text = json.dumps({"v": _FINGERPRINT_VERSION, **data}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_target(knob: str, spec: Any, targets: Mapping[str, str], p: PipelineConfig) -> None:
+    """A set knob needs one enabled stage to act on; rho_initial must stay under rho.maximum."""
+    stages = [s for s in targets if getattr(p, s) is not None]
+    if not stages:
+        raise ValueError(f"search.{knob}: sets {' and '.join(targets)}, but all are null")
+    if knob != "rho_initial":
+        return
+    top = max(spec.choices) if isinstance(spec, Choices) else getattr(spec, "high", spec)
+    for stage in stages:
+        maximum = getattr(p, stage).rho.maximum
+        if top > maximum:
+            raise ValueError(
+                f"search.rho_initial: goes up to {top}, above pipeline.{stage}.rho.maximum "
+                f"({maximum}); raise the maximum or lower the range"
+            )

@@ -1,0 +1,205 @@
+"""Units: a layer, or a group of layers tied to one setting, and the checks that need the
+layer names (:func:`resolve_layers` builds the model to get them)."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..data import load_dataset
+from ..errors import ConfigError, LayerError
+from ..models import compressible_layers, create_model
+from .knobs import Choices, contains, is_searched
+from .schema import GLOBAL_KNOBS, LayerOverride, SearchConfig, StudyConfig
+
+#: Sample shape and class count of the built-in datasets, so layers resolve without loading them.
+_BUILTIN_SHAPES = {
+    "digits": ((1, 8, 8), 10),
+    "mnist": ((1, 28, 28), 10),
+    "fashion-mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+}
+
+
+@dataclass(frozen=True)
+class UnitSpace:
+    """The search space of one unit: a layer, or a group of layers that share a setting.
+
+    Attributes:
+        name: the layer or group name, used in parameter names.
+        layers: the compressible layers the unit's setting applies to, in model order.
+        keep: the keep-ratio knob (a fixed value, range or choices).
+        quantizer: ``"bits"`` or ``"clusters"``: which LayerPlan field ``levels`` sets.
+        levels: the bits or clusters knob; a value of None means no quantization.
+        structured: prune whole filters / rows.
+    """
+
+    name: str
+    layers: tuple[str, ...]
+    keep: Any
+    quantizer: str
+    levels: Any
+    structured: bool
+
+    @property
+    def keep_param(self) -> str:
+        return f"keep.{self.name}"
+
+    @property
+    def levels_param(self) -> str:
+        return f"{self.quantizer}.{self.name}"
+
+
+def unit_spaces(config: StudyConfig, layers: Sequence[str]) -> list[UnitSpace]:
+    """The units of a study over ``layers``, in model order (a group where its first layer is).
+
+    Raises:
+        ConfigError: a group names no layer, shares a layer with another or is named like one.
+    """
+    members = _group_members(config.search.groups, list(layers))
+    owner = {layer: group for group, tied in members.items() for layer in tied}
+    names = dict.fromkeys(owner.get(layer, layer) for layer in layers)
+    return [_unit_space(config.search, n, members.get(n, (n,))) for n in names]
+
+
+def knob_specs(config: StudyConfig, layers: Sequence[str]) -> dict[str, Any]:
+    """Every knob of the study by its Optuna parameter name, fixed ones included, in order."""
+    specs: dict[str, Any] = {}
+    for unit in unit_spaces(config, layers):
+        specs[unit.keep_param] = unit.keep
+        specs[unit.levels_param] = unit.levels
+    for knob in GLOBAL_KNOBS:
+        if (spec := getattr(config.search, knob)) is not None:
+            specs[knob] = spec
+    return specs
+
+
+def _group_members(groups: Mapping[str, Sequence[str]], layers: list[str]) -> dict[str, tuple]:
+    """Expand each group's names and globs into layers; a layer may sit in one group only."""
+    owner: dict[str, str] = {}
+    members = {}
+    for group, patterns in groups.items():
+        where = f"search.groups.{group}"
+        if group in layers:
+            raise ConfigError(f"{where}: a group cannot have the name of a layer")
+        found = set()
+        for pattern in patterns:
+            matched = {n for n in layers if fnmatch.fnmatchcase(n, pattern)}
+            if not matched:
+                raise ConfigError(f"{where}: {pattern!r} matches no layer; valid: {_list(layers)}")
+            found |= matched
+        for layer in found:
+            if layer in owner:
+                raise ConfigError(f"{where}: layer {layer!r} is already in group {owner[layer]!r}")
+            owner[layer] = group
+        members[group] = tuple(n for n in layers if n in found)
+    return members
+
+
+def _unit_space(search: SearchConfig, name: str, layers: tuple[str, ...]) -> UnitSpace:
+    override = search.layers.get(name, LayerOverride())
+    quantizer, levels = _quantization(search, override)
+    return UnitSpace(
+        name=name,
+        layers=layers,
+        keep=search.keep if override.keep is None else override.keep,
+        quantizer=quantizer,
+        levels=levels,
+        structured=search.structured if override.structured is None else override.structured,
+    )
+
+
+def _quantization(search: SearchConfig, override: LayerOverride) -> tuple[str, Any]:
+    """bits or clusters for a unit: its own choice if it made one, else the study's."""
+    given = override.model_fields_set
+    if override.clusters is not None:
+        return "clusters", override.clusters
+    if "clusters" in given or "bits" in given:
+        return "bits", override.bits if "bits" in given else search.bits
+    if search.clusters is not None:
+        return "clusters", search.clusters
+    return "bits", search.bits
+
+
+# --- checks that need the layer names ---
+
+
+def check_layers(config: StudyConfig, layers: Sequence[str]) -> None:
+    """Check that groups, per-layer settings and enqueued params name real layers and knobs.
+
+    Raises:
+        ConfigError: names the field, the bad name and the valid ones.
+    """
+    layers = list(layers)
+    units = unit_spaces(config, layers)
+    owner = {layer: u.name for u in units for layer in u.layers if layer != u.name}
+    valid = [u.name for u in units]
+    for name in config.search.layers:
+        where = f"search.layers.{name}"
+        if name in owner:
+            raise ConfigError(f"{where}: layer {name!r} is tied in group {owner[name]!r}")
+        if name not in valid:
+            raise ConfigError(f"{where}: not a compressible layer or group; valid: {_list(valid)}")
+    _check_enqueue(config.enqueue, knob_specs(config, layers))
+
+
+def _check_enqueue(enqueue: Sequence[Mapping[str, Any]], specs: Mapping[str, Any]) -> None:
+    searched = [name for name, spec in specs.items() if is_searched(spec)]
+    for i, params in enumerate(enqueue):
+        for name, value in params.items():
+            where = f"enqueue[{i}].{name}"
+            if name not in searched:
+                why = "is fixed in this study" if name in specs else "is not a parameter"
+                raise ConfigError(f"{where}: {why}; searched: {_list(searched)}")
+            if not contains(specs[name], value):
+                raise ConfigError(f"{where}: {value!r} is outside {_describe(specs[name])}")
+
+
+def _describe(spec: Any) -> str:
+    if isinstance(spec, Choices):
+        return f"choices {list(spec.choices)}"
+    return f"range [{spec.low}, {spec.high}]" if is_searched(spec) else f"fixed value {spec!r}"
+
+
+def _list(names: Sequence[str]) -> str:
+    return ", ".join(names) or "none"
+
+
+def resolve_layers(config: StudyConfig) -> list[str]:
+    """Build the model (seeded, leaving the global RNG alone) and name its compressible layers.
+
+    The built-in datasets' shapes are known, so only other datasets get loaded for their shape.
+
+    Raises:
+        LayerError: a ``layers`` pattern matches no compressible layer.
+        ConfigError, RegistryError, DatasetError: the model or dataset cannot be built.
+    """
+    shape, classes = _input_spec(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = create_model(
+            config.model.name, num_classes=classes, input_shape=shape, **config.model.kwargs
+        )
+    try:
+        return list(compressible_layers(model, config.layers))
+    except LayerError as exc:
+        raise LayerError(f"layers: {exc}") from None
+
+
+def _input_spec(config: StudyConfig) -> tuple[tuple[int, ...], int]:
+    d = config.dataset
+    if d.name in _BUILTIN_SHAPES:
+        return _BUILTIN_SHAPES[d.name]
+    data = load_dataset(
+        d.name,
+        val_fraction=d.val_fraction,
+        seed=config.seed,
+        root=d.root,
+        download=d.download,
+        limit_train=d.limit_train,
+    )
+    return data.input_shape, data.num_classes
