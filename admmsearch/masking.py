@@ -72,7 +72,10 @@ class Quantized(nn.Module):
         self.frozen |= entries
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        on_level = self.levels().to(weight.dtype)[self.codes]
+        if self.grid.requires_grad:  # centroids learn: gather from the levels
+            on_level = self.levels().to(weight.dtype)[self.codes]
+        else:  # only the scale learns: gather the fixed grid, then scale (a cheap backward)
+            on_level = self.scale.to(weight.dtype) * self.grid.to(weight.dtype)[self.codes]
         out = torch.where(self.frozen, on_level, weight)
         return torch.where(
             self.mask, out, torch.zeros((), dtype=weight.dtype, device=weight.device)

@@ -158,6 +158,7 @@ class _Run:
         return self.s.seed * 1000 + len(self.stages)
 
     def record(self, name: str, start: float, losses=(), residuals=(), extra=None) -> None:
+        seconds = time.perf_counter() - start  # training time only, not the evaluation below
         figures = layer_figures(self.layers)
         for layer, values in (extra or {}).items():
             figures[layer].update(values)
@@ -165,7 +166,7 @@ class _Run:
             name=name,
             val_accuracy=evaluate(self.model, self.data.x_val, self.data.y_val),
             test_accuracy=evaluate(self.model, self.data.x_test, self.data.y_test),
-            seconds=time.perf_counter() - start,
+            seconds=seconds,
             layers=figures,
             losses=tuple(losses),
             residuals=tuple(residuals),
@@ -179,10 +180,13 @@ class _Run:
         name: str,
         s: TrainSettings,
         penalty=None,
+        after_backward=None,
         on_step=None,
         after_epoch: Callable[[], None] | None = None,
+        round_: int = 0,
     ) -> list[float]:
-        """``fit`` with the stage's seed, progress hook and divergence message."""
+        """``fit`` with the stage's seed (offset per round), progress hook and divergence
+        message."""
         hook = self.hooks.on_epoch
 
         def on_epoch(epoch: int, loss: float) -> None:
@@ -196,8 +200,9 @@ class _Run:
                 self.model,
                 self.data,
                 s,
-                seed=self.seed(),
+                seed=self.seed() + 7919 * round_,
                 penalty=penalty,
+                after_backward=after_backward,
                 on_step=on_step,
                 on_epoch=on_epoch,
             )
@@ -220,7 +225,8 @@ def _admm(run: _Run, name: str, constraints: Mapping[str, Constraint], s: AdmmSe
     losses = run.train(
         name,
         s.train,
-        penalty=state.penalty,
+        penalty=state.autograd_penalty,
+        after_backward=state.add_gradient,
         on_step=on_step,
         after_epoch=state.update if s.update_every is None else None,
     )
@@ -268,10 +274,10 @@ def _quantize(run: _Run) -> None:
         quantized[name] = quantize_(module, levels, learn)
     s = run.s.quant_retrain or QuantRetrainSettings(train=TrainSettings(epochs=0), shares=(1.0,))
     losses: list[float] = []
-    for share in s.shares:
+    for round_, share in enumerate(s.shares):
         for name, q in quantized.items():
             _freeze_share(q, run.layers[name], share)
-        losses += run.train("quant_retrain", s.train)
+        losses += run.train("quant_retrain", s.train, round_=round_)
     run.record("quant_retrain", start, losses)
 
 

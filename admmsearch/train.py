@@ -18,6 +18,8 @@ from .data import DataSplits, batches
 from .errors import ConfigError, DivergenceError
 from .masking import codebook_parameters
 
+CHECK_EVERY = 50  # steps between NaN/inf checks of the loss (each check waits for the device)
+
 __all__ = ["TrainSettings", "evaluate", "fit", "train_epoch"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -80,16 +82,22 @@ def train_epoch(
     *,
     batch_size: int,
     generator: torch.Generator,
-    penalty: Callable[[], torch.Tensor] | None = None,
+    penalty: Callable[[], torch.Tensor | None] | None = None,
+    after_backward: Callable[[], None] | None = None,
     on_step: Callable[[], None] | None = None,
 ) -> float:
     """One pass over the training split; returns the mean cross-entropy (penalty excluded).
+
+    ``penalty`` is added to the loss; ``after_backward`` may add gradients in place (the ADMM
+    term in closed form). The loss is summed on the device and checked for NaN/inf every
+    ``CHECK_EVERY`` steps, so the host never waits for the device inside the loop.
 
     Raises:
         DivergenceError: the loss became NaN or infinite.
     """
     model.train()
-    total, seen = 0.0, 0
+    total = torch.zeros((), device=data.x_train.device)
+    seen, step = 0, 0
     for x, y in batches(
         data.x_train,
         data.y_train,
@@ -99,17 +107,28 @@ def train_epoch(
         augment=data.augment,
     ):
         loss = F.cross_entropy(model(x), y)
-        objective = loss if penalty is None else loss + penalty()
-        if not torch.isfinite(objective):
-            raise DivergenceError(f"loss became {float(objective.detach())} after {seen} samples")
+        extra = None if penalty is None else penalty()
+        objective = loss if extra is None else loss + extra
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
+        if after_backward is not None:
+            after_backward()
         optimizer.step()
-        total += float(loss.detach()) * len(y)
+        total += loss.detach() * len(y)
         seen += len(y)
+        step += 1
+        if step % CHECK_EVERY == 0:
+            _check_finite(total, objective, seen)
         if on_step is not None:
             on_step()
-    return total / max(seen, 1)
+    _check_finite(total, objective if seen else None, seen)
+    return float(total) / max(seen, 1)
+
+
+def _check_finite(total: torch.Tensor, objective: torch.Tensor | None, seen: int) -> None:
+    if objective is not None and not bool(torch.isfinite(total + objective.detach())):
+        bad = float(total) if not torch.isfinite(total) else float(objective.detach())
+        raise DivergenceError(f"loss became {bad} within the first {seen} samples")
 
 
 @torch.no_grad()
@@ -130,7 +149,8 @@ def fit(
     s: TrainSettings,
     *,
     seed: int,
-    penalty: Callable[[], torch.Tensor] | None = None,
+    penalty: Callable[[], torch.Tensor | None] | None = None,
+    after_backward: Callable[[], None] | None = None,
     on_step: Callable[[], None] | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> list[float]:
@@ -149,6 +169,7 @@ def fit(
             batch_size=s.batch_size,
             generator=generator,
             penalty=penalty,
+            after_backward=after_backward,
             on_step=on_step,
         )
         losses.append(loss)

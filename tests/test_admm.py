@@ -10,6 +10,7 @@ from torch import nn
 from admmsearch.admm import AdmmState, RhoSchedule
 from admmsearch.constraints import Sparsity, UniformQuantization
 from admmsearch.errors import ConfigError
+from admmsearch.masking import prune_
 
 
 def test_rho_schedule_example_from_docstring() -> None:
@@ -96,3 +97,28 @@ def test_admm_drives_weights_to_the_set(kind: str) -> None:
     primal = [r.primal_total for r in state.history]
     assert primal[-1] < 0.05 * primal[0], primal
     assert max(state.distance().values()) < 0.05 * primal[0]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_closed_form_gradient_equals_autograd_of_the_penalty(masked: bool) -> None:
+    """add_gradient (plain and masked layers) + autograd_penalty == d penalty / dW."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    layers = {"0": model[0], "2": model[2]}
+    if masked:
+        prune_({"0": model[0]}, {"0": torch.rand(5, 6) > 0.4})
+    state = AdmmState(layers, {"0": Sparsity(keep=0.5), "2": Sparsity(keep=0.3)},
+                      RhoSchedule(0.3, 2.0))
+    state.update()  # nonzero U, rescaled by the rho change
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    state.penalty().backward()
+    expected = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    extra = state.autograd_penalty()
+    assert extra is None  # plain and masked layers are both served in closed form
+    state.add_gradient()
+    for p, want in zip(params, expected, strict=True):
+        got = p.grad if p.grad is not None else torch.zeros_like(p)
+        assert torch.allclose(got, want, atol=1e-6)
