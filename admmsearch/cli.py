@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,19 @@ import yaml
 from tqdm.auto import tqdm
 
 from .admm import RhoSchedule
+from .catalog import describe, failed_trials, front_table, open_existing, study_rows
 from .config import validate_study
 from .data import load_dataset
-from .errors import AdmmSearchError
-from .front import front_frame
+from .errors import AdmmSearchError, NoTrialError
+from .export import (
+    POLICIES,
+    choose_trial,
+    read_settings,
+    reproduce,
+    settings_document,
+    write_settings,
+)
+from .front import plot_front, trials_frame
 from .models import compressible_layers, create_model
 from .packing import pack_model
 from .pipeline import (
@@ -28,14 +38,30 @@ from .pipeline import (
     run_pipeline,
 )
 from .plan import Plan
-from .study import prepare, run_parallel, run_study
+from .redact import redact_text, redact_url
+from .study import prepare, resolve_storage, resolve_tracking, run_parallel, run_study
 from .train import TrainSettings
 
 __all__ = ["main"]
 
 
 class _Group(click.Group):
-    """Turns our errors into one line on stderr and exit code 2 (traceback only with --debug)."""
+    """Every error is one line on stderr, ``error: ...``, with a meaningful exit code:
+    2 for a bad command line, study file, settings or a lookup that fails; 1 for a failure while
+    running; 130 for Ctrl-C. ``--debug`` shows the traceback instead."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.ClickException as exc:
+            hint = f" (see: {exc.ctx.command_path} --help)" if getattr(exc, "ctx", None) else ""
+            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -45,6 +71,25 @@ class _Group(click.Group):
                 raise
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except (click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug or an outside failure: still one line
+            if ctx.params.get("debug"):
+                raise
+            urls = [*_GIVEN_URLS, os.environ.get("ADMMSEARCH_STORAGE"),
+                    os.environ.get("MLFLOW_TRACKING_URI")]
+            message = redact_text(f"{type(exc).__name__}: {exc}", *urls)
+            click.echo(f"error: {message} (run with --debug for the traceback)", err=True)
+            sys.exit(1)
+
+
+_GIVEN_URLS: list[str] = []  # --storage / --tracking-uri values, masked in unexpected errors
+
+
+def _remember_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value:
+        _GIVEN_URLS.append(value)
+    return value
 
 
 @click.group(cls=_Group)
@@ -66,47 +111,105 @@ def _load_plan(path: Path | None, keep: float | None, bits: int | None,
 
 
 @main.command()
-@click.option("--model", "model_name", default="digits-cnn", show_default=True,
-              help="Model name, torchvision:<name> or module:function.")
-@click.option("--dataset", default="digits", show_default=True,
-              help="Dataset name, a .npz file or module:function.")
+@click.argument("settings", required=False,
+                type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", "model_name", default=None,
+              help="Without SETTINGS: model name, torchvision:<name> or module:function "
+                   "[default: digits-cnn].")
+@click.option("--dataset", default=None,
+              help="Without SETTINGS: dataset name, a .npz file or module:function "
+                   "[default: digits].")
 @click.option("--plan", "plan_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Per-layer plan (YAML: layers: {name: {keep, bits|clusters, structured}}).")
-@click.option("--keep", type=float, default=0.1, show_default=True,
-              help="Keep ratio for every layer when no --plan is given.")
-@click.option("--bits", type=int, default=4, show_default=True,
-              help="Bits for every layer when no --plan is given.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+              help="Without SETTINGS: per-layer plan (YAML: layers: {name: {keep, bits|clusters, "
+                   "structured}}).")
+@click.option("--keep", type=float, default=None,
+              help="Without SETTINGS or --plan: keep ratio of every layer [default: 0.1].")
+@click.option("--bits", type=int, default=None,
+              help="Without SETTINGS or --plan: bits of every layer [default: 4].")
+@click.option("--seed", type=int, default=None, help="Without SETTINGS: seed [default: 0].")
+@click.option("--device", default=None, help="cpu or cuda [default: SETTINGS' device, or cpu].")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default="model.admm",
               show_default=True, help="Where to write the packed compressed model.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
-def compress(model_name: str, dataset: str, plan_path: Path | None, keep: float, bits: int,
-             seed: int, device: str, out: Path, fmt: str) -> None:
-    """Train, compress to a per-layer plan and write the packed model, without any search."""
-    if device.startswith("cuda") and not torch.cuda.is_available():
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(".admmsearch/cache"), show_default=True,
+              help="With SETTINGS: where the study's dense model is cached.")
+def compress(settings: Path | None, model_name: str | None, dataset: str | None,
+             plan_path: Path | None, keep: float | None, bits: int | None, seed: int | None,
+             device: str | None, out: Path, fmt: str, cache_dir: Path) -> None:
+    """Compress once, without search, and write the packed model.
+
+    With SETTINGS (a file from `admmsearch export`), apply that trial's settings and compare
+    the result with the figures it recorded. Without it, train the model and compress it to
+    --plan or to a uniform --keep/--bits.
+    """
+    if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
         raise AdmmSearchError("--device cuda: no CUDA device is available here")
+    if settings is not None:
+        given = [f"--{n}" for n, v in (("model", model_name), ("dataset", dataset),
+                                       ("plan", plan_path), ("keep", keep), ("bits", bits),
+                                       ("seed", seed)) if v is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} cannot be combined with SETTINGS "
+                                   "(edit the settings file instead)")
+        _compress_settings(settings, device, out, fmt, cache_dir)
+        return
+    seed = 0 if seed is None else seed
+    device = device or "cpu"
     torch.manual_seed(seed)
-    data = load_dataset(dataset, seed=seed)
-    model = create_model(model_name, num_classes=data.num_classes, input_shape=data.input_shape)
-    plan = _load_plan(plan_path, keep, bits, list(compressible_layers(model)))
-    hooks = PipelineHooks(on_epoch=lambda s, e, loss: click.echo(
-        f"  {s:<16} epoch {e + 1:>3}  loss {loss:.4f}", err=True))
-    result = run_pipeline(model, data, plan, _settings(seed), device=device, hooks=hooks)
+    data = load_dataset(dataset or "digits", seed=seed)
+    model = create_model(model_name or "digits-cnn", num_classes=data.num_classes,
+                         input_shape=data.input_shape)
+    plan = _load_plan(plan_path, 0.1 if keep is None else keep, 4 if bits is None else bits,
+                      list(compressible_layers(model)))
+    result = run_pipeline(model, data, plan, _settings(seed), device=device,
+                          hooks=PipelineHooks(on_epoch=_echo_epoch))
     info = pack_model(model.cpu(), list(compressible_layers(model)), out)
     _print_result(result, info.file_bytes, info.header_bytes, out, fmt)
 
 
+def _echo_epoch(stage: str, epoch: int, loss: float) -> None:
+    click.echo(f"  {stage:<16} epoch {epoch + 1:>3}  loss {loss:.4f}", err=True)
+
+
+def _compress_settings(path: Path, device: str | None, out: Path, fmt: str,
+                       cache_dir: Path) -> None:
+    config, layers, doc = read_settings(path)
+    done = reproduce(config, layers, cache_dir=cache_dir, device=device, on_epoch=_echo_epoch)
+    info = pack_model(done.model, layers, out)
+    exported = doc.get("metrics", {})
+    if fmt == "json":
+        click.echo(json.dumps({
+            "settings": str(path), "study": doc["study"], "trial": doc.get("trial"),
+            "metrics": done.metrics, "exported": exported, "file": str(out),
+            "file_bytes": info.file_bytes, "header_bytes": info.header_bytes}, indent=2))
+        return
+    _print_result(done.result, info.file_bytes, info.header_bytes, out, fmt)
+    click.echo("")
+    click.echo(f"against trial {doc.get('trial')} of study {doc['study']} (exported figures):")
+    for key in ("val_accuracy", "test_accuracy", "accuracy_drop", "storage_bits_with_index",
+                "compression_ratio_with_index"):
+        if key in exported and key in done.metrics:
+            click.echo(f"  {key:<30} {done.metrics[key]:>14.4f}  exported {exported[key]:>14.4f}")
+
+
 def _study_options(fn):
     """Options every command that touches a study takes."""
-    fn = click.option("--storage", envvar=None, default=None,
+    fn = click.option("--storage", envvar=None, default=None, callback=_remember_url,
                       help="Optuna storage URL (default: study file, $ADMMSEARCH_STORAGE, "
                            "else sqlite:///admmsearch.db).")(fn)
-    fn = click.option("--tracking-uri", default=None,
+    fn = click.option("--tracking-uri", default=None, callback=_remember_url,
                       help="MLflow tracking URI (default: study file, $MLFLOW_TRACKING_URI, "
                            "else the local mlruns/).")(fn)
     return fn
+
+
+def _cache_option(fn):
+    return click.option(
+        "--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        help="Dense-model and stage caches, shareable by workers (default: the study file's "
+             "workers.cache_dir, $ADMMSEARCH_CACHE_DIR, else .admmsearch/cache).")(fn)
 
 
 def _epoch_bar(enabled: bool):
@@ -128,11 +231,13 @@ def _epoch_bar(enabled: bool):
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes on this machine.")
 @_study_options
+@_cache_option
 def run(study_file: Path, trials: int | None, timeout: float | None, jobs: int,
-        storage: str | None, tracking_uri: str | None) -> None:
+        storage: str | None, tracking_uri: str | None, cache_dir: Path | None) -> None:
     """Launch (or resume) the study in STUDY_FILE; print its Pareto front at the end."""
     config, layers = validate_study(study_file)
-    ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri)
+    ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri,
+                  cache_dir=cache_dir)
     if jobs > 1:
         study = run_parallel(study_file, ctx, jobs, trials=trials, timeout=timeout)
     else:
@@ -150,20 +255,146 @@ def run(study_file: Path, trials: int | None, timeout: float | None, jobs: int,
 @click.option("--trials", type=click.IntRange(min=1), help="Trials in all (overrides budget).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True))
 @_study_options
+@_cache_option
 def worker(study_file: Path, trials: int | None, timeout: float | None, storage: str | None,
-           tracking_uri: str | None) -> None:
-    """Join the study in STUDY_FILE as one more worker (same storage), e.g. on another machine."""
+           tracking_uri: str | None, cache_dir: Path | None) -> None:
+    """Join the study in STUDY_FILE as one more worker (same storage), e.g. on another machine.
+
+    --trials is the total over all workers, not this worker's share.
+    """
     config, layers = validate_study(study_file)
-    ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri)
+    ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri,
+                  cache_dir=cache_dir)
     run_study(ctx, trials=trials, timeout=timeout, progress=False)
 
 
+@main.command("list")
+@click.option("--storage", default=None, callback=_remember_url,
+              help="Optuna storage URL (default: $ADMMSEARCH_STORAGE, else "
+                   "sqlite:///admmsearch.db).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+def list_(storage: str | None, fmt: str) -> None:
+    """The studies in a storage: state, trial counts and the ends of each Pareto front."""
+    url = resolve_storage(None, storage)
+    rows = study_rows(url)
+    if rows.empty:
+        click.echo(f"no studies in {redact_url(url)}")
+        return
+    _echo_frame(rows, fmt)
+
+
+@main.command()
+@click.argument("study")
+@_study_options
+def show(study: str, storage: str | None, tracking_uri: str | None) -> None:
+    """One study (a study file or a study name): settings, trial counts, front, failures."""
+    opened = open_existing(study, storage=storage, tracking_uri=tracking_uri)
+    facts = describe(opened)
+    width = max(len(k) for k, _ in facts)
+    for key, value in facts:
+        click.echo(f"{key:<{width}}  {value}")
+    table = front_table(opened.study, list(opened.config.objectives))
+    click.echo("")
+    click.echo("Pareto front:" if not table.empty else "Pareto front: no feasible trial yet")
+    if not table.empty:
+        click.echo(table.to_string(index=False))
+    failures = failed_trials(opened.study)
+    if failures:
+        click.echo("")
+        click.echo("failed or stopped trials:")
+        for number, reason in failures:
+            click.echo(f"  trial {number}: {reason}")
+
+
+@main.command()
+@click.argument("study")
+@_study_options
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the front here instead of printing it (.csv, .json, or a plot: "
+                   ".png or .html).")
+def pareto(study: str, storage: str | None, tracking_uri: str | None, fmt: str,
+           out: Path | None) -> None:
+    """The Pareto front of STUDY (validation accuracy against storage with indices)."""
+    opened = open_existing(study, storage=storage, tracking_uri=tracking_uri)
+    if out is not None and out.suffix in (".png", ".html"):
+        frame = trials_frame(opened.study, list(opened.config.objectives))
+        dense = opened.study.user_attrs.get("dense")
+        if dense is None:
+            raise AdmmSearchError(f"study {opened.config.name!r} has no dense model recorded")
+        png, html = (out, out.with_suffix(".html")) if out.suffix == ".png" else (
+            out.with_suffix(".png"), out)
+        plot_front(frame, dense, png, html)
+        click.echo(f"wrote {png} and {html}")
+        return
+    table = front_table(opened.study, list(opened.config.objectives))
+    if table.empty:
+        raise NoTrialError(f"study {opened.config.name!r} has no feasible completed trial yet")
+    if out is not None:
+        fmt = "json" if out.suffix == ".json" else "csv"
+        out.write_text(_frame_text(table, fmt))
+        click.echo(f"wrote {out} ({len(table)} trials)")
+        return
+    _echo_frame(table, fmt)
+
+
+@main.command()
+@click.argument("study")
+@_study_options
+@click.option("--trial", "number", type=click.IntRange(min=0), help="Export this trial.")
+@click.option("--policy", type=click.Choice(POLICIES),
+              help="Choose the trial: max-compression (smallest storage within --max-drop) or "
+                   "max-accuracy (best validation accuracy within --max-storage-kib).")
+@click.option("--max-drop", type=click.FloatRange(0, 1),
+              help="Largest validation accuracy drop from dense, e.g. 0.01 [default: the "
+                   "study's max_accuracy_drop].")
+@click.option("--max-storage-kib", type=click.FloatRange(0, min_open=True),
+              help="Largest storage with indices, in KiB [default: the study's "
+                   "max_storage_bits].")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Settings file to write (.yaml or .json); printed when not given.")
+def export(study: str, storage: str | None, tracking_uri: str | None, number: int | None,
+           policy: str | None, max_drop: float | None, max_storage_kib: float | None,
+           out: Path | None) -> None:
+    """Export a trial's per-layer settings and metrics, chosen by --trial or --policy."""
+    if (number is None) == (policy is None):
+        raise click.UsageError("give exactly one of --trial N and --policy")
+    opened = open_existing(study, storage=storage, tracking_uri=tracking_uri)
+    bits = None if max_storage_kib is None else max_storage_kib * 8192
+    trial, why = choose_trial(opened, number=number, policy=policy, max_drop=max_drop,
+                              max_storage_bits=bits)
+    text = write_settings(settings_document(opened, trial, why), out)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    m = trial.user_attrs["metrics"]
+    click.echo(f"wrote {out}: trial {trial.number} ({why}): val accuracy "
+               f"{m['val_accuracy']:.4f} (drop {m['accuracy_drop']:+.4f}), "
+               f"{m['storage_bits_with_index'] / 8192:.2f} KiB with indices "
+               f"({m['compression_ratio_with_index']:.1f}x)")
+
+
+def _frame_text(frame, fmt: str) -> str:
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    if fmt == "json":
+        return frame.to_json(orient="records", indent=2) + "\n"
+    return frame.to_string(index=False) + "\n"
+
+
+def _echo_frame(frame, fmt: str) -> None:
+    click.echo(_frame_text(frame, fmt), nl=False)
+
+
 def _print_front(study, objectives: list[str]) -> None:
-    frame = front_frame(study, objectives)
-    if frame.empty:
+    table = front_table(study, objectives)
+    if table.empty:
         click.echo("no feasible finished trial yet")
         return
-    click.echo(frame.to_string(index=False))
+    click.echo(f"Pareto front of {study.study_name} ({len(table)} trials):")
+    click.echo(table.to_string(index=False))
 
 
 def _settings(seed: int) -> PipelineSettings:
@@ -204,3 +435,35 @@ def _print_result(result: PipelineResult, file_bytes: int, header_bytes: int, ou
     click.echo(f"wrote {out}: {file_bytes} bytes = {header_bytes} header + "
                f"{file_bytes - header_bytes} payload "
                f"(accounted {summary['model_stored_bits'] / 8:.0f} bytes)")
+
+
+@main.command()
+@click.argument("study", required=False)
+@_study_options
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind; 127.0.0.1 keeps the UIs on this machine.")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True,
+              help="Port of the MLflow UI.")
+@click.option("--dashboard-port", type=click.IntRange(1, 65535), default=8080,
+              show_default=True, help="Port of the Optuna dashboard (where it is installed).")
+@click.option("--no-dashboard", is_flag=True, help="Start only the MLflow UI.")
+def ui(study: str | None, storage: str | None, tracking_uri: str | None, host: str, port: int,
+       dashboard_port: int, no_dashboard: bool) -> None:
+    """Start the MLflow UI (and the Optuna dashboard) on the stores of STUDY; Ctrl-C stops them.
+
+    STUDY is a study file or a study name; without it the default stores are used.
+    """
+    from .ui import serve_ui
+
+    storage, tracking_uri = _stores(study, storage, tracking_uri)
+    serve_ui(tracking_uri, None if no_dashboard else storage, host=host, port=port,
+             dashboard_port=dashboard_port, echo=click.echo)
+
+
+def _stores(study: str | None, storage: str | None,
+            tracking_uri: str | None) -> tuple[str, str]:
+    """Optuna storage and MLflow URI: the options, else the study file's, else the defaults."""
+    config = None
+    if study is not None and (study.endswith((".yaml", ".yml")) or Path(study).is_file()):
+        config, _ = validate_study(Path(study))
+    return resolve_storage(config, storage), resolve_tracking(config, tracking_uri)

@@ -11,6 +11,8 @@ __all__ = [
     "LayerError",
     "PackError",
     "RegistryError",
+    "StoreError",
+    "UIError",
 ]
 
 
@@ -50,3 +52,21 @@ class DivergenceError(AdmmSearchError):
 
 class PackError(AdmmSearchError):
     """A packed model file is malformed or does not fit the model it is loaded into."""
+
+
+class StoreError(AdmmSearchError):
+    """The Optuna storage or the MLflow tracking store cannot be opened or is not supported;
+    the message names it, with any password masked."""
+
+
+class UIError(AdmmSearchError):
+    """A browser UI cannot start or stopped: a port is taken, a server exited or did not answer;
+    the message names the UI and its log."""
+
+
+class StudyNotFoundError(AdmmSearchError, LookupError):
+    """No study of that name in the storage."""
+
+
+class NoTrialError(AdmmSearchError, LookupError):
+    """No finished trial of a study meets what was asked for (a trial number or a policy)."""

@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 import pandas as pd
 import torch
+from filelock import FileLock
 from torch import nn
 
 from .config import StudyConfig, dense_settings
@@ -57,8 +58,10 @@ def dense_model(config: StudyConfig, data: DataSplits, cache_dir: Path,
                 layers: list[str]) -> DenseModel:
     """Load the checkpoint or the cached dense model, else train it once and cache it.
 
-    The cache file is written to a temporary name and renamed, so concurrent workers that race
-    to train it each end with a whole file and never read a partial one.
+    Workers sharing ``cache_dir`` (one machine, or a network path) train it once: the first
+    takes a lock file beside the cache file and trains, the others wait and load its result.
+    The file is written to a temporary name and renamed, so even where the file system ignores
+    locks, racing workers each end with a whole file and never read a partial one.
     """
     model = build_model(config, data).to(config.device)
     if config.dense.checkpoint:
@@ -66,12 +69,15 @@ def dense_model(config: StudyConfig, data: DataSplits, cache_dir: Path,
         _load_state(model, path, "dense.checkpoint")
     else:
         path = cache_dir / f"dense-{config.fingerprint_dense()[:16]}.pt"
-        trained = not path.exists()
-        if trained:
-            fit(model, data.to(config.device), dense_settings(config), seed=config.seed * 1000)
-            _save_atomic(model.state_dict(), path)
-        else:
-            _load_state(model, path, "dense cache")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{path}.lock"):
+            trained = not path.exists()
+            if trained:
+                fit(model, data.to(config.device), dense_settings(config),
+                    seed=config.seed * 1000)
+                _save_atomic(model.state_dict(), path)
+            else:
+                _load_state(model, path, "dense cache")
     d = data.to(config.device)
     storage = model_storage(model, layers)
     return DenseModel({k: v.detach().cpu().clone() for k, v in model.state_dict().items()},

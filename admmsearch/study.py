@@ -2,13 +2,17 @@
 
 The budget counts finished trials across every process sharing the storage: completed,
 pruned and diverged ones. A trial interrupted by Ctrl-C does not count; its params are queued
-again, so resuming neither loses nor duplicates work.
+again, so resuming neither loses nor duplicates work. Any number of workers, on any machines,
+may run one study: they claim trials one at a time under a storage-wide lock, so together they
+run exactly the budget, and a trial whose worker dies is failed and run again (see
+:mod:`admmsearch.workers`).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +26,23 @@ from .data import DataSplits, load_dataset
 from .errors import AdmmSearchError, DivergenceError
 from .front import plot_front, trials_frame
 from .objective import DenseModel, Objective, dense_model
-from .tracking import Tracker, default_tracking_uri
+from .tracking import REASON_TAG, Tracker, default_tracking_uri
+from .workers import (
+    Claim,
+    Heartbeat,
+    LostTrials,
+    StorageLock,
+    budget_counts,
+    claim,
+    make_storage,
+)
 
 __all__ = [
     "StudyContext",
     "finished_count",
     "make_sampler",
     "open_study",
+    "resolve_cache_dir",
     "resolve_storage",
     "resolve_tracking",
     "run_parallel",
@@ -36,21 +50,28 @@ __all__ = [
     "update_front",
 ]
 
-FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
-            optuna.trial.TrialState.FAIL)
 DEFAULT_STORAGE_FILE = "admmsearch.db"
+_POLL_S = 5.0  # a worker waiting on others' trials looks again this often (or each heartbeat)
 
 
-def resolve_storage(config: StudyConfig, override: str | None = None) -> str:
+def resolve_storage(config: StudyConfig | None, override: str | None = None) -> str:
     """--storage, else the study file, else $ADMMSEARCH_STORAGE, else a local SQLite file."""
-    url = override or config.storage or os.environ.get("ADMMSEARCH_STORAGE")
+    url = override or (config and config.storage) or os.environ.get("ADMMSEARCH_STORAGE")
     return url or f"sqlite:///{Path(DEFAULT_STORAGE_FILE).resolve()}"
 
 
-def resolve_tracking(config: StudyConfig, override: str | None = None) -> str:
+def resolve_tracking(config: StudyConfig | None, override: str | None = None) -> str:
     """--tracking-uri, else the study file, else $MLFLOW_TRACKING_URI, else the local mlruns/."""
-    uri = override or config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = override or (config and config.tracking_uri) or os.environ.get("MLFLOW_TRACKING_URI")
     return uri or default_tracking_uri("mlruns")
+
+
+def resolve_cache_dir(config: StudyConfig, override: str | Path | None,
+                      workdir: str | Path) -> Path:
+    """--cache-dir, else the study file's ``workers.cache_dir``, else $ADMMSEARCH_CACHE_DIR,
+    else ``cache/`` in the work directory."""
+    path = override or config.workers.cache_dir or os.environ.get("ADMMSEARCH_CACHE_DIR")
+    return Path(path) if path else Path(workdir) / "cache"
 
 
 def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
@@ -65,18 +86,27 @@ def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def open_study(config: StudyConfig, storage: str) -> optuna.Study:
-    """Create the study or load it if it exists (same name, same storage)."""
+def open_study(config: StudyConfig,
+               storage: str | optuna.storages.RDBStorage) -> optuna.Study:
+    """Create the study or load it if it exists (same name, same storage).
+
+    A URL opens the storage with the study's heartbeat settings (see :func:`prepare` for a
+    worker's, which also handles lost trials).
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if isinstance(storage, str):
+        w = config.workers
+        storage = make_storage(storage, heartbeat_interval_s=w.heartbeat_interval_s,
+                               grace_period_s=w.grace_period_s)
     return optuna.create_study(study_name=config.name, storage=storage,
                                directions=config.directions, sampler=make_sampler(config),
                                load_if_exists=True)
 
 
 def finished_count(study: optuna.Study) -> int:
-    """Trials that count against the budget: finished and not interrupted."""
-    return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED)
-               if not t.user_attrs.get("interrupted"))
+    """Trials that count against the budget: finished, not interrupted, and not lost trials
+    that were queued again (see :func:`admmsearch.workers.budget_counts`)."""
+    return budget_counts(study.get_trials(deepcopy=False))[0]
 
 
 @dataclass
@@ -86,38 +116,59 @@ class StudyContext:
     config: StudyConfig
     layers: list[str]
     study: optuna.Study
-    storage: str
+    storage: str  # the URL
     tracker: Tracker
     parent_run: str
     data: DataSplits
     dense: DenseModel
     workdir: Path
+    cache_dir: Path
+    lock: StorageLock
+    rdb: optuna.storages.RDBStorage  # the storage object: heartbeats, lost trials
 
 
 def prepare(config: StudyConfig, layers: list[str], *, storage: str | None = None,
-            tracking_uri: str | None = None, workdir: str | Path = ".admmsearch") -> StudyContext:
-    """Open the study and its parent run, load the data, get the (cached) dense model."""
+            tracking_uri: str | None = None, workdir: str | Path = ".admmsearch",
+            cache_dir: str | Path | None = None) -> StudyContext:
+    """Open the study and its parent run, load the data, get the (cached) dense model.
+
+    Workers starting together create the tables, the study, the MLflow experiment and the
+    parent run once: they take turns under the storage lock.
+    """
     storage = resolve_storage(config, storage)
-    study = open_study(config, storage)
-    tracker = Tracker(resolve_tracking(config, tracking_uri), config.name)
-    parent = tracker.study_run(config.resolved_dict())
+    lock, w = StorageLock(storage), config.workers
+    with lock:
+        tracker = Tracker(resolve_tracking(config, tracking_uri), config.name)
+        rdb = make_storage(storage, heartbeat_interval_s=w.heartbeat_interval_s,
+                           grace_period_s=w.grace_period_s,
+                           on_lost=LostTrials(tracker.end_trial_runs, w.max_retry))
+        study = open_study(config, rdb)
+        parent = tracker.study_run(config.resolved_dict(),
+                                   study.user_attrs.get("mlflow_parent_run_id"))
+        study.set_user_attr("mlflow_parent_run_id", parent)
     d = config.dataset
     data = load_dataset(d.name, val_fraction=d.val_fraction, seed=config.seed, root=d.root,
                         download=d.download, limit_train=d.limit_train)
-    workdir = Path(workdir)
-    dense = dense_model(config, data, workdir / "cache", layers)
+    cache = resolve_cache_dir(config, cache_dir, workdir)
+    dense = dense_model(config, data, cache, layers)
     study.set_user_attr("dense", {"val_accuracy": dense.val_accuracy,
                                   "test_accuracy": dense.test_accuracy,
                                   "storage_bits": dense.storage_bits})
-    study.set_user_attr("mlflow_parent_run_id", parent)
+    # What `show`, `pareto` and `export` need to read the study back by its name alone.
+    study.set_user_attr("config", config.resolved_dict())
+    study.set_user_attr("layers", list(layers))
     tracker.log(parent, metrics={"dense_val_accuracy": dense.val_accuracy,
                                  "dense_test_accuracy": dense.test_accuracy,
                                  "dense_storage_bits": dense.storage_bits})
-    return StudyContext(config, layers, study, storage, tracker, parent, data, dense, workdir)
+    return StudyContext(config, layers, study, storage, tracker, parent, data, dense,
+                        Path(workdir), cache, lock, rdb)
 
 
 def _queue_first_trials(ctx: StudyContext) -> None:
-    """Known-good settings on a new study; the params of interrupted trials on a resumed one."""
+    """Known-good settings on a new study; the params of interrupted trials on a resumed one.
+
+    Call it holding ``ctx.lock``: workers starting together would queue things twice.
+    """
     study = ctx.study
     if not study.get_trials(deepcopy=False):
         for params in ctx.config.enqueue:
@@ -155,41 +206,82 @@ def update_front(ctx: StudyContext) -> None:
 def run_study(ctx: StudyContext, *, trials: int | None = None, timeout: float | None = None,
               threads: int | None = None, progress: bool = False, queue: bool = True,
               on_epoch: Callable[[str, int, float], None] | None = None) -> optuna.Study:
-    """Run trials until the budget (all workers together) is spent or ``timeout`` passes."""
+    """Run trials until the budget (all workers together) is spent or ``timeout`` passes.
+
+    Trials are claimed one at a time (:func:`admmsearch.workers.claim`), so however many
+    workers share the study, exactly ``trials`` count in the end; a worker whose last trials
+    run elsewhere waits for them, to redo any that is lost.
+    """
     if threads:
         torch.set_num_threads(threads)
     budget = trials if trials is not None else ctx.config.budget.trials
     timeout = timeout if timeout is not None else ctx.config.budget.timeout_s
+    deadline = None if timeout is None else time.monotonic() + timeout
     if queue:
-        _queue_first_trials(ctx)
+        with ctx.lock:
+            _queue_first_trials(ctx)
     remaining = None if budget is None else max(0, budget - finished_count(ctx.study))
     if remaining == 0:
         return ctx.study
     bar = tqdm(total=remaining, desc=ctx.config.name, unit="trial", disable=not progress)
     objective = Objective(ctx.config, ctx.layers, ctx.data, ctx.dense, ctx.tracker,
                           ctx.parent_run, ctx.workdir / "models" / ctx.config.name, on_epoch)
-
-    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        bar.update(1)
-        if budget is not None and finished_count(study) >= budget:
-            study.stop()
-        update_front(ctx)
-
+    poll_s = min(ctx.config.workers.heartbeat_interval_s, _POLL_S)
     try:
-        ctx.study.optimize(objective, n_trials=remaining, timeout=timeout,
-                           catch=(DivergenceError,), callbacks=[after_trial])
+        while (claimed := claim(ctx.study, ctx.rdb, ctx.lock, budget=budget, deadline=deadline,
+                                poll_s=poll_s)) is not None:
+            _run_trial(ctx, objective, claimed)
+            bar.update(1)
+            update_front(ctx)
     finally:
         bar.close()
     return ctx.study
 
 
+def _run_trial(ctx: StudyContext, objective: Objective, claimed: Claim) -> None:
+    """Run one claimed trial with heartbeats and tell Optuna how it ended.
+
+    Diverged trials fail (with ``fail_reason``) and the study goes on; anything else that
+    escapes the objective (Ctrl-C, a bug) fails the trial and is raised again.
+    """
+    trial, state = claimed.trial, None
+    values: tuple[float, ...] | None = None
+    try:
+        with Heartbeat(ctx.rdb, claimed.trial_id, ctx.config.workers.heartbeat_interval_s):
+            values = objective(trial)
+    except optuna.TrialPruned:
+        state = optuna.trial.TrialState.PRUNED
+    except DivergenceError:
+        state = optuna.trial.TrialState.FAIL
+    except optuna.exceptions.UpdateFinishedTrialError:
+        _taken_for_lost(ctx, claimed)
+        return
+    except BaseException:
+        if not ctx.rdb.get_trial(claimed.trial_id).state.is_finished():
+            ctx.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        raise
+    if ctx.rdb.get_trial(claimed.trial_id).state.is_finished():
+        _taken_for_lost(ctx, claimed)
+        return
+    ctx.study.tell(trial, values, state=state)
+
+
+def _taken_for_lost(ctx: StudyContext, claimed: Claim) -> None:
+    """Our heartbeats lapsed (a stall, a database outage) and another worker failed and queued
+    this trial again: its retry counts, so this run's result is dropped and its run killed."""
+    run_id = claimed.trial.user_attrs.get("mlflow_run_id")
+    if run_id:
+        ctx.tracker.log(run_id, tags={REASON_TAG: "lost: heartbeats lapsed; retried elsewhere"})
+        ctx.tracker.finish(run_id, "KILLED")
+
+
 def _worker(path: str, layers: list[str], storage: str, tracking_uri: str, workdir: str,
-            trials: int | None, timeout: float | None, threads: int) -> None:
+            cache_dir: str, trials: int | None, timeout: float | None, threads: int) -> None:
     """One worker process: open the same study and run trials until the shared budget is spent."""
     from .config import load_study
 
     ctx = prepare(load_study(path), layers, storage=storage, tracking_uri=tracking_uri,
-                  workdir=workdir)
+                  workdir=workdir, cache_dir=cache_dir)
     run_study(ctx, trials=trials, timeout=timeout, threads=threads, queue=False)
 
 
@@ -201,10 +293,11 @@ def run_parallel(path: str | Path, ctx: StudyContext, jobs: int, *, trials: int 
     import multiprocessing as mp
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    _queue_first_trials(ctx)
+    with ctx.lock:
+        _queue_first_trials(ctx)
     spawn = mp.get_context("spawn")
-    args = (str(path), ctx.layers, ctx.storage, ctx.tracker.uri, str(ctx.workdir), trials, timeout,
-            threads)
+    args = (str(path), ctx.layers, ctx.storage, ctx.tracker.uri, str(ctx.workdir),
+            str(ctx.cache_dir), trials, timeout, threads)
     workers = [spawn.Process(target=_worker, args=args) for _ in range(jobs)]
     for w in workers:
         w.start()

@@ -76,5 +76,5 @@ def test_run_study_as_subprocess_prints_the_front(tmp_path) -> None:
         capture_output=True, text=True, cwd=tmp_path, timeout=600, env=env,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "val_accuracy" in run.stdout and "storage_bits_with_index" in run.stdout
+    assert "Pareto front of cli-run" in run.stdout and "storage_kib" in run.stdout
     assert (tmp_path / "o.db").exists()

@@ -97,11 +97,23 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 
 def _report(path: Path, exc: ValidationError) -> str:
-    """One line per bad field: ``dotted.path: what is wrong, got value``."""
-    lines = list(dict.fromkeys(_line(error) for error in exc.errors(include_url=False)))
+    return report_errors(str(path), exc)
+
+
+def report_errors(source: str, exc: ValidationError,
+                  rename: Mapping[str, str] | None = None) -> str:
+    """One line per bad field: ``dotted.path: what is wrong, got value``, after ``source``.
+
+    ``rename`` maps a dotted prefix to the name the reader knows it by (when the data was
+    rearranged before validation).
+    """
+    lines = [_line(error) for error in exc.errors(include_url=False)]
+    for old, new in (rename or {}).items():
+        lines = [new + line[len(old):] if line.startswith(old) else line for line in lines]
+    lines = list(dict.fromkeys(lines))
     if len(lines) == 1:
-        return f"{path}: {lines[0]}"
-    return f"{path}: {len(lines)} problems:\n" + "\n".join(f"  {line}" for line in lines)
+        return f"{source}: {lines[0]}"
+    return f"{source}: {len(lines)} problems:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 _PHRASES = (

@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..redact import redact_url
 from .knobs import (
     BitsKnob,
     Choices,
@@ -131,6 +132,32 @@ class BudgetConfig(_Model):
         return self
 
 
+class WorkersConfig(_Model):
+    """How the workers sharing a study watch each other, and where they share the dense cache.
+
+    A running trial records a heartbeat every ``heartbeat_interval_s``; a trial without one for
+    ``grace_period_s`` is taken as lost with its worker: it is marked failed and queued again
+    with the same params, at most ``max_retry`` times. ``cache_dir`` (default: ``cache/`` in
+    the work directory, or ``$ADMMSEARCH_CACHE_DIR``) holds the dense model and stage caches;
+    point workers on several machines at one shared path to train the dense model once.
+    """
+
+    heartbeat_interval_s: PositiveInt = 60
+    grace_period_s: PositiveInt = 180
+    max_retry: Count = 3
+    cache_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _grace_after_beat(self) -> WorkersConfig:
+        if self.grace_period_s <= self.heartbeat_interval_s:
+            raise ValueError(
+                f"grace_period_s ({self.grace_period_s}) must be longer than "
+                f"heartbeat_interval_s ({self.heartbeat_interval_s}), or live trials would be "
+                "taken for lost"
+            )
+        return self
+
+
 class StudyConfig(_Model):
     """A whole study file, validated. See ``studies/*.yaml`` for commented examples."""
 
@@ -153,6 +180,7 @@ class StudyConfig(_Model):
     enqueue: tuple[dict[str, ParamValue], ...] = ()
     storage: str | None = None
     tracking_uri: str | None = None
+    workers: WorkersConfig = {}
 
     @field_validator("model", "dataset", mode="before")
     @classmethod
@@ -184,8 +212,13 @@ class StudyConfig(_Model):
         return self.seed if self.sampler.seed is None else self.sampler.seed
 
     def resolved_dict(self) -> dict[str, Any]:
-        """The study with every default filled in, as plain data (JSON/YAML-ready)."""
-        return self.model_dump(mode="json")
+        """The study with every default filled in, as plain data (JSON/YAML-ready); passwords
+        in ``storage`` and ``tracking_uri`` are masked, since this is what gets logged."""
+        data = self.model_dump(mode="json")
+        for key in ("storage", "tracking_uri"):
+            if data[key] is not None:
+                data[key] = redact_url(data[key])
+        return data
 
     def fingerprint_dense(self) -> str:
         """sha256 hex of what determines the dense model, to cache it on disk.

@@ -1,0 +1,182 @@
+"""Finding studies that already exist and summarising them: what ``list``, ``show`` and
+``pareto`` read.
+
+A study is named by its study file or by its name alone. By name, the study's own record is
+enough: ``prepare`` keeps the resolved study file and the compressed layers in the study's user
+attributes, so nothing else has to be at hand to read a study back.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from .config import StudyConfig, validate_study
+from .errors import StoreError, StudyNotFoundError
+from .front import front_frame
+from .redact import redact_text, redact_url
+from .study import finished_count, resolve_storage, resolve_tracking
+
+__all__ = ["OpenedStudy", "front_table", "open_existing", "study_names", "study_rows"]
+
+_STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+
+
+@dataclass(frozen=True)
+class OpenedStudy:
+    """An existing study with the config it was run with and where its records live."""
+
+    study: optuna.Study
+    config: StudyConfig
+    layers: list[str]
+    storage: str
+    tracking_uri: str
+
+
+def is_study_file(ref: str) -> bool:
+    """A reference names a study file when it looks like one or a file by that name exists."""
+    return ref.endswith((".yaml", ".yml")) or Path(ref).is_file()
+
+
+def study_names(storage: str) -> list[str]:
+    """Names of the studies in ``storage``; none when a SQLite file does not exist yet (it is
+    not created just by looking)."""
+    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).exists():
+        return []
+    try:
+        return sorted(optuna.study.get_all_study_names(storage=storage))
+    except Exception as exc:  # noqa: BLE001 - any storage failure is reported the same way
+        reason = redact_text(str(exc), storage)
+        raise StoreError(f"storage {redact_url(storage)}: cannot read it ({reason})") from None
+
+
+def open_existing(ref: str, *, storage: str | None = None,
+                  tracking_uri: str | None = None) -> OpenedStudy:
+    """Load the study that ``ref`` (a study file or a study name) names, without running it.
+
+    Raises:
+        ConfigError: the study file is missing or malformed.
+        StudyNotFoundError: no study of that name in the storage; the message lists those there.
+    """
+    file_config = None
+    if is_study_file(ref):
+        file_config, _ = validate_study(Path(ref))
+        name = file_config.name
+    else:
+        name = ref
+    url = resolve_storage(file_config, storage)
+    names = study_names(url)
+    if name not in names:
+        there = ", ".join(names) if names else "none"
+        raise StudyNotFoundError(
+            f"no study named {name!r} in storage {redact_url(url)} (studies there: {there})")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=name, storage=url)
+    recorded = study.user_attrs.get("config")
+    if recorded is None:
+        raise StudyNotFoundError(f"study {name!r} in {redact_url(url)} was not made by "
+                                 "admmsearch (it has no recorded study file)")
+    config = file_config or StudyConfig.model_validate(recorded)
+    layers = list(study.user_attrs.get("layers", []))
+    return OpenedStudy(study, config, layers, url, resolve_tracking(file_config, tracking_uri))
+
+
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    return {state: counts.get(state, 0) for state in _STATES}
+
+
+def study_state(study: optuna.Study, budget: int | None) -> str:
+    """running (a trial is running), finished (budget spent) or stopped (can be resumed)."""
+    if any(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials(deepcopy=False)):
+        return "running"
+    if budget is not None and finished_count(study) >= budget:
+        return "finished"
+    return "stopped"
+
+
+def study_rows(storage: str) -> pd.DataFrame:
+    """One row per study in ``storage``: trial counts, state and the ends of its front."""
+    rows = []
+    for name in study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage)
+        recorded = study.user_attrs.get("config") or {}
+        budget = (recorded.get("budget") or {}).get("trials")
+        objectives = list(recorded.get("objectives") or [])
+        row: dict[str, Any] = {"study": name, "state": study_state(study, budget),
+                               "finished": finished_count(study), "budget": budget}
+        row.update({k.lower(): v for k, v in state_counts(study).items()})
+        row.update(_front_ends(study, objectives))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _front_ends(study: optuna.Study, objectives: list[str]) -> dict[str, Any]:
+    """The front's size, its most accurate point and its smallest point."""
+    ends: dict[str, Any] = {"front": 0, "best_val_accuracy": None, "smallest_kib": None}
+    if not objectives:
+        return ends
+    frame = front_frame(study, objectives)
+    if frame.empty:
+        return ends
+    ends["front"] = len(frame)
+    ends["best_val_accuracy"] = round(float(frame["val_accuracy"].max()), 4)
+    if frame["storage_bits_with_index"].notna().any():
+        ends["smallest_kib"] = round(float(frame["storage_bits_with_index"].min()) / 8192, 2)
+    return ends
+
+
+def front_table(study: optuna.Study, objectives: list[str]) -> pd.DataFrame:
+    """The front as people read it: accuracy, drop and storage in KiB with the ratios."""
+    frame = front_frame(study, objectives)
+    if frame.empty:
+        return frame
+    table = pd.DataFrame({
+        "trial": frame["trial"],
+        "val_accuracy": frame["val_accuracy"].round(4),
+        "test_accuracy": frame["test_accuracy"].round(4),
+        "accuracy_drop": frame["accuracy_drop"].round(4),
+        "storage_kib": (frame["storage_bits_with_index"] / 8192).round(3),
+        "ratio_with_index": frame["compression_ratio_with_index"].round(1),
+        "weight_ratio_no_index": frame["weight_ratio_no_index"].round(1),
+        "feasible": frame["feasible"],
+    })
+    return table.reset_index(drop=True)
+
+
+def describe(opened: OpenedStudy) -> list[tuple[str, str]]:
+    """Key facts of a study, in reading order, for ``show``."""
+    study, config = opened.study, opened.config
+    dense = study.user_attrs.get("dense", {})
+    counts = state_counts(study)
+    budget = config.budget.trials
+    facts = [
+        ("study", config.name),
+        ("state", study_state(study, budget)),
+        ("storage", redact_url(opened.storage)),
+        ("tracking", redact_url(opened.tracking_uri)),
+        ("model / dataset", f"{config.model.name} / {config.dataset.name}"),
+        ("layers", ", ".join(opened.layers)),
+        ("objectives", ", ".join(f"{o} ({d})" for o, d in
+                                 zip(config.objectives, config.directions, strict=True))),
+        ("sampler", config.sampler.name),
+        ("trials", f"{finished_count(study)} finished of {budget if budget else 'no limit'}; "
+                   + ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n)),
+    ]
+    if dense:
+        facts.append(("dense model", f"val {dense['val_accuracy']:.4f}, "
+                                     f"test {dense['test_accuracy']:.4f}, "
+                                     f"{dense['storage_bits'] / 8192:.1f} KiB"))
+    return facts
+
+
+def failed_trials(study: optuna.Study) -> list[tuple[int, str]]:
+    """(trial number, reason) of every failed or pruned trial."""
+    bad = (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
+    return [(t.number, str(t.user_attrs.get("fail_reason", t.state.name.lower())))
+            for t in study.get_trials(deepcopy=False, states=bad)]
