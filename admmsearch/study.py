@@ -222,7 +222,9 @@ def run_study(ctx: StudyContext, *, trials: int | None = None, timeout: float | 
             _queue_first_trials(ctx)
     remaining = None if budget is None else max(0, budget - finished_count(ctx.study))
     if remaining == 0:
+        _mark_parent(ctx, budget)
         return ctx.study
+    ctx.tracker.set_status(ctx.parent_run, "RUNNING")
     bar = tqdm(total=remaining, desc=ctx.config.name, unit="trial", disable=not progress)
     objective = Objective(ctx.config, ctx.layers, ctx.data, ctx.dense, ctx.tracker,
                           ctx.parent_run, ctx.workdir / "models" / ctx.config.name, on_epoch)
@@ -235,7 +237,15 @@ def run_study(ctx: StudyContext, *, trials: int | None = None, timeout: float | 
             update_front(ctx)
     finally:
         bar.close()
+    _mark_parent(ctx, budget)
     return ctx.study
+
+
+def _mark_parent(ctx: StudyContext, budget: int | None) -> None:
+    """The parent run is FINISHED once the budget is spent and no trial runs, else RUNNING."""
+    running = ctx.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    done = budget is not None and finished_count(ctx.study) >= budget and not running
+    ctx.tracker.set_status(ctx.parent_run, "FINISHED" if done else "RUNNING")
 
 
 def _run_trial(ctx: StudyContext, objective: Objective, claimed: Claim) -> None:
@@ -307,4 +317,5 @@ def run_parallel(path: str | Path, ctx: StudyContext, jobs: int, *, trials: int 
     if failed:
         raise AdmmSearchError(f"{len(failed)} of {jobs} workers failed (exit codes {failed})")
     update_front(ctx)
+    _mark_parent(ctx, trials if trials is not None else ctx.config.budget.trials)
     return ctx.study

@@ -166,6 +166,12 @@ class Tracker:
         self.client.set_terminated(run_id, status=status)
 
     @_store_errors
+    def set_status(self, run_id: str, status: str) -> None:
+        """RUNNING while a study has work left, FINISHED when done (a resumed study reopens)."""
+        if self.client.get_run(run_id).info.status != status:
+            self.client.update_run(run_id, status=status)
+
+    @_store_errors
     def end_trial_runs(self, number: int, reason: str, status: str = "KILLED") -> int:
         """End every still-running MLflow run of trial ``number`` (its worker is gone), tagged
         with ``reason``; returns how many."""

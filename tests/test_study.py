@@ -92,6 +92,7 @@ def test_study_end_to_end_is_tracked_and_has_its_front(mlruns) -> None:
     client = ctx.tracker.client
     names = {a.path for a in client.list_artifacts(parent)}
     assert {"front.csv", "front.png", "front.html", "study.yaml"} <= names
+    assert client.get_run(parent).info.status == "FINISHED"  # budget spent, nothing running
     local = client.download_artifacts(parent, "front.csv", str(tmp_path))
     logged = pd.read_csv(local)
     expected = trials_frame(study, list(config.objectives))
