@@ -1,0 +1,422 @@
+"""Joint pruning + quantization on LeNet-5 / Fashion-MNIST, through the command line only.
+
+The user's path, end to end, each step a real ``python -m admmsearch`` subprocess on fresh
+Optuna and MLflow stores:
+
+1. ``run`` the study ``benchmarks/studies/joint-fashion.yaml`` (per-layer keep and bits searched,
+   feasible within 1 point of validation accuracy);
+2. ``export --policy max-compression --max-drop 0.01``: the smallest storage with indices
+   within 1 point; and ``export --trial N`` for the trial with the highest weight compression
+   without indices within the same drop (when it is another trial);
+3. ``compress SETTINGS --format json`` on each exported file: the settings applied once from
+   the cached dense model, packed to a real file, compared with the figures the trial logged.
+
+Reported: the best storage reduction with and without indices at <= 1 point of validation
+accuracy, the per-layer settings that reach it, the test accuracy (never used to choose), and
+how closely ``compress`` reproduces the trial. Usage::
+
+    python benchmarks/bench_joint.py                       # the full run (about 30 min, 2 cores)
+    python benchmarks/bench_joint.py --smoke --out /tmp/bench
+
+Writes ``OUT/joint.md``, ``OUT/joint.json`` and ``OUT/joint.png`` and prints the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+import yaml  # noqa: E402
+from common import (  # noqa: E402
+    Clock,
+    log,
+    pct,
+    read_study,
+    report_header,
+    stores,
+    table,
+    write_outputs,
+    write_study,
+)
+
+HERE = Path(__file__).resolve().parent
+STUDY = HERE / "studies" / "joint-fashion.yaml"
+SMOKE_STUDY = {
+    "dataset.name": "common:fashion_mnist_small",
+    "dataset.limit_train": 512,
+    "dense.train.epochs": 1,
+    "pipeline.admm_prune.train.epochs": 1,
+    "pipeline.admm_prune.update_every": 2,
+    "pipeline.retrain.epochs": 1,
+    "pipeline.admm_quantize.train.epochs": 1,
+    "pipeline.admm_quantize.update_every": 2,
+    "pipeline.quant_retrain.shares": [1.0],
+    "constraints.max_accuracy_drop": 1.0,
+    "budget.trials": 3,
+    "sampler.population_size": 2,
+}
+#: Variables that would send the commands to other stores or caches than the benchmark's own.
+_STORE_VARIABLES = ("ADMMSEARCH_STORAGE", "MLFLOW_TRACKING_URI", "ADMMSEARCH_CACHE_DIR")
+#: Figures compared between the trial (as exported) and its reproduction by ``compress``.
+COMPARED = (
+    "val_accuracy",
+    "test_accuracy",
+    "storage_bits_with_index",
+    "data_bits",
+    "weight_ratio_no_index",
+    "weight_ratio_with_index",
+    "compression_ratio_with_index",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    study: Path
+    trials: int | None
+    max_drop: float
+    out: Path
+    smoke: bool
+
+
+def parse_args(argv: list[str]) -> Options:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--study", type=Path, default=STUDY, help="study file (default: %(default)s)")
+    p.add_argument("--trials", type=int, help="study trials (default: the study's budget)")
+    p.add_argument(
+        "--max-drop", type=float, help="validation accuracy drop allowed (default 0.01)"
+    )
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--smoke", action="store_true", help="tiny run (< 2 min) to check the script")
+    a = p.parse_args(argv)
+    max_drop = a.max_drop if a.max_drop is not None else (1.0 if a.smoke else 0.01)
+    return Options(a.study, a.trials, max_drop, a.out, a.smoke)
+
+
+class Cli:
+    """Runs ``python -m admmsearch`` in ``folder`` and keeps each command line, with ``$TMP``
+    for the temporary folder, for the report."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.calls: list[dict[str, Any]] = []
+        env = {k: v for k, v in os.environ.items() if k not in _STORE_VARIABLES}
+        path = [str(HERE), *filter(None, [env.get("PYTHONPATH")])]
+        self.env = {**env, "PYTHONPATH": os.pathsep.join(path)}
+
+    def __call__(self, *args: str) -> str:
+        shown = shlex.join(["admmsearch", *args]).replace(str(self.folder), "$TMP")
+        log(shown)
+        start = time.perf_counter()
+        run = subprocess.run(
+            [sys.executable, "-m", "admmsearch", *args],
+            cwd=self.folder,
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
+        seconds = time.perf_counter() - start
+        self.calls.append({"command": shown, "seconds": seconds, "returncode": run.returncode})
+        if run.returncode != 0:
+            raise SystemExit(f"`{shown}` failed ({run.returncode}):\n{run.stderr[-3000:]}")
+        return run.stdout
+
+
+def study_file(opts: Options, tmp: Path) -> tuple[Path, str, str]:
+    """The study with its stores written in, so every command needs only the file."""
+    changes = dict(SMOKE_STUDY) if opts.smoke else {}
+    if opts.trials is not None:
+        changes["budget.trials"] = opts.trials
+    urls = stores(tmp)
+    data = read_study(opts.study, {**changes, **urls})
+    path = tmp / "study.yaml"
+    config, _ = write_study(data, path)
+    return path, config.name, urls["storage"]
+
+
+def completed(name: str, storage: str) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    study = optuna.load_study(study_name=name, storage=storage)
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        m = t.user_attrs["metrics"]
+        rows.append({"trial": t.number, "params": dict(t.params), "metrics": m})
+    return rows, study.user_attrs["dense"]
+
+
+def best_without_index(rows: Sequence[Mapping[str, Any]], max_drop: float) -> int | None:
+    """The trial with the highest weight compression without indices within ``max_drop``."""
+    ok = [r for r in rows if r["metrics"]["accuracy_drop"] <= max_drop + 1e-12]
+    best = max(ok, key=lambda r: r["metrics"]["weight_ratio_no_index"], default=None)
+    return None if best is None else best["trial"]
+
+
+def export_and_compress(cli: Cli, study: Path, tag: str, choice: Sequence[str]) -> dict:
+    settings = cli.folder / f"{tag}.yaml"
+    cli("export", str(study), *choice, "--out", str(settings))
+    doc = yaml.safe_load(settings.read_text())
+    packed = cli.folder / f"{tag}.admm"
+    cache = cli.folder / ".admmsearch" / "cache"
+    out = json.loads(
+        cli(
+            "compress",
+            str(settings),
+            "--out",
+            str(packed),
+            "--format",
+            "json",
+            "--cache-dir",
+            str(cache),
+        )
+    )
+    exported, reproduced = out["exported"], out["metrics"]
+    return {
+        "trial": doc["trial"],
+        "chosen_by": doc["chosen_by"],
+        "layers": doc["layers"],
+        "exported": exported,
+        "reproduced": {k: reproduced[k] for k in sorted(reproduced)},
+        "difference": {
+            k: reproduced[k] - exported[k] for k in COMPARED if k in exported and k in reproduced
+        },
+        "file_bytes": out["file_bytes"],
+        "header_bytes": out["header_bytes"],
+        "settings_file": f"$TMP/{settings.name}",
+    }
+
+
+def run_benchmark(opts: Options, command: str) -> dict[str, Any]:
+    clock = Clock(command, "cpu")
+    with tempfile.TemporaryDirectory(prefix="bench-joint-") as tmp:
+        tmp = Path(tmp)
+        study, name, storage = study_file(opts, tmp)
+        cli = Cli(tmp)
+        start = time.perf_counter()
+        cli("run", str(study))
+        study_seconds = time.perf_counter() - start
+        rows, dense = completed(name, storage)
+        drop = str(opts.max_drop)
+        chosen = {
+            "with_index": export_and_compress(
+                cli, study, "with-index", ["--policy", "max-compression", "--max-drop", drop]
+            )
+        }
+        no_index = best_without_index(rows, opts.max_drop)
+        if no_index is not None and no_index != chosen["with_index"]["trial"]:
+            chosen["no_index"] = export_and_compress(
+                cli, study, "no-index", ["--trial", str(no_index)]
+            )
+        else:
+            chosen["no_index"] = chosen["with_index"]
+        config = yaml.safe_load(study.read_text())
+    report = clock.finish()
+    report.update(
+        {
+            "options": {
+                k: str(v) if isinstance(v, Path) else v
+                for k, v in dataclasses.asdict(opts).items()
+            },
+            "study": {k: v for k, v in config.items() if k not in ("storage", "tracking_uri")},
+            "study_seconds": study_seconds,
+            "cli": cli.calls,
+            "dense": dense,
+            "trials": rows,
+            "chosen": chosen,
+        }
+    )
+    return report
+
+
+# -------------------------------------------------------------------------------- the report
+
+
+def _layers_md(c: Mapping[str, Any]) -> list[str]:
+    r = c["reproduced"]
+    rows = []
+    for layer, s in c["layers"].items():
+        sparsity = r.get(f"sparsity.{layer}")
+        bits = r.get(f"bits_per_nonzero.{layer}")
+        rows.append(
+            [
+                layer,
+                f"{s['keep']:.4g}",
+                s.get("bits", s.get("clusters")) or "float32",
+                "–" if sparsity is None else f"{1 - sparsity:.4f}",
+                "–" if bits is None else f"{bits:.2f}",
+            ]
+        )
+    return table(
+        [
+            "layer",
+            "keep (setting)",
+            "bits",
+            "kept (reproduced)",
+            "value bits per nonzero (codebook incl.)",
+        ],
+        rows,
+    )
+
+
+def _chosen_md(title: str, c: Mapping[str, Any], dense: Mapping[str, float]) -> list[str]:
+    e, r = c["exported"], c["reproduced"]
+    rows = [
+        [k, f"{e[k]:.6g}", f"{r[k]:.6g}", f"{c['difference'][k]:+.3g}"]
+        for k in COMPARED
+        if k in c["difference"]
+    ]
+    return [
+        f"### {title}: trial {c['trial']}",
+        "",
+        f"Chosen by: {c['chosen_by']}. Validation {pct(e['val_accuracy'])} (drop "
+        f"{100 * e['accuracy_drop']:+.2f} pt), test {pct(e['test_accuracy'])} (drop "
+        f"{100 * (dense['test_accuracy'] - e['test_accuracy']):+.2f} pt). Weights "
+        f"**{e['weight_ratio_no_index']:.1f}x** smaller without indices, "
+        f"**{e['weight_ratio_with_index']:.1f}x** with; whole model "
+        f"{e['compression_ratio_with_index']:.1f}x ({e['storage_bits_with_index'] / 8192:.2f} "
+        f"KiB). Packed file {c['file_bytes']} bytes ({c['header_bytes']} header).",
+        "",
+        *_layers_md(c),
+        "",
+        "Reproduced by `compress` against the trial's own figures:",
+        "",
+        *table(["figure", "trial", "compress", "difference"], rows),
+        "",
+    ]
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    dense, study = report["dense"], report["study"]
+    calls = [f"    {c['command']}    # {c['seconds']:.0f} s" for c in report["cli"]]
+    chosen = report["chosen"]
+    lines = [
+        "# Joint pruning + quantization: LeNet-5 / Fashion-MNIST",
+        "",
+        report_header(report),
+        "",
+        f"Study `{Path(report['options']['study']).name}`: {len(report['trials'])} completed "
+        f"trials of {study['budget']['trials']} ({study['sampler']['name']}, "
+        f"{report['study_seconds']:.0f} s), {study['dataset']['limit_train']} training images. "
+        f"Dense model: validation {pct(dense['val_accuracy'])}, test "
+        f"{pct(dense['test_accuracy'])}, {dense['storage_bits'] / 8192:.1f} KiB. Trials are "
+        f"chosen on validation accuracy (drop <= {100 * report['options']['max_drop']:g} pt); "
+        "the test accuracy is only reported.",
+        "",
+        "Commands (in a temporary folder `$TMP` holding the study file with its stores):",
+        "",
+        *calls,
+        "",
+        "## Best storage reduction",
+        "",
+        *table(
+            [
+                "within the drop",
+                "trial",
+                "weights, no index",
+                "weights, with index",
+                "whole model, with index",
+                "val acc",
+                "test acc",
+            ],
+            [
+                [
+                    label,
+                    c["trial"],
+                    f"{c['exported']['weight_ratio_no_index']:.1f}x",
+                    f"{c['exported']['weight_ratio_with_index']:.1f}x",
+                    f"{c['exported']['compression_ratio_with_index']:.1f}x",
+                    pct(c["exported"]["val_accuracy"]),
+                    pct(c["exported"]["test_accuracy"]),
+                ]
+                for label, c in (
+                    ("smallest storage with indices", chosen["with_index"]),
+                    ("most compression without indices", chosen["no_index"]),
+                )
+            ],
+        ),
+        "",
+        "![trials](joint.png)",
+        "",
+        "## The chosen settings, exported and reproduced",
+        "",
+    ]
+    lines += _chosen_md("Smallest storage with indices", chosen["with_index"], dense)
+    if chosen["no_index"]["trial"] != chosen["with_index"]["trial"]:
+        lines += _chosen_md("Most compression without indices", chosen["no_index"], dense)
+    else:
+        lines += ["The same trial also has the most compression without indices.", ""]
+    return "\n".join(lines)
+
+
+def plot(report: Mapping[str, Any], png: Path) -> None:
+    """Validation accuracy against weight compression, without and with indices."""
+    dense, rows = report["dense"], report["trials"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, color, label in (
+        ("weight_ratio_no_index", "tab:orange", "without indices"),
+        ("weight_ratio_with_index", "tab:blue", "with indices"),
+    ):
+        ax.scatter(
+            [r["metrics"][key] for r in rows],
+            [100 * r["metrics"]["val_accuracy"] for r in rows],
+            s=18,
+            color=color,
+            alpha=0.6,
+            label=f"trials, weights {label}",
+        )
+    for c in {c["trial"]: c for c in report["chosen"].values()}.values():
+        e = c["exported"]
+        ax.plot(
+            [e["weight_ratio_with_index"], e["weight_ratio_no_index"]],
+            [100 * e["val_accuracy"]] * 2,
+            "k-",
+            lw=1,
+        )
+        ax.annotate(
+            f"trial {c['trial']}",
+            (e["weight_ratio_no_index"], 100 * e["val_accuracy"]),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    ax.axhline(
+        100 * (dense["val_accuracy"] - report["options"]["max_drop"]),
+        color="0.4",
+        linestyle="--",
+        lw=1,
+        label="dense - allowed drop",
+    )
+    ax.set_xscale("log")
+    ax.set_xlabel("weight compression (x, log scale)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    opts = parse_args(argv)
+    command = shlex.join(["python", "benchmarks/bench_joint.py", *argv])
+    report = run_benchmark(opts, command)
+    write_outputs(opts.out, "joint", report, render_markdown(report))
+    plot(report, opts.out / "joint.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,466 @@
+"""Speed: trials per hour with 1 and 2 worker processes, and what the two caches save.
+
+For each study (by default ``studies/digits-quick.yaml`` and ``studies/lenet5-fashion.yaml``,
+the latter on fewer training images so that the whole run fits in well under an hour on 2
+cores; the override is printed), with fresh Optuna and MLflow stores:
+
+* **dense-model cache**: ``prepare`` on an empty work folder (trains the dense model and caches
+  it) against ``prepare`` again (loads it);
+* **1 worker**: ``run_study`` for N trials of the study's own sampler and first trial;
+* **2 workers**: ``run_parallel`` with 2 processes (1 torch thread each on 2 cores) replaying
+  exactly the 1-worker trials' params (enqueued), from a fresh stage cache, so both measure
+  the same work; worker start-up is included. Trials per hour = finished trials / wall time;
+* **stage cache**: two enqueued trials with the same keep ratios and different bits (or
+  clusters): the second reuses the first one's pruned model (user attr ``pruning_cache_hit``).
+
+The cost of an ADMM epoch against a plain one is measured by ``bench_engine.py``; its result
+is quoted from ``--engine-json``. Usage::
+
+    python benchmarks/bench_speed.py                       # the full run (about 25 min, 2 cores)
+    python benchmarks/bench_speed.py --smoke --out /tmp/bench
+
+Writes ``OUT/speed.md``, ``OUT/speed.json`` and ``OUT/speed.png`` and prints the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+import torch  # noqa: E402
+from common import (  # noqa: E402
+    Clock,
+    log,
+    read_study,
+    report_header,
+    stores,
+    table,
+    write_outputs,
+    write_study,
+)
+
+from admmsearch.config import Choices, knob_specs  # noqa: E402
+from admmsearch.study import StudyContext, prepare, run_parallel, run_study  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = {
+    "digits-quick": (ROOT / "studies" / "digits-quick.yaml", {}),
+    "lenet5-fashion": (ROOT / "studies" / "lenet5-fashion.yaml", {"dataset.limit_train": 10000}),
+}
+SMOKE_STUDIES = {
+    "digits-quick": {
+        "dataset.limit_train": 300,
+        "dense.train.epochs": 2,
+        "pipeline.admm_prune.train.epochs": 1,
+        "pipeline.retrain.epochs": 1,
+        "pipeline.admm_quantize.train.epochs": 1,
+    },
+    "lenet5-fashion": {
+        "dataset.name": "common:fashion_mnist_small",
+        "dataset.limit_train": 256,
+        "dense.train.epochs": 1,
+        "search.admm_epochs": 1,
+        "pipeline.retrain.epochs": 1,
+        "pipeline.quant_retrain.shares": [1.0],
+    },
+}
+FULL = {"trials": {"digits-quick": 10, "lenet5-fashion": 4}}
+SMOKE = {"trials": {"digits-quick": 2, "lenet5-fashion": 1}}
+#: Studies that also get a 2-worker run whose trials the sampler proposes (no replay): do the
+#: workers, each seeding its sampler with the study seed, propose the same params?
+SAMPLED = ("digits-quick",)
+ENGINE_JSON = ROOT / "benchmarks" / "results" / "engine.json"
+_DONE = (optuna.trial.TrialState.COMPLETE,)
+_MODES = {
+    "study": "the study's sampler",
+    "replay": "replay of the 1-worker params",
+    "sampler": "the study's sampler",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    studies: tuple[str, ...]
+    trials: dict[str, int]
+    limit_train: int | None
+    engine_json: Path
+    out: Path
+    smoke: bool
+
+
+def parse_args(argv: list[str]) -> Options:
+    """Command line -> Options; ``--smoke`` changes the defaults, explicit flags still win."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--studies", default=",".join(STUDIES), help="from %(default)s")
+    p.add_argument(
+        "--trials",
+        type=int,
+        help="trials per mode and study (default: "
+        + ", ".join(f"{k} {v}" for k, v in FULL["trials"].items())
+        + ")",
+    )
+    p.add_argument(
+        "--limit-train", type=int, help="training images of lenet5-fashion (default 10000)"
+    )
+    p.add_argument("--engine-json", type=Path, default=ENGINE_JSON)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--smoke", action="store_true", help="tiny run (< 2 min) to check the script")
+    a = p.parse_args(argv)
+    studies = tuple(s for s in a.studies.split(",") if s)
+    if not studies or any(s not in STUDIES for s in studies):
+        p.error(f"--studies: choose from {', '.join(STUDIES)}; got {a.studies!r}")
+    sizes = (SMOKE if a.smoke else FULL)["trials"]
+    trials = {s: a.trials or sizes[s] for s in studies}
+    return Options(studies, trials, a.limit_train, a.engine_json, a.out, a.smoke)
+
+
+def study_data(opts: Options, name: str, suffix: str, **changes: Any) -> dict[str, Any]:
+    path, overrides = STUDIES[name]
+    overrides = {**overrides, **(SMOKE_STUDIES[name] if opts.smoke else {})}
+    if opts.limit_train is not None and name == "lenet5-fashion":
+        overrides["dataset.limit_train"] = opts.limit_train
+    return read_study(path, {**overrides, "name": f"{name}-{suffix}", **changes})
+
+
+def open_context(
+    data: Mapping[str, Any], tmp: Path, workdir: Path, dense_from: Path | None = None
+) -> tuple[StudyContext, Path, float]:
+    """Write the study file, seed the work folder's dense cache, ``prepare``; time the last.
+
+    Every study shares the Optuna and MLflow stores one folder above ``tmp``.
+    """
+    config, layers = write_study(data, tmp / f"{data['name']}.yaml")
+    cache = workdir / "cache"
+    if dense_from is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(dense_from, cache / dense_from.name)
+    start = time.perf_counter()
+    ctx = prepare(config, layers, **stores(tmp.parent), workdir=workdir, cache_dir=cache)
+    return ctx, tmp / f"{data['name']}.yaml", time.perf_counter() - start
+
+
+def trial_figures(study: optuna.Study) -> dict[str, Any]:
+    done = study.get_trials(deepcopy=False, states=_DONE)
+    seconds = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done]
+    return {
+        "finished": len(done),
+        "trial_seconds": seconds,
+        "mean_trial_seconds": statistics.fmean(seconds) if seconds else None,
+        "cache_hits": sum(bool(t.user_attrs.get("pruning_cache_hit")) for t in done),
+        "distinct_params": len({json.dumps(t.params, sort_keys=True) for t in done}),
+    }
+
+
+def throughput(
+    label: str, jobs: int, study: optuna.Study, wall: float, mode: str
+) -> dict[str, Any]:
+    figures = trial_figures(study)
+    per_hour = 3600 * figures["finished"] / wall
+    log(
+        f"{label}: {jobs} worker(s), {figures['finished']} trials in {wall:.0f} s, "
+        f"{per_hour:.0f} trials/h"
+    )
+    return {
+        "jobs": jobs,
+        "mode": mode,
+        "wall_seconds": wall,
+        "trials_per_hour": per_hour,
+        **figures,
+    }
+
+
+def quant_variant(ctx: StudyContext, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with every searched bits / clusters value changed to another non-null one."""
+    specs = knob_specs(ctx.config, ctx.layers)
+    out = dict(params)
+    for name, value in params.items():
+        spec = specs.get(name)
+        if name.split(".")[0] in ("bits", "clusters") and isinstance(spec, Choices):
+            others = [c for c in spec.choices if c is not None and c != value]
+            if others:
+                out[name] = others[0]
+    return out
+
+
+def bench_study(opts: Options, name: str, tmp: Path) -> dict[str, Any]:
+    n = opts.trials[name]
+    tmp = tmp / name
+    log(f"{name}: cold prepare (trains the dense model)")
+    cold, _, cold_s = open_context(study_data(opts, name, "cold"), tmp, tmp / "work-1")
+    warm, _, warm_s = open_context(study_data(opts, name, "jobs1"), tmp, tmp / "work-1")
+    dense = {
+        "cold_prepare_seconds": cold_s,
+        "warm_prepare_seconds": warm_s,
+        "saved_seconds": cold_s - warm_s,
+        "trained_cold": cold.dense.trained,
+        "trained_warm": warm.dense.trained,
+        "dense_epochs": cold.config.dense.train.epochs,
+    }
+
+    start = time.perf_counter()
+    study1 = run_study(warm, trials=n)
+    one = throughput(name, 1, study1, time.perf_counter() - start, "study")
+
+    replay = [t.params for t in study1.get_trials(deepcopy=False, states=_DONE)][:n]
+    ctx2, path2, _ = open_context(
+        study_data(opts, name, "jobs2", enqueue=replay),
+        tmp,
+        tmp / "work-2",
+        dense_from=cold.dense.path,
+    )
+    start = time.perf_counter()
+    study2 = run_parallel(path2, ctx2, 2, trials=n)
+    two = throughput(name, 2, study2, time.perf_counter() - start, "replay")
+
+    runs = [one, two]
+    if name in SAMPLED:
+        ctx4, path4, _ = open_context(
+            study_data(opts, name, "sampled", enqueue=[]),
+            tmp,
+            tmp / "work-4",
+            dense_from=cold.dense.path,
+        )
+        start = time.perf_counter()
+        study4 = run_parallel(path4, ctx4, 2, trials=n)
+        runs.append(throughput(name, 2, study4, time.perf_counter() - start, "sampler"))
+
+    first = replay[0]
+    pair = [first, quant_variant(warm, first)]
+    ctx3, _, _ = open_context(
+        study_data(opts, name, "cache", enqueue=pair),
+        tmp,
+        tmp / "work-3",
+        dense_from=cold.dense.path,
+    )
+    study3 = run_study(ctx3, trials=2)
+    return {
+        "study": name,
+        "config": ctx3.config.resolved_dict(),
+        "trials": n,
+        "train_images": len(warm.data.y_train),
+        "dense_cache": dense,
+        "throughput": runs,
+        "stage_cache": stage_cache(study3),
+    }
+
+
+def stage_cache(study: optuna.Study) -> dict[str, Any]:
+    """Trial times of a cache miss and the hit that follows it, and the stages it skipped."""
+    miss, hit = sorted(study.get_trials(deepcopy=False, states=_DONE), key=lambda t: t.number)
+    seconds = [(t.datetime_complete - t.datetime_start).total_seconds() for t in (miss, hit)]
+    skipped = {
+        k.split(".", 1)[1]: v
+        for k, v in miss.user_attrs["metrics"].items()
+        if k.startswith("seconds.") and k.split(".", 1)[1] in ("admm_prune", "retrain")
+    }
+    return {
+        "miss_trial_seconds": seconds[0],
+        "hit_trial_seconds": seconds[1],
+        "saved_seconds": seconds[0] - seconds[1],
+        "skipped_stage_seconds": skipped,
+        "hit_flags": [t.user_attrs["pruning_cache_hit"] for t in (miss, hit)],
+        "params": [miss.params, hit.params],
+    }
+
+
+def engine_epochs(path: Path) -> dict[str, Any] | None:
+    """The ADMM-vs-plain epoch timing of bench_engine.py, with the machine it ran on."""
+    if not path.exists():
+        return None
+    engine = json.loads(path.read_text())
+    return {
+        "source": str(path),
+        "command": engine["command"],
+        "date": engine["date"],
+        "machine": engine["machine"],
+        **engine["epoch_timing"],
+    }
+
+
+def run_benchmark(opts: Options, command: str) -> dict[str, Any]:
+    clock = Clock(command, "cpu")
+    with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
+        studies = [bench_study(opts, name, Path(tmp)) for name in opts.studies]
+    report = clock.finish()
+    report.update(
+        {
+            "options": {
+                k: str(v) if isinstance(v, Path) else v
+                for k, v in dataclasses.asdict(opts).items()
+            },
+            "studies": studies,
+            "engine": engine_epochs(opts.engine_json),
+        }
+    )
+    return report
+
+
+def _s(x: float | None) -> str:
+    return "–" if x is None else f"{x:.1f}"
+
+
+def _engine_md(e: Mapping[str, Any] | None) -> list[str]:
+    if e is None:
+        return ["Not measured here: run `python benchmarks/bench_engine.py` first."]
+    m = e["machine"]
+    return [
+        f"From `{e['command']}` ({e['date']}, {m['cpu']}, {m['cores']} cores, load "
+        f"{e['load_start']} to {e['load_end']}): plain epoch {e['plain_median']:.2f} s, "
+        f"ADMM epoch {e['admm_median']:.2f} s (medians of {len(e['plain_seconds'])}), "
+        f"**ADMM / plain = {e['ratio']:.3f}x** on {e['train_samples']} images, batch "
+        f"{e['batch_size']}."
+    ]
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    lines = [
+        "# Speed: workers, caches and the ADMM epoch",
+        "",
+        report_header(report),
+        "",
+        "## Trials per hour",
+        "",
+    ]
+    rows = []
+    for s in report["studies"]:
+        for t in s["throughput"]:
+            rows.append(
+                [
+                    s["study"],
+                    s["train_images"],
+                    t["jobs"],
+                    _MODES[t["mode"]],
+                    t["finished"],
+                    t["distinct_params"],
+                    t["cache_hits"],
+                    f"{t['wall_seconds']:.0f}",
+                    _s(t["mean_trial_seconds"]),
+                    f"**{t['trials_per_hour']:.0f}**",
+                ]
+            )
+    lines += table(
+        [
+            "study",
+            "train images",
+            "workers",
+            "trials from",
+            "trials",
+            "distinct params",
+            "stage-cache hits",
+            "wall s",
+            "mean trial s",
+            "trials / hour",
+        ],
+        rows,
+    )
+    lines += [
+        "",
+        "Each study's first 2-worker run replays the params of its 1-worker trials (same "
+        "work, fresh stage cache); each worker has 1 torch thread, the single worker 2. "
+        "Wall time of a 2-worker run includes starting both processes. A trial's own "
+        "time (mean trial s) excludes the front update after it. Where a study has a "
+        "second 2-worker run, its trials come from the sampler of each worker (no "
+        "enqueued trial): fewer distinct params than trials means the workers proposed "
+        "the same settings twice.",
+        "",
+        "![trials per hour](speed.png)",
+        "",
+        "## Dense-model cache",
+        "",
+    ]
+    lines += table(
+        ["study", "dense epochs", "prepare, cold s", "prepare, cached s", "saved s"],
+        [
+            [
+                s["study"],
+                s["dense_cache"]["dense_epochs"],
+                f"{s['dense_cache']['cold_prepare_seconds']:.1f}",
+                f"{s['dense_cache']['warm_prepare_seconds']:.1f}",
+                f"**{s['dense_cache']['saved_seconds']:.1f}**",
+            ]
+            for s in report["studies"]
+        ],
+    )
+    lines += [
+        "",
+        "Saved once per study, and again by every extra worker and resumed run.",
+        "",
+        "## Stage cache (pruned model reused)",
+        "",
+    ]
+    rows = []
+    for s in report["studies"]:
+        c = s["stage_cache"]
+        skipped = " + ".join(f"{k} {v:.1f}" for k, v in c["skipped_stage_seconds"].items())
+        rows.append(
+            [
+                s["study"],
+                f"{c['miss_trial_seconds']:.1f}",
+                f"{c['hit_trial_seconds']:.1f}",
+                f"**{c['saved_seconds']:.1f}**",
+                skipped or "–",
+            ]
+        )
+    lines += table(
+        ["study", "trial, miss s", "trial, hit s", "saved s", "pruning stages of the miss s"], rows
+    )
+    lines += [
+        "",
+        "The two trials share their keep ratios and differ in bits (or clusters); "
+        "the hit also evaluates and quantizes, so its saving is the pruning stages' time.",
+        "",
+        "## ADMM epoch against a plain epoch",
+        "",
+        *_engine_md(report["engine"]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(report: Mapping[str, Any], png: Path) -> None:
+    fig, axes = plt.subplots(
+        1, len(report["studies"]), figsize=(4 * len(report["studies"]), 3.5), squeeze=False
+    )
+    for ax, s in zip(axes[0], report["studies"], strict=True):
+        t = s["throughput"]
+        ax.bar(
+            [f"{x['jobs']} worker{'s' * (x['jobs'] > 1)}" for x in t],
+            [x["trials_per_hour"] for x in t],
+            color=["tab:blue", "tab:orange"],
+        )
+        ax.set_title(s["study"])
+        ax.set_ylabel("trials / hour")
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    opts = parse_args(argv)
+    torch.set_num_threads(os.cpu_count() or 1)
+    command = shlex.join(["python", "benchmarks/bench_speed.py", *argv])
+    report = run_benchmark(opts, command)
+    write_outputs(opts.out, "speed", report, render_markdown(report))
+    plot(report, opts.out / "speed.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""The study benchmarks (front, search, speed), each run as a real subprocess in its smoke mode.
+
+No timing is asserted: the checks are that every section is written and that the figures agree
+with each other (hypervolumes recomputed here by a different algorithm from the JSON's points,
+fronts non-dominated, ratios and rates consistent).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from admmsearch.data import load_dataset
+from admmsearch.errors import DatasetError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_smoke(script: str, out: Path, *args: str) -> str:
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--smoke", "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    return run.stdout
+
+
+def needs_fashion() -> None:
+    try:
+        load_dataset("fashion-mnist", download=False, limit_train=1)
+    except DatasetError as exc:
+        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
+
+
+def hypervolume_by_levels(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
+    """Area dominated (x minimised, y maximised), integrated over y level by level."""
+    inside = [(x, y) for x, y in points if x < ref[0] and y > ref[1]]
+    levels = sorted({y for _, y in inside}, reverse=True)
+    area = 0.0
+    for i, level in enumerate(levels):
+        below = levels[i + 1] if i + 1 < len(levels) else ref[1]
+        best_x = min(x for x, y in inside if y >= level)
+        area += (level - below) * (ref[0] - best_x)
+    return area
+
+
+def test_hypervolume_by_levels_on_a_hand_example() -> None:
+    assert hypervolume_by_levels([(-2, 1), (-1, 3), (0.5, 9)], (0, 0)) == pytest.approx(4.0)
+
+
+def dominated(p: tuple[float, float], q: tuple[float, float]) -> bool:
+    """q dominates p: storage no larger, accuracy no smaller, one strictly better."""
+    return q[0] <= p[0] and q[1] >= p[1] and q != p
+
+
+# ----------------------------------------------------------------------------------- front
+
+
+@pytest.fixture(scope="module")
+def front(tmp_path_factory) -> tuple[Path, str, dict]:
+    needs_fashion()
+    out = tmp_path_factory.mktemp("front")
+    stdout = run_smoke("bench_front.py", out)
+    return out, stdout, json.loads((out / "front.json").read_text())
+
+
+def test_front_writes_every_section(front) -> None:
+    out, stdout, report = front
+    markdown = (out / "front.md").read_text()
+    assert stdout.strip() == markdown.strip()
+    for heading in (
+        "# Front quality",
+        "## On test accuracy",
+        "## On validation accuracy",
+        "## Settings that reach",
+        "## Every point",
+        "--smoke",
+        "front.png",
+    ):
+        assert heading in markdown
+    assert (out / "front.png").stat().st_size > 0
+    for key in ("command", "date", "machine", "total_seconds", "dense", "methods"):
+        assert key in report
+    assert report["machine"]["load_start"] is not None and report["machine"]["cores"] >= 1
+    assert set(report["methods"]) == {"study", "one_shot_uniform", "one_shot_hand", "imp"}
+
+
+def test_front_methods_get_equal_epochs_and_consistent_points(front) -> None:
+    _, _, report = front
+    dense = report["dense"]
+    methods = report["methods"]
+    assert len({m["epochs_per_point"] for m in methods.values()}) == 1
+    assert 1 <= len(methods["study"]["points"]) <= report["study"]["budget"]["trials"]
+    for m in methods.values():
+        assert m["points"]
+        for p in m["points"]:
+            assert 0 <= p["test_accuracy"] <= 1 and 0 <= p["val_accuracy"] <= 1
+            assert p["ratio"] == pytest.approx(dense["storage_bits"] / p["storage_bits"])
+            assert all(0 < k <= 1 for k in p["keep"].values())
+    hand = [p["keep"] for p in methods["one_shot_hand"]["points"]]
+    imp = [p["keep"] for p in methods["imp"]["points"]]
+    for a, b in zip(hand, imp, strict=True):  # IMP reaches the same targets in rounds
+        assert a == pytest.approx(b, abs=1e-3)
+
+
+@pytest.mark.parametrize("accuracy", ["test", "val"])
+def test_front_hypervolumes_and_fronts_recompute(front, accuracy) -> None:
+    _, _, report = front
+    dense, key = report["dense"], f"{accuracy}_accuracy"
+    for m in report["methods"].values():
+        s, points = m["summary"][accuracy], m["points"]
+        ref = (s["reference"]["log10_storage_ratio"], s["reference"]["accuracy_points"])
+        assert ref[1] == pytest.approx(100 * (dense[key] - report["options"]["hv_drop"]))
+        xy = [
+            (math.log10(p["storage_bits"] / dense["storage_bits"]), 100 * p[key]) for p in points
+        ]
+        assert s["hypervolume"] >= 0
+        assert s["hypervolume"] == pytest.approx(hypervolume_by_levels(xy, ref), abs=1e-9)
+        by_label = {p["label"]: (p["storage_bits"], p[key]) for p in points}
+        front = [by_label[label] for label in s["front"]]
+        assert front and all(not dominated(p, q) for p in front for q in by_label.values())
+        for label, p in by_label.items():
+            if label not in s["front"]:
+                assert any(dominated(p, q) or p == q for q in front)
+        for drop, best in s["at_drop"].items():
+            ok = [p for p in points if dense[key] - p[key] <= float(drop) + 1e-12]
+            if not ok:
+                assert best is None
+                continue
+            assert best["ratio"] == pytest.approx(max(p["ratio"] for p in ok))
+
+
+# ---------------------------------------------------------------------------------- search
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("search")
+    run_smoke("bench_search.py", out)
+    return out, json.loads((out / "search.json").read_text())
+
+
+def test_search_writes_every_section(search) -> None:
+    out, report = search
+    markdown = (out / "search.md").read_text()
+    for heading in (
+        "# Search efficiency",
+        "Ranking",
+        "Recommended default sampler",
+        "## Every run",
+        "search.png",
+    ):
+        assert heading in markdown
+    assert (out / "search.png").stat().st_size > 0
+    assert set(report["samplers"]) == {"nsga2", "tpe", "random"}
+    assert report["recommended"] in report["samplers"]
+    last = str(report["options"]["checkpoints"][-1])
+    assert report["recommended"] == report["ranking"][last][0]
+
+
+def test_search_curves_recompute_from_the_points(search) -> None:
+    _, report = search
+    trials = report["options"]["trials"]
+    for run in report["runs"]:
+        curve = run["curve"]
+        assert len(curve) == trials and curve[0] >= 0
+        assert all(b >= a - 1e-12 for a, b in zip(curve, curve[1:], strict=False))
+        dense = run["dense"]
+        ref = (0.0, 100 * (dense["val_accuracy"] - run["max_accuracy_drop"]))
+        xy = [
+            (math.log10(p["storage_bits"] / dense["storage_bits"]), 100 * p["val_accuracy"])
+            for p in run["points"]
+        ]
+        assert curve[-1] == pytest.approx(hypervolume_by_levels(xy, ref), abs=1e-9)
+    for name, s in report["samplers"].items():
+        curves = [r["curve"] for r in report["runs"] if r["sampler"] == name]
+        for n, figures in s["at"].items():
+            values = [c[int(n) - 1] for c in curves]
+            assert figures["mean"] == pytest.approx(sum(values) / len(values))
+            assert figures["min"] <= figures["mean"] <= figures["max"]
+
+
+# ----------------------------------------------------------------------------------- speed
+
+
+@pytest.fixture(scope="module")
+def speed(tmp_path_factory) -> tuple[Path, dict]:
+    needs_fashion()
+    out = tmp_path_factory.mktemp("speed")
+    run_smoke("bench_speed.py", out)
+    return out, json.loads((out / "speed.json").read_text())
+
+
+def test_speed_writes_every_section(speed) -> None:
+    out, report = speed
+    markdown = (out / "speed.md").read_text()
+    for heading in (
+        "## Trials per hour",
+        "## Dense-model cache",
+        "## Stage cache",
+        "## ADMM epoch against a plain epoch",
+        "speed.png",
+    ):
+        assert heading in markdown
+    assert (out / "speed.png").stat().st_size > 0
+    assert [s["study"] for s in report["studies"]] == ["digits-quick", "lenet5-fashion"]
+
+
+def test_speed_figures_are_consistent(speed) -> None:
+    _, report = speed
+    for s in report["studies"]:
+        assert [t["jobs"] for t in s["throughput"]][:2] == [1, 2]
+        assert [t["mode"] for t in s["throughput"]][:2] == ["study", "replay"]
+        for t in s["throughput"]:
+            assert t["finished"] >= s["trials"] and t["wall_seconds"] > 0
+            assert t["trials_per_hour"] == pytest.approx(3600 * t["finished"] / t["wall_seconds"])
+        d = s["dense_cache"]
+        assert d["trained_cold"] and not d["trained_warm"]
+        assert d["saved_seconds"] == pytest.approx(
+            d["cold_prepare_seconds"] - d["warm_prepare_seconds"]
+        )
+        c = s["stage_cache"]
+        assert c["hit_flags"] == [False, True]
+        miss, hit = c["params"]
+        keeps = [k for k in miss if k.startswith("keep.")]
+        assert keeps and all(miss[k] == hit[k] for k in keeps)
+        assert any(miss[k] != hit[k] for k in miss if k.startswith(("bits.", "clusters.")))
+
+
+# ----------------------------------------------------------------------------------- joint
+
+
+@pytest.fixture(scope="module")
+def joint(tmp_path_factory) -> tuple[Path, dict]:
+    needs_fashion()
+    out = tmp_path_factory.mktemp("joint")
+    run_smoke("bench_joint.py", out)
+    return out, json.loads((out / "joint.json").read_text())
+
+
+def test_joint_writes_every_section(joint) -> None:
+    out, report = joint
+    markdown = (out / "joint.md").read_text()
+    for heading in (
+        "# Joint pruning + quantization",
+        "## Best storage reduction",
+        "## The chosen settings",
+        "admmsearch run",
+        "admmsearch export",
+        "admmsearch compress",
+        "joint.png",
+    ):
+        assert heading in markdown
+    assert (out / "joint.png").stat().st_size > 0
+    assert [c["command"].split()[1] for c in report["cli"]][:3] == ["run", "export", "compress"]
+
+
+def test_joint_choices_follow_the_trials_and_compress_reproduces_them(joint) -> None:
+    _, report = joint
+    rows, max_drop = report["trials"], report["options"]["max_drop"]
+    ok = [r for r in rows if r["metrics"]["accuracy_drop"] <= max_drop + 1e-12]
+    with_index, no_index = report["chosen"]["with_index"], report["chosen"]["no_index"]
+    smallest = min(r["metrics"]["storage_bits_with_index"] for r in ok)
+    most = max(r["metrics"]["weight_ratio_no_index"] for r in ok)
+    assert with_index["exported"]["storage_bits_with_index"] == smallest
+    assert no_index["exported"]["weight_ratio_no_index"] == pytest.approx(most)
+    for c in (with_index, no_index):
+        e, r = c["exported"], c["reproduced"]
+        assert e["weight_ratio_no_index"] >= e["weight_ratio_with_index"] > 1
+        assert abs(r["val_accuracy"] - e["val_accuracy"]) <= 0.02
+        assert r["storage_bits_with_index"] == pytest.approx(
+            e["storage_bits_with_index"], rel=0.01
+        )
+        for key, diff in c["difference"].items():
+            assert diff == pytest.approx(r[key] - e[key])
+        padding = c["file_bytes"] - c["header_bytes"] - r["storage_bits_with_index"] / 8
+        assert 0 <= padding < 8  # each stream pads to a whole byte
+        assert set(c["layers"]) == {"conv1", "conv2", "fc1", "fc2"}
+
+
+# --------------------------------------------------------------------------------- summary
+
+
+def test_summary_states_every_figure_with_its_command(tmp_path, front, search, speed, joint):
+    for out, stem in (
+        (front[0], "front"),
+        (search[0], "search"),
+        (speed[0], "speed"),
+        (joint[0], "joint"),
+    ):
+        (tmp_path / f"{stem}.json").write_text((out / f"{stem}.json").read_text())
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "summary.py"), "--results", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    text = (tmp_path / "summary.md").read_text()
+    for stem in ("front", "search", "speed", "joint"):
+        assert f"python benchmarks/bench_{stem}.py --smoke" in text
+    assert (
+        text.count("ran on ") == 4 and "Not run yet: `python benchmarks/bench_engine.py`" in text
+    )
+    assert f"**{search[1]['recommended']}**" in text
