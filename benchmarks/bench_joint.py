@@ -89,6 +89,7 @@ class Options:
     study: Path
     trials: int | None
     max_drop: float
+    device: str
     out: Path
     smoke: bool
 
@@ -100,11 +101,12 @@ def parse_args(argv: list[str]) -> Options:
     p.add_argument(
         "--max-drop", type=float, help="validation accuracy drop allowed (default 0.01)"
     )
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--smoke", action="store_true", help="tiny run (< 2 min) to check the script")
     a = p.parse_args(argv)
     max_drop = a.max_drop if a.max_drop is not None else (1.0 if a.smoke else 0.01)
-    return Options(a.study, a.trials, max_drop, a.out, a.smoke)
+    return Options(a.study, a.trials, max_drop, a.device, a.out, a.smoke)
 
 
 class Cli:
@@ -138,7 +140,7 @@ class Cli:
 
 def study_file(opts: Options, tmp: Path) -> tuple[Path, str, str]:
     """The study with its stores written in, so every command needs only the file."""
-    changes = dict(SMOKE_STUDY) if opts.smoke else {}
+    changes = {**(SMOKE_STUDY if opts.smoke else {}), "device": opts.device}
     if opts.trials is not None:
         changes["budget.trials"] = opts.trials
     urls = stores(tmp)
@@ -199,7 +201,7 @@ def export_and_compress(cli: Cli, study: Path, tag: str, choice: Sequence[str]) 
 
 
 def run_benchmark(opts: Options, command: str) -> dict[str, Any]:
-    clock = Clock(command, "cpu")
+    clock = Clock(command, opts.device)
     with tempfile.TemporaryDirectory(prefix="bench-joint-") as tmp:
         tmp = Path(tmp)
         study, name, storage = study_file(opts, tmp)
@@ -399,6 +401,11 @@ def plot(report: Mapping[str, Any], png: Path) -> None:
         label="dense - allowed drop",
     )
     ax.set_xscale("log")
+    # Plain numbers on the log axis; of the minor ticks only 2x and 5x a decade get a label.
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(
+        plt.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else "")
+    )
     ax.set_xlabel("weight compression (x, log scale)")
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(True, which="both", alpha=0.3)

@@ -11,7 +11,7 @@ space: validation accuracy in points (maximised) and log10 of storage with indic
 dense storage (minimised), reference (dense storage, dense accuracy - the study's
 ``max_accuracy_drop``), so trials the study counts as infeasible add nothing. Usage::
 
-    python benchmarks/bench_search.py                      # the full run (about 25 min, 2 cores)
+    python benchmarks/bench_search.py          # the full run: about 20 min on 2 idle cores
     python benchmarks/bench_search.py --smoke --out /tmp/bench
 
 Writes ``OUT/search.md``, ``OUT/search.json`` and ``OUT/search.png`` and prints the markdown.
@@ -56,7 +56,7 @@ from admmsearch.study import prepare, run_study  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "studies" / "digits-quick.yaml"
 SAMPLERS = ("nsga2", "tpe", "random")
-FULL = {"trials": 40, "seeds": "0,1,2,3", "checkpoints": "5,10,20,30,40"}
+FULL = {"trials": 50, "seeds": "0,1,2,3,4,5", "checkpoints": "5,10,20,30,40,50"}
 SMOKE = {"trials": 4, "seeds": "0", "checkpoints": "2,4"}
 SMOKE_STUDY = {
     "dataset.limit_train": 300,
@@ -206,6 +206,33 @@ def ranking(samplers: Mapping[str, Any], n: int) -> list[str]:
     return sorted(samplers, key=lambda s: -samplers[s]["at"][str(n)]["mean"])
 
 
+def seed_wins(runs: Sequence[Mapping[str, Any]], n: int) -> dict[str, float]:
+    """Per sampler, the seeds on which it reached the highest hypervolume after ``n`` trials
+    (the samplers share their seeds, so this is a paired comparison; ties share the win)."""
+    wins: dict[str, float] = {r["sampler"]: 0.0 for r in runs}
+    for seed in dict.fromkeys(r["seed"] for r in runs):
+        mine = {r["sampler"]: r["curve"][n - 1] for r in runs if r["seed"] == seed}
+        top = [s for s, v in mine.items() if v == max(mine.values())]
+        for s in top:
+            wins[s] += 1 / len(top)
+    return wins
+
+
+def verdict(samplers: Mapping[str, Any], n: int) -> str:
+    """Whether the best mean stands clear of the second one by more than the seeds' spread."""
+    first, second = ranking(samplers, n)[:2]
+    a, b = samplers[first]["at"][str(n)], samplers[second]["at"][str(n)]
+    gap, spread = a["mean"] - b["mean"], max(a["std"], b["std"])
+    if gap > spread:
+        return (
+            f"{first} leads {second} by {gap:.3f}, more than the spread over seeds ({spread:.3f})"
+        )
+    return (
+        f"{first} leads {second} by only {gap:.3f}, less than the spread over seeds "
+        f"({spread:.3f}): not a clear winner at this number of seeds"
+    )
+
+
 def run_benchmark(opts: Options, command: str) -> dict[str, Any]:
     torch.set_num_threads(opts.threads)
     clock = Clock(command, "cpu")
@@ -224,6 +251,8 @@ def run_benchmark(opts: Options, command: str) -> dict[str, Any]:
             "samplers": samplers,
             "ranking": {str(n): ranking(samplers, n) for n in opts.checkpoints},
             "recommended": ranking(samplers, last)[0],
+            "seed_wins": seed_wins(runs, last),
+            "verdict": verdict(samplers, last),
         }
     )
     return report
@@ -275,7 +304,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         *table(["after", "order"], ranks),
         "",
         f"**Recommended default sampler: `{report['recommended']}`** (highest mean hypervolume "
-        f"after {o['checkpoints'][-1]} trials).",
+        f"after {o['checkpoints'][-1]} trials); {report['verdict']}. Seeds won after "
+        f"{o['checkpoints'][-1]} trials (paired, same seeds): "
+        + ", ".join(f"{s} {w:.3g}" for s, w in report["seed_wins"].items())
+        + ".",
         "",
         "![hypervolume curves](search.png)",
         "",

@@ -34,7 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,7 @@ class Options:
     studies: tuple[str, ...]
     trials: dict[str, int]
     limit_train: int | None
+    device: str
     engine_json: Path
     out: Path
     smoke: bool
@@ -118,6 +119,7 @@ def parse_args(argv: list[str]) -> Options:
     p.add_argument(
         "--limit-train", type=int, help="training images of lenet5-fashion (default 10000)"
     )
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--engine-json", type=Path, default=ENGINE_JSON)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--smoke", action="store_true", help="tiny run (< 2 min) to check the script")
@@ -127,7 +129,7 @@ def parse_args(argv: list[str]) -> Options:
         p.error(f"--studies: choose from {', '.join(STUDIES)}; got {a.studies!r}")
     sizes = (SMOKE if a.smoke else FULL)["trials"]
     trials = {s: a.trials or sizes[s] for s in studies}
-    return Options(studies, trials, a.limit_train, a.engine_json, a.out, a.smoke)
+    return Options(studies, trials, a.limit_train, a.device, a.engine_json, a.out, a.smoke)
 
 
 def study_data(opts: Options, name: str, suffix: str, **changes: Any) -> dict[str, Any]:
@@ -135,6 +137,7 @@ def study_data(opts: Options, name: str, suffix: str, **changes: Any) -> dict[st
     overrides = {**overrides, **(SMOKE_STUDIES[name] if opts.smoke else {})}
     if opts.limit_train is not None and name == "lenet5-fashion":
         overrides["dataset.limit_train"] = opts.limit_train
+    overrides["device"] = opts.device
     return read_study(path, {**overrides, "name": f"{name}-{suffix}", **changes})
 
 
@@ -162,8 +165,31 @@ def trial_figures(study: optuna.Study) -> dict[str, Any]:
         "finished": len(done),
         "trial_seconds": seconds,
         "mean_trial_seconds": statistics.fmean(seconds) if seconds else None,
+        "split": time_split(done),
         "cache_hits": sum(bool(t.user_attrs.get("pruning_cache_hit")) for t in done),
         "distinct_params": len({json.dumps(t.params, sort_keys=True) for t in done}),
+    }
+
+
+def time_split(done: list[optuna.trial.FrozenTrial]) -> dict[str, Any] | None:
+    """Mean trial time and mean training time per stage, over the trials that ran every stage.
+
+    A stage-cache hit carries the pruning stages' times of the trial it reuses, so hits are
+    left out.
+    """
+    ran = [t for t in done if not t.user_attrs.get("pruning_cache_hit")]
+    if not ran:
+        return None
+    stages: dict[str, list[float]] = {}
+    for t in ran:
+        for key, value in t.user_attrs["metrics"].items():
+            if key.startswith("seconds."):
+                stages.setdefault(key.split(".", 1)[1], []).append(value)
+    seconds = [(t.datetime_complete - t.datetime_start).total_seconds() for t in ran]
+    return {
+        "trials": len(ran),
+        "trial_seconds": statistics.fmean(seconds),
+        "stage_seconds": {k: statistics.fmean(v) for k, v in stages.items()},
     }
 
 
@@ -294,7 +320,7 @@ def engine_epochs(path: Path) -> dict[str, Any] | None:
 
 
 def run_benchmark(opts: Options, command: str) -> dict[str, Any]:
-    clock = Clock(command, "cpu")
+    clock = Clock(command, opts.device)
     with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
         studies = [bench_study(opts, name, Path(tmp)) for name in opts.studies]
     report = clock.finish()
@@ -425,12 +451,49 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "The two trials share their keep ratios and differ in bits (or clusters); "
         "the hit also evaluates and quantizes, so its saving is the pruning stages' time.",
         "",
+        "## Where a trial's time goes",
+        "",
+        *_split_md(report["studies"]),
+        "",
         "## ADMM epoch against a plain epoch",
         "",
         *_engine_md(report["engine"]),
         "",
     ]
     return "\n".join(lines)
+
+
+def _split_md(studies: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Mean seconds per training stage of the 1-worker trials, and the rest of a trial."""
+    rows = []
+    for s in studies:
+        split = s["throughput"][0].get("split")
+        if not split:
+            continue
+        stages = {k: v for k, v in split["stage_seconds"].items() if v > 0}
+        trained = sum(stages.values())
+        rows.append(
+            [
+                s["study"],
+                split["trials"],
+                " + ".join(f"{k} {v:.1f}" for k, v in stages.items()),
+                f"{trained:.1f}",
+                f"{split['trial_seconds']:.1f}",
+                f"{split['trial_seconds'] - trained:.1f}",
+            ]
+        )
+    if not rows:
+        return ["Not recorded in this run."]
+    header = ["study", "trials", "training stages, mean s", "training s", "trial s", "rest s"]
+    return [
+        *table(header, rows),
+        "",
+        "Means over the 1-worker trials that ran every stage (stage-cache hits left out). "
+        "Stage times count training alone; the rest is everything else in the trial: "
+        "the sampler's suggestions, fitting the codebooks that ADMM quantization projects "
+        "on, evaluating validation and test accuracy after every stage, storage accounting, "
+        "packing and tracking.",
+    ]
 
 
 def plot(report: Mapping[str, Any], png: Path) -> None:

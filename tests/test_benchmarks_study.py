@@ -164,6 +164,10 @@ def test_search_writes_every_section(search) -> None:
     assert report["recommended"] in report["samplers"]
     last = str(report["options"]["checkpoints"][-1])
     assert report["recommended"] == report["ranking"][last][0]
+    assert report["verdict"].startswith(report["recommended"]) and report["verdict"] in markdown
+    wins = report["seed_wins"]
+    assert set(wins) == set(report["samplers"])
+    assert sum(wins.values()) == pytest.approx(len(report["options"]["seeds"]))
 
 
 def test_search_curves_recompute_from_the_points(search) -> None:
@@ -206,6 +210,7 @@ def test_speed_writes_every_section(speed) -> None:
         "## Trials per hour",
         "## Dense-model cache",
         "## Stage cache",
+        "## Where a trial's time goes",
         "## ADMM epoch against a plain epoch",
         "speed.png",
     ):
@@ -222,6 +227,11 @@ def test_speed_figures_are_consistent(speed) -> None:
         for t in s["throughput"]:
             assert t["finished"] >= s["trials"] and t["wall_seconds"] > 0
             assert t["trials_per_hour"] == pytest.approx(3600 * t["finished"] / t["wall_seconds"])
+            split = t["split"]
+            assert 1 <= split["trials"] <= t["finished"]
+            assert {"admm_prune", "retrain"} <= set(split["stage_seconds"])
+            assert all(v >= 0 for v in split["stage_seconds"].values())
+            assert sum(split["stage_seconds"].values()) <= split["trial_seconds"]
         d = s["dense_cache"]
         assert d["trained_cold"] and not d["trained_warm"]
         assert d["saved_seconds"] == pytest.approx(
