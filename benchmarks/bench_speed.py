@@ -470,7 +470,7 @@ def _split_md(studies: Sequence[Mapping[str, Any]]) -> list[str]:
         split = s["throughput"][0].get("split")
         if not split:
             continue
-        stages = {k: v for k, v in split["stage_seconds"].items() if v > 0}
+        stages = {k: v for k, v in split["stage_seconds"].items() if round(v, 1) > 0}
         trained = sum(stages.values())
         rows.append(
             [
@@ -496,6 +496,13 @@ def _split_md(studies: Sequence[Mapping[str, Any]]) -> list[str]:
     ]
 
 
+def _bar_label(run: Mapping[str, Any]) -> str:
+    """'1 worker', or '2 workers' with where their trials came from (replay or sampler)."""
+    if run["jobs"] == 1:
+        return "1 worker"
+    return f"{run['jobs']} workers\n({'replay' if run['mode'] == 'replay' else 'sampled'})"
+
+
 def plot(report: Mapping[str, Any], png: Path) -> None:
     fig, axes = plt.subplots(
         1, len(report["studies"]), figsize=(4 * len(report["studies"]), 3.5), squeeze=False
@@ -503,9 +510,9 @@ def plot(report: Mapping[str, Any], png: Path) -> None:
     for ax, s in zip(axes[0], report["studies"], strict=True):
         t = s["throughput"]
         ax.bar(
-            [f"{x['jobs']} worker{'s' * (x['jobs'] > 1)}" for x in t],
+            [_bar_label(x) for x in t],
             [x["trials_per_hour"] for x in t],
-            color=["tab:blue", "tab:orange"],
+            color=["tab:blue", "tab:orange", "tab:green"][: len(t)],
         )
         ax.set_title(s["study"])
         ax.set_ylabel("trials / hour")
