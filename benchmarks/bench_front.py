@@ -54,6 +54,7 @@ from common import (  # noqa: E402
     report_header,
     stores,
     table,
+    trial_seconds,
     write_outputs,
     write_study,
 )
@@ -175,7 +176,7 @@ def run_the_study(ctx: StudyContext) -> list[dict[str, Any]]:
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         m = t.user_attrs["metrics"]
         keep = {n: 1.0 - m[f"sparsity.{n}"] for n in ctx.layers}
-        seconds = (t.datetime_complete - t.datetime_start).total_seconds()
+        seconds = trial_seconds(t)
         points.append(
             _point(
                 f"trial {t.number}",

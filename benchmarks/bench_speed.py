@@ -51,6 +51,7 @@ from common import (  # noqa: E402
     report_header,
     stores,
     table,
+    trial_seconds,
     write_outputs,
     write_study,
 )
@@ -160,7 +161,7 @@ def open_context(
 
 def trial_figures(study: optuna.Study) -> dict[str, Any]:
     done = study.get_trials(deepcopy=False, states=_DONE)
-    seconds = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done]
+    seconds = [trial_seconds(t) for t in done]
     return {
         "finished": len(done),
         "trial_seconds": seconds,
@@ -185,7 +186,7 @@ def time_split(done: list[optuna.trial.FrozenTrial]) -> dict[str, Any] | None:
         for key, value in t.user_attrs["metrics"].items():
             if key.startswith("seconds."):
                 stages.setdefault(key.split(".", 1)[1], []).append(value)
-    seconds = [(t.datetime_complete - t.datetime_start).total_seconds() for t in ran]
+    seconds = [trial_seconds(t) for t in ran]
     return {
         "trials": len(ran),
         "trial_seconds": statistics.fmean(seconds),
@@ -289,7 +290,7 @@ def bench_study(opts: Options, name: str, tmp: Path) -> dict[str, Any]:
 def stage_cache(study: optuna.Study) -> dict[str, Any]:
     """Trial times of a cache miss and the hit that follows it, and the stages it skipped."""
     miss, hit = sorted(study.get_trials(deepcopy=False, states=_DONE), key=lambda t: t.number)
-    seconds = [(t.datetime_complete - t.datetime_start).total_seconds() for t in (miss, hit)]
+    seconds = [trial_seconds(t) for t in (miss, hit)]
     skipped = {
         k.split(".", 1)[1]: v
         for k, v in miss.user_attrs["metrics"].items()

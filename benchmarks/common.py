@@ -52,6 +52,7 @@ __all__ = [
     "report_header",
     "stores",
     "table",
+    "trial_seconds",
     "write_outputs",
     "write_study",
 ]
@@ -171,6 +172,11 @@ def fashion_mnist_small() -> DataSplits:
         x_test=data.x_test[:n],
         y_test=data.y_test[:n],
     )
+
+
+def trial_seconds(trial: optuna.trial.FrozenTrial) -> float:
+    """Wall time of a finished trial, from Optuna's start and completion times."""
+    return (trial.datetime_complete - trial.datetime_start).total_seconds()
 
 
 def stores(folder: Path) -> dict[str, str]:
