@@ -11,7 +11,7 @@ space: validation accuracy in points (maximised) and log10 of storage with indic
 dense storage (minimised), reference (dense storage, dense accuracy - the study's
 ``max_accuracy_drop``), so trials the study counts as infeasible add nothing. Usage::
 
-    python benchmarks/bench_search.py          # the full run: about 20 min on 2 idle cores
+    python benchmarks/bench_search.py          # the full run: about 25 min on 2 idle cores
     python benchmarks/bench_search.py --smoke --out /tmp/bench
 
 Writes ``OUT/search.md``, ``OUT/search.json`` and ``OUT/search.png`` and prints the markdown.

@@ -16,7 +16,7 @@ cores; the override is printed), with fresh Optuna and MLflow stores:
 The cost of an ADMM epoch against a plain one is measured by ``bench_engine.py``; its result
 is quoted from ``--engine-json``. Usage::
 
-    python benchmarks/bench_speed.py                       # the full run (about 25 min, 2 cores)
+    python benchmarks/bench_speed.py                       # the full run (about 20 min, 2 cores)
     python benchmarks/bench_speed.py --smoke --out /tmp/bench
 
 Writes ``OUT/speed.md``, ``OUT/speed.json`` and ``OUT/speed.png`` and prints the markdown.
