@@ -46,7 +46,7 @@ def is_study_file(ref: str) -> bool:
 def study_names(storage: str) -> list[str]:
     """Names of the studies in ``storage``; none when a SQLite file does not exist yet (it is
     not created just by looking)."""
-    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).exists():
+    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///") :]).exists():
         return []
     try:
         return sorted(optuna.study.get_all_study_names(storage=storage))
@@ -55,8 +55,9 @@ def study_names(storage: str) -> list[str]:
         raise StoreError(f"storage {redact_url(storage)}: cannot read it ({reason})") from None
 
 
-def open_existing(ref: str, *, storage: str | None = None,
-                  tracking_uri: str | None = None) -> OpenedStudy:
+def open_existing(
+    ref: str, *, storage: str | None = None, tracking_uri: str | None = None
+) -> OpenedStudy:
     """Load the study that ``ref`` (a study file or a study name) names, without running it.
 
     Raises:
@@ -74,13 +75,16 @@ def open_existing(ref: str, *, storage: str | None = None,
     if name not in names:
         there = ", ".join(names) if names else "none"
         raise StudyNotFoundError(
-            f"no study named {name!r} in storage {redact_url(url)} (studies there: {there})")
+            f"no study named {name!r} in storage {redact_url(url)} (studies there: {there})"
+        )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=name, storage=url)
     recorded = study.user_attrs.get("config")
     if recorded is None:
-        raise StudyNotFoundError(f"study {name!r} in {redact_url(url)} was not made by "
-                                 "admmsearch (it has no recorded study file)")
+        raise StudyNotFoundError(
+            f"study {name!r} in {redact_url(url)} was not made by "
+            "admmsearch (it has no recorded study file)"
+        )
     config = file_config or StudyConfig.model_validate(recorded)
     layers = list(study.user_attrs.get("layers", []))
     return OpenedStudy(study, config, layers, url, resolve_tracking(file_config, tracking_uri))
@@ -108,8 +112,12 @@ def study_rows(storage: str) -> pd.DataFrame:
         recorded = study.user_attrs.get("config") or {}
         budget = (recorded.get("budget") or {}).get("trials")
         objectives = list(recorded.get("objectives") or [])
-        row: dict[str, Any] = {"study": name, "state": study_state(study, budget),
-                               "finished": finished_count(study), "budget": budget}
+        row: dict[str, Any] = {
+            "study": name,
+            "state": study_state(study, budget),
+            "finished": finished_count(study),
+            "budget": budget,
+        }
         row.update({k.lower(): v for k, v in state_counts(study).items()})
         row.update(_front_ends(study, objectives))
         rows.append(row)
@@ -136,16 +144,18 @@ def front_table(study: optuna.Study, objectives: list[str]) -> pd.DataFrame:
     frame = front_frame(study, objectives)
     if frame.empty:
         return frame
-    table = pd.DataFrame({
-        "trial": frame["trial"],
-        "val_accuracy": frame["val_accuracy"].round(4),
-        "test_accuracy": frame["test_accuracy"].round(4),
-        "accuracy_drop": frame["accuracy_drop"].round(4),
-        "storage_kib": (frame["storage_bits_with_index"] / 8192).round(3),
-        "ratio_with_index": frame["compression_ratio_with_index"].round(1),
-        "weight_ratio_no_index": frame["weight_ratio_no_index"].round(1),
-        "feasible": frame["feasible"],
-    })
+    table = pd.DataFrame(
+        {
+            "trial": frame["trial"],
+            "val_accuracy": frame["val_accuracy"].round(4),
+            "test_accuracy": frame["test_accuracy"].round(4),
+            "accuracy_drop": frame["accuracy_drop"].round(4),
+            "storage_kib": (frame["storage_bits_with_index"] / 8192).round(3),
+            "ratio_with_index": frame["compression_ratio_with_index"].round(1),
+            "weight_ratio_no_index": frame["weight_ratio_no_index"].round(1),
+            "feasible": frame["feasible"],
+        }
+    )
     return table.reset_index(drop=True)
 
 
@@ -162,21 +172,35 @@ def describe(opened: OpenedStudy) -> list[tuple[str, str]]:
         ("tracking", redact_url(opened.tracking_uri)),
         ("model / dataset", f"{config.model.name} / {config.dataset.name}"),
         ("layers", ", ".join(opened.layers)),
-        ("objectives", ", ".join(f"{o} ({d})" for o, d in
-                                 zip(config.objectives, config.directions, strict=True))),
+        (
+            "objectives",
+            ", ".join(
+                f"{o} ({d})" for o, d in zip(config.objectives, config.directions, strict=True)
+            ),
+        ),
         ("sampler", config.sampler.name),
-        ("trials", f"{finished_count(study)} finished of {budget if budget else 'no limit'}; "
-                   + ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n)),
+        (
+            "trials",
+            f"{finished_count(study)} finished of {budget if budget else 'no limit'}; "
+            + ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n),
+        ),
     ]
     if dense:
-        facts.append(("dense model", f"val {dense['val_accuracy']:.4f}, "
-                                     f"test {dense['test_accuracy']:.4f}, "
-                                     f"{dense['storage_bits'] / 8192:.1f} KiB"))
+        facts.append(
+            (
+                "dense model",
+                f"val {dense['val_accuracy']:.4f}, "
+                f"test {dense['test_accuracy']:.4f}, "
+                f"{dense['storage_bits'] / 8192:.1f} KiB",
+            )
+        )
     return facts
 
 
 def failed_trials(study: optuna.Study) -> list[tuple[int, str]]:
     """(trial number, reason) of every failed or pruned trial."""
     bad = (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
-    return [(t.number, str(t.user_attrs.get("fail_reason", t.state.name.lower())))
-            for t in study.get_trials(deepcopy=False, states=bad)]
+    return [
+        (t.number, str(t.user_attrs.get("fail_reason", t.state.name.lower())))
+        for t in study.get_trials(deepcopy=False, states=bad)
+    ]

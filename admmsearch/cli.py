@@ -76,8 +76,11 @@ class _Group(click.Group):
         except Exception as exc:  # noqa: BLE001 - a bug or an outside failure: still one line
             if ctx.params.get("debug"):
                 raise
-            urls = [*_GIVEN_URLS, os.environ.get("ADMMSEARCH_STORAGE"),
-                    os.environ.get("MLFLOW_TRACKING_URI")]
+            urls = [
+                *_GIVEN_URLS,
+                os.environ.get("ADMMSEARCH_STORAGE"),
+                os.environ.get("MLFLOW_TRACKING_URI"),
+            ]
             message = redact_text(f"{type(exc).__name__}: {exc}", *urls)
             click.echo(f"error: {message} (run with --debug for the traceback)", err=True)
             sys.exit(1)
@@ -98,8 +101,7 @@ def main(debug: bool) -> None:
     """Per-layer joint pruning and quantization of neural networks by ADMM."""
 
 
-def _load_plan(path: Path | None, keep: float | None, bits: int | None,
-               layers: list[str]) -> Plan:
+def _load_plan(path: Path | None, keep: float | None, bits: int | None, layers: list[str]) -> Plan:
     if path is not None:
         try:
             data = yaml.safe_load(path.read_text())
@@ -111,33 +113,70 @@ def _load_plan(path: Path | None, keep: float | None, bits: int | None,
 
 
 @main.command()
-@click.argument("settings", required=False,
-                type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--model", "model_name", default=None,
-              help="Without SETTINGS: model name, torchvision:<name> or module:function "
-                   "[default: digits-cnn].")
-@click.option("--dataset", default=None,
-              help="Without SETTINGS: dataset name, a .npz file or module:function "
-                   "[default: digits].")
-@click.option("--plan", "plan_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Without SETTINGS: per-layer plan (YAML: layers: {name: {keep, bits|clusters, "
-                   "structured}}).")
-@click.option("--keep", type=float, default=None,
-              help="Without SETTINGS or --plan: keep ratio of every layer [default: 0.1].")
-@click.option("--bits", type=int, default=None,
-              help="Without SETTINGS or --plan: bits of every layer [default: 4].")
+@click.argument("settings", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--model",
+    "model_name",
+    default=None,
+    help="Without SETTINGS: model name, torchvision:<name> or module:function "
+    "[default: digits-cnn].",
+)
+@click.option(
+    "--dataset",
+    default=None,
+    help="Without SETTINGS: dataset name, a .npz file or module:function [default: digits].",
+)
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Without SETTINGS: per-layer plan (YAML: layers: {name: {keep, bits|clusters, "
+    "structured}}).",
+)
+@click.option(
+    "--keep",
+    type=float,
+    default=None,
+    help="Without SETTINGS or --plan: keep ratio of every layer [default: 0.1].",
+)
+@click.option(
+    "--bits",
+    type=int,
+    default=None,
+    help="Without SETTINGS or --plan: bits of every layer [default: 4].",
+)
 @click.option("--seed", type=int, default=None, help="Without SETTINGS: seed [default: 0].")
 @click.option("--device", default=None, help="cpu or cuda [default: SETTINGS' device, or cpu].")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default="model.admm",
-              show_default=True, help="Where to write the packed compressed model.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path(".admmsearch/cache"), show_default=True,
-              help="With SETTINGS: where the study's dense model is cached.")
-def compress(settings: Path | None, model_name: str | None, dataset: str | None,
-             plan_path: Path | None, keep: float | None, bits: int | None, seed: int | None,
-             device: str | None, out: Path, fmt: str, cache_dir: Path) -> None:
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="model.admm",
+    show_default=True,
+    help="Where to write the packed compressed model.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".admmsearch/cache"),
+    show_default=True,
+    help="With SETTINGS: where the study's dense model is cached.",
+)
+def compress(
+    settings: Path | None,
+    model_name: str | None,
+    dataset: str | None,
+    plan_path: Path | None,
+    keep: float | None,
+    bits: int | None,
+    seed: int | None,
+    device: str | None,
+    out: Path,
+    fmt: str,
+    cache_dir: Path,
+) -> None:
     """Compress once, without search, and write the packed model.
 
     With SETTINGS (a file from `admmsearch export`), apply that trial's settings and compare
@@ -147,24 +186,46 @@ def compress(settings: Path | None, model_name: str | None, dataset: str | None,
     if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
         raise AdmmSearchError("--device cuda: no CUDA device is available here")
     if settings is not None:
-        given = [f"--{n}" for n, v in (("model", model_name), ("dataset", dataset),
-                                       ("plan", plan_path), ("keep", keep), ("bits", bits),
-                                       ("seed", seed)) if v is not None]
+        given = [
+            f"--{n}"
+            for n, v in (
+                ("model", model_name),
+                ("dataset", dataset),
+                ("plan", plan_path),
+                ("keep", keep),
+                ("bits", bits),
+                ("seed", seed),
+            )
+            if v is not None
+        ]
         if given:
-            raise click.UsageError(f"{', '.join(given)} cannot be combined with SETTINGS "
-                                   "(edit the settings file instead)")
+            raise click.UsageError(
+                f"{', '.join(given)} cannot be combined with SETTINGS "
+                "(edit the settings file instead)"
+            )
         _compress_settings(settings, device, out, fmt, cache_dir)
         return
     seed = 0 if seed is None else seed
     device = device or "cpu"
     torch.manual_seed(seed)
     data = load_dataset(dataset or "digits", seed=seed)
-    model = create_model(model_name or "digits-cnn", num_classes=data.num_classes,
-                         input_shape=data.input_shape)
-    plan = _load_plan(plan_path, 0.1 if keep is None else keep, 4 if bits is None else bits,
-                      list(compressible_layers(model)))
-    result = run_pipeline(model, data, plan, _settings(seed), device=device,
-                          hooks=PipelineHooks(on_epoch=_echo_epoch))
+    model = create_model(
+        model_name or "digits-cnn", num_classes=data.num_classes, input_shape=data.input_shape
+    )
+    plan = _load_plan(
+        plan_path,
+        0.1 if keep is None else keep,
+        4 if bits is None else bits,
+        list(compressible_layers(model)),
+    )
+    result = run_pipeline(
+        model,
+        data,
+        plan,
+        _settings(seed),
+        device=device,
+        hooks=PipelineHooks(on_epoch=_echo_epoch),
+    )
     info = pack_model(model.cpu(), list(compressible_layers(model)), out)
     _print_result(result, info.file_bytes, info.header_bytes, out, fmt)
 
@@ -173,43 +234,72 @@ def _echo_epoch(stage: str, epoch: int, loss: float) -> None:
     click.echo(f"  {stage:<16} epoch {epoch + 1:>3}  loss {loss:.4f}", err=True)
 
 
-def _compress_settings(path: Path, device: str | None, out: Path, fmt: str,
-                       cache_dir: Path) -> None:
+def _compress_settings(
+    path: Path, device: str | None, out: Path, fmt: str, cache_dir: Path
+) -> None:
     config, layers, doc = read_settings(path)
     done = reproduce(config, layers, cache_dir=cache_dir, device=device, on_epoch=_echo_epoch)
     info = pack_model(done.model, layers, out)
     exported = doc.get("metrics", {})
     if fmt == "json":
-        click.echo(json.dumps({
-            "settings": str(path), "study": doc["study"], "trial": doc.get("trial"),
-            "metrics": done.metrics, "exported": exported, "file": str(out),
-            "file_bytes": info.file_bytes, "header_bytes": info.header_bytes}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "settings": str(path),
+                    "study": doc["study"],
+                    "trial": doc.get("trial"),
+                    "metrics": done.metrics,
+                    "exported": exported,
+                    "file": str(out),
+                    "file_bytes": info.file_bytes,
+                    "header_bytes": info.header_bytes,
+                },
+                indent=2,
+            )
+        )
         return
     _print_result(done.result, info.file_bytes, info.header_bytes, out, fmt)
     click.echo("")
     click.echo(f"against trial {doc.get('trial')} of study {doc['study']} (exported figures):")
-    for key in ("val_accuracy", "test_accuracy", "accuracy_drop", "storage_bits_with_index",
-                "compression_ratio_with_index"):
+    for key in (
+        "val_accuracy",
+        "test_accuracy",
+        "accuracy_drop",
+        "storage_bits_with_index",
+        "compression_ratio_with_index",
+    ):
         if key in exported and key in done.metrics:
             click.echo(f"  {key:<30} {done.metrics[key]:>14.4f}  exported {exported[key]:>14.4f}")
 
 
 def _study_options(fn):
     """Options every command that touches a study takes."""
-    fn = click.option("--storage", envvar=None, default=None, callback=_remember_url,
-                      help="Optuna storage URL (default: study file, $ADMMSEARCH_STORAGE, "
-                           "else sqlite:///admmsearch.db).")(fn)
-    fn = click.option("--tracking-uri", default=None, callback=_remember_url,
-                      help="MLflow tracking URI (default: study file, $MLFLOW_TRACKING_URI, "
-                           "else the local mlruns/).")(fn)
+    fn = click.option(
+        "--storage",
+        envvar=None,
+        default=None,
+        callback=_remember_url,
+        help="Optuna storage URL (default: study file, $ADMMSEARCH_STORAGE, "
+        "else sqlite:///admmsearch.db).",
+    )(fn)
+    fn = click.option(
+        "--tracking-uri",
+        default=None,
+        callback=_remember_url,
+        help="MLflow tracking URI (default: study file, $MLFLOW_TRACKING_URI, "
+        "else the local mlruns/).",
+    )(fn)
     return fn
 
 
 def _cache_option(fn):
     return click.option(
-        "--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        "--cache-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
         help="Dense-model and stage caches, shareable by workers (default: the study file's "
-             "workers.cache_dir, $ADMMSEARCH_CACHE_DIR, else .admmsearch/cache).")(fn)
+        "workers.cache_dir, $ADMMSEARCH_CACHE_DIR, else .admmsearch/cache).",
+    )(fn)
 
 
 def _epoch_bar(enabled: bool):
@@ -226,25 +316,40 @@ def _epoch_bar(enabled: bool):
 @main.command()
 @click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--trials", type=click.IntRange(min=1), help="Trials in all (overrides budget).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
-              help="Seconds before no new trial starts.")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes on this machine.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds before no new trial starts.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes on this machine.",
+)
 @_study_options
 @_cache_option
-def run(study_file: Path, trials: int | None, timeout: float | None, jobs: int,
-        storage: str | None, tracking_uri: str | None, cache_dir: Path | None) -> None:
+def run(
+    study_file: Path,
+    trials: int | None,
+    timeout: float | None,
+    jobs: int,
+    storage: str | None,
+    tracking_uri: str | None,
+    cache_dir: Path | None,
+) -> None:
     """Launch (or resume) the study in STUDY_FILE; print its Pareto front at the end."""
     config, layers = validate_study(study_file)
-    ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri,
-                  cache_dir=cache_dir)
+    ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri, cache_dir=cache_dir)
     if jobs > 1:
         study = run_parallel(study_file, ctx, jobs, trials=trials, timeout=timeout)
     else:
         bar, on_epoch = _epoch_bar(sys.stderr.isatty())
         try:
-            study = run_study(ctx, trials=trials, timeout=timeout, progress=True,
-                              on_epoch=on_epoch)
+            study = run_study(
+                ctx, trials=trials, timeout=timeout, progress=True, on_epoch=on_epoch
+            )
         finally:
             bar.close()
     _print_front(study, list(config.objectives))
@@ -256,24 +361,37 @@ def run(study_file: Path, trials: int | None, timeout: float | None, jobs: int,
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True))
 @_study_options
 @_cache_option
-def worker(study_file: Path, trials: int | None, timeout: float | None, storage: str | None,
-           tracking_uri: str | None, cache_dir: Path | None) -> None:
+def worker(
+    study_file: Path,
+    trials: int | None,
+    timeout: float | None,
+    storage: str | None,
+    tracking_uri: str | None,
+    cache_dir: Path | None,
+) -> None:
     """Join the study in STUDY_FILE as one more worker (same storage), e.g. on another machine.
 
     --trials is the total over all workers, not this worker's share.
     """
     config, layers = validate_study(study_file)
-    ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri,
-                  cache_dir=cache_dir)
+    ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri, cache_dir=cache_dir)
     run_study(ctx, trials=trials, timeout=timeout, progress=False)
 
 
 @main.command("list")
-@click.option("--storage", default=None, callback=_remember_url,
-              help="Optuna storage URL (default: $ADMMSEARCH_STORAGE, else "
-                   "sqlite:///admmsearch.db).")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True)
+@click.option(
+    "--storage",
+    default=None,
+    callback=_remember_url,
+    help="Optuna storage URL (default: $ADMMSEARCH_STORAGE, else sqlite:///admmsearch.db).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
 def list_(storage: str | None, fmt: str) -> None:
     """The studies in a storage: state, trial counts and the ends of each Pareto front."""
     url = resolve_storage(None, storage)
@@ -310,13 +428,21 @@ def show(study: str, storage: str | None, tracking_uri: str | None) -> None:
 @main.command()
 @click.argument("study")
 @_study_options
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the front here instead of printing it (.csv, .json, or a plot: "
-                   ".png or .html).")
-def pareto(study: str, storage: str | None, tracking_uri: str | None, fmt: str,
-           out: Path | None) -> None:
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the front here instead of printing it (.csv, .json, or a plot: .png or .html).",
+)
+def pareto(
+    study: str, storage: str | None, tracking_uri: str | None, fmt: str, out: Path | None
+) -> None:
     """The Pareto front of STUDY (validation accuracy against storage with indices)."""
     opened = open_existing(study, storage=storage, tracking_uri=tracking_uri)
     if out is not None and out.suffix in (".png", ".html"):
@@ -324,8 +450,11 @@ def pareto(study: str, storage: str | None, tracking_uri: str | None, fmt: str,
         dense = opened.study.user_attrs.get("dense")
         if dense is None:
             raise AdmmSearchError(f"study {opened.config.name!r} has no dense model recorded")
-        png, html = (out, out.with_suffix(".html")) if out.suffix == ".png" else (
-            out.with_suffix(".png"), out)
+        png, html = (
+            (out, out.with_suffix(".html"))
+            if out.suffix == ".png"
+            else (out.with_suffix(".png"), out)
+        )
         plot_front(frame, dense, png, html)
         click.echo(f"wrote {png} and {html}")
         return
@@ -344,36 +473,57 @@ def pareto(study: str, storage: str | None, tracking_uri: str | None, fmt: str,
 @click.argument("study")
 @_study_options
 @click.option("--trial", "number", type=click.IntRange(min=0), help="Export this trial.")
-@click.option("--policy", type=click.Choice(POLICIES),
-              help="Choose the trial: max-compression (smallest storage within --max-drop) or "
-                   "max-accuracy (best validation accuracy within --max-storage-kib).")
-@click.option("--max-drop", type=click.FloatRange(0, 1),
-              help="Largest validation accuracy drop from dense, e.g. 0.01 [default: the "
-                   "study's max_accuracy_drop].")
-@click.option("--max-storage-kib", type=click.FloatRange(0, min_open=True),
-              help="Largest storage with indices, in KiB [default: the study's "
-                   "max_storage_bits].")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Settings file to write (.yaml or .json); printed when not given.")
-def export(study: str, storage: str | None, tracking_uri: str | None, number: int | None,
-           policy: str | None, max_drop: float | None, max_storage_kib: float | None,
-           out: Path | None) -> None:
+@click.option(
+    "--policy",
+    type=click.Choice(POLICIES),
+    help="Choose the trial: max-compression (smallest storage within --max-drop) or "
+    "max-accuracy (best validation accuracy within --max-storage-kib).",
+)
+@click.option(
+    "--max-drop",
+    type=click.FloatRange(0, 1),
+    help="Largest validation accuracy drop from dense, e.g. 0.01 [default: the "
+    "study's max_accuracy_drop].",
+)
+@click.option(
+    "--max-storage-kib",
+    type=click.FloatRange(0, min_open=True),
+    help="Largest storage with indices, in KiB [default: the study's max_storage_bits].",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Settings file to write (.yaml or .json); printed when not given.",
+)
+def export(
+    study: str,
+    storage: str | None,
+    tracking_uri: str | None,
+    number: int | None,
+    policy: str | None,
+    max_drop: float | None,
+    max_storage_kib: float | None,
+    out: Path | None,
+) -> None:
     """Export a trial's per-layer settings and metrics, chosen by --trial or --policy."""
     if (number is None) == (policy is None):
         raise click.UsageError("give exactly one of --trial N and --policy")
     opened = open_existing(study, storage=storage, tracking_uri=tracking_uri)
     bits = None if max_storage_kib is None else max_storage_kib * 8192
-    trial, why = choose_trial(opened, number=number, policy=policy, max_drop=max_drop,
-                              max_storage_bits=bits)
+    trial, why = choose_trial(
+        opened, number=number, policy=policy, max_drop=max_drop, max_storage_bits=bits
+    )
     text = write_settings(settings_document(opened, trial, why), out)
     if out is None:
         click.echo(text, nl=False)
         return
     m = trial.user_attrs["metrics"]
-    click.echo(f"wrote {out}: trial {trial.number} ({why}): val accuracy "
-               f"{m['val_accuracy']:.4f} (drop {m['accuracy_drop']:+.4f}), "
-               f"{m['storage_bits_with_index'] / 8192:.2f} KiB with indices "
-               f"({m['compression_ratio_with_index']:.1f}x)")
+    click.echo(
+        f"wrote {out}: trial {trial.number} ({why}): val accuracy "
+        f"{m['val_accuracy']:.4f} (drop {m['accuracy_drop']:+.4f}), "
+        f"{m['storage_bits_with_index'] / 8192:.2f} KiB with indices "
+        f"({m['compression_ratio_with_index']:.1f}x)"
+    )
 
 
 def _frame_text(frame, fmt: str) -> str:
@@ -399,8 +549,10 @@ def _print_front(study, objectives: list[str]) -> None:
 
 def _settings(seed: int) -> PipelineSettings:
     """Stage settings that suit the small reference models (a few minutes on a CPU)."""
-    admm = AdmmSettings(train=TrainSettings(epochs=8, lr=0.02, batch_size=32),
-                        rho=RhoSchedule(1e-2, 1.5, maximum=1.0))
+    admm = AdmmSettings(
+        train=TrainSettings(epochs=8, lr=0.02, batch_size=32),
+        rho=RhoSchedule(1e-2, 1.5, maximum=1.0),
+    )
     return PipelineSettings(
         pretrain=TrainSettings(epochs=15, lr=0.05, batch_size=32),
         admm_prune=admm,
@@ -411,44 +563,86 @@ def _settings(seed: int) -> PipelineSettings:
     )
 
 
-def _print_result(result: PipelineResult, file_bytes: int, header_bytes: int, out: Path,
-                  fmt: str) -> None:
+def _print_result(
+    result: PipelineResult, file_bytes: int, header_bytes: int, out: Path, fmt: str
+) -> None:
     summary = result.storage.summary()
     if fmt == "json":
-        stages = [{"stage": s.name, "val_accuracy": s.val_accuracy,
-                   "test_accuracy": s.test_accuracy, "seconds": s.seconds}
-                  for s in result.stages]
-        click.echo(json.dumps({"stages": stages, "storage": summary, "file": str(out),
-                               "file_bytes": file_bytes, "header_bytes": header_bytes},
-                              indent=2))
+        stages = [
+            {
+                "stage": s.name,
+                "val_accuracy": s.val_accuracy,
+                "test_accuracy": s.test_accuracy,
+                "seconds": s.seconds,
+            }
+            for s in result.stages
+        ]
+        click.echo(
+            json.dumps(
+                {
+                    "stages": stages,
+                    "storage": summary,
+                    "file": str(out),
+                    "file_bytes": file_bytes,
+                    "header_bytes": header_bytes,
+                },
+                indent=2,
+            )
+        )
         return
     click.echo(f"{'stage':<16} {'val acc':>8} {'test acc':>8} {'seconds':>8}")
     for s in result.stages:
-        click.echo(f"{s.name:<16} {s.val_accuracy:>8.4f} {s.test_accuracy:>8.4f} "
-                   f"{s.seconds:>8.1f}")
+        click.echo(
+            f"{s.name:<16} {s.val_accuracy:>8.4f} {s.test_accuracy:>8.4f} {s.seconds:>8.1f}"
+        )
     click.echo("")
     click.echo(result.storage.to_frame().to_string(index=False))
     click.echo("")
-    click.echo(f"weights: {result.storage.weight_ratio_no_index:.1f}x smaller without indices, "
-               f"{result.storage.weight_ratio_with_index:.1f}x with indices; "
-               f"whole model {result.storage.model_ratio:.1f}x")
-    click.echo(f"wrote {out}: {file_bytes} bytes = {header_bytes} header + "
-               f"{file_bytes - header_bytes} payload "
-               f"(accounted {summary['model_stored_bits'] / 8:.0f} bytes)")
+    click.echo(
+        f"weights: {result.storage.weight_ratio_no_index:.1f}x smaller without indices, "
+        f"{result.storage.weight_ratio_with_index:.1f}x with indices; "
+        f"whole model {result.storage.model_ratio:.1f}x"
+    )
+    click.echo(
+        f"wrote {out}: {file_bytes} bytes = {header_bytes} header + "
+        f"{file_bytes - header_bytes} payload "
+        f"(accounted {summary['model_stored_bits'] / 8:.0f} bytes)"
+    )
 
 
 @main.command()
 @click.argument("study", required=False)
 @_study_options
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Interface to bind; 127.0.0.1 keeps the UIs on this machine.")
-@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True,
-              help="Port of the MLflow UI.")
-@click.option("--dashboard-port", type=click.IntRange(1, 65535), default=8080,
-              show_default=True, help="Port of the Optuna dashboard (where it is installed).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to bind; 127.0.0.1 keeps the UIs on this machine.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=5000,
+    show_default=True,
+    help="Port of the MLflow UI.",
+)
+@click.option(
+    "--dashboard-port",
+    type=click.IntRange(1, 65535),
+    default=8080,
+    show_default=True,
+    help="Port of the Optuna dashboard (where it is installed).",
+)
 @click.option("--no-dashboard", is_flag=True, help="Start only the MLflow UI.")
-def ui(study: str | None, storage: str | None, tracking_uri: str | None, host: str, port: int,
-       dashboard_port: int, no_dashboard: bool) -> None:
+def ui(
+    study: str | None,
+    storage: str | None,
+    tracking_uri: str | None,
+    host: str,
+    port: int,
+    dashboard_port: int,
+    no_dashboard: bool,
+) -> None:
     """Start the MLflow UI (and the Optuna dashboard) on the stores of STUDY; Ctrl-C stops them.
 
     STUDY is a study file or a study name; without it the default stores are used.
@@ -456,12 +650,17 @@ def ui(study: str | None, storage: str | None, tracking_uri: str | None, host: s
     from .ui import serve_ui
 
     storage, tracking_uri = _stores(study, storage, tracking_uri)
-    serve_ui(tracking_uri, None if no_dashboard else storage, host=host, port=port,
-             dashboard_port=dashboard_port, echo=click.echo)
+    serve_ui(
+        tracking_uri,
+        None if no_dashboard else storage,
+        host=host,
+        port=port,
+        dashboard_port=dashboard_port,
+        echo=click.echo,
+    )
 
 
-def _stores(study: str | None, storage: str | None,
-            tracking_uri: str | None) -> tuple[str, str]:
+def _stores(study: str | None, storage: str | None, tracking_uri: str | None) -> tuple[str, str]:
     """Optuna storage and MLflow URI: the options, else the study file's, else the defaults."""
     config = None
     if study is not None and (study.endswith((".yaml", ".yml")) or Path(study).is_file()):

@@ -49,10 +49,22 @@ FORMAT = "admmsearch-settings/1"
 POLICIES = ("max-compression", "max-accuracy")
 #: Metrics copied into the settings file (all of them are in the trial's MLflow run).
 EXPORTED_METRICS = (
-    "val_accuracy", "test_accuracy", "dense_val_accuracy", "dense_test_accuracy",
-    "accuracy_drop", "test_accuracy_drop", "storage_bits_with_index", "data_bits",
-    "stored_bits", "bias_bits", "other_bits", "dense_weight_bits", "model_dense_bits",
-    "weight_ratio_no_index", "weight_ratio_with_index", "compression_ratio_with_index",
+    "val_accuracy",
+    "test_accuracy",
+    "dense_val_accuracy",
+    "dense_test_accuracy",
+    "accuracy_drop",
+    "test_accuracy_drop",
+    "storage_bits_with_index",
+    "data_bits",
+    "stored_bits",
+    "bias_bits",
+    "other_bits",
+    "dense_weight_bits",
+    "model_dense_bits",
+    "weight_ratio_no_index",
+    "weight_ratio_with_index",
+    "compression_ratio_with_index",
     "weight_sparsity",
 )
 _DONE = optuna.trial.TrialState.COMPLETE
@@ -61,9 +73,14 @@ _DONE = optuna.trial.TrialState.COMPLETE
 # --- choosing a trial ---
 
 
-def choose_trial(opened: OpenedStudy, *, number: int | None = None, policy: str | None = None,
-                 max_drop: float | None = None,
-                 max_storage_bits: float | None = None) -> tuple[optuna.trial.FrozenTrial, str]:
+def choose_trial(
+    opened: OpenedStudy,
+    *,
+    number: int | None = None,
+    policy: str | None = None,
+    max_drop: float | None = None,
+    max_storage_bits: float | None = None,
+) -> tuple[optuna.trial.FrozenTrial, str]:
     """The trial to export and a line saying why it was chosen.
 
     ``number`` picks a trial; otherwise ``policy`` does: ``max-compression`` is the smallest
@@ -78,24 +95,41 @@ def choose_trial(opened: OpenedStudy, *, number: int | None = None, policy: str 
     study, name = opened.study, opened.config.name
     if number is not None:
         return _numbered(study, name, number), f"trial {number}, as asked"
-    done = [t for t in study.get_trials(deepcopy=False, states=(_DONE,))
-            if "metrics" in t.user_attrs and feasible(t)]
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(_DONE,))
+        if "metrics" in t.user_attrs and feasible(t)
+    ]
     limits = opened.config.constraints
     if policy == "max-compression":
         bound = limits.max_accuracy_drop if max_drop is None else max_drop
         if bound is None:
             raise ConfigError("--policy max-compression needs --max-drop (the study sets none)")
-        return _best(done, name, lambda m: m["accuracy_drop"] <= bound + 1e-12,
-                     lambda m: (m["storage_bits_with_index"], -m["val_accuracy"]),
-                     f"accuracy drop <= {bound:g}", "accuracy_drop", min)
+        return _best(
+            done,
+            name,
+            lambda m: m["accuracy_drop"] <= bound + 1e-12,
+            lambda m: (m["storage_bits_with_index"], -m["val_accuracy"]),
+            f"accuracy drop <= {bound:g}",
+            "accuracy_drop",
+            min,
+        )
     if policy == "max-accuracy":
         bound = limits.max_storage_bits if max_storage_bits is None else max_storage_bits
         if bound is None:
-            raise ConfigError("--policy max-accuracy needs --max-storage-kib "
-                              "(the study sets no max_storage_bits)")
-        return _best(done, name, lambda m: m["storage_bits_with_index"] <= bound,
-                     lambda m: (-m["val_accuracy"], m["storage_bits_with_index"]),
-                     f"storage <= {bound / 8192:g} KiB", "storage_bits_with_index", min)
+            raise ConfigError(
+                "--policy max-accuracy needs --max-storage-kib "
+                "(the study sets no max_storage_bits)"
+            )
+        return _best(
+            done,
+            name,
+            lambda m: m["storage_bits_with_index"] <= bound,
+            lambda m: (-m["val_accuracy"], m["storage_bits_with_index"]),
+            f"storage <= {bound / 8192:g} KiB",
+            "storage_bits_with_index",
+            min,
+        )
     if policy is None:
         raise ConfigError("give --trial N or --policy (one of: " + ", ".join(POLICIES) + ")")
     raise ConfigError(f"--policy: unknown policy {policy!r}; known: " + ", ".join(POLICIES))
@@ -104,30 +138,44 @@ def choose_trial(opened: OpenedStudy, *, number: int | None = None, policy: str 
 def _numbered(study: optuna.Study, name: str, number: int) -> optuna.trial.FrozenTrial:
     trials = study.get_trials(deepcopy=False)
     if not 0 <= number < len(trials):
-        raise NoTrialError(f"--trial: study {name!r} has no trial {number} "
-                           f"(trials 0 to {len(trials) - 1})")
+        raise NoTrialError(
+            f"--trial: study {name!r} has no trial {number} (trials 0 to {len(trials) - 1})"
+        )
     trial = trials[number]
     if trial.state != _DONE or "metrics" not in trial.user_attrs:
         why = trial.user_attrs.get("fail_reason", "")
-        raise NoTrialError(f"--trial: trial {number} of study {name!r} is "
-                           f"{trial.state.name.lower()}{f' ({why})' if why else ''}, "
-                           "not completed; only completed trials can be exported")
+        raise NoTrialError(
+            f"--trial: trial {number} of study {name!r} is "
+            f"{trial.state.name.lower()}{f' ({why})' if why else ''}, "
+            "not completed; only completed trials can be exported"
+        )
     return trial
 
 
-def _best(done: list[optuna.trial.FrozenTrial], name: str, meets: Callable[[dict], bool],
-          rank: Callable[[dict], tuple], bound: str, closest: str,
-          pick: Callable) -> tuple[optuna.trial.FrozenTrial, str]:
+def _best(
+    done: list[optuna.trial.FrozenTrial],
+    name: str,
+    meets: Callable[[dict], bool],
+    rank: Callable[[dict], tuple],
+    bound: str,
+    closest: str,
+    pick: Callable,
+) -> tuple[optuna.trial.FrozenTrial, str]:
     chosen = [t for t in done if meets(t.user_attrs["metrics"])]
     if not chosen:
         if not done:
             raise NoTrialError(f"study {name!r} has no completed feasible trial yet")
         near = pick(done, key=lambda t: t.user_attrs["metrics"][closest])
         value = near.user_attrs["metrics"][closest]
-        shown = (f"storage {value / 8192:.3f} KiB" if closest.startswith("storage")
-                 else f"{closest.replace('_', ' ')} {value:.4f}")
-        raise NoTrialError(f"no completed trial of study {name!r} has {bound} "
-                           f"(closest: trial {near.number} with {shown})")
+        shown = (
+            f"storage {value / 8192:.3f} KiB"
+            if closest.startswith("storage")
+            else f"{closest.replace('_', ' ')} {value:.4f}"
+        )
+        raise NoTrialError(
+            f"no completed trial of study {name!r} has {bound} "
+            f"(closest: trial {near.number} with {shown})"
+        )
     best = min(chosen, key=lambda t: rank(t.user_attrs["metrics"]))
     return best, f"best of {len(chosen)} completed trials with {bound}"
 
@@ -135,8 +183,9 @@ def _best(done: list[optuna.trial.FrozenTrial], name: str, meets: Callable[[dict
 # --- the settings document ---
 
 
-def settings_document(opened: OpenedStudy, trial: optuna.trial.FrozenTrial,
-                      chosen_by: str) -> dict[str, Any]:
+def settings_document(
+    opened: OpenedStudy, trial: optuna.trial.FrozenTrial, chosen_by: str
+) -> dict[str, Any]:
     """Everything needed to apply the trial's settings once, as plain data."""
     config, layers = opened.config, opened.layers
     original = settings_from_params(trial.params, config, layers)
@@ -156,8 +205,10 @@ def settings_document(opened: OpenedStudy, trial: optuna.trial.FrozenTrial,
         doc[key] = resolved[key]
     replayed, replayed_layers = settings_config(doc, source="export")
     if settings_from_params({}, replayed, replayed_layers) != original:
-        raise ConfigError(f"trial {trial.number}: its settings do not survive export "
-                          "unchanged; please report this as a bug")
+        raise ConfigError(
+            f"trial {trial.number}: its settings do not survive export "
+            "unchanged; please report this as a bug"
+        )
     return doc
 
 
@@ -175,8 +226,9 @@ def _layer_settings(settings: TrialSettings) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _pipeline_with_knobs(pipeline: Mapping[str, Any], config: StudyConfig, layers: list[str],
-                         params: Mapping[str, Any]) -> dict[str, Any]:
+def _pipeline_with_knobs(
+    pipeline: Mapping[str, Any], config: StudyConfig, layers: list[str], params: Mapping[str, Any]
+) -> dict[str, Any]:
     """The study's pipeline section with each global knob's value (searched or fixed) written
     into the stages it sets, as the trial ran it."""
     out = json.loads(json.dumps(pipeline))
@@ -212,9 +264,11 @@ def write_settings(doc: Mapping[str, Any], path: Path | None) -> str:
     if path is not None and path.suffix == ".json":
         text = json.dumps(doc, indent=2) + "\n"
     else:
-        header = (f"# admmsearch settings: trial {doc['trial']} of study {doc['study']} "
-                  f"({doc['chosen_by']}).\n# Apply with: admmsearch compress "
-                  f"{path.name if path else 'SETTINGS.yaml'}\n")
+        header = (
+            f"# admmsearch settings: trial {doc['trial']} of study {doc['study']} "
+            f"({doc['chosen_by']}).\n# Apply with: admmsearch compress "
+            f"{path.name if path else 'SETTINGS.yaml'}\n"
+        )
         text = header + "".join(_yaml_section(key, value) for key, value in doc.items())
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -243,8 +297,10 @@ def read_settings(path: Path) -> tuple[StudyConfig, list[str], dict[str, Any]]:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read the settings file: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ConfigError(f"{path}: not an admmsearch settings file (expected format: {FORMAT}; "
-                          "make one with `admmsearch export`)")
+        raise ConfigError(
+            f"{path}: not an admmsearch settings file (expected format: {FORMAT}; "
+            "make one with `admmsearch export`)"
+        )
     config, layers = settings_config(doc, source=str(path))
     return config, layers, doc
 
@@ -293,22 +349,42 @@ class Reproduction:
     model: nn.Module
 
 
-def reproduce(config: StudyConfig, layers: list[str], *, cache_dir: Path,
-              device: str | None = None,
-              on_epoch: Callable[[str, int, float], None] | None = None) -> Reproduction:
+def reproduce(
+    config: StudyConfig,
+    layers: list[str],
+    *,
+    cache_dir: Path,
+    device: str | None = None,
+    on_epoch: Callable[[str, int, float], None] | None = None,
+) -> Reproduction:
     """Run the fixed study's pipeline once from its (cached) dense model, like a trial does."""
     d = config.dataset
-    data = load_dataset(d.name, val_fraction=d.val_fraction, seed=config.seed, root=d.root,
-                        download=d.download, limit_train=d.limit_train)
+    data = load_dataset(
+        d.name,
+        val_fraction=d.val_fraction,
+        seed=config.seed,
+        root=d.root,
+        download=d.download,
+        limit_train=d.limit_train,
+    )
     if device is not None:
         config = config.model_copy(update={"device": device})
     dense = dense_model(config, data, cache_dir, layers)
     settings = settings_from_params({}, config, layers)
     model = build_model(config, data)
     model.load_state_dict(dense.state)
-    result = run_pipeline(model, data, settings.plan, settings.pipeline,
-                          layer_patterns=list(layers), device=config.device,
-                          hooks=PipelineHooks(on_epoch=on_epoch))
-    metrics = {k: float(v) for k, v in trial_metrics(result, dense).items()
-               if isinstance(v, int | float) and math.isfinite(float(v))}
+    result = run_pipeline(
+        model,
+        data,
+        settings.plan,
+        settings.pipeline,
+        layer_patterns=list(layers),
+        device=config.device,
+        hooks=PipelineHooks(on_epoch=on_epoch),
+    )
+    metrics = {
+        k: float(v)
+        for k, v in trial_metrics(result, dense).items()
+        if isinstance(v, int | float) and math.isfinite(float(v))
+    }
     return Reproduction(result, metrics, model.to(torch.device("cpu")))

@@ -39,9 +39,16 @@ def trials_frame(study: optuna.Study, objectives: list[str]) -> pd.DataFrame:
         metrics: dict[str, Any] = t.user_attrs.get("metrics", {})
         row = {"trial": t.number}
         row.update(dict(zip(objectives, t.values, strict=True)))
-        for key in ("val_accuracy", "test_accuracy", "accuracy_drop", "storage_bits_with_index",
-                    "compression_ratio_with_index", "data_bits", "weight_ratio_no_index",
-                    "weight_ratio_with_index"):
+        for key in (
+            "val_accuracy",
+            "test_accuracy",
+            "accuracy_drop",
+            "storage_bits_with_index",
+            "compression_ratio_with_index",
+            "data_bits",
+            "weight_ratio_no_index",
+            "weight_ratio_with_index",
+        ):
             row.setdefault(key, metrics.get(key))
         row["feasible"] = feasible(t)
         row["front"] = t.number in front
@@ -65,13 +72,29 @@ def plot_front(frame: pd.DataFrame, dense: dict[str, float], png: Path, html: Pa
     fig, ax = plt.subplots(figsize=(7, 4.5))
     if not frame.empty:
         rest = frame[~frame["front"]]
-        ax.scatter(rest["storage_bits_with_index"] / 8192, rest["val_accuracy"], s=18,
-                   c="0.6", label="trials")
+        ax.scatter(
+            rest["storage_bits_with_index"] / 8192,
+            rest["val_accuracy"],
+            s=18,
+            c="0.6",
+            label="trials",
+        )
         front = frame[frame["front"]].sort_values("storage_bits_with_index")
-        ax.plot(front["storage_bits_with_index"] / 8192, front["val_accuracy"], "o-",
-                c="tab:blue", label="Pareto front")
-    ax.scatter([dense["storage_bits"] / 8192], [dense["val_accuracy"]], marker="*", s=160,
-               c="tab:red", label="dense fp32")
+        ax.plot(
+            front["storage_bits_with_index"] / 8192,
+            front["val_accuracy"],
+            "o-",
+            c="tab:blue",
+            label="Pareto front",
+        )
+    ax.scatter(
+        [dense["storage_bits"] / 8192],
+        [dense["val_accuracy"]],
+        marker="*",
+        s=160,
+        c="tab:red",
+        label="dense fp32",
+    )
     ax.set_xscale("log")
     ax.set_xlabel("storage with indices (KiB)")
     ax.set_ylabel("validation accuracy")
@@ -92,15 +115,29 @@ def _plot_html(frame: pd.DataFrame, dense: dict[str, float], html: Path) -> None
         styles = ((False, "trials", "#999"), (True, "Pareto front", "#1f77b4"))
         for on_front, name, color in styles:
             part = frame[frame["front"] == on_front].sort_values("storage_bits_with_index")
-            fig.add_trace(go.Scatter(
-                x=part["storage_bits_with_index"] / 8192, y=part["val_accuracy"],
-                mode="lines+markers" if on_front else "markers", name=name,
-                marker={"color": color},
-                text=[f"trial {t}" for t in part["trial"]],
-                hovertemplate="%{text}<br>%{x:.2f} KiB<br>val acc %{y:.4f}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=[dense["storage_bits"] / 8192], y=[dense["val_accuracy"]],
-                             mode="markers", name="dense fp32",
-                             marker={"symbol": "star", "size": 14, "color": "#d62728"}))
-    fig.update_layout(xaxis={"type": "log", "title": "storage with indices (KiB)"},
-                      yaxis={"title": "validation accuracy"}, template="plotly_white")
+            fig.add_trace(
+                go.Scatter(
+                    x=part["storage_bits_with_index"] / 8192,
+                    y=part["val_accuracy"],
+                    mode="lines+markers" if on_front else "markers",
+                    name=name,
+                    marker={"color": color},
+                    text=[f"trial {t}" for t in part["trial"]],
+                    hovertemplate="%{text}<br>%{x:.2f} KiB<br>val acc %{y:.4f}<extra></extra>",
+                )
+            )
+    fig.add_trace(
+        go.Scatter(
+            x=[dense["storage_bits"] / 8192],
+            y=[dense["val_accuracy"]],
+            mode="markers",
+            name="dense fp32",
+            marker={"symbol": "star", "size": 14, "color": "#d62728"},
+        )
+    )
+    fig.update_layout(
+        xaxis={"type": "log", "title": "storage with indices (KiB)"},
+        yaxis={"title": "validation accuracy"},
+        template="plotly_white",
+    )
     fig.write_html(html, include_plotlyjs=True, full_html=True)

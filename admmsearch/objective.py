@@ -50,12 +50,17 @@ class DenseModel:
 
 def build_model(config: StudyConfig, data: DataSplits) -> nn.Module:
     torch.manual_seed(config.seed)
-    return create_model(config.model.name, num_classes=data.num_classes,
-                        input_shape=data.input_shape, **config.model.kwargs)
+    return create_model(
+        config.model.name,
+        num_classes=data.num_classes,
+        input_shape=data.input_shape,
+        **config.model.kwargs,
+    )
 
 
-def dense_model(config: StudyConfig, data: DataSplits, cache_dir: Path,
-                layers: list[str]) -> DenseModel:
+def dense_model(
+    config: StudyConfig, data: DataSplits, cache_dir: Path, layers: list[str]
+) -> DenseModel:
     """Load the checkpoint or the cached dense model, else train it once and cache it.
 
     Workers sharing ``cache_dir`` (one machine, or a network path) train it once: the first
@@ -73,16 +78,20 @@ def dense_model(config: StudyConfig, data: DataSplits, cache_dir: Path,
         with FileLock(f"{path}.lock"):
             trained = not path.exists()
             if trained:
-                fit(model, data.to(config.device), dense_settings(config),
-                    seed=config.seed * 1000)
+                fit(model, data.to(config.device), dense_settings(config), seed=config.seed * 1000)
                 _save_atomic(model.state_dict(), path)
             else:
                 _load_state(model, path, "dense cache")
     d = data.to(config.device)
     storage = model_storage(model, layers)
-    return DenseModel({k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                      evaluate(model, d.x_val, d.y_val), evaluate(model, d.x_test, d.y_test),
-                      storage.model_stored_bits, path, trained)
+    return DenseModel(
+        {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        evaluate(model, d.x_val, d.y_val),
+        evaluate(model, d.x_test, d.y_test),
+        storage.model_stored_bits,
+        path,
+        trained,
+    )
 
 
 def _load_state(model: nn.Module, path: Path, what: str) -> None:
@@ -104,11 +113,14 @@ def _save_atomic(state: object, path: Path) -> None:
 def pruning_key(settings: TrialSettings, dense: DenseModel) -> str:
     """Hash of everything the pruning stages depend on: dense model, pruning plan and stages."""
     p = settings.pipeline
-    text = json.dumps({
-        "dense": dense.path.name,
-        "plan": {n: [lp.keep, lp.structured] for n, lp in settings.plan.layers.items()},
-        "stages": repr((p.pretrain, p.admm_prune, p.retrain, p.progressive_steps, p.seed)),
-    }, sort_keys=True)
+    text = json.dumps(
+        {
+            "dense": dense.path.name,
+            "plan": {n: [lp.keep, lp.structured] for n, lp in settings.plan.layers.items()},
+            "stages": repr((p.pretrain, p.admm_prune, p.retrain, p.progressive_steps, p.seed)),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -150,17 +162,28 @@ def _params(settings: TrialSettings) -> dict[str, Any]:
     """Every per-layer setting and schedule of the trial, flat, for MLflow params."""
     out: dict[str, Any] = {}
     for name, lp in settings.plan.layers.items():
-        out.update({f"keep.{name}": lp.keep if lp.keep is not None else 1.0,
-                    f"bits.{name}": lp.bits, f"clusters.{name}": lp.clusters,
-                    f"structured.{name}": lp.structured})
+        out.update(
+            {
+                f"keep.{name}": lp.keep if lp.keep is not None else 1.0,
+                f"bits.{name}": lp.bits,
+                f"clusters.{name}": lp.clusters,
+                f"structured.{name}": lp.structured,
+            }
+        )
     p = settings.pipeline
     for stage in ("admm_prune", "admm_quantize"):
         s = getattr(p, stage)
         if s is not None:
-            out.update({f"{stage}.epochs": s.train.epochs, f"{stage}.lr": s.train.lr,
-                        f"{stage}.rho_initial": s.rho.initial,
-                        f"{stage}.rho_multiplier": s.rho.multiplier,
-                        f"{stage}.rho_every": s.rho.every, f"{stage}.rho_maximum": s.rho.maximum})
+            out.update(
+                {
+                    f"{stage}.epochs": s.train.epochs,
+                    f"{stage}.lr": s.train.lr,
+                    f"{stage}.rho_initial": s.rho.initial,
+                    f"{stage}.rho_multiplier": s.rho.multiplier,
+                    f"{stage}.rho_every": s.rho.every,
+                    f"{stage}.rho_maximum": s.rho.maximum,
+                }
+            )
     if p.retrain is not None:
         out.update({"retrain.epochs": p.retrain.epochs, "retrain.lr": p.retrain.lr})
     out["progressive_steps"] = p.progressive_steps
@@ -193,9 +216,17 @@ def layer_table(result: PipelineResult) -> pd.DataFrame:
 class Objective:
     """Callable Optuna objective: returns the study's objectives, in order, for one trial."""
 
-    def __init__(self, config: StudyConfig, layers: list[str], data: DataSplits,
-                 dense: DenseModel, tracker: Tracker, parent_run: str, models_dir: Path,
-                 on_epoch: Callable[[str, int, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: StudyConfig,
+        layers: list[str],
+        data: DataSplits,
+        dense: DenseModel,
+        tracker: Tracker,
+        parent_run: str,
+        models_dir: Path,
+        on_epoch: Callable[[str, int, float], None] | None = None,
+    ) -> None:
         self.config, self.layers, self.data, self.dense = config, layers, data, dense
         self.tracker, self.parent_run, self.models_dir = tracker, parent_run, models_dir
         self.on_epoch = on_epoch
@@ -229,10 +260,17 @@ class Objective:
         cache = self.stage_dir / f"pruned-{pruning_key(settings, self.dense)}.pt"
         pruned = _load_pruned(cache)
         trial.set_user_attr("pruning_cache_hit", pruned is not None)
-        result = run_pipeline(model, self.data, settings.plan, settings.pipeline,
-                              layer_patterns=list(self.layers), device=self.config.device,
-                              hooks=hooks, pruned=pruned,
-                              on_pruned=lambda state: _save_atomic(state, cache))
+        result = run_pipeline(
+            model,
+            self.data,
+            settings.plan,
+            settings.pipeline,
+            layer_patterns=list(self.layers),
+            device=self.config.device,
+            hooks=hooks,
+            pruned=pruned,
+            on_pruned=lambda state: _save_atomic(state, cache),
+        )
         metrics = trial_metrics(result, self.dense)
         self._set_constraints(trial, metrics)
         path = self.models_dir / f"trial-{trial.number}.admm"
@@ -250,12 +288,14 @@ class Objective:
         if not math.isfinite(stage.val_accuracy) or stage.val_accuracy <= 1.2 * chance:
             raise DivergenceError(
                 f"accuracy collapsed to {stage.val_accuracy:.3f} after stage {stage.name} "
-                f"(chance is {chance:.3f})")
+                f"(chance is {chance:.3f})"
+            )
 
     def _set_constraints(self, trial: optuna.Trial, metrics: dict[str, float]) -> None:
         c = self.config.constraints
         if c.max_accuracy_drop is not None:
             trial.set_constraint("accuracy_drop", metrics["accuracy_drop"] - c.max_accuracy_drop)
         if c.max_storage_bits is not None:
-            trial.set_constraint("storage_bits",
-                                 metrics["storage_bits_with_index"] - c.max_storage_bits)
+            trial.set_constraint(
+                "storage_bits", metrics["storage_bits_with_index"] - c.max_storage_bits
+            )

@@ -310,10 +310,16 @@ class PrunedState:
 
 
 def _snapshot(run: _Run) -> PrunedState:
-    masks = {n: m.detach().cpu().clone() for n, mod in run.layers.items()
-             if (m := mask_of(mod)) is not None}
-    weights = {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()
-               if ".parametrizations." not in k}
+    masks = {
+        n: m.detach().cpu().clone()
+        for n, mod in run.layers.items()
+        if (m := mask_of(mod)) is not None
+    }
+    weights = {
+        k: v.detach().cpu().clone()
+        for k, v in run.model.state_dict().items()
+        if ".parametrizations." not in k
+    }
     with torch.no_grad():  # effective (masked) weights under their plain names
         for name in masks:
             weights[f"{name}.weight"] = run.layers[name].weight.detach().cpu().clone()

@@ -66,8 +66,9 @@ def resolve_tracking(config: StudyConfig | None, override: str | None = None) ->
     return uri or default_tracking_uri("mlruns")
 
 
-def resolve_cache_dir(config: StudyConfig, override: str | Path | None,
-                      workdir: str | Path) -> Path:
+def resolve_cache_dir(
+    config: StudyConfig, override: str | Path | None, workdir: str | Path
+) -> Path:
     """--cache-dir, else the study file's ``workers.cache_dir``, else $ADMMSEARCH_CACHE_DIR,
     else ``cache/`` in the work directory."""
     path = override or config.workers.cache_dir or os.environ.get("ADMMSEARCH_CACHE_DIR")
@@ -86,8 +87,7 @@ def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def open_study(config: StudyConfig,
-               storage: str | optuna.storages.RDBStorage) -> optuna.Study:
+def open_study(config: StudyConfig, storage: str | optuna.storages.RDBStorage) -> optuna.Study:
     """Create the study or load it if it exists (same name, same storage).
 
     A URL opens the storage with the study's heartbeat settings (see :func:`prepare` for a
@@ -96,11 +96,16 @@ def open_study(config: StudyConfig,
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if isinstance(storage, str):
         w = config.workers
-        storage = make_storage(storage, heartbeat_interval_s=w.heartbeat_interval_s,
-                               grace_period_s=w.grace_period_s)
-    return optuna.create_study(study_name=config.name, storage=storage,
-                               directions=config.directions, sampler=make_sampler(config),
-                               load_if_exists=True)
+        storage = make_storage(
+            storage, heartbeat_interval_s=w.heartbeat_interval_s, grace_period_s=w.grace_period_s
+        )
+    return optuna.create_study(
+        study_name=config.name,
+        storage=storage,
+        directions=config.directions,
+        sampler=make_sampler(config),
+        load_if_exists=True,
+    )
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -127,9 +132,15 @@ class StudyContext:
     rdb: optuna.storages.RDBStorage  # the storage object: heartbeats, lost trials
 
 
-def prepare(config: StudyConfig, layers: list[str], *, storage: str | None = None,
-            tracking_uri: str | None = None, workdir: str | Path = ".admmsearch",
-            cache_dir: str | Path | None = None) -> StudyContext:
+def prepare(
+    config: StudyConfig,
+    layers: list[str],
+    *,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    workdir: str | Path = ".admmsearch",
+    cache_dir: str | Path | None = None,
+) -> StudyContext:
     """Open the study and its parent run, load the data, get the (cached) dense model.
 
     Workers starting together create the tables, the study, the MLflow experiment and the
@@ -139,29 +150,61 @@ def prepare(config: StudyConfig, layers: list[str], *, storage: str | None = Non
     lock, w = StorageLock(storage), config.workers
     with lock:
         tracker = Tracker(resolve_tracking(config, tracking_uri), config.name)
-        rdb = make_storage(storage, heartbeat_interval_s=w.heartbeat_interval_s,
-                           grace_period_s=w.grace_period_s,
-                           on_lost=LostTrials(tracker.end_trial_runs, w.max_retry))
+        rdb = make_storage(
+            storage,
+            heartbeat_interval_s=w.heartbeat_interval_s,
+            grace_period_s=w.grace_period_s,
+            on_lost=LostTrials(tracker.end_trial_runs, w.max_retry),
+        )
         study = open_study(config, rdb)
-        parent = tracker.study_run(config.resolved_dict(),
-                                   study.user_attrs.get("mlflow_parent_run_id"))
+        parent = tracker.study_run(
+            config.resolved_dict(), study.user_attrs.get("mlflow_parent_run_id")
+        )
         study.set_user_attr("mlflow_parent_run_id", parent)
     d = config.dataset
-    data = load_dataset(d.name, val_fraction=d.val_fraction, seed=config.seed, root=d.root,
-                        download=d.download, limit_train=d.limit_train)
+    data = load_dataset(
+        d.name,
+        val_fraction=d.val_fraction,
+        seed=config.seed,
+        root=d.root,
+        download=d.download,
+        limit_train=d.limit_train,
+    )
     cache = resolve_cache_dir(config, cache_dir, workdir)
     dense = dense_model(config, data, cache, layers)
-    study.set_user_attr("dense", {"val_accuracy": dense.val_accuracy,
-                                  "test_accuracy": dense.test_accuracy,
-                                  "storage_bits": dense.storage_bits})
+    study.set_user_attr(
+        "dense",
+        {
+            "val_accuracy": dense.val_accuracy,
+            "test_accuracy": dense.test_accuracy,
+            "storage_bits": dense.storage_bits,
+        },
+    )
     # What `show`, `pareto` and `export` need to read the study back by its name alone.
     study.set_user_attr("config", config.resolved_dict())
     study.set_user_attr("layers", list(layers))
-    tracker.log(parent, metrics={"dense_val_accuracy": dense.val_accuracy,
-                                 "dense_test_accuracy": dense.test_accuracy,
-                                 "dense_storage_bits": dense.storage_bits})
-    return StudyContext(config, layers, study, storage, tracker, parent, data, dense,
-                        Path(workdir), cache, lock, rdb)
+    tracker.log(
+        parent,
+        metrics={
+            "dense_val_accuracy": dense.val_accuracy,
+            "dense_test_accuracy": dense.test_accuracy,
+            "dense_storage_bits": dense.storage_bits,
+        },
+    )
+    return StudyContext(
+        config,
+        layers,
+        study,
+        storage,
+        tracker,
+        parent,
+        data,
+        dense,
+        Path(workdir),
+        cache,
+        lock,
+        rdb,
+    )
 
 
 def _queue_first_trials(ctx: StudyContext) -> None:
@@ -203,9 +246,16 @@ def update_front(ctx: StudyContext) -> None:
     ctx.study.set_user_attr("front_models_logged", sorted(logged))
 
 
-def run_study(ctx: StudyContext, *, trials: int | None = None, timeout: float | None = None,
-              threads: int | None = None, progress: bool = False, queue: bool = True,
-              on_epoch: Callable[[str, int, float], None] | None = None) -> optuna.Study:
+def run_study(
+    ctx: StudyContext,
+    *,
+    trials: int | None = None,
+    timeout: float | None = None,
+    threads: int | None = None,
+    progress: bool = False,
+    queue: bool = True,
+    on_epoch: Callable[[str, int, float], None] | None = None,
+) -> optuna.Study:
     """Run trials until the budget (all workers together) is spent or ``timeout`` passes.
 
     Trials are claimed one at a time (:func:`admmsearch.workers.claim`), so however many
@@ -226,12 +276,23 @@ def run_study(ctx: StudyContext, *, trials: int | None = None, timeout: float | 
         return ctx.study
     ctx.tracker.set_status(ctx.parent_run, "RUNNING")
     bar = tqdm(total=remaining, desc=ctx.config.name, unit="trial", disable=not progress)
-    objective = Objective(ctx.config, ctx.layers, ctx.data, ctx.dense, ctx.tracker,
-                          ctx.parent_run, ctx.workdir / "models" / ctx.config.name, on_epoch)
+    objective = Objective(
+        ctx.config,
+        ctx.layers,
+        ctx.data,
+        ctx.dense,
+        ctx.tracker,
+        ctx.parent_run,
+        ctx.workdir / "models" / ctx.config.name,
+        on_epoch,
+    )
     poll_s = min(ctx.config.workers.heartbeat_interval_s, _POLL_S)
     try:
-        while (claimed := claim(ctx.study, ctx.rdb, ctx.lock, budget=budget, deadline=deadline,
-                                poll_s=poll_s)) is not None:
+        while (
+            claimed := claim(
+                ctx.study, ctx.rdb, ctx.lock, budget=budget, deadline=deadline, poll_s=poll_s
+            )
+        ) is not None:
             _run_trial(ctx, objective, claimed)
             bar.update(1)
             update_front(ctx)
@@ -285,18 +346,39 @@ def _taken_for_lost(ctx: StudyContext, claimed: Claim) -> None:
         ctx.tracker.finish(run_id, "KILLED")
 
 
-def _worker(path: str, layers: list[str], storage: str, tracking_uri: str, workdir: str,
-            cache_dir: str, trials: int | None, timeout: float | None, threads: int) -> None:
+def _worker(
+    path: str,
+    layers: list[str],
+    storage: str,
+    tracking_uri: str,
+    workdir: str,
+    cache_dir: str,
+    trials: int | None,
+    timeout: float | None,
+    threads: int,
+) -> None:
     """One worker process: open the same study and run trials until the shared budget is spent."""
     from .config import load_study
 
-    ctx = prepare(load_study(path), layers, storage=storage, tracking_uri=tracking_uri,
-                  workdir=workdir, cache_dir=cache_dir)
+    ctx = prepare(
+        load_study(path),
+        layers,
+        storage=storage,
+        tracking_uri=tracking_uri,
+        workdir=workdir,
+        cache_dir=cache_dir,
+    )
     run_study(ctx, trials=trials, timeout=timeout, threads=threads, queue=False)
 
 
-def run_parallel(path: str | Path, ctx: StudyContext, jobs: int, *, trials: int | None = None,
-                 timeout: float | None = None) -> optuna.Study:
+def run_parallel(
+    path: str | Path,
+    ctx: StudyContext,
+    jobs: int,
+    *,
+    trials: int | None = None,
+    timeout: float | None = None,
+) -> optuna.Study:
     """Run ``jobs`` worker processes on one study (processes, not threads: torch threads and
     MLflow would compete); each gets ``cores // jobs`` torch threads. ``ctx`` was prepared in
     this process, so the dense model is already cached when the workers start."""
@@ -306,8 +388,17 @@ def run_parallel(path: str | Path, ctx: StudyContext, jobs: int, *, trials: int 
     with ctx.lock:
         _queue_first_trials(ctx)
     spawn = mp.get_context("spawn")
-    args = (str(path), ctx.layers, ctx.storage, ctx.tracker.uri, str(ctx.workdir),
-            str(ctx.cache_dir), trials, timeout, threads)
+    args = (
+        str(path),
+        ctx.layers,
+        ctx.storage,
+        ctx.tracker.uri,
+        str(ctx.workdir),
+        str(ctx.cache_dir),
+        trials,
+        timeout,
+        threads,
+    )
     workers = [spawn.Process(target=_worker, args=args) for _ in range(jobs)]
     for w in workers:
         w.start()

@@ -60,7 +60,7 @@ def default_tracking_uri(root: str | Path = "mlruns") -> str:
 def _artifact_root(uri: str) -> str | None:
     """Artifacts of an embedded SQLite store live beside the database file."""
     if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).parent / "artifacts").as_uri()
+        return (Path(uri[len("sqlite:///") :]).parent / "artifacts").as_uri()
     return None
 
 
@@ -107,15 +107,18 @@ class Tracker:
                 pass  # another tracking store, or the run was deleted: find or create it
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=(f"tags.`{ROLE_TAG}` = 'study' "
-                           f"and tags.`{STUDY_TAG}` = '{self.study_name}'"),
+            filter_string=(
+                f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{self.study_name}'"
+            ),
             order_by=["attributes.start_time ASC"],
         )
         if runs:
             return runs[0].info.run_id
         run = self.client.create_run(
-            self.experiment_id, run_name=self.study_name,
-            tags={ROLE_TAG: "study", STUDY_TAG: self.study_name})
+            self.experiment_id,
+            run_name=self.study_name,
+            tags={ROLE_TAG: "study", STUDY_TAG: self.study_name},
+        )
         self.log_dict(run.info.run_id, config, "study.yaml")
         return run.info.run_id
 
@@ -123,16 +126,27 @@ class Tracker:
     def trial_run(self, parent: str, number: int) -> str:
         """A nested run for trial ``number``, tagged with the study and trial."""
         run = self.client.create_run(
-            self.experiment_id, run_name=f"trial-{number}",
-            tags={PARENT_TAG: parent, ROLE_TAG: "trial", STUDY_TAG: self.study_name,
-                  TRIAL_TAG: str(number)})
+            self.experiment_id,
+            run_name=f"trial-{number}",
+            tags={
+                PARENT_TAG: parent,
+                ROLE_TAG: "trial",
+                STUDY_TAG: self.study_name,
+                TRIAL_TAG: str(number),
+            },
+        )
         return run.info.run_id
 
     @_store_errors
-    def log(self, run_id: str, *, params: Mapping[str, Any] | None = None,
-            metrics: Mapping[str, float] | None = None,
-            series: Mapping[str, Iterable[float]] | None = None,
-            tags: Mapping[str, str] | None = None) -> None:
+    def log(
+        self,
+        run_id: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        series: Mapping[str, Iterable[float]] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
         """Params, scalar metrics, stepped series (step = index) and tags, in batches."""
         items: list[Any] = [Param(k, str(v)) for k, v in (params or {}).items()]
         items += [Metric(k, float(v), 0, 0) for k, v in (metrics or {}).items() if _finite(v)]
@@ -140,11 +154,13 @@ class Tracker:
             items += [Metric(key, float(v), 0, i) for i, v in enumerate(values) if _finite(v)]
         items += [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         for start in range(0, len(items), _BATCH):
-            chunk = items[start:start + _BATCH]
+            chunk = items[start : start + _BATCH]
             self.client.log_batch(
-                run_id, metrics=[i for i in chunk if isinstance(i, Metric)],
+                run_id,
+                metrics=[i for i in chunk if isinstance(i, Metric)],
                 params=[i for i in chunk if isinstance(i, Param)],
-                tags=[i for i in chunk if isinstance(i, RunTag)])
+                tags=[i for i in chunk if isinstance(i, RunTag)],
+            )
 
     @_store_errors
     def log_frame(self, run_id: str, frame: pd.DataFrame, name: str) -> None:
@@ -177,10 +193,12 @@ class Tracker:
         with ``reason``; returns how many."""
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=(f"tags.`{ROLE_TAG}` = 'trial' "
-                           f"and tags.`{STUDY_TAG}` = '{self.study_name}' "
-                           f"and tags.`{TRIAL_TAG}` = '{number}' "
-                           "and attributes.status = 'RUNNING'"),
+            filter_string=(
+                f"tags.`{ROLE_TAG}` = 'trial' "
+                f"and tags.`{STUDY_TAG}` = '{self.study_name}' "
+                f"and tags.`{TRIAL_TAG}` = '{number}' "
+                "and attributes.status = 'RUNNING'"
+            ),
         )
         for run in runs:
             self.client.set_tag(run.info.run_id, REASON_TAG, reason)

@@ -77,8 +77,15 @@ class _Child:
     log: Path
 
 
-def serve_ui(tracking_uri: str, storage: str | None, *, host: str, port: int,
-             dashboard_port: int, echo: Callable[[str], None]) -> None:
+def serve_ui(
+    tracking_uri: str,
+    storage: str | None,
+    *,
+    host: str,
+    port: int,
+    dashboard_port: int,
+    echo: Callable[[str], None],
+) -> None:
     """Start the MLflow UI on ``tracking_uri`` and the Optuna dashboard on ``storage``; block.
 
     Args:
@@ -98,7 +105,8 @@ def serve_ui(tracking_uri: str, storage: str | None, *, host: str, port: int,
             seconds, or a UI stopped while serving. The message names the UI and its log.
     """
     specs = _mlflow_specs(tracking_uri, host, port, echo) + _dashboard_specs(
-        storage, host, dashboard_port, echo)
+        storage, host, dashboard_port, echo
+    )
     if not specs:
         return
     _check_ports(specs)
@@ -120,21 +128,35 @@ def serve_ui(tracking_uri: str, storage: str | None, *, host: str, port: int,
     shutil.rmtree(logs, ignore_errors=True)
 
 
-def _mlflow_specs(tracking_uri: str, host: str, port: int,
-                  echo: Callable[[str], None]) -> list[_Spec]:
+def _mlflow_specs(
+    tracking_uri: str, host: str, port: int, echo: Callable[[str], None]
+) -> list[_Spec]:
     """The MLflow UI to start on the tracking store; none for a tracking server."""
     if tracking_uri.startswith(("http://", "https://")):
         echo(f"MLflow UI: {redact_url(tracking_uri)}  (a tracking server: nothing to start)")
         return []
-    command = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
-               "--workers", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     root = _artifact_root(tracking_uri)
     if root is not None:
         command += ["--default-artifact-root", root]
     command += _allowed_hosts(host)
-    env = {"MLFLOW_BACKEND_STORE_URI": tracking_uri,
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION":
-               os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
+    env = {
+        "MLFLOW_BACKEND_STORE_URI": tracking_uri,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get(
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"
+        ),
+    }
     return [_Spec("MLflow UI", command, host, port, "--port", tracking_uri, env)]
 
 
@@ -146,8 +168,9 @@ def _allowed_hosts(host: str) -> list[str]:
     return ["--allowed-hosts", f"{host},{host}:*,localhost,localhost:*,127.0.0.1,127.0.0.1:*"]
 
 
-def _dashboard_specs(storage: str | None, host: str, port: int,
-                     echo: Callable[[str], None]) -> list[_Spec]:
+def _dashboard_specs(
+    storage: str | None, host: str, port: int, echo: Callable[[str], None]
+) -> list[_Spec]:
     """The Optuna dashboard to start on the storage; none if not asked for or not installed."""
     if storage is None:
         return []
@@ -165,16 +188,20 @@ def _script(name: str) -> str:
         return str(beside)
     found = shutil.which(name)
     if found is None:
-        raise UIError(f"{name} is installed as a package but its command is neither beside "
-                      f"{sys.executable} nor on PATH; reinstall it: pip install 'admmsearch[ui]'")
+        raise UIError(
+            f"{name} is installed as a package but its command is neither beside "
+            f"{sys.executable} nor on PATH; reinstall it: pip install 'admmsearch[ui]'"
+        )
     return found
 
 
 def _check_ports(specs: list[_Spec]) -> None:
     """Fail before starting anything when two UIs share a port or a port is taken."""
     if len({spec.port for spec in specs}) < len(specs):
-        raise UIError(f"the {specs[0].name} and the {specs[1].name} cannot share port "
-                      f"{specs[0].port}; choose another with {specs[1].option}")
+        raise UIError(
+            f"the {specs[0].name} and the {specs[1].name} cannot share port "
+            f"{specs[0].port}; choose another with {specs[1].option}"
+        )
     for spec in specs:
         _check_port(spec)
 
@@ -183,7 +210,8 @@ def _check_port(spec: _Spec) -> None:
     """Bind the UI's address once, as its server will, to tell a taken port from a free one."""
     try:
         family, kind, _, _, address = socket.getaddrinfo(
-            spec.host, spec.port, type=socket.SOCK_STREAM)[0]
+            spec.host, spec.port, type=socket.SOCK_STREAM
+        )[0]
     except socket.gaierror as exc:
         raise UIError(f"host {spec.host!r}: {exc.strerror}") from None
     with socket.socket(family, kind) as probe:
@@ -192,10 +220,13 @@ def _check_port(spec: _Spec) -> None:
             probe.bind(address)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise UIError(f"{spec.name}: port {spec.port} on {spec.host} is already in use; "
-                              f"choose another with {spec.option}") from None
-            raise UIError(f"{spec.name}: cannot listen on {spec.host} port {spec.port}: "
-                          f"{exc.strerror}") from None
+                raise UIError(
+                    f"{spec.name}: port {spec.port} on {spec.host} is already in use; "
+                    f"choose another with {spec.option}"
+                ) from None
+            raise UIError(
+                f"{spec.name}: cannot listen on {spec.host} port {spec.port}: {exc.strerror}"
+            ) from None
 
 
 def _start(spec: _Spec, logs: Path) -> _Child:
@@ -204,8 +235,13 @@ def _start(spec: _Spec, logs: Path) -> _Child:
     try:
         with log.open("wb") as out:
             process = subprocess.Popen(
-                spec.command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, **spec.env}, start_new_session=True)
+                spec.command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **spec.env},
+                start_new_session=True,
+            )
     except OSError as exc:
         raise UIError(f"{spec.name}: cannot run {spec.command[0]}: {exc.strerror}") from None
     return _Child(spec, process, _url(spec.host, spec.port), log)
@@ -228,8 +264,10 @@ def _wait_ready(child: _Child, timeout: float = READY_TIMEOUT_S) -> None:
         if _answers(child.url):
             return
         time.sleep(_POLL_S)
-    raise UIError(f"{child.spec.name} did not answer on {child.url} within {timeout:.0f} s; "
-                  f"see its log {child.log}")
+    raise UIError(
+        f"{child.spec.name} did not answer on {child.url} within {timeout:.0f} s; "
+        f"see its log {child.log}"
+    )
 
 
 def _answers(url: str) -> bool:
@@ -258,8 +296,7 @@ def _check_running(child: _Child, what: str) -> None:
     if code is None:
         return
     last = redact_text(_last_line(child.log), child.spec.store)
-    raise UIError(f"{child.spec.name} {what} (exit code {code}): {last}; "
-                  f"full log: {child.log}")
+    raise UIError(f"{child.spec.name} {what} (exit code {code}): {last}; full log: {child.log}")
 
 
 def _last_line(log: Path) -> str:

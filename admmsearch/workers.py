@@ -54,10 +54,13 @@ __all__ = [
 
 #: Trial states that count against the budget (minus interrupted and retried trials).
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-_ADVISORY_KEY = int.from_bytes(hashlib.sha256(b"admmsearch.storage").digest()[:8], "big",
-                               signed=True)
-_DRIVER_HINT = ("install the driver with pip install 'admmsearch[postgres]' and write the URL "
-                "as postgresql+psycopg://user@host:5432/database")
+_ADVISORY_KEY = int.from_bytes(
+    hashlib.sha256(b"admmsearch.storage").digest()[:8], "big", signed=True
+)
+_DRIVER_HINT = (
+    "install the driver with pip install 'admmsearch[postgres]' and write the URL "
+    "as postgresql+psycopg://user@host:5432/database"
+)
 
 
 def _store_error(url: str, exc: BaseException) -> StoreError:
@@ -73,8 +76,10 @@ def _parse(url: str) -> sqlalchemy.engine.URL:
     try:
         return sqlalchemy.engine.make_url(url)
     except sqlalchemy.exc.ArgumentError:
-        raise StoreError(f"storage {redact_url(url)}: not a database URL; write "
-                         "sqlite:///file.db or postgresql+psycopg://user@host:5432/db") from None
+        raise StoreError(
+            f"storage {redact_url(url)}: not a database URL; write "
+            "sqlite:///file.db or postgresql+psycopg://user@host:5432/db"
+        ) from None
 
 
 class StorageLock:
@@ -101,8 +106,10 @@ class StorageLock:
             in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
             self._file = threading.Lock() if in_memory else FileLock(f"{database}.lock")
         else:
-            raise StoreError(f"storage {redact_url(url)}: workers coordinate through PostgreSQL "
-                             f"or SQLite, not {backend}")
+            raise StoreError(
+                f"storage {redact_url(url)}: workers coordinate through PostgreSQL "
+                f"or SQLite, not {backend}"
+            )
         self._connection: sqlalchemy.engine.Connection | None = None
 
     def __enter__(self) -> StorageLock:
@@ -114,30 +121,40 @@ class StorageLock:
         except sqlalchemy.exc.SQLAlchemyError as exc:
             raise _store_error(self.url, exc) from None
         try:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"),
-                               {"key": _ADVISORY_KEY})
+            connection.execute(
+                sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _ADVISORY_KEY}
+            )
         except sqlalchemy.exc.SQLAlchemyError as exc:
             connection.close()
             raise _store_error(self.url, exc) from None
         self._connection = connection
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self._engine is None:
             self._file.release()
             return
         connection, self._connection = self._connection, None
         try:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"),
-                               {"key": _ADVISORY_KEY})
+            connection.execute(
+                sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _ADVISORY_KEY}
+            )
         finally:
             connection.close()  # closing the session releases the lock in any case
 
 
-def make_storage(url: str, *, heartbeat_interval_s: int, grace_period_s: int,
-                 on_lost: Callable[[optuna.Study, FrozenTrial], None] | None = None,
-                 ) -> optuna.storages.RDBStorage:
+def make_storage(
+    url: str,
+    *,
+    heartbeat_interval_s: int,
+    grace_period_s: int,
+    on_lost: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+) -> optuna.storages.RDBStorage:
     """The Optuna storage at ``url`` with heartbeats on; ``on_lost`` runs for each lost trial.
 
     Raises:
@@ -147,9 +164,12 @@ def make_storage(url: str, *, heartbeat_interval_s: int, grace_period_s: int,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
-                url, engine_kwargs={"pool_pre_ping": True},
-                heartbeat_interval=heartbeat_interval_s, grace_period=grace_period_s,
-                heartbeat_stale_trial_callback=on_lost)
+                url,
+                engine_kwargs={"pool_pre_ping": True},
+                heartbeat_interval=heartbeat_interval_s,
+                grace_period=grace_period_s,
+                heartbeat_stale_trial_callback=on_lost,
+            )
     except (ImportError, sqlalchemy.exc.SQLAlchemyError) as exc:
         raise _store_error(url, exc) from None
 
@@ -162,12 +182,14 @@ def worker_info() -> dict[str, Any]:
 class Heartbeat:
     """Records a trial's heartbeat now and every ``interval_s`` seconds until the block ends."""
 
-    def __init__(self, storage: optuna.storages.RDBStorage, trial_id: int,
-                 interval_s: float) -> None:
+    def __init__(
+        self, storage: optuna.storages.RDBStorage, trial_id: int, interval_s: float
+    ) -> None:
         self._storage, self._trial_id, self._interval = storage, trial_id, interval_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{trial_id}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._beat, name=f"heartbeat-{trial_id}", daemon=True
+        )
 
     def _beat(self) -> None:
         while not self._stop.wait(self._interval):
@@ -181,8 +203,12 @@ class Heartbeat:
         self._thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self._stop.set()
         self._thread.join()
 
@@ -209,8 +235,11 @@ class LostTrials:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self._retry(study, again)
         worker = trial.user_attrs.get("worker") or {}
-        self._end_runs(trial.number, f"lost: no heartbeat from worker {worker.get('host', '?')} "
-                                     f"pid {worker.get('pid', '?')}")
+        self._end_runs(
+            trial.number,
+            f"lost: no heartbeat from worker {worker.get('host', '?')} "
+            f"pid {worker.get('pid', '?')}",
+        )
 
 
 def fail_lost_trials(study: optuna.Study) -> None:
@@ -229,8 +258,11 @@ def budget_counts(trials: Iterable[FrozenTrial]) -> tuple[int, int]:
     """
     trials = list(trials)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
-    counted = sum(1 for t in trials if t.state in COUNTED and t.number not in retried
-                  and not t.user_attrs.get("interrupted"))
+    counted = sum(
+        1
+        for t in trials
+        if t.state in COUNTED and t.number not in retried and not t.user_attrs.get("interrupted")
+    )
     running = sum(1 for t in trials if t.state == TrialState.RUNNING)
     return counted, running
 
@@ -243,8 +275,15 @@ class Claim:
     trial_id: int
 
 
-def claim(study: optuna.Study, storage: optuna.storages.RDBStorage, lock: StorageLock, *,
-          budget: int | None, deadline: float | None, poll_s: float) -> Claim | None:
+def claim(
+    study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
+    lock: StorageLock,
+    *,
+    budget: int | None,
+    deadline: float | None,
+    poll_s: float,
+) -> Claim | None:
     """Start the next trial this worker may run, waiting while others' trials fill the budget.
 
     Under the lock: fail lost trials (queuing their retries), count, and ask Optuna for a trial
@@ -260,8 +299,9 @@ def claim(study: optuna.Study, storage: optuna.storages.RDBStorage, lock: Storag
                 return None
             if budget is None or counted + running < budget:
                 return _start(study, storage)
-        time.sleep(poll_s if deadline is None
-                   else max(0.0, min(poll_s, deadline - time.monotonic())))
+        time.sleep(
+            poll_s if deadline is None else max(0.0, min(poll_s, deadline - time.monotonic()))
+        )
     return None
 
 

@@ -107,8 +107,9 @@ def test_closed_form_gradient_equals_autograd_of_the_penalty(masked: bool) -> No
     layers = {"0": model[0], "2": model[2]}
     if masked:
         prune_({"0": model[0]}, {"0": torch.rand(5, 6) > 0.4})
-    state = AdmmState(layers, {"0": Sparsity(keep=0.5), "2": Sparsity(keep=0.3)},
-                      RhoSchedule(0.3, 2.0))
+    state = AdmmState(
+        layers, {"0": Sparsity(keep=0.5), "2": Sparsity(keep=0.3)}, RhoSchedule(0.3, 2.0)
+    )
     state.update()  # nonzero U, rescaled by the rho change
     params = [p for p in model.parameters() if p.requires_grad]
 

@@ -29,8 +29,9 @@ def test_compress_writes_packed_model_and_reports_json(tmp_path) -> None:
 def test_compress_with_plan_file(tmp_path) -> None:
     plan = tmp_path / "plan.yaml"
     plan.write_text("layers:\n  fc1: {keep: 0.05, bits: 3}\n  conv2: {keep: 0.5, clusters: 4}\n")
-    result = CliRunner().invoke(main, ["compress", "--plan", str(plan), "--out",
-                                       str(tmp_path / "m.admm")])
+    result = CliRunner().invoke(
+        main, ["compress", "--plan", str(plan), "--out", str(tmp_path / "m.admm")]
+    )
     assert result.exit_code == 0, result.output
     assert "smaller without indices" in result.stdout
 
@@ -48,14 +49,20 @@ def test_unknown_layer_and_dataset_name_the_fault_as_subprocess(tmp_path) -> Non
     plan.write_text("layers:\n  fc9: {keep: 0.5}\n")
     run = subprocess.run(
         [sys.executable, "-m", "admmsearch", "compress", "--plan", str(plan)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert run.returncode == 2
     assert "fc9" in run.stderr and "valid: conv1, conv2, fc1, fc2" in run.stderr
     assert "Traceback" not in run.stderr
     run = subprocess.run(
         [sys.executable, "-m", "admmsearch", "compress", "--dataset", "nosuch"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert run.returncode == 2 and "unknown dataset 'nosuch'" in run.stderr
 
@@ -71,9 +78,20 @@ def test_run_study_as_subprocess_prints_the_front(tmp_path) -> None:
     path.write_text(yaml.safe_dump(study))
     env = {**os.environ, "ADMMSEARCH_STORAGE": f"sqlite:///{tmp_path / 'o.db'}"}
     run = subprocess.run(
-        [sys.executable, "-m", "admmsearch", "run", str(path), "--tracking-uri",
-         f"sqlite:///{tmp_path / 'mlflow.db'}"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600, env=env,
+        [
+            sys.executable,
+            "-m",
+            "admmsearch",
+            "run",
+            str(path),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+        env=env,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Pareto front of cli-run" in run.stdout and "storage_kib" in run.stdout

@@ -18,8 +18,9 @@ pytestmark = pytest.mark.slow
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 600):
-    return subprocess.run([str(ADMMSEARCH), *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [str(ADMMSEARCH), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +32,11 @@ def finished(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     study["dataset"] = {"name": "digits", "limit_train": 500}
     study["dense"]["train"]["epochs"] = 6
     (work / "quick.yaml").write_text(yaml.safe_dump(study))
-    env = {**os.environ, "ADMMSEARCH_STORAGE": f"sqlite:///{work / 'optuna.db'}",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
+    env = {
+        **os.environ,
+        "ADMMSEARCH_STORAGE": f"sqlite:///{work / 'optuna.db'}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+    }
     run = _run(["run", "quick.yaml"], work, env)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "val_accuracy" in run.stdout
@@ -71,8 +75,11 @@ def test_pareto_as_table_csv_and_plot(finished) -> None:
     # a front: no row is at least as good on both axes and better on one than another row
     for _, a in front.iterrows():
         for _, b in front.iterrows():
-            assert not (b.val_accuracy >= a.val_accuracy and b.storage_kib <= a.storage_kib
-                        and (b.val_accuracy > a.val_accuracy or b.storage_kib < a.storage_kib))
+            assert not (
+                b.val_accuracy >= a.val_accuracy
+                and b.storage_kib <= a.storage_kib
+                and (b.val_accuracy > a.val_accuracy or b.storage_kib < a.storage_kib)
+            )
     plot = _run(["pareto", "quick", "--out", "front.png"], work, env)
     assert plot.returncode == 0, plot.stderr
     assert (work / "front.png").read_bytes()[:4] == b"\x89PNG"
@@ -107,8 +114,20 @@ def test_export_by_trial_then_compress_reproduces_it(finished) -> None:
 
 def test_export_by_policy_picks_the_smallest_within_the_drop(finished) -> None:
     work, env = finished
-    run = _run(["export", "quick", "--policy", "max-compression", "--max-drop", "0.05",
-                "--out", "policy.json"], work, env)
+    run = _run(
+        [
+            "export",
+            "quick",
+            "--policy",
+            "max-compression",
+            "--max-drop",
+            "0.05",
+            "--out",
+            "policy.json",
+        ],
+        work,
+        env,
+    )
     assert run.returncode == 0, run.stderr
     chosen = json.loads((work / "policy.json").read_text())
     trials = json.loads(_run(["pareto", "quick", "--format", "json"], work, env).stdout)
@@ -116,25 +135,32 @@ def test_export_by_policy_picks_the_smallest_within_the_drop(finished) -> None:
     assert chosen["trial"] == min(within, key=lambda t: t["storage_kib"])["trial"]
     assert chosen["metrics"]["accuracy_drop"] <= 0.05
 
-    run = _run(["export", "quick", "--policy", "max-accuracy", "--max-storage-kib", "1000"],
-               work, env)
+    run = _run(
+        ["export", "quick", "--policy", "max-accuracy", "--max-storage-kib", "1000"], work, env
+    )
     assert run.returncode == 0, run.stderr
     best = yaml.safe_load(run.stdout)
     assert best["metrics"]["val_accuracy"] == pytest.approx(
-        max(t["val_accuracy"] for t in trials), abs=1e-4)
+        max(t["val_accuracy"] for t in trials), abs=1e-4
+    )
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["show", "nosuch"], "no study named 'nosuch'"),
-    (["export", "nosuch", "--trial", "0"], "no study named 'nosuch'"),
-    (["run", "missing.yaml"], "missing.yaml: study file not found"),
-    (["export", "quick", "--policy", "max-accuracy", "--max-storage-kib", "0.01"],
-     "no completed trial of study 'quick' has storage <= 0.01 KiB"),
-    (["export", "quick", "--trial", "99"], "has no trial 99"),
-    (["export", "quick"], "give exactly one of --trial N and --policy"),
-    (["pareto", "quick", "--format", "xml"], "Invalid value for '--format'"),
-    (["compress", "quick.yaml"], "not an admmsearch settings file"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["show", "nosuch"], "no study named 'nosuch'"),
+        (["export", "nosuch", "--trial", "0"], "no study named 'nosuch'"),
+        (["run", "missing.yaml"], "missing.yaml: study file not found"),
+        (
+            ["export", "quick", "--policy", "max-accuracy", "--max-storage-kib", "0.01"],
+            "no completed trial of study 'quick' has storage <= 0.01 KiB",
+        ),
+        (["export", "quick", "--trial", "99"], "has no trial 99"),
+        (["export", "quick"], "give exactly one of --trial N and --policy"),
+        (["pareto", "quick", "--format", "xml"], "Invalid value for '--format'"),
+        (["compress", "quick.yaml"], "not an admmsearch settings file"),
+    ],
+)
 def test_errors_are_one_line_without_traceback(finished, args, message) -> None:
     work, env = finished
     run = _run(args, work, env)

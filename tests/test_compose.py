@@ -62,7 +62,11 @@ def test_worker_runs_a_shipped_study_against_the_postgres_and_mlflow_services() 
     url = make_url(params["storage"])
     assert url.drivername == "postgresql+psycopg" and url.password is None
     assert (url.host, url.port, url.username, url.database) == (
-        "postgres", 5432, pg["POSTGRES_USER"], pg["POSTGRES_DB"])
+        "postgres",
+        5432,
+        pg["POSTGRES_USER"],
+        pg["POSTGRES_DB"],
+    )
     server = mlflow_params()
     assert params["tracking_uri"] == f"http://mlflow:{server['port']}"
     assert server["host"] == "0.0.0.0"
@@ -93,8 +97,12 @@ def test_dashboard_reads_the_workers_storage_with_real_options() -> None:
     command = SERVICES["dashboard"]["command"]
     assert command[0] == "optuna-dashboard"
     assert command[1] == worker_params()["storage"]
-    helped = subprocess.run([str(Path(sys.executable).parent / "optuna-dashboard"), "--help"],
-                            capture_output=True, text=True, check=True).stdout
+    helped = subprocess.run(
+        [str(Path(sys.executable).parent / "optuna-dashboard"), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for arg in command[2:]:
         assert arg.split("=")[0] in helped, arg
 
@@ -130,7 +138,11 @@ def test_compose_config_accepts_the_file(monkeypatch) -> None:
     if tool is None:
         pytest.skip("neither docker-compose nor the docker compose plugin is installed")
     monkeypatch.setenv("POSTGRES_PASSWORD", "for-config-only")
-    done = subprocess.run([*tool, "-f", str(ROOT / "docker-compose.yml"), "config"],
-                          capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        [*tool, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr
     assert set(yaml.safe_load(done.stdout)["services"]) == set(SERVICES)

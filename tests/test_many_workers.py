@@ -37,8 +37,10 @@ def _admin() -> psycopg.Connection:
     try:
         return psycopg.connect(f"{PG} dbname=postgres", autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not running on 127.0.0.1:5432 ({exc}); start it with "
-                    "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
+        pytest.fail(
+            f"PostgreSQL is not running on 127.0.0.1:5432 ({exc}); start it with "
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+        )
 
 
 def _new_database() -> str:
@@ -87,10 +89,25 @@ def mlflow_server(tmp_path_factory):
     port = _free_port()
     log = (root / "server.log").open("w")
     proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"postgresql+psycopg://postgres@127.0.0.1/{name}",
-         "--serve-artifacts", "--artifacts-destination", str(root / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"postgresql+psycopg://postgres@127.0.0.1/{name}",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(uri, proc, root / "server.log")
@@ -115,8 +132,9 @@ def _wait_healthy(uri: str, proc: subprocess.Popen, log: Path, timeout_s: float 
     pytest.fail(f"mlflow server did not answer in {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
-def _start_workers(tmp_path: Path, study: Path, storage: str, tracking: str, trials: int,
-                   count: int) -> list[tuple[subprocess.Popen, Path]]:
+def _start_workers(
+    tmp_path: Path, study: Path, storage: str, tracking: str, trials: int, count: int
+) -> list[tuple[subprocess.Popen, Path]]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     env.pop("ADMMSEARCH_STORAGE", None)
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -124,15 +142,29 @@ def _start_workers(tmp_path: Path, study: Path, storage: str, tracking: str, tri
     for i in range(count):
         out = tmp_path / f"worker-{i}.log"
         proc = subprocess.Popen(
-            [str(BIN / "admmsearch"), "worker", str(study), "--storage", storage,
-             "--tracking-uri", tracking, "--trials", str(trials)],
-            cwd=tmp_path, env=env, stdout=out.open("w"), stderr=subprocess.STDOUT)
+            [
+                str(BIN / "admmsearch"),
+                "worker",
+                str(study),
+                "--storage",
+                storage,
+                "--tracking-uri",
+                tracking,
+                "--trials",
+                str(trials),
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=out.open("w"),
+            stderr=subprocess.STDOUT,
+        )
         workers.append((proc, out))
     return workers
 
 
-def _wait_workers(workers: list[tuple[subprocess.Popen, Path]],
-                  timeout_s: float = 300) -> list[int]:
+def _wait_workers(
+    workers: list[tuple[subprocess.Popen, Path]], timeout_s: float = 300
+) -> list[int]:
     end = time.monotonic() + timeout_s
     codes = []
     try:
@@ -167,7 +199,8 @@ def _check_runs(tracking: str, name: str, trials: list[optuna.trial.FrozenTrial]
     for t in trials:
         if t.state == TrialState.COMPLETE:
             assert runs[runs["run_id"] == t.user_attrs["mlflow_run_id"]].iloc[0]["status"] == (
-                "FINISHED")
+                "FINISHED"
+            )
     return runs
 
 
@@ -192,7 +225,8 @@ def test_postgres_lock_is_held_by_one_session_at_a_time(database) -> None:
 
 @pytest.mark.slow
 def test_three_workers_run_exactly_the_budget_with_one_run_per_trial(
-        tmp_path, tiny_study, database, mlflow_server) -> None:
+    tmp_path, tiny_study, database, mlflow_server
+) -> None:
     """Three real workers, one study on PostgreSQL, MLflow on a server: exactly 6 trials, none
     duplicated or missing, one run each; the passwords in both URLs show up nowhere."""
     name = "digits-three"
@@ -228,19 +262,25 @@ def test_three_workers_run_exactly_the_budget_with_one_run_per_trial(
 
 @pytest.mark.slow
 def test_killed_worker_trial_is_failed_retried_and_nothing_else_lost(
-        tmp_path, tiny_study, database, mlflow_server) -> None:
+    tmp_path, tiny_study, database, mlflow_server
+) -> None:
     """SIGKILL a worker in the middle of a trial: the other worker fails that trial once its
     heartbeat lapses, kills its MLflow run, runs its params again; exactly 5 trials count."""
     name = "digits-kill"
     study_file = tiny_study(
-        name=name, dataset={"name": "digits"},
-        pipeline={"admm_prune": {"train": {"epochs": 25, "lr": 0.02, "batch_size": 32}},
-                  "retrain": {"epochs": 2, "lr": 0.02, "batch_size": 32},
-                  "admm_quantize": {"train": {"epochs": 1, "lr": 0.01, "batch_size": 32}},
-                  "quant_retrain": {"train": {"epochs": 1}, "shares": [1.0]}},
+        name=name,
+        dataset={"name": "digits"},
+        pipeline={
+            "admm_prune": {"train": {"epochs": 25, "lr": 0.02, "batch_size": 32}},
+            "retrain": {"epochs": 2, "lr": 0.02, "batch_size": 32},
+            "admm_quantize": {"train": {"epochs": 1, "lr": 0.01, "batch_size": 32}},
+            "quant_retrain": {"train": {"epochs": 1}, "shares": [1.0]},
+        },
         search={"keep": {"low": 0.3, "high": 1.0}, "bits": {"choices": [4, 8]}},
-        enqueue=[], budget={"trials": 5},
-        workers={"heartbeat_interval_s": 1, "grace_period_s": 3, "max_retry": 2})
+        enqueue=[],
+        budget={"trials": 5},
+        workers={"heartbeat_interval_s": 1, "grace_period_s": 3, "max_retry": 2},
+    )
     storage = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
     workers = _start_workers(tmp_path, study_file, storage, mlflow_server, trials=5, count=2)
     pids = {proc.pid: proc for proc, _ in workers}
@@ -269,8 +309,9 @@ def test_killed_worker_trial_is_failed_retried_and_nothing_else_lost(
     assert str(killed_pid) in killed.iloc[0]["tags.admmsearch.fail_reason"]
 
 
-def _wait_for_running_trial(name: str, storage: str, pids: set[int],
-                            timeout_s: float = 180) -> optuna.trial.FrozenTrial:
+def _wait_for_running_trial(
+    name: str, storage: str, pids: set[int], timeout_s: float = 180
+) -> optuna.trial.FrozenTrial:
     """The first trial seen running with its MLflow run started, after the first trial (so
     the dense model is done and the victim is mid-pipeline)."""
     end = time.monotonic() + timeout_s

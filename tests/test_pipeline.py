@@ -36,15 +36,18 @@ def digits():
 
 
 def fast_settings(**overrides) -> PipelineSettings:
-    admm = AdmmSettings(train=TrainSettings(epochs=3, lr=0.02, batch_size=32),
-                        rho=RhoSchedule(1e-2, 2.0, maximum=0.5))
+    admm = AdmmSettings(
+        train=TrainSettings(epochs=3, lr=0.02, batch_size=32),
+        rho=RhoSchedule(1e-2, 2.0, maximum=0.5),
+    )
     base = dict(
         pretrain=TrainSettings(epochs=6, lr=0.05, batch_size=32),
         admm_prune=admm,
         retrain=TrainSettings(epochs=2, lr=0.02, batch_size=32),
         admm_quantize=admm,
-        quant_retrain=QuantRetrainSettings(TrainSettings(epochs=1, lr=0.01, batch_size=32),
-                                           shares=(0.5, 1.0)),
+        quant_retrain=QuantRetrainSettings(
+            TrainSettings(epochs=1, lr=0.01, batch_size=32), shares=(0.5, 1.0)
+        ),
     )
     base.update(overrides)
     return PipelineSettings(**base)
@@ -90,8 +93,11 @@ def test_pipeline_is_deterministic(digits) -> None:
 
 def test_pruned_weights_stay_zero_through_momentum_and_weight_decay(digits) -> None:
     settings = fast_settings(
-        admm_prune=None, admm_quantize=None, quant_retrain=None,
-        retrain=TrainSettings(epochs=2, lr=0.05, momentum=0.9, weight_decay=1e-3))
+        admm_prune=None,
+        admm_quantize=None,
+        quant_retrain=None,
+        retrain=TrainSettings(epochs=2, lr=0.05, momentum=0.9, weight_decay=1e-3),
+    )
     plan = Plan.from_dict({"layers": {"conv2": {"keep": 0.25}}})
     model = model_for(digits)
     result = run_pipeline(model, digits, plan, settings)
@@ -101,13 +107,18 @@ def test_pruned_weights_stay_zero_through_momentum_and_weight_decay(digits) -> N
 
 
 def test_progressive_and_structured_pruning(digits) -> None:
-    plan = Plan.from_dict({"layers": {"conv2": {"keep": 0.25, "structured": True},
-                                      "fc1": {"keep": 0.05}}})
+    plan = Plan.from_dict(
+        {"layers": {"conv2": {"keep": 0.25, "structured": True}, "fc1": {"keep": 0.05}}}
+    )
     settings = fast_settings(progressive_steps=2, admm_quantize=None, quant_retrain=None)
     model = model_for(digits)
     result = run_pipeline(model, digits, plan, settings)
     assert [s.name for s in result.stages][1:] == [
-        "admm_prune_step1", "retrain_step1", "admm_prune_step2", "retrain_step2"]
+        "admm_prune_step1",
+        "retrain_step1",
+        "admm_prune_step2",
+        "retrain_step2",
+    ]
     layers = compressible_layers(model)
     rows = layers["conv2"].weight.reshape(32, -1).abs().sum(1)
     assert int((rows != 0).sum()) == 8
@@ -121,8 +132,9 @@ def test_progressive_and_structured_pruning(digits) -> None:
 def test_hooks_see_every_epoch_and_stage(digits) -> None:
     epochs, stages = [], []
     settings = fast_settings(admm_quantize=None, quant_retrain=None)
-    hooks = PipelineHooks(on_epoch=lambda s, e, loss: epochs.append((s, e)),
-                          on_stage=lambda r: stages.append(r.name))
+    hooks = PipelineHooks(
+        on_epoch=lambda s, e, loss: epochs.append((s, e)), on_stage=lambda r: stages.append(r.name)
+    )
     plan = Plan.from_dict({"layers": {"fc1": {"keep": 0.5}}})
     run_pipeline(model_for(digits), digits, plan, settings, hooks=hooks)
     assert stages == ["dense", "admm_prune", "retrain"]
@@ -131,11 +143,19 @@ def test_hooks_see_every_epoch_and_stage(digits) -> None:
 
 def test_unknown_layer_and_empty_layer_are_refused(digits) -> None:
     with pytest.raises(LayerError, match="valid: conv1"):
-        run_pipeline(model_for(digits), digits, Plan.from_dict({"layers": {"fc9": {"keep": 0.5}}}),
-                     fast_settings())
+        run_pipeline(
+            model_for(digits),
+            digits,
+            Plan.from_dict({"layers": {"fc9": {"keep": 0.5}}}),
+            fast_settings(),
+        )
     with pytest.raises(ConstraintError, match="layers.conv1.keep"):
-        run_pipeline(model_for(digits), digits,
-                     Plan.from_dict({"layers": {"conv1": {"keep": 0.001}}}), fast_settings())
+        run_pipeline(
+            model_for(digits),
+            digits,
+            Plan.from_dict({"layers": {"conv1": {"keep": 0.001}}}),
+            fast_settings(),
+        )
 
 
 def test_divergence_names_the_stage(digits) -> None:

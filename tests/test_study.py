@@ -21,17 +21,25 @@ STUDY = {
     "dataset": {"name": "digits", "limit_train": 600},
     "dense": {"train": {"epochs": 8, "lr": 0.05, "batch_size": 32}},
     "pipeline": {
-        "admm_prune": {"train": {"epochs": 2, "lr": 0.02, "batch_size": 32},
-                       "rho": {"initial": 0.01, "multiplier": 2.0, "every": 1, "maximum": 1.0}},
+        "admm_prune": {
+            "train": {"epochs": 2, "lr": 0.02, "batch_size": 32},
+            "rho": {"initial": 0.01, "multiplier": 2.0, "every": 1, "maximum": 1.0},
+        },
         "retrain": {"epochs": 1, "lr": 0.01, "batch_size": 32},
-        "admm_quantize": {"train": {"epochs": 1, "lr": 0.01, "batch_size": 32},
-                          "rho": {"initial": 0.01, "multiplier": 2.0, "every": 1, "maximum": 1.0}},
-        "quant_retrain": {"train": {"epochs": 1, "lr": 0.005, "batch_size": 32},
-                          "shares": [0.5, 1.0]},
+        "admm_quantize": {
+            "train": {"epochs": 1, "lr": 0.01, "batch_size": 32},
+            "rho": {"initial": 0.01, "multiplier": 2.0, "every": 1, "maximum": 1.0},
+        },
+        "quant_retrain": {
+            "train": {"epochs": 1, "lr": 0.005, "batch_size": 32},
+            "shares": [0.5, 1.0],
+        },
     },
-    "search": {"keep": {"low": 0.05, "high": 1.0, "log": True},
-               "bits": {"choices": [2, 4, None]},
-               "groups": {"convs": ["conv1", "conv2"]}},
+    "search": {
+        "keep": {"low": 0.05, "high": 1.0, "log": True},
+        "bits": {"choices": [2, 4, None]},
+        "groups": {"convs": ["conv1", "conv2"]},
+    },
     "objectives": ["val_accuracy", "storage_bits_with_index"],
     "sampler": {"name": "nsga2", "population_size": 2},
     "budget": {"trials": 4},
@@ -47,9 +55,13 @@ def make_config(tmp_path, **changes):
 
 
 def context(tmp_path, config, layers):
-    return prepare(config, layers, storage=f"sqlite:///{tmp_path / 'optuna.db'}",
-                   tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
-                   workdir=tmp_path / "work")
+    return prepare(
+        config,
+        layers,
+        storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+        workdir=tmp_path / "work",
+    )
 
 
 def trial_runs(tmp_path, name):
@@ -66,15 +78,19 @@ def mlruns(tmp_path):
 def test_study_end_to_end_is_tracked_and_has_its_front(mlruns) -> None:
     tmp_path = mlruns
     same_pruning = {"keep.convs": 0.5, "keep.fc1": 0.2, "keep.fc2": 0.5}
-    enqueue = [{**same_pruning, "bits.convs": 4, "bits.fc1": 4, "bits.fc2": 4},
-               {**same_pruning, "bits.convs": 2, "bits.fc1": 2, "bits.fc2": None}]
+    enqueue = [
+        {**same_pruning, "bits.convs": 4, "bits.fc1": 4, "bits.fc2": 4},
+        {**same_pruning, "bits.convs": 2, "bits.fc1": 2, "bits.fc2": None},
+    ]
     config, layers = make_config(tmp_path, enqueue=enqueue)
     ctx = context(tmp_path, config, layers)
     study = run_study(ctx)
     first, second = study.trials[0], study.trials[1]
     assert not first.user_attrs["pruning_cache_hit"] and second.user_attrs["pruning_cache_hit"]
-    assert (first.user_attrs["metrics"]["val_accuracy.retrain"]
-            == second.user_attrs["metrics"]["val_accuracy.retrain"])
+    assert (
+        first.user_attrs["metrics"]["val_accuracy.retrain"]
+        == second.user_attrs["metrics"]["val_accuracy.retrain"]
+    )
     done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(done) == 4 and finished_count(study) == 4
     runs = trial_runs(tmp_path, config.name)
@@ -96,8 +112,9 @@ def test_study_end_to_end_is_tracked_and_has_its_front(mlruns) -> None:
     local = client.download_artifacts(parent, "front.csv", str(tmp_path))
     logged = pd.read_csv(local)
     expected = trials_frame(study, list(config.objectives))
-    pd.testing.assert_frame_equal(logged.reset_index(drop=True),
-                                  pd.read_csv(io.StringIO(expected.to_csv(index=False))))
+    pd.testing.assert_frame_equal(
+        logged.reset_index(drop=True), pd.read_csv(io.StringIO(expected.to_csv(index=False)))
+    )
     front = sorted(t.number for t in study.best_trials)
     assert sorted(logged[logged["front"]]["trial"]) == front
     for number in front:
@@ -136,8 +153,13 @@ def test_interrupted_study_resumes_without_duplicates_or_losses(mlruns) -> None:
 def test_diverging_trial_is_failed_with_reason_and_study_goes_on(mlruns) -> None:
     tmp_path = mlruns
     search = {**STUDY["search"], "lr": {"choices": [0.02, 1.0e6]}}
-    config, layers = make_config(tmp_path, name="digits-diverge", search=search,
-                                 enqueue=[{"lr": 1.0e6}], budget={"trials": 3})
+    config, layers = make_config(
+        tmp_path,
+        name="digits-diverge",
+        search=search,
+        enqueue=[{"lr": 1.0e6}],
+        budget={"trials": 3},
+    )
     study = run_study(context(tmp_path, config, layers))
     first = study.trials[0]
     assert first.state == optuna.trial.TrialState.FAIL
@@ -156,8 +178,7 @@ def test_two_worker_processes_share_one_study(mlruns, tmp_path_factory) -> None:
     ctx = context(tmp_path, config, layers)
     study = run_parallel(tmp_path / "study.yaml", ctx, jobs=2)
     study = optuna.load_study(study_name=config.name, storage=ctx.storage)
-    numbers = [t.number for t in study.trials
-               if t.state == optuna.trial.TrialState.COMPLETE]
+    numbers = [t.number for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(numbers) >= 4 and len(set(numbers)) == len(numbers)
     runs = trial_runs(tmp_path, config.name)
     assert sorted(runs["tags.admmsearch.trial"].astype(int)) == [t.number for t in study.trials]

@@ -64,14 +64,20 @@ def run_tiny_study(path: Path) -> Tracked:
     (tmp_path / "mlruns").mkdir()
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     tracking = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    ctx = prepare(config, resolve_layers(config), storage=storage, tracking_uri=tracking,
-                  workdir=tmp_path / "work")
+    ctx = prepare(
+        config,
+        resolve_layers(config),
+        storage=storage,
+        tracking_uri=tracking,
+        workdir=tmp_path / "work",
+    )
     run_study(ctx)
     runs = search_runs(tracking, config.name)
     trials = runs[runs["tags.admmsearch.role"] == "trial"]
     names = dict(zip(trials["tags.mlflow.runName"], trials["run_id"], strict=True))
-    return Tracked(config.name, storage, tracking, str(runs["experiment_id"].iloc[0]),
-                   ctx.parent_run, names)
+    return Tracked(
+        config.name, storage, tracking, str(runs["experiment_id"].iloc[0]), ctx.parent_run, names
+    )
 
 
 def free_ports(count: int) -> list[int]:
@@ -93,8 +99,9 @@ def artifacts_dir() -> Path:
     return path
 
 
-def wait_for_output(ui: subprocess.Popen, out: Path, wanted: list[str],
-                    timeout: float = 240) -> str:
+def wait_for_output(
+    ui: subprocess.Popen, out: Path, wanted: list[str], timeout: float = 240
+) -> str:
     """The ui's stdout once it holds every ``wanted`` text; fails if the ui exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -135,11 +142,18 @@ def chromium() -> webdriver.Chrome:
     """Headless Chromium through the Debian chromedriver."""
     assert CHROMIUM.exists() and CHROMEDRIVER.exists(), (
         "the UI test needs the Debian packages chromium and chromium-driver "
-        "(apt-get install -y chromium chromium-driver; .ci/run does this)")
+        "(apt-get install -y chromium chromium-driver; .ci/run does this)"
+    )
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--no-proxy-server", "--window-size=1600,1000"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--no-proxy-server",
+        "--window-size=1600,1000",
+    ):
         options.add_argument(arg)
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
 
@@ -148,13 +162,16 @@ def wait_for(driver: webdriver.Chrome, css: str, what: str) -> WebElement:
     """The visible element at ``css``; on timeout a screenshot of the page and a clear failure."""
     try:
         return WebDriverWait(driver, WAIT_S).until(
-            EC.visibility_of_element_located((By.CSS_SELECTOR, css)))
+            EC.visibility_of_element_located((By.CSS_SELECTOR, css))
+        )
     except TimeoutException:
         shot = artifacts_dir() / "ui-failure.png"
         driver.save_screenshot(str(shot))
         text = driver.find_element(By.TAG_NAME, "body").text[:600]
-        pytest.fail(f"{what} not shown within {WAIT_S} s at {driver.current_url}; "
-                    f"screenshot {shot}; page text: {text!r}")
+        pytest.fail(
+            f"{what} not shown within {WAIT_S} s at {driver.current_url}; "
+            f"screenshot {shot}; page text: {text!r}"
+        )
 
 
 def assert_screenshot(path: Path) -> None:
@@ -170,11 +187,13 @@ def assert_screenshot(path: Path) -> None:
 def check_mlflow_ui(driver: webdriver.Chrome, url: str, tracked: Tracked) -> Path:
     """The experiment in the list, its parent run, and (expanded) the trial runs; a screenshot."""
     driver.get(f"{url}/#/experiments")
-    link = wait_for(driver, f"a[href$='/experiments/{tracked.experiment_id}']",
-                    "the experiment in the experiment list")
+    link = wait_for(
+        driver,
+        f"a[href$='/experiments/{tracked.experiment_id}']",
+        "the experiment in the experiment list",
+    )
     assert link.text.strip() == tracked.name
-    driver.get(f"{url}/#/experiments/{tracked.experiment_id}/runs"
-               "?workflowType=machine_learning")
+    driver.get(f"{url}/#/experiments/{tracked.experiment_id}/runs?workflowType=machine_learning")
     parent = wait_for(driver, f"a[href$='/runs/{tracked.parent_run}']", "the study's parent run")
     assert parent.text.strip() == tracked.name
     first_trial = f"a[href$='/runs/{min(tracked.trial_runs.values())}']"
@@ -195,7 +214,8 @@ def check_dashboard(driver: webdriver.Chrome, url: str, tracked: Tracked) -> Pat
     assert tracked.name in [s["study_name"] for s in studies]
     driver.get(f"{url}/dashboard")
     WebDriverWait(driver, WAIT_S).until(
-        EC.text_to_be_present_in_element((By.TAG_NAME, "body"), tracked.name))
+        EC.text_to_be_present_in_element((By.TAG_NAME, "body"), tracked.name)
+    )
     shot = artifacts_dir() / "optuna-dashboard.png"
     driver.save_screenshot(str(shot))
     return shot
@@ -210,13 +230,29 @@ def test_ui_shows_the_study_runs_in_chromium_and_stops_cleanly(tmp_path, tiny_st
     mlflow_url, dashboard_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}"
     with out.open("w") as stdout, err.open("w") as stderr:
         ui = subprocess.Popen(
-            [str(ADMMSEARCH), "ui", "--storage", tracked.storage, "--tracking-uri",
-             tracked.tracking_uri, "--port", str(port), "--dashboard-port", str(dashboard_port)],
-            stdout=stdout, stderr=stderr, cwd=tmp_path)
+            [
+                str(ADMMSEARCH),
+                "ui",
+                "--storage",
+                tracked.storage,
+                "--tracking-uri",
+                tracked.tracking_uri,
+                "--port",
+                str(port),
+                "--dashboard-port",
+                str(dashboard_port),
+            ],
+            stdout=stdout,
+            stderr=stderr,
+            cwd=tmp_path,
+        )
     children: set[int] = set()
     try:
-        dashboard_line = (f"Optuna dashboard: {dashboard_url}" if HAS_DASHBOARD
-                          else "Optuna dashboard: not installed")
+        dashboard_line = (
+            f"Optuna dashboard: {dashboard_url}"
+            if HAS_DASHBOARD
+            else "Optuna dashboard: not installed"
+        )
         wait_for_output(ui, out, [f"MLflow UI: {mlflow_url}", dashboard_line])
         children = descendants(ui.pid)
         assert len(children) >= 2 + HAS_DASHBOARD  # mlflow server, its uvicorn, the dashboard
@@ -249,12 +285,24 @@ def test_ui_on_a_taken_port_is_a_one_line_error(tmp_path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         run = subprocess.run(
-            [str(ADMMSEARCH), "ui", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
-             "--port", str(port), "--no-dashboard"],
-            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+            [
+                str(ADMMSEARCH),
+                "ui",
+                "--tracking-uri",
+                f"sqlite:///{tmp_path / 'm.db'}",
+                "--port",
+                str(port),
+                "--no-dashboard",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+        )
     assert run.returncode == 2
-    assert run.stderr.strip() == (f"error: MLflow UI: port {port} on 127.0.0.1 is already in "
-                                  "use; choose another with --port")
+    assert run.stderr.strip() == (
+        f"error: MLflow UI: port {port} on 127.0.0.1 is already in use; choose another with --port"
+    )
     assert not (tmp_path / "m.db").exists()
 
 
@@ -265,22 +313,38 @@ def test_dashboard_port_taken_or_shared_is_refused_before_starting(tmp_path) -> 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        with pytest.raises(UIError, match=r"^Optuna dashboard: port \d+ on 127.0.0.1 is already "
-                                          r"in use; choose another with --dashboard-port$"):
-            serve_ui(uri, storage, host="127.0.0.1", port=mlflow_port,
-                     dashboard_port=taken.getsockname()[1], echo=print)
+        with pytest.raises(
+            UIError,
+            match=r"^Optuna dashboard: port \d+ on 127.0.0.1 is already "
+            r"in use; choose another with --dashboard-port$",
+        ):
+            serve_ui(
+                uri,
+                storage,
+                host="127.0.0.1",
+                port=mlflow_port,
+                dashboard_port=taken.getsockname()[1],
+                echo=print,
+            )
     with pytest.raises(UIError, match="cannot share port"):
         serve_ui(uri, storage, host="127.0.0.1", port=free, dashboard_port=free, echo=print)
     assert not (tmp_path / "m.db").exists()
 
 
-def test_a_ui_that_dies_names_itself_and_its_log_without_the_password(tmp_path,
-                                                                     monkeypatch) -> None:
+def test_a_ui_that_dies_names_itself_and_its_log_without_the_password(
+    tmp_path, monkeypatch
+) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     [port] = free_ports(1)
     with pytest.raises(UIError) as failed:
-        serve_ui("nosuch://user:s3cret@host/db", None, host="127.0.0.1", port=port,
-                 dashboard_port=port + 1, echo=print)
+        serve_ui(
+            "nosuch://user:s3cret@host/db",
+            None,
+            host="127.0.0.1",
+            port=port,
+            dashboard_port=port + 1,
+            echo=print,
+        )
     message = str(failed.value)
     assert message.startswith("MLflow UI exited before answering (exit code 1): ")
     assert "unsupported URI 'nosuch://user:***@host/db'" in message
@@ -291,10 +355,17 @@ def test_a_ui_that_dies_names_itself_and_its_log_without_the_password(tmp_path,
 
 def test_a_tracking_server_is_only_shown_with_its_password_masked() -> None:
     lines: list[str] = []
-    serve_ui("https://me:s3cret@mlflow.example.org", None, host="127.0.0.1", port=5000,
-             dashboard_port=8080, echo=lines.append)
-    assert lines == ["MLflow UI: https://me:***@mlflow.example.org  "
-                     "(a tracking server: nothing to start)"]
+    serve_ui(
+        "https://me:s3cret@mlflow.example.org",
+        None,
+        host="127.0.0.1",
+        port=5000,
+        dashboard_port=8080,
+        echo=lines.append,
+    )
+    assert lines == [
+        "MLflow UI: https://me:***@mlflow.example.org  (a tracking server: nothing to start)"
+    ]
 
 
 def test_mlflow_gets_its_store_from_the_environment_and_named_hosts_allowed(monkeypatch) -> None:

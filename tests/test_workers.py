@@ -35,19 +35,26 @@ def test_budget_counts_skip_interrupted_and_retried_trials() -> None:
     dist = {"x": FloatDistribution(0, 1)}
 
     def add(state, value=None, user_attrs=None, system_attrs=None):
-        study.add_trial(optuna.create_trial(
-            state=state, value=value, params={"x": 0.5}, distributions=dist,
-            user_attrs=user_attrs or {}, system_attrs=system_attrs or {}))
+        study.add_trial(
+            optuna.create_trial(
+                state=state,
+                value=value,
+                params={"x": 0.5},
+                distributions=dist,
+                user_attrs=user_attrs or {},
+                system_attrs=system_attrs or {},
+            )
+        )
 
-    add(TrialState.COMPLETE, 1.0)                      # 0 counts
-    add(TrialState.PRUNED)                             # 1 counts
+    add(TrialState.COMPLETE, 1.0)  # 0 counts
+    add(TrialState.PRUNED)  # 1 counts
     add(TrialState.FAIL, user_attrs={"fail_reason": "diverged"})  # 2 counts
-    add(TrialState.FAIL, user_attrs={"interrupted": True})        # 3 Ctrl-C: its requeue counts
-    add(TrialState.FAIL)                               # 4 lost, retried by 5
+    add(TrialState.FAIL, user_attrs={"interrupted": True})  # 3 Ctrl-C: its requeue counts
+    add(TrialState.FAIL)  # 4 lost, retried by 5
     add(TrialState.FAIL, system_attrs={"failed_trial": 4, "retry_history": [4]})  # 5 lost again
     add(TrialState.COMPLETE, 2.0, system_attrs={"failed_trial": 4, "retry_history": [4, 5]})
-    add(TrialState.WAITING)                            # 7 queued: neither
-    add(TrialState.RUNNING)                            # 8 running
+    add(TrialState.WAITING)  # 7 queued: neither
+    add(TrialState.RUNNING)  # 8 running
     assert budget_counts(study.trials) == (4, 1)
     assert finished_count(study) == 4
 
@@ -55,17 +62,25 @@ def test_budget_counts_skip_interrupted_and_retried_trials() -> None:
 def test_workers_section_defaults_and_errors(tiny_study) -> None:
     config = StudyConfig.model_validate({"name": "x", "model": "digits-cnn", "dataset": "digits"})
     w = config.workers
-    assert (w.heartbeat_interval_s, w.grace_period_s, w.max_retry, w.cache_dir) == (60, 180, 3,
-                                                                                   None)
+    assert (w.heartbeat_interval_s, w.grace_period_s, w.max_retry, w.cache_dir) == (
+        60,
+        180,
+        3,
+        None,
+    )
     with pytest.raises(ConfigError, match=r"workers.max_retry: must be >= 0, got -1"):
         load_study(tiny_study(workers={"max_retry": -1}))
-    with pytest.raises(ConfigError, match=r"workers: grace_period_s \(30\) must be longer than "
-                                          r"heartbeat_interval_s \(30\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"workers: grace_period_s \(30\) must be longer than "
+        r"heartbeat_interval_s \(30\)",
+    ):
         load_study(tiny_study(workers={"heartbeat_interval_s": 30, "grace_period_s": 30}))
 
 
-def test_cache_dir_comes_from_option_file_environment_or_workdir(tmp_path, tiny_study,
-                                                                 monkeypatch) -> None:
+def test_cache_dir_comes_from_option_file_environment_or_workdir(
+    tmp_path, tiny_study, monkeypatch
+) -> None:
     monkeypatch.delenv("ADMMSEARCH_CACHE_DIR", raising=False)
     plain = load_study(tiny_study(workers={}))
     shared = load_study(tiny_study(workers={"cache_dir": "/shared/cache"}))
@@ -85,7 +100,8 @@ def test_passwords_are_masked_in_urls_text_and_the_logged_study(tiny_study) -> N
     assert redact_url(f"postgres ql://u:{SECRET}@h/db") == "postgres ql://u:***@h/db"
     odd = "http://u:p%40ss@host:5000"
     assert redact_text("failed: http://u:p%40ss@host:5000/api and p@ss", odd) == (
-        "failed: http://u:***@host:5000/api and ***")
+        "failed: http://u:***@host:5000/api and ***"
+    )
     config = load_study(tiny_study(storage=url, tracking_uri=f"http://u:{SECRET}@h"))
     assert config.storage == url  # the real URL is still used to connect
     assert SECRET not in yaml.safe_dump(config.resolved_dict())
@@ -141,8 +157,9 @@ def test_racing_workers_train_the_dense_model_once(tmp_path, tiny_study) -> None
     assert [p.name for p in (tmp_path / "cache").iterdir() if p.suffix == ".tmp"] == []
 
 
-def test_lost_trial_is_failed_retried_with_its_params_and_its_run_killed(tmp_path,
-                                                                         tiny_study) -> None:
+def test_lost_trial_is_failed_retried_with_its_params_and_its_run_killed(
+    tmp_path, tiny_study
+) -> None:
     """A worker claims trial 0 and dies without a word (no heartbeat after the first); the next
     worker fails it after the grace period, kills its MLflow run and runs it again."""
     workers = {"heartbeat_interval_s": 1, "grace_period_s": 2, "max_retry": 1}
@@ -150,8 +167,13 @@ def test_lost_trial_is_failed_retried_with_its_params_and_its_run_killed(tmp_pat
     config = load_study(path)
     layers = resolve_layers(config)
     tracking = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    ctx = prepare(config, layers, storage=f"sqlite:///{tmp_path / 'optuna.db'}",
-                  tracking_uri=tracking, workdir=tmp_path / "work")
+    ctx = prepare(
+        config,
+        layers,
+        storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+        tracking_uri=tracking,
+        workdir=tmp_path / "work",
+    )
     dead = claim(ctx.study, ctx.rdb, ctx.lock, budget=2, deadline=None, poll_s=1)
     suggest(dead.trial, config, layers)
     dead.trial.set_user_attr("mlflow_run_id", ctx.tracker.trial_run(ctx.parent_run, 0))
@@ -166,12 +188,17 @@ def test_lost_trial_is_failed_retried_with_its_params_and_its_run_killed(tmp_pat
     assert finished_count(study) == 2
     runs = search_runs(tracking, config.name)
     runs = runs[runs["tags.admmsearch.role"] == "trial"]
-    by_trial = {int(n): (s, r) for n, s, r in zip(runs["tags.admmsearch.trial"], runs["status"],
-                                                   runs["tags.admmsearch.fail_reason"],
-                                                   strict=True)}
+    by_trial = {
+        int(n): (s, r)
+        for n, s, r in zip(
+            runs["tags.admmsearch.trial"],
+            runs["status"],
+            runs["tags.admmsearch.fail_reason"],
+            strict=True,
+        )
+    }
     assert by_trial[0][0] == "KILLED" and by_trial[0][1].startswith("lost: no heartbeat")
-    assert {n: s for n, (s, _) in by_trial.items()} == {0: "KILLED", 1: "FINISHED",
-                                                        2: "FINISHED"}
+    assert {n: s for n, (s, _) in by_trial.items()} == {0: "KILLED", 1: "FINISHED", 2: "FINISHED"}
 
 
 class _Stalled:
@@ -187,16 +214,22 @@ class _Stalled:
         pass
 
 
-def test_stalled_worker_drops_its_trial_once_another_retried_it(tmp_path, tiny_study,
-                                                               monkeypatch) -> None:
+def test_stalled_worker_drops_its_trial_once_another_retried_it(
+    tmp_path, tiny_study, monkeypatch
+) -> None:
     """Mid-trial, the worker's heartbeats lapse and another worker fails and requeues its trial:
     when the stalled worker gets on, it drops its result (its run KILLED, not FINISHED) and
     runs the retry; the budget of one trial is met by the retry alone."""
     workers = {"heartbeat_interval_s": 1, "grace_period_s": 2}
     config = load_study(tiny_study(name="digits-stall", workers=workers, budget={"trials": 1}))
     tracking = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    ctx = prepare(config, resolve_layers(config), storage=f"sqlite:///{tmp_path / 'optuna.db'}",
-                  tracking_uri=tracking, workdir=tmp_path / "work")
+    ctx = prepare(
+        config,
+        resolve_layers(config),
+        storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+        tracking_uri=tracking,
+        workdir=tmp_path / "work",
+    )
     monkeypatch.setattr(study_module, "Heartbeat", _Stalled)
     stalled = []
 
@@ -215,7 +248,8 @@ def test_stalled_worker_drops_its_trial_once_another_retried_it(tmp_path, tiny_s
     runs = runs[runs["tags.admmsearch.role"] == "trial"].set_index("tags.admmsearch.trial")
     assert runs.loc["0", "status"] == "KILLED" and runs.loc["1", "status"] == "FINISHED"
     assert runs.loc["0", "tags.admmsearch.fail_reason"] == (
-        "lost: heartbeats lapsed; retried elsewhere")
+        "lost: heartbeats lapsed; retried elsewhere"
+    )
 
 
 def test_worker_error_masks_the_storage_password(tmp_path, tiny_study) -> None:
@@ -224,9 +258,20 @@ def test_worker_error_masks_the_storage_password(tmp_path, tiny_study) -> None:
     path = tiny_study()
     url = f"postgresql+psycopg://optuna:{SECRET}@127.0.0.1:1/optuna"
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "admmsearch"), "worker", str(path), "--storage", url,
-         "--tracking-uri", f"sqlite:///{tmp_path / 'mlruns.db'}"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        [
+            str(Path(sys.executable).parent / "admmsearch"),
+            "worker",
+            str(path),
+            "--storage",
+            url,
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlruns.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr
     assert "error: storage postgresql+psycopg://optuna:***@127.0.0.1:1/optuna" in done.stderr
     assert SECRET not in done.stdout + done.stderr

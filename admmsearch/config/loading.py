@@ -100,8 +100,9 @@ def _report(path: Path, exc: ValidationError) -> str:
     return report_errors(str(path), exc)
 
 
-def report_errors(source: str, exc: ValidationError,
-                  rename: Mapping[str, str] | None = None) -> str:
+def report_errors(
+    source: str, exc: ValidationError, rename: Mapping[str, str] | None = None
+) -> str:
     """One line per bad field: ``dotted.path: what is wrong, got value``, after ``source``.
 
     ``rename`` maps a dotted prefix to the name the reader knows it by (when the data was
@@ -109,7 +110,7 @@ def report_errors(source: str, exc: ValidationError,
     """
     lines = [_line(error) for error in exc.errors(include_url=False)]
     for old, new in (rename or {}).items():
-        lines = [new + line[len(old):] if line.startswith(old) else line for line in lines]
+        lines = [new + line[len(old) :] if line.startswith(old) else line for line in lines]
     lines = list(dict.fromkeys(lines))
     if len(lines) == 1:
         return f"{source}: {lines[0]}"
