@@ -54,6 +54,9 @@ class _Group(click.Group):
         kwargs["standalone_mode"] = False
         try:
             code = super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # bare `admmsearch`: its help
+            click.echo(exc.ctx.get_help())
+            sys.exit(0)
         except click.ClickException as exc:
             hint = f" (see: {exc.ctx.command_path} --help)" if getattr(exc, "ctx", None) else ""
             click.echo(f"error: {exc.format_message()}{hint}", err=True)
@@ -71,7 +74,13 @@ class _Group(click.Group):
                 raise
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
-        except (click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
+        except (
+            click.ClickException,
+            click.exceptions.Exit,  # --help and ctx.exit(): click's own control flow
+            click.Abort,
+            SystemExit,
+            KeyboardInterrupt,
+        ):
             raise
         except Exception as exc:  # noqa: BLE001 - a bug or an outside failure: still one line
             if ctx.params.get("debug"):
