@@ -17,6 +17,7 @@ from .admm import RhoSchedule
 from .catalog import describe, failed_trials, front_table, open_existing, study_rows
 from .config import validate_study
 from .data import load_dataset
+from .devices import worker_devices
 from .errors import AdmmSearchError, NoTrialError
 from .export import (
     POLICIES,
@@ -311,6 +312,29 @@ def _cache_option(fn):
     )(fn)
 
 
+def _per_device_option(fn):
+    return click.option(
+        "--per-device",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Trials at once on each device, one worker process each (default: the study "
+        "file's workers.per_device, else 1).",
+    )(fn)
+
+
+def _devices(config, per_device: int | None, jobs: int) -> list[str] | None:
+    """One device per worker process when several trials share devices, else None."""
+    count = per_device if per_device is not None else config.workers.per_device
+    if count == 1 and config.device != "cuda":
+        return None
+    devices = worker_devices(config.device, count)
+    if len(devices) == 1:
+        return None
+    if jobs > 1:
+        raise click.UsageError("give --jobs or --per-device (workers.per_device), not both")
+    return devices
+
+
 def _epoch_bar(enabled: bool):
     """A second progress bar for the epochs inside the current trial."""
     bar = tqdm(desc="epochs", unit="epoch", position=1, leave=False, disable=not enabled)
@@ -337,6 +361,7 @@ def _epoch_bar(enabled: bool):
     show_default=True,
     help="Worker processes on this machine.",
 )
+@_per_device_option
 @_study_options
 @_cache_option
 def run(
@@ -344,15 +369,19 @@ def run(
     trials: int | None,
     timeout: float | None,
     jobs: int,
+    per_device: int | None,
     storage: str | None,
     tracking_uri: str | None,
     cache_dir: Path | None,
 ) -> None:
     """Launch (or resume) the study in STUDY_FILE; print its Pareto front at the end."""
     config, layers = validate_study(study_file)
+    devices = _devices(config, per_device, jobs)
     ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri, cache_dir=cache_dir)
-    if jobs > 1:
-        study = run_parallel(study_file, ctx, jobs, trials=trials, timeout=timeout)
+    if devices is not None or jobs > 1:
+        study = run_parallel(
+            study_file, ctx, jobs, trials=trials, timeout=timeout, devices=devices
+        )
     else:
         bar, on_epoch = _epoch_bar(sys.stderr.isatty())
         try:
@@ -368,12 +397,14 @@ def run(
 @click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--trials", type=click.IntRange(min=1), help="Trials in all (overrides budget).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True))
+@_per_device_option
 @_study_options
 @_cache_option
 def worker(
     study_file: Path,
     trials: int | None,
     timeout: float | None,
+    per_device: int | None,
     storage: str | None,
     tracking_uri: str | None,
     cache_dir: Path | None,
@@ -383,8 +414,12 @@ def worker(
     --trials is the total over all workers, not this worker's share.
     """
     config, layers = validate_study(study_file)
+    devices = _devices(config, per_device, 1)
     ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri, cache_dir=cache_dir)
-    run_study(ctx, trials=trials, timeout=timeout, progress=False)
+    if devices is not None:
+        run_parallel(study_file, ctx, 1, trials=trials, timeout=timeout, devices=devices)
+    else:
+        run_study(ctx, trials=trials, timeout=timeout, progress=False)
 
 
 @main.command("list")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .config import StudyConfig
 from .data import DataSplits, load_dataset
+from .devices import share_device
 from .errors import AdmmSearchError, DivergenceError
 from .front import plot_front, trials_frame
 from .objective import DenseModel, Objective, dense_model
@@ -356,12 +357,22 @@ def _worker(
     trials: int | None,
     timeout: float | None,
     threads: int,
+    device: str | None = None,
+    sharing: int = 1,
 ) -> None:
-    """One worker process: open the same study and run trials until the shared budget is spent."""
+    """One worker process: open the same study and run trials until the shared budget is spent.
+
+    ``device`` overrides the study's (one of the devices of ``run_parallel``), shared with
+    ``sharing`` processes in all.
+    """
     from .config import load_study
 
+    config = load_study(path)
+    if device is not None:
+        config = config.model_copy(update={"device": device})
+        share_device(device, sharing)
     ctx = prepare(
-        load_study(path),
+        config,
         layers,
         storage=storage,
         tracking_uri=tracking_uri,
@@ -378,12 +389,19 @@ def run_parallel(
     *,
     trials: int | None = None,
     timeout: float | None = None,
+    devices: Sequence[str] | None = None,
 ) -> optuna.Study:
     """Run ``jobs`` worker processes on one study (processes, not threads: torch threads and
     MLflow would compete); each gets ``cores // jobs`` torch threads. ``ctx`` was prepared in
-    this process, so the dense model is already cached when the workers start."""
+    this process, so the dense model is already cached when the workers start.
+
+    ``devices`` (from :func:`admmsearch.devices.worker_devices`) runs one worker per entry on
+    that device instead, several trials at once on each device.
+    """
     import multiprocessing as mp
 
+    if devices is not None:
+        jobs = len(devices)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with ctx.lock:
         _queue_first_trials(ctx)
@@ -399,7 +417,8 @@ def run_parallel(
         timeout,
         threads,
     )
-    workers = [spawn.Process(target=_worker, args=args) for _ in range(jobs)]
+    placed = [(d, devices.count(d)) for d in devices] if devices else [(None, 1)] * jobs
+    workers = [spawn.Process(target=_worker, args=(*args, *where)) for where in placed]
     for w in workers:
         w.start()
     for w in workers:

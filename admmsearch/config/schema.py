@@ -144,12 +144,15 @@ class WorkersConfig(_Model):
     with the same params, at most ``max_retry`` times. ``cache_dir`` (default: ``cache/`` in
     the work directory, or ``$ADMMSEARCH_CACHE_DIR``) holds the dense model and stage caches;
     point workers on several machines at one shared path to train the dense model once.
+    ``per_device`` runs that many trials at once on each device of a ``run`` or ``worker``
+    process, one worker process each (see :mod:`admmsearch.devices`).
     """
 
     heartbeat_interval_s: PositiveInt = 60
     grace_period_s: PositiveInt = 180
     max_retry: Count = 3
     cache_dir: str | None = None
+    per_device: PositiveInt = 1
 
     @model_validator(mode="after")
     def _grace_after_beat(self) -> WorkersConfig:
