@@ -235,8 +235,14 @@ def compress(
         device=device,
         hooks=PipelineHooks(on_epoch=_echo_epoch),
     )
-    info = pack_model(model.cpu(), list(compressible_layers(model)), out)
+    info = pack_model(model.cpu(), [s.name for s in result.storage.layers], out)
     _print_result(result, info.file_bytes, info.header_bytes, out, fmt)
+
+
+def _uncompressed_line(uncompressed: dict[str, str]) -> str:
+    """One line naming the modules with a weight that stay uncompressed (stored raw)."""
+    names = ", ".join(f"{name or '(model)'} ({kind})" for name, kind in uncompressed.items())
+    return f"uncompressed layers (stored raw): {names or 'none'}"
 
 
 def _echo_epoch(stage: str, epoch: int, loss: float) -> None:
@@ -259,6 +265,7 @@ def _compress_settings(
                     "trial": doc.get("trial"),
                     "metrics": done.metrics,
                     "exported": exported,
+                    "uncompressed_layers": dict(done.result.uncompressed),
                     "file": str(out),
                     "file_bytes": info.file_bytes,
                     "header_bytes": info.header_bytes,
@@ -351,6 +358,7 @@ def run(
     """Launch (or resume) the study in STUDY_FILE; print its Pareto front at the end."""
     config, layers = validate_study(study_file)
     ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri, cache_dir=cache_dir)
+    click.echo(_uncompressed_line(ctx.uncompressed), err=True)
     if jobs > 1:
         study = run_parallel(study_file, ctx, jobs, trials=trials, timeout=timeout)
     else:
@@ -384,6 +392,7 @@ def worker(
     """
     config, layers = validate_study(study_file)
     ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri, cache_dir=cache_dir)
+    click.echo(_uncompressed_line(ctx.uncompressed), err=True)
     run_study(ctx, trials=trials, timeout=timeout, progress=False)
 
 
@@ -591,6 +600,7 @@ def _print_result(
                 {
                     "stages": stages,
                     "storage": summary,
+                    "uncompressed_layers": dict(result.uncompressed),
                     "file": str(out),
                     "file_bytes": file_bytes,
                     "header_bytes": header_bytes,
@@ -607,6 +617,7 @@ def _print_result(
     click.echo("")
     click.echo(result.storage.to_frame().to_string(index=False))
     click.echo("")
+    click.echo(_uncompressed_line(result.uncompressed))
     click.echo(
         f"weights: {result.storage.weight_ratio_no_index:.1f}x smaller without indices, "
         f"{result.storage.weight_ratio_with_index:.1f}x with indices; "

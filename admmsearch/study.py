@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
@@ -25,7 +25,8 @@ from .config import StudyConfig
 from .data import DataSplits, load_dataset
 from .errors import AdmmSearchError, DivergenceError
 from .front import plot_front, trials_frame
-from .objective import DenseModel, Objective, dense_model
+from .models import uncompressed_layers
+from .objective import DenseModel, Objective, build_model, dense_model
 from .tracking import REASON_TAG, Tracker, default_tracking_uri
 from .workers import (
     Claim,
@@ -130,6 +131,7 @@ class StudyContext:
     cache_dir: Path
     lock: StorageLock
     rdb: optuna.storages.RDBStorage  # the storage object: heartbeats, lost trials
+    uncompressed: dict[str, str] = field(default_factory=dict)  # layer -> type, stored raw
 
 
 def prepare(
@@ -143,8 +145,10 @@ def prepare(
 ) -> StudyContext:
     """Open the study and its parent run, load the data, get the (cached) dense model.
 
-    Workers starting together create the tables, the study, the MLflow experiment and the
-    parent run once: they take turns under the storage lock.
+    The parent run gets ``layers.json``: the compressed layers and the modules with a weight
+    that stay uncompressed (also in ``StudyContext.uncompressed``). Workers starting together
+    create the tables, the study, the MLflow experiment and the parent run once: they take
+    turns under the storage lock.
     """
     storage = resolve_storage(config, storage)
     lock, w = StorageLock(storage), config.workers
@@ -183,6 +187,8 @@ def prepare(
     # What `show`, `pareto` and `export` need to read the study back by its name alone.
     study.set_user_attr("config", config.resolved_dict())
     study.set_user_attr("layers", list(layers))
+    uncompressed = uncompressed_layers(build_model(config, data), layers)
+    tracker.log_dict(parent, {"compressed": layers, "uncompressed": uncompressed}, "layers.json")
     tracker.log(
         parent,
         metrics={
@@ -204,6 +210,7 @@ def prepare(
         cache,
         lock,
         rdb,
+        uncompressed,
     )
 
 
