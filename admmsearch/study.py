@@ -40,6 +40,7 @@ from .workers import (
 
 __all__ = [
     "StudyContext",
+    "end_stale_runs",
     "finished_count",
     "make_sampler",
     "open_study",
@@ -161,6 +162,7 @@ def prepare(
             on_lost=LostTrials(tracker.end_trial_runs, w.max_retry),
         )
         study = open_study(config, rdb)
+        end_stale_runs(tracker, study)
         parent = tracker.study_run(
             config.resolved_dict(), study.user_attrs.get("mlflow_parent_run_id")
         )
@@ -212,6 +214,19 @@ def prepare(
         rdb,
         uncompressed,
     )
+
+
+def end_stale_runs(tracker: Tracker, study: optuna.Study) -> int:
+    """End as KILLED every trial run left RUNNING although its Optuna trial has finished (its
+    worker lost the tracking server, or died before ending it), tagged with the trial's
+    ``fail_reason`` or its state; returns how many were ended."""
+    finished = {
+        t.number: t.user_attrs.get("fail_reason")
+        or f"trial ended {t.state.name} in Optuna while its run was still open"
+        for t in study.get_trials(deepcopy=False)
+        if t.state.is_finished()
+    }
+    return tracker.end_stale_runs(finished)
 
 
 def _queue_first_trials(ctx: StudyContext) -> None:

@@ -153,6 +153,7 @@ def build(num_classes):
 """
 
 
+@pytest.mark.slow
 def test_compress_accepts_a_plan_naming_a_transposed_conv_and_lists_the_rest(
     tmp_path, monkeypatch
 ) -> None:
