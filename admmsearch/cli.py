@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,28 @@ def _remember_url(ctx: click.Context, param: click.Parameter, value: str | None)
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 def main(debug: bool) -> None:
     """Per-layer joint pruning and quantization of neural networks by ADMM."""
+    if debug:  # e.g. each failed heartbeat, with its traceback
+        logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
+        logging.getLogger("admmsearch").setLevel(logging.DEBUG)
+    else:
+        threading.excepthook = _thread_failed
+
+
+def _thread_failed(args: threading.ExceptHookArgs) -> None:
+    """A background thread that dies says so in one line; ``--debug`` shows the traceback."""
+    if args.exc_type is SystemExit:
+        return
+    urls = [
+        *_GIVEN_URLS,
+        os.environ.get("ADMMSEARCH_STORAGE"),
+        os.environ.get("MLFLOW_TRACKING_URI"),
+    ]
+    name = args.thread.name if args.thread is not None else "?"
+    text = redact_text(f"{args.exc_type.__name__}: {args.exc_value}", *urls).splitlines()
+    click.echo(
+        f"warning: thread {name} stopped: {text[0] if text else ''} (--debug shows the traceback)",
+        err=True,
+    )
 
 
 def _load_plan(path: Path | None, keep: float | None, bits: int | None, layers: list[str]) -> Plan:

@@ -269,9 +269,11 @@ class Objective:
             if not exc.unreachable:  # else the run is ended when the study resumes
                 self._end_run(run_id, "FAILED", f"tracking: {exc}")
             raise
-        except BaseException:
-            _requeue(trial, "interrupted")
-            self._end_run(run_id, "KILLED", "interrupted")
+        except BaseException as exc:
+            stop = isinstance(exc, KeyboardInterrupt | SystemExit)
+            reason = "interrupted" if stop else f"stopped by {type(exc).__name__}"
+            _requeue(trial, reason)
+            self._end_run(run_id, "KILLED", reason)
             raise
         return values
 

@@ -10,12 +10,14 @@ run exactly the budget, and a trial whose worker dies is failed and run again (s
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
@@ -36,6 +38,7 @@ from .workers import (
     budget_counts,
     claim,
     make_storage,
+    storage_errors,
 )
 
 __all__ = [
@@ -268,6 +271,18 @@ def update_front(ctx: StudyContext) -> None:
     ctx.study.set_user_attr("front_models_logged", sorted(logged))
 
 
+def _storage_errors(run: Callable[..., optuna.Study]) -> Callable[..., optuna.Study]:
+    """Storage failures while ``run(ctx, ...)`` runs become one-line StoreErrors."""
+
+    @functools.wraps(run)
+    def wrapper(ctx: StudyContext, *args: Any, **kwargs: Any) -> optuna.Study:
+        with storage_errors(ctx.storage):
+            return run(ctx, *args, **kwargs)
+
+    return wrapper
+
+
+@_storage_errors
 def run_study(
     ctx: StudyContext,
     *,
@@ -283,6 +298,11 @@ def run_study(
     Trials are claimed one at a time (:func:`admmsearch.workers.claim`), so however many
     workers share the study, exactly ``trials`` count in the end; a worker whose last trials
     run elsewhere waits for them, to redo any that is lost.
+
+    Raises:
+        StoreError: the storage failed while the study ran (the database went away): one
+            line naming it, password masked, with the driver's reason.
+        TrackingError: MLflow failed; the trial it stopped does not count and runs again.
     """
     if threads:
         torch.set_num_threads(threads)
@@ -350,13 +370,22 @@ def _run_trial(ctx: StudyContext, objective: Objective, claimed: Claim) -> None:
         _taken_for_lost(ctx, claimed)
         return
     except BaseException:
-        if not ctx.rdb.get_trial(claimed.trial_id).state.is_finished():
-            ctx.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        _fail_unless_finished(ctx, claimed)
         raise
     if ctx.rdb.get_trial(claimed.trial_id).state.is_finished():
         _taken_for_lost(ctx, claimed)
         return
     ctx.study.tell(trial, values, state=state)
+
+
+def _fail_unless_finished(ctx: StudyContext, claimed: Claim) -> None:
+    """Fail a trial stopped by an error, if it still runs; best effort, as the storage may be
+    what failed (then the trial is taken for lost once its heartbeats lapse)."""
+    try:
+        if not ctx.rdb.get_trial(claimed.trial_id).state.is_finished():
+            ctx.study.tell(claimed.trial, state=optuna.trial.TrialState.FAIL)
+    except Exception:  # noqa: BLE001 - the caller raises the error that stopped the trial
+        pass
 
 
 def _taken_for_lost(ctx: StudyContext, claimed: Claim) -> None:
