@@ -112,16 +112,6 @@ def _save_atomic(state: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _requeue(trial: optuna.Trial, reason: str) -> None:
-    """Mark a trial stopped by something other than its settings: it does not count and its
-    params are queued again (best effort: the storage may be what failed)."""
-    try:
-        trial.set_user_attr("interrupted", True)
-        trial.set_user_attr("fail_reason", reason)
-    except Exception:  # noqa: BLE001 - the original failure is what the caller raises
-        pass
-
-
 def pruning_key(settings: TrialSettings, dense: DenseModel) -> str:
     """Hash of everything the pruning stages depend on: dense model, pruning plan and stages."""
     p = settings.pipeline
@@ -334,3 +324,13 @@ class Objective:
             trial.set_constraint(
                 "storage_bits", metrics["storage_bits_with_index"] - c.max_storage_bits
             )
+
+
+def _requeue(trial: optuna.Trial, reason: str) -> None:
+    """Mark a trial stopped by something other than its settings: it does not count and its
+    params are queued again (best effort: the storage may be what failed)."""
+    try:
+        trial.set_user_attr("interrupted", True)
+        trial.set_user_attr("fail_reason", reason)
+    except Exception:  # noqa: BLE001 - the original failure is what the caller raises
+        pass
