@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +111,28 @@ def _remember_url(ctx: click.Context, param: click.Parameter, value: str | None)
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 def main(debug: bool) -> None:
     """Per-layer joint pruning and quantization of neural networks by ADMM."""
+    if debug:  # e.g. each failed heartbeat, with its traceback
+        logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
+        logging.getLogger("admmsearch").setLevel(logging.DEBUG)
+    else:
+        threading.excepthook = _thread_failed
+
+
+def _thread_failed(args: threading.ExceptHookArgs) -> None:
+    """A background thread that dies says so in one line; ``--debug`` shows the traceback."""
+    if args.exc_type is SystemExit:
+        return
+    urls = [
+        *_GIVEN_URLS,
+        os.environ.get("ADMMSEARCH_STORAGE"),
+        os.environ.get("MLFLOW_TRACKING_URI"),
+    ]
+    name = args.thread.name if args.thread is not None else "?"
+    text = redact_text(f"{args.exc_type.__name__}: {args.exc_value}", *urls).splitlines()
+    click.echo(
+        f"warning: thread {name} stopped: {text[0] if text else ''} (--debug shows the traceback)",
+        err=True,
+    )
 
 
 def _load_plan(path: Path | None, keep: float | None, bits: int | None, layers: list[str]) -> Plan:
@@ -236,8 +260,14 @@ def compress(
         device=device,
         hooks=PipelineHooks(on_epoch=_echo_epoch),
     )
-    info = pack_model(model.cpu(), list(compressible_layers(model)), out)
+    info = pack_model(model.cpu(), [s.name for s in result.storage.layers], out)
     _print_result(result, info.file_bytes, info.header_bytes, out, fmt)
+
+
+def _uncompressed_line(uncompressed: dict[str, str]) -> str:
+    """One line naming the modules with a weight that stay uncompressed (stored raw)."""
+    names = ", ".join(f"{name or '(model)'} ({kind})" for name, kind in uncompressed.items())
+    return f"uncompressed layers (stored raw): {names or 'none'}"
 
 
 def _echo_epoch(stage: str, epoch: int, loss: float) -> None:
@@ -260,6 +290,7 @@ def _compress_settings(
                     "trial": doc.get("trial"),
                     "metrics": done.metrics,
                     "exported": exported,
+                    "uncompressed_layers": dict(done.result.uncompressed),
                     "file": str(out),
                     "file_bytes": info.file_bytes,
                     "header_bytes": info.header_bytes,
@@ -378,6 +409,7 @@ def run(
     config, layers = validate_study(study_file)
     devices = _devices(config, per_device, jobs)
     ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri, cache_dir=cache_dir)
+    click.echo(_uncompressed_line(ctx.uncompressed), err=True)
     if devices is not None or jobs > 1:
         study = run_parallel(
             study_file, ctx, jobs, trials=trials, timeout=timeout, devices=devices
@@ -416,6 +448,7 @@ def worker(
     config, layers = validate_study(study_file)
     devices = _devices(config, per_device, 1)
     ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri, cache_dir=cache_dir)
+    click.echo(_uncompressed_line(ctx.uncompressed), err=True)
     if devices is not None:
         run_parallel(study_file, ctx, 1, trials=trials, timeout=timeout, devices=devices)
     else:
@@ -626,6 +659,7 @@ def _print_result(
                 {
                     "stages": stages,
                     "storage": summary,
+                    "uncompressed_layers": dict(result.uncompressed),
                     "file": str(out),
                     "file_bytes": file_bytes,
                     "header_bytes": header_bytes,
@@ -642,6 +676,7 @@ def _print_result(
     click.echo("")
     click.echo(result.storage.to_frame().to_string(index=False))
     click.echo("")
+    click.echo(_uncompressed_line(result.uncompressed))
     click.echo(
         f"weights: {result.storage.weight_ratio_no_index:.1f}x smaller without indices, "
         f"{result.storage.weight_ratio_with_index:.1f}x with indices; "

@@ -94,20 +94,48 @@ class Sparsity(Constraint):
 
 @dataclass(frozen=True)
 class StructuredSparsity(Constraint):
-    """At most k nonzero output channels (conv filters, linear rows): keep the largest L2 norms."""
+    """At most k nonzero output channels (conv filters, linear rows): keep the largest L2 norms.
+
+    Args:
+        keep: fraction of output channels kept, in (0, 1], or an int count of channels kept.
+        axis: 0 where the weight is ``(out, ...)`` (convolutions, linear layers); 1 for a
+            transposed convolution's ``(in, out/groups, *kernel)`` weight.
+        groups: the transposed convolution's ``groups``: output channel ``g * out/groups + j``
+            is column ``j`` of the ``g``-th block of ``in/groups`` rows (ignored on axis 0).
+    """
 
     keep: float | int
+    axis: int = 0
+    groups: int = 1
 
     def __post_init__(self) -> None:
         _keep_count(self.keep, 1 << 62, "rows")
+        if self.axis not in (0, 1):
+            raise ConstraintError(f"axis must be 0 or 1, got {self.axis!r}")
+        if isinstance(self.groups, bool) or not isinstance(self.groups, int) or self.groups < 1:
+            raise ConstraintError(f"groups must be an integer >= 1, got {self.groups!r}")
+
+    def channels(self, w: torch.Tensor) -> torch.Tensor:
+        """``w`` as one row per output channel: ``(out_channels, weights per channel)``."""
+        if self.axis == 0:
+            return w.reshape(w.shape[0], -1)
+        if w.dim() < 2 or w.shape[0] % self.groups:
+            raise ConstraintError(
+                f"a weight of shape {tuple(w.shape)} has no output channels on axis 1 "
+                f"in {self.groups} groups"
+            )
+        blocks = w.reshape(self.groups, w.shape[0] // self.groups, w.shape[1], -1)
+        return blocks.transpose(1, 2).reshape(self.groups * w.shape[1], -1)
 
     def mask(self, w: torch.Tensor) -> torch.Tensor:
-        norms = w.detach().reshape(w.shape[0], -1).norm(dim=1)
-        rows = torch.zeros(w.shape[0], dtype=torch.bool, device=w.device)
-        rows[
-            torch.topk(norms, _keep_count(self.keep, w.shape[0], "rows"), sorted=False).indices
-        ] = True
-        return rows.view(-1, *([1] * (w.dim() - 1))).expand_as(w).clone()
+        rows = self.channels(w.detach())
+        count = _keep_count(self.keep, rows.shape[0], "rows")
+        kept = torch.zeros(rows.shape[0], dtype=torch.bool, device=w.device)
+        kept[torch.topk(rows.norm(dim=1), count, sorted=False).indices] = True
+        if self.axis == 0:
+            return kept.view(-1, *([1] * (w.dim() - 1))).expand_as(w).clone()
+        shape = (self.groups, w.shape[0] // self.groups, w.shape[1], w[0, 0].numel())
+        return kept.view(self.groups, 1, w.shape[1], 1).expand(shape).reshape(w.shape).clone()
 
     def project(self, w: torch.Tensor) -> torch.Tensor:
         return torch.where(self.mask(w), w, torch.zeros_like(w))

@@ -12,6 +12,7 @@ __all__ = [
     "PackError",
     "RegistryError",
     "StoreError",
+    "TrackingError",
     "UIError",
 ]
 
@@ -57,6 +58,15 @@ class PackError(AdmmSearchError):
 class StoreError(AdmmSearchError):
     """The Optuna storage or the MLflow tracking store cannot be opened or is not supported;
     the message names it, with any password masked."""
+
+
+class TrackingError(StoreError):
+    """An MLflow call failed: the server is unreachable (``unreachable``) or refused a request;
+    the message names the tracking URI, with any password masked."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 class UIError(AdmmSearchError):

@@ -2,8 +2,12 @@
 
 Configs name a model (``create_model("lenet5", num_classes=10, input_shape=(1, 28, 28))``), take
 any torchvision classifier (``"torchvision:resnet18"``) or point at user code
-(``"mypkg.nets:build"``). :func:`compressible_layers` picks the conv and linear layers whose
-weights the constraints act on, by qualified module name, optionally filtered by glob patterns.
+(``"mypkg.nets:build"``). :func:`compressible_layers` picks the layers whose weights the
+constraints act on, by qualified module name: by default every convolution (plain, grouped,
+depthwise, transposed; 1-D, 2-D, 3-D) and every linear layer; with glob patterns, any module with
+a ``weight`` tensor they select. :func:`uncompressed_layers` lists the modules with a weight that
+stay uncompressed, and :func:`output_channels` says where a layer's output channels lie in its
+weight (transposed convolutions keep them on axis 1).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,10 +24,27 @@ from torch import Tensor, nn
 from .errors import ConfigError, LayerError, RegistryError
 from .registry import Registry, import_object
 
-__all__ = ["COMPRESSIBLE_TYPES", "MODELS", "compressible_layers", "create_model"]
+__all__ = [
+    "COMPRESSIBLE_TYPES",
+    "MODELS",
+    "compressible_layers",
+    "create_model",
+    "output_channels",
+    "uncompressed_layers",
+]
 
-#: Module types whose ``weight`` ADMM compresses.
-COMPRESSIBLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+#: Module types whose ``weight`` ADMM compresses by default (subclasses included; grouped and
+#: depthwise convolutions are ``Conv*d`` with ``groups > 1``).
+COMPRESSIBLE_TYPES = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.Linear,
+)
+_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _VGG16_CFG = (
     64,
     64,
@@ -85,36 +106,78 @@ def create_model(
 
 
 def compressible_layers(
-    model: nn.Module, patterns: Sequence[str] | None = None
+    model: nn.Module, patterns: Sequence[str] | str | None = None
 ) -> dict[str, nn.Module]:
-    """Map qualified name -> conv/linear module for the layers whose weights can be compressed.
+    """Map qualified name -> module for the layers whose weights are compressed.
 
     Args:
         model: any module; parametrized layers (``torch.nn.utils.parametrize``) count as usual.
-        patterns: fnmatch globs (``"conv*"``, ``"layer1.*"``) or exact names; None means all.
+        patterns: None selects every layer of a :data:`COMPRESSIBLE_TYPES` type. Otherwise each
+            pattern is a layer's exact name (which selects that layer alone, whatever characters
+            it holds) or an fnmatch glob (``"conv*"``, ``"layer1.*"``), and selects any module
+            with a ``weight`` tensor, whatever its type (a ``BatchNorm2d``, an ``Embedding``).
 
     Returns:
-        The matching layers in ``model.named_modules()`` order.
+        The selected layers in ``model.named_modules()`` order.
 
     Raises:
-        LayerError: a pattern matches no compressible layer; the message lists the valid names.
+        LayerError: a pattern matches no module with a weight; the message lists the valid names.
     """
-    layers = {
-        name: module
-        for name, module in model.named_modules()
-        if isinstance(module, COMPRESSIBLE_TYPES) and getattr(module, "weight", None) is not None
-    }
     if patterns is None:
-        return layers
+        return {n: m for n, m in _weighted(model).items() if isinstance(m, COMPRESSIBLE_TYPES)}
     patterns = [patterns] if isinstance(patterns, str) else list(patterns)
-    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in layers)]
+    weighted = _weighted(model)
+    chosen = {p: _matches(p, weighted) for p in patterns}
+    unmatched = [p for p, names in chosen.items() if not names]
     if unmatched:
-        valid = ", ".join(layers) or "none"
+        valid = ", ".join(weighted) or "none"
         raise LayerError(
-            f"layer pattern(s) {', '.join(map(repr, unmatched))} match no compressible layer; "
+            f"layer pattern(s) {', '.join(map(repr, unmatched))} match no layer with a weight; "
             f"valid layer names: {valid}"
         )
-    return {n: m for n, m in layers.items() if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
+    selected = {n for names in chosen.values() for n in names}
+    return {n: m for n, m in weighted.items() if n in selected}
+
+
+def uncompressed_layers(model: nn.Module, compressed: Iterable[str]) -> dict[str, str]:
+    """Map qualified name -> module type for every module with a ``weight`` tensor that is not
+    among ``compressed``: these weights are stored raw (float32), as are all biases and buffers.
+
+    Example: a ``digits-cnn`` with a BatchNorm2d ``bn`` added and ``compressed`` = its convs and
+    linears gives ``{"bn": "BatchNorm2d"}``.
+    """
+    done = set(compressed)
+    return {n: type(m).__name__ for n, m in _weighted(model).items() if n not in done}
+
+
+def output_channels(module: nn.Module) -> tuple[int, int]:
+    """``(axis, groups)``: where the output channels lie in ``module.weight``.
+
+    Convolutions and linear layers keep them on axis 0 (``(out, in/groups, *kernel)``; a
+    grouped convolution's channels are still rows). A transposed convolution's weight is
+    ``(in, out/groups, *kernel)``: output channel ``g * out/groups + j`` is column ``j`` of the
+    ``g``-th block of ``in/groups`` rows, so it gives ``(1, groups)``. Other modules: ``(0, 1)``.
+    """
+    if isinstance(module, _TRANSPOSED):
+        return 1, int(module.groups)
+    return 0, 1
+
+
+def _weighted(model: nn.Module) -> dict[str, nn.Module]:
+    """Every module (the root included) whose ``weight`` is a tensor, by qualified name."""
+    return {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(getattr(module, "weight", None), Tensor)
+    }
+
+
+def _matches(pattern: str, names: Iterable[str]) -> list[str]:
+    """The names a pattern selects: itself if it is one of them, else those its glob matches."""
+    names = list(names)
+    if pattern in names:
+        return [pattern]
+    return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
 
 
 def _call_factory(

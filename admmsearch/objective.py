@@ -24,16 +24,18 @@ from torch import nn
 
 from .config import StudyConfig, dense_settings
 from .data import DataSplits
-from .errors import AdmmSearchError, DivergenceError
+from .errors import AdmmSearchError, DivergenceError, TrackingError
 from .models import create_model
 from .packing import pack_model
 from .pipeline import PipelineHooks, PipelineResult, PrunedState, StageResult, run_pipeline
 from .search_space import TrialSettings, suggest
 from .storage import model_storage
-from .tracking import Tracker
+from .tracking import REASON_TAG, Tracker
 from .train import evaluate, fit
 
 __all__ = ["DenseModel", "Objective", "dense_model", "trial_metrics"]
+
+_MAX_REASON = 5000  # characters of a failure reason kept in the run's tag
 
 
 @dataclass(frozen=True)
@@ -233,25 +235,48 @@ class Objective:
         self.stage_dir = dense.path.parent / "stages"
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        """Run one trial; its MLflow run ends FINISHED, FAILED (diverged, pruned, or killed by
+        a tracking failure) or KILLED (interrupted), tagged with the reason.
+
+        A trial stopped by a tracking failure or an interruption is marked ``interrupted``: it
+        does not count against the budget and its params are queued again on resume.
+        """
         settings = suggest(trial, self.config, self.layers)
-        run_id = self.tracker.trial_run(self.parent_run, trial.number)
-        trial.set_user_attr("mlflow_run_id", run_id)
-        self.tracker.log(run_id, params=_params(settings))
+        run_id = None
         try:
+            run_id = self.tracker.trial_run(self.parent_run, trial.number)
+            trial.set_user_attr("mlflow_run_id", run_id)
+            self.tracker.log(run_id, params=_params(settings))
             values = self._run(trial, settings, run_id)
+            self.tracker.finish(run_id)
         except (DivergenceError, optuna.TrialPruned) as exc:
             reason = str(exc) or type(exc).__name__
             trial.set_user_attr("fail_reason", reason)
-            self.tracker.log(run_id, tags={"admmsearch.fail_reason": reason})
-            self.tracker.finish(run_id, "FAILED")
+            self._end_run(run_id, "FAILED", reason)
             raise
-        except BaseException:
-            trial.set_user_attr("interrupted", True)
-            self.tracker.log(run_id, tags={"admmsearch.fail_reason": "interrupted"})
-            self.tracker.finish(run_id, "KILLED")
+        except TrackingError as exc:
+            _requeue(trial, f"tracking: {exc}")
+            if not exc.unreachable:  # else the run is ended when the study resumes
+                self._end_run(run_id, "FAILED", f"tracking: {exc}")
             raise
-        self.tracker.finish(run_id)
+        except BaseException as exc:
+            stop = isinstance(exc, KeyboardInterrupt | SystemExit)
+            reason = "interrupted" if stop else f"stopped by {type(exc).__name__}"
+            _requeue(trial, reason)
+            self._end_run(run_id, "KILLED", reason)
+            raise
         return values
+
+    def _end_run(self, run_id: str | None, status: str, reason: str) -> None:
+        """End the trial's run with the reason tag, if it has one; a tracking failure here is
+        left for :func:`admmsearch.study.prepare` to clean up when the study resumes."""
+        if run_id is None:
+            return
+        try:
+            self.tracker.log(run_id, tags={REASON_TAG: reason[:_MAX_REASON]})
+            self.tracker.finish(run_id, status)
+        except TrackingError:
+            pass
 
     def _run(self, trial: optuna.Trial, settings: TrialSettings, run_id: str) -> tuple[float, ...]:
         model = build_model(self.config, self.data)
@@ -299,3 +324,13 @@ class Objective:
             trial.set_constraint(
                 "storage_bits", metrics["storage_bits_with_index"] - c.max_storage_bits
             )
+
+
+def _requeue(trial: optuna.Trial, reason: str) -> None:
+    """Mark a trial stopped by something other than its settings: it does not count and its
+    params are queued again (best effort: the storage may be what failed)."""
+    try:
+        trial.set_user_attr("interrupted", True)
+        trial.set_user_attr("fail_reason", reason)
+    except Exception:  # noqa: BLE001 - the original failure is what the caller raises
+        pass

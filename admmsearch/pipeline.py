@@ -25,7 +25,7 @@ from .constraints import Constraint, nearest_codes
 from .data import DataSplits
 from .errors import ConfigError, DivergenceError
 from .masking import Quantized, finalize, mask_of, prune_, quantize_
-from .models import compressible_layers
+from .models import compressible_layers, output_channels, uncompressed_layers
 from .plan import LayerPlan, Plan
 from .storage import StorageReport, model_storage
 from .train import TrainSettings, evaluate, fit
@@ -101,9 +101,13 @@ class StageResult:
 
 @dataclass(frozen=True)
 class PipelineResult:
+    """Every stage's figures, the storage of the compressed layers, the plan, and the modules
+    with a weight that stayed uncompressed (name -> type, stored raw)."""
+
     stages: tuple[StageResult, ...]
     storage: StorageReport
     plan: Plan
+    uncompressed: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def dense(self) -> StageResult:
@@ -346,13 +350,24 @@ def run_pipeline(
 ) -> PipelineResult:
     """Compress ``model`` in place to ``plan``; returns every stage's figures and the storage.
 
-    With ``pruned`` (a state saved by ``on_pruned`` from a run with the same model, data,
-    pruning plan and pruning stages) the dense and pruning stages are skipped. The model ends
-    finalized: plain weight tensors with exact zeros and exact levels.
+    The layers compressed are those ``layer_patterns`` select (see
+    :func:`admmsearch.models.compressible_layers`; None: every convolution and linear layer)
+    plus any other module with a weight that ``plan`` names. With ``pruned`` (a state saved by
+    ``on_pruned`` from a run with the same model, data, pruning plan and pruning stages) the
+    dense and pruning stages are skipped. The model ends finalized: plain weight tensors with
+    exact zeros and exact levels.
+
+    Raises:
+        LayerError: a pattern, or a layer the plan names, is not a module with a weight.
+        ConstraintError: a planned keep ratio keeps no weight of its layer.
     """
     model.to(device)
     data = data.to(device)
     layers = compressible_layers(model, layer_patterns)
+    others = uncompressed_layers(model, layers)
+    named = [n for n in plan.layers if n in others]
+    if named:
+        layers = compressible_layers(model, [*layers, *named])
     plan.check_layers(layers, {n: m.weight.numel() for n, m in layers.items()})
     run = _Run(model, data, plan, settings, layers, hooks or PipelineHooks())
     if pruned is not None:
@@ -364,7 +379,7 @@ def run_pipeline(
     _quantize(run)
     finalize(model)
     storage = model_storage(model, list(layers), settings.index_format)
-    return PipelineResult(tuple(run.stages), storage, plan)
+    return PipelineResult(tuple(run.stages), storage, plan, uncompressed_layers(model, layers))
 
 
 def _dense_and_prune(run: _Run) -> None:
@@ -375,5 +390,8 @@ def _dense_and_prune(run: _Run) -> None:
     pruned = {n: lp for n, lp in run.plan.layers.items() if lp.prunes}
     steps = s.progressive_steps
     for step in range(1, steps + 1) if pruned else ():
-        constraints = {n: _step_keep(lp, step, steps).sparsity() for n, lp in pruned.items()}
+        constraints = {
+            n: _step_keep(lp, step, steps).sparsity(*output_channels(run.layers[n]))
+            for n, lp in pruned.items()
+        }
         _prune(run, constraints, "" if steps == 1 else f"_step{step}")

@@ -60,11 +60,17 @@ class LayerPlan:
     def quantizes(self) -> bool:
         return self.bits is not None or self.clusters is not None
 
-    def sparsity(self) -> Sparsity | StructuredSparsity | None:
-        """The pruning constraint, or None when the layer keeps every weight."""
+    def sparsity(self, axis: int = 0, groups: int = 1) -> Sparsity | StructuredSparsity | None:
+        """The pruning constraint, or None when the layer keeps every weight.
+
+        ``axis`` and ``groups`` place the output channels of structured pruning (see
+        :func:`admmsearch.models.output_channels`; ``(1, groups)`` for transposed convolutions).
+        """
         if not self.prunes:
             return None
-        return StructuredSparsity(self.keep) if self.structured else Sparsity(self.keep)
+        if self.structured:
+            return StructuredSparsity(self.keep, axis, groups)
+        return Sparsity(self.keep)
 
     def quantizer(self, sparse: bool) -> Quantizer | None:
         """The quantization constraint; on pruned layers the levels serve only the survivors."""

@@ -10,12 +10,14 @@ run exactly the budget, and a trial whose worker dies is failed and run again (s
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
@@ -26,7 +28,8 @@ from .data import DataSplits, load_dataset
 from .devices import share_device
 from .errors import AdmmSearchError, DivergenceError
 from .front import plot_front, trials_frame
-from .objective import DenseModel, Objective, dense_model
+from .models import uncompressed_layers
+from .objective import DenseModel, Objective, build_model, dense_model
 from .tracking import REASON_TAG, Tracker, default_tracking_uri
 from .workers import (
     Claim,
@@ -36,10 +39,12 @@ from .workers import (
     budget_counts,
     claim,
     make_storage,
+    storage_errors,
 )
 
 __all__ = [
     "StudyContext",
+    "end_stale_runs",
     "finished_count",
     "make_sampler",
     "open_study",
@@ -131,6 +136,7 @@ class StudyContext:
     cache_dir: Path
     lock: StorageLock
     rdb: optuna.storages.RDBStorage  # the storage object: heartbeats, lost trials
+    uncompressed: dict[str, str] = field(default_factory=dict)  # layer -> type, stored raw
 
 
 def prepare(
@@ -144,8 +150,10 @@ def prepare(
 ) -> StudyContext:
     """Open the study and its parent run, load the data, get the (cached) dense model.
 
-    Workers starting together create the tables, the study, the MLflow experiment and the
-    parent run once: they take turns under the storage lock.
+    The parent run gets ``layers.json``: the compressed layers and the modules with a weight
+    that stay uncompressed (also in ``StudyContext.uncompressed``). Workers starting together
+    create the tables, the study, the MLflow experiment and the parent run once: they take
+    turns under the storage lock.
     """
     storage = resolve_storage(config, storage)
     lock, w = StorageLock(storage), config.workers
@@ -158,6 +166,7 @@ def prepare(
             on_lost=LostTrials(tracker.end_trial_runs, w.max_retry),
         )
         study = open_study(config, rdb)
+        end_stale_runs(tracker, study)
         parent = tracker.study_run(
             config.resolved_dict(), study.user_attrs.get("mlflow_parent_run_id")
         )
@@ -184,6 +193,8 @@ def prepare(
     # What `show`, `pareto` and `export` need to read the study back by its name alone.
     study.set_user_attr("config", config.resolved_dict())
     study.set_user_attr("layers", list(layers))
+    uncompressed = uncompressed_layers(build_model(config, data), layers)
+    tracker.log_dict(parent, {"compressed": layers, "uncompressed": uncompressed}, "layers.json")
     tracker.log(
         parent,
         metrics={
@@ -205,7 +216,21 @@ def prepare(
         cache,
         lock,
         rdb,
+        uncompressed,
     )
+
+
+def end_stale_runs(tracker: Tracker, study: optuna.Study) -> int:
+    """End as KILLED every trial run left RUNNING although its Optuna trial has finished (its
+    worker lost the tracking server, or died before ending it), tagged with the trial's
+    ``fail_reason`` or its state; returns how many were ended."""
+    finished = {
+        t.number: t.user_attrs.get("fail_reason")
+        or f"trial ended {t.state.name} in Optuna while its run was still open"
+        for t in study.get_trials(deepcopy=False)
+        if t.state.is_finished()
+    }
+    return tracker.end_stale_runs(finished)
 
 
 def _queue_first_trials(ctx: StudyContext) -> None:
@@ -247,6 +272,18 @@ def update_front(ctx: StudyContext) -> None:
     ctx.study.set_user_attr("front_models_logged", sorted(logged))
 
 
+def _storage_errors(run: Callable[..., optuna.Study]) -> Callable[..., optuna.Study]:
+    """Storage failures while ``run(ctx, ...)`` runs become one-line StoreErrors."""
+
+    @functools.wraps(run)
+    def wrapper(ctx: StudyContext, *args: Any, **kwargs: Any) -> optuna.Study:
+        with storage_errors(ctx.storage):
+            return run(ctx, *args, **kwargs)
+
+    return wrapper
+
+
+@_storage_errors
 def run_study(
     ctx: StudyContext,
     *,
@@ -262,6 +299,11 @@ def run_study(
     Trials are claimed one at a time (:func:`admmsearch.workers.claim`), so however many
     workers share the study, exactly ``trials`` count in the end; a worker whose last trials
     run elsewhere waits for them, to redo any that is lost.
+
+    Raises:
+        StoreError: the storage failed while the study ran (the database went away): one
+            line naming it, password masked, with the driver's reason.
+        TrackingError: MLflow failed; the trial it stopped does not count and runs again.
     """
     if threads:
         torch.set_num_threads(threads)
@@ -329,13 +371,22 @@ def _run_trial(ctx: StudyContext, objective: Objective, claimed: Claim) -> None:
         _taken_for_lost(ctx, claimed)
         return
     except BaseException:
-        if not ctx.rdb.get_trial(claimed.trial_id).state.is_finished():
-            ctx.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        _fail_unless_finished(ctx, claimed)
         raise
     if ctx.rdb.get_trial(claimed.trial_id).state.is_finished():
         _taken_for_lost(ctx, claimed)
         return
     ctx.study.tell(trial, values, state=state)
+
+
+def _fail_unless_finished(ctx: StudyContext, claimed: Claim) -> None:
+    """Fail a trial stopped by an error, if it still runs; best effort, as the storage may be
+    what failed (then the trial is taken for lost once its heartbeats lapse)."""
+    try:
+        if not ctx.rdb.get_trial(claimed.trial_id).state.is_finished():
+            ctx.study.tell(claimed.trial, state=optuna.trial.TrialState.FAIL)
+    except Exception:  # noqa: BLE001 - the caller raises the error that stopped the trial
+        pass
 
 
 def _taken_for_lost(ctx: StudyContext, claimed: Claim) -> None:

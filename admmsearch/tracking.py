@@ -4,13 +4,24 @@ Runs are written through ``MlflowClient`` with explicit run ids, never through t
 "active run", so several worker processes can log into one study without stepping on each other.
 Long structures (per-layer tables, the resolved study file, the front) go in as artifacts, not
 tags, which MLflow truncates.
+
+MLflow accepts only some characters in param, metric and tag keys, but a layer may be named
+anything a torch module can be named (``fc@in``). Every key goes through :func:`mlflow_key`, an
+injective escaping that leaves ordinary names alone; a run whose keys were changed holds the
+mapping (safe key -> original key) in its artifact ``mlflow_keys.json``.
+
+MLflow retries a failed HTTP request for minutes by default; unless the user set them, the
+retries and timeouts are bounded here (:data:`HTTP_DEFAULTS`), and a server that does not answer
+is reported as unreachable in one line (:class:`TrackingError` with ``unreachable``).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import os
+import string
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -18,36 +29,112 @@ from typing import Any, TypeVar
 
 import mlflow
 import pandas as pd
+import requests
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from .errors import StoreError
+from .errors import TrackingError
 from .redact import redact_text, redact_url
 
-__all__ = ["Tracker", "default_tracking_uri", "search_runs"]
+__all__ = [
+    "HTTP_DEFAULTS",
+    "KEYS_ARTIFACT",
+    "Tracker",
+    "default_tracking_uri",
+    "mlflow_key",
+    "search_runs",
+]
 
 STUDY_TAG = "admmsearch.study"
 ROLE_TAG = "admmsearch.role"
 TRIAL_TAG = "admmsearch.trial"
 PARENT_TAG = "mlflow.parentRunId"
 REASON_TAG = "admmsearch.fail_reason"
+KEYS_ARTIFACT = "mlflow_keys.json"
+#: MLflow's HTTP settings where the user set none: 3 retries, 1 s backoff factor (waits of about
+#: 0, 2 and 4 s), 30 s per connect or read; a stopped server is given up on within seconds.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 _BATCH = 900
+_MAX_KEY = 250  # MLflow's limit on key length
+_MAX_TAG = 5000  # well within MLflow's limit on a tag value
+_PLAIN = frozenset(string.ascii_letters + string.digits + "_.")
 _Fn = TypeVar("_Fn", bound=Callable[..., Any])
 
 
+def mlflow_key(key: str) -> str:
+    """``key`` in the characters MLflow accepts everywhere (letters, digits, ``_ . -``).
+
+    Letters, digits, ``_`` and ``.`` stay; ``-`` becomes ``--``; any other character becomes
+    ``-`` and two lowercase hex digits per UTF-8 byte (``@`` -> ``-40``, ``é`` -> ``-c3-a9``).
+    A result longer than 250 characters is cut to 233 and followed by ``-``, 15 hex digits of
+    the escaped key's SHA-256, and ``-`` (an ending no escaped key has). Distinct keys give
+    distinct results (up to a hash collision).
+
+    >>> mlflow_key("keep.fc@in"), mlflow_key("bits.conv-1"), mlflow_key("keep.conv1")
+    ('keep.fc-40in', 'bits.conv--1', 'keep.conv1')
+    """
+    escaped = "".join(_escape(c) for c in key)
+    if len(escaped) <= _MAX_KEY:
+        return escaped
+    digest = hashlib.sha256(escaped.encode()).hexdigest()[:15]
+    return f"{escaped[: _MAX_KEY - 17]}-{digest}-"
+
+
+def _escape(char: str) -> str:
+    if char in _PLAIN:
+        return char
+    if char == "-":
+        return "--"
+    return "".join(f"-{byte:02x}" for byte in char.encode("utf-8", "surrogatepass"))
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """Why the server could not be reached (``Connection refused``, ``timed out``), or None
+    when ``exc`` (or what caused it) is no connection failure or timeout."""
+    chain, seen, found = exc, set(), False
+    reason = None
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+            found = True
+        if isinstance(chain, OSError) and chain.strerror:
+            reason = chain.strerror
+        chain = chain.__cause__ or chain.__context__
+    if not found:
+        return None
+    return reason or type(exc).__name__
+
+
 def _store_errors(method: _Fn) -> _Fn:
-    """MLflow failures become :class:`StoreError` naming the URI, password masked (MLflow's
-    own messages quote the full request URL)."""
+    """MLflow failures become one-line :class:`TrackingError` naming the URI, password masked
+    (MLflow's own messages quote the full request URL)."""
 
     @functools.wraps(method)
     def wrapper(self: Tracker, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
-        except mlflow.exceptions.MlflowException as exc:
-            text = redact_text(exc.message, self.uri)
-            raise StoreError(f"tracking URI {redact_url(self.uri)}: {text}") from None
+        except (mlflow.exceptions.MlflowException, requests.exceptions.RequestException) as exc:
+            raise _tracking_error(self.uri, exc) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _tracking_error(uri: str, exc: Exception) -> TrackingError:
+    where = redact_url(uri)
+    reason = _unreachable(exc)
+    if reason is not None:
+        settings = ", ".join(f"{k}={os.environ.get(k, '?')}" for k in HTTP_DEFAULTS)
+        return TrackingError(
+            f"tracking server {where} is unreachable ({reason}; gave up after {settings}); "
+            "run again once it answers: the study resumes where it stopped",
+            unreachable=True,
+        )
+    text = " ".join(redact_text(str(getattr(exc, "message", exc)), uri).split())
+    return TrackingError(f"tracking URI {where}: {text}")
 
 
 def default_tracking_uri(root: str | Path = "mlruns") -> str:
@@ -70,6 +157,7 @@ class Tracker:
     def __init__(self, tracking_uri: str, study_name: str) -> None:
         self.uri = tracking_uri
         self.study_name = study_name
+        self._renamed: dict[str, dict[str, str]] = {}  # run id -> safe key -> original key
         self._open()
 
     @_store_errors
@@ -147,12 +235,20 @@ class Tracker:
         series: Mapping[str, Iterable[float]] | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> None:
-        """Params, scalar metrics, stepped series (step = index) and tags, in batches."""
-        items: list[Any] = [Param(k, str(v)) for k, v in (params or {}).items()]
-        items += [Metric(k, float(v), 0, 0) for k, v in (metrics or {}).items() if _finite(v)]
-        for key, values in (series or {}).items():
-            items += [Metric(key, float(v), 0, i) for i, v in enumerate(values) if _finite(v)]
-        items += [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        """Params, scalar metrics, stepped series (step = index) and tags, in batches.
+
+        Keys go through :func:`mlflow_key`; where one changes, the run's ``mlflow_keys.json``
+        maps it back.
+        """
+        names = [*(params or {}), *(metrics or {}), *(series or {}), *(tags or {})]
+        key = {name: mlflow_key(name) for name in names}
+        items: list[Any] = [Param(key[k], str(v)) for k, v in (params or {}).items()]
+        items += [Metric(key[k], float(v), 0, 0) for k, v in (metrics or {}).items() if _finite(v)]
+        for name, values in (series or {}).items():
+            items += [
+                Metric(key[name], float(v), 0, i) for i, v in enumerate(values) if _finite(v)
+            ]
+        items += [RunTag(key[k], str(v)) for k, v in (tags or {}).items()]
         for start in range(0, len(items), _BATCH):
             chunk = items[start : start + _BATCH]
             self.client.log_batch(
@@ -161,6 +257,11 @@ class Tracker:
                 params=[i for i in chunk if isinstance(i, Param)],
                 tags=[i for i in chunk if isinstance(i, RunTag)],
             )
+        renamed = self._renamed.setdefault(run_id, {})
+        fresh = {safe: name for name, safe in key.items() if safe != name and safe not in renamed}
+        if fresh:
+            renamed.update(fresh)
+            self.client.log_dict(run_id, dict(sorted(renamed.items())), KEYS_ARTIFACT)
 
     @_store_errors
     def log_frame(self, run_id: str, frame: pd.DataFrame, name: str) -> None:
@@ -205,6 +306,32 @@ class Tracker:
             self.client.set_terminated(run.info.run_id, status=status)
         return len(runs)
 
+    @_store_errors
+    def end_stale_runs(self, finished: Mapping[int, str], status: str = "KILLED") -> int:
+        """End every trial run of this study still RUNNING whose trial is in ``finished``
+        (trial number -> reason: the trial failed, or finished without its run being ended,
+        e.g. while the tracking server was away), tagged with the reason; returns how many."""
+        if not finished:
+            return 0
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`{ROLE_TAG}` = 'trial' "
+                f"and tags.`{STUDY_TAG}` = '{self.study_name}' "
+                "and attributes.status = 'RUNNING'"
+            ),
+            max_results=50000,
+        )
+        ended = 0
+        for run in runs:
+            number = run.data.tags.get(TRIAL_TAG, "")
+            if number.isdigit() and int(number) in finished:
+                reason = finished[int(number)][:_MAX_TAG]
+                self.client.set_tag(run.info.run_id, REASON_TAG, reason)
+                self.client.set_terminated(run.info.run_id, status=status)
+                ended += 1
+        return ended
+
 
 def search_runs(tracking_uri: str, study_name: str) -> pd.DataFrame:
     """Every run of a study as MLflow's own ``search_runs`` frame (for readers and tests)."""
@@ -223,6 +350,8 @@ def _finite(value: Any) -> bool:
 
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+for _name, _value in HTTP_DEFAULTS.items():
+    os.environ.setdefault(_name, _value)
 # MLflow prints "View run at <tracking URI>" when a run ends on a server: noise in a worker's
 # log, and it would show a password written in the URI.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")

@@ -10,9 +10,10 @@ Choices made for a personal UI on this machine:
 
 * MLflow serves with one worker and without its GenAI job runner
   (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false`` unless set), which a study does not use.
-* The store URI reaches MLflow through ``MLFLOW_BACKEND_STORE_URI``, not the command line, so a
-  password in it does not show in the process list (the dashboard takes its storage URL as an
-  argument: prefer ``PGPASSWORD`` or ``~/.pgpass`` over a password in the URL).
+* No store URL is ever on a child's command line, which every local user can read (``ps``):
+  MLflow gets its store through ``MLFLOW_BACKEND_STORE_URI``, the dashboard its storage through
+  ``ADMMSEARCH_DASHBOARD_STORAGE`` (read by :mod:`admmsearch.dashboard`, our entry point to
+  optuna-dashboard's server); a process's environment is readable only by its own user.
 * The experiments of an embedded SQLite store have explicit artifact locations beside the
   database, which the server reads directly; ``--default-artifact-root`` puts the artifacts of
   experiments created in the UI there too.
@@ -41,6 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .dashboard import STORAGE_ENV
 from .errors import UIError
 from .redact import redact_text, redact_url
 from .tracking import _artifact_root
@@ -177,22 +179,9 @@ def _dashboard_specs(
     if importlib.util.find_spec("optuna_dashboard") is None:
         echo("Optuna dashboard: not installed (pip install 'admmsearch[ui]')")
         return []
-    command = [_script("optuna-dashboard"), storage, "--host", host, "--port", str(port)]
-    return [_Spec("Optuna dashboard", command, host, port, "--dashboard-port", storage)]
-
-
-def _script(name: str) -> str:
-    """An installed command: beside this Python first (its virtualenv), else on PATH."""
-    beside = Path(sys.executable).with_name(name)
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which(name)
-    if found is None:
-        raise UIError(
-            f"{name} is installed as a package but its command is neither beside "
-            f"{sys.executable} nor on PATH; reinstall it: pip install 'admmsearch[ui]'"
-        )
-    return found
+    command = [sys.executable, "-m", "admmsearch.dashboard", "--host", host, "--port", str(port)]
+    env = {STORAGE_ENV: storage}
+    return [_Spec("Optuna dashboard", command, host, port, "--dashboard-port", storage, env)]
 
 
 def _check_ports(specs: list[_Spec]) -> None:

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import os
 import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -47,10 +49,14 @@ __all__ = [
     "StorageLock",
     "budget_counts",
     "claim",
+    "driver_reason",
     "fail_lost_trials",
     "make_storage",
+    "storage_errors",
     "worker_info",
 ]
+
+_log = logging.getLogger(__name__)
 
 #: Trial states that count against the budget (minus interrupted and retried trials).
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -65,11 +71,44 @@ _DRIVER_HINT = (
 
 def _store_error(url: str, exc: BaseException) -> StoreError:
     """A one-line error naming the storage, with its password masked everywhere."""
-    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    text = detail[0] if detail else type(exc).__name__
+    detail = driver_reason(exc)
     if isinstance(exc, ImportError | ModuleNotFoundError):
-        text = f"{text}; {_DRIVER_HINT}"
-    return StoreError(f"storage {redact_url(url)}: {redact_text(text, url)}")
+        detail = f"{detail}; {_DRIVER_HINT}"
+    return StoreError(f"storage {redact_url(url)}: {redact_text(detail, url)}")
+
+
+def driver_reason(exc: BaseException) -> str:
+    """The first line of the database driver's own message behind ``exc``.
+
+    Optuna wraps driver errors in ``StorageInternalError`` ("An exception is raised during the
+    commit...") and SQLAlchemy in its own classes; the reason is found by walking ``__cause__``
+    and ``__context__`` to the driver's exception (``DBAPIError.orig``), else to the innermost
+    exception that is not Optuna's wrapper.
+    """
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    for link in chain:
+        if isinstance(link, sqlalchemy.exc.DBAPIError) and link.orig is not None:
+            return _first_line(link.orig)
+    plain = [e for e in chain if not isinstance(e, optuna.exceptions.StorageInternalError)]
+    return _first_line(plain[-1] if plain else chain[-1])
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+@contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """Turn Optuna's and SQLAlchemy's storage failures inside the block into one-line
+    :class:`StoreError` naming the storage (password masked) and the driver's reason."""
+    try:
+        yield
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        raise _store_error(url, exc) from exc
 
 
 def _parse(url: str) -> sqlalchemy.engine.URL:
@@ -180,7 +219,14 @@ def worker_info() -> dict[str, Any]:
 
 
 class Heartbeat:
-    """Records a trial's heartbeat now and every ``interval_s`` seconds until the block ends."""
+    """Records a trial's heartbeat now and every ``interval_s`` seconds until the block ends.
+
+    A beat that fails (the database refuses connections for a while, Optuna raising
+    ``StorageInternalError``) is counted in ``failed_beats`` and retried at the next interval;
+    the thread never dies and never prints (details go to the ``admmsearch.workers`` logger at
+    DEBUG level, which ``--debug`` shows). An outage longer than the grace period makes the
+    trial lost, as a dead worker's would be.
+    """
 
     def __init__(
         self, storage: optuna.storages.RDBStorage, trial_id: int, interval_s: float
@@ -190,13 +236,20 @@ class Heartbeat:
         self._thread = threading.Thread(
             target=self._beat, name=f"heartbeat-{trial_id}", daemon=True
         )
+        self.beats = 0  # beats recorded by the thread
+        self.failed_beats = 0
 
     def _beat(self) -> None:
         while not self._stop.wait(self._interval):
             try:
                 self._storage.record_heartbeat(self._trial_id)
-            except sqlalchemy.exc.SQLAlchemyError:
-                pass  # a blip: the next beat retries; a long outage makes the trial lost
+            except Exception as exc:  # noqa: BLE001 - a blip or an outage: retry next interval
+                self.failed_beats += 1
+                _log.debug(
+                    "heartbeat of trial id %s failed: %s", self._trial_id, exc, exc_info=True
+                )
+            else:
+                self.beats += 1
 
     def __enter__(self) -> Heartbeat:
         self._storage.record_heartbeat(self._trial_id)

@@ -125,9 +125,13 @@ def test_compressible_layers_with_patterns(patterns, expected: list[str]) -> Non
 
 
 def test_compressible_layers_glob_on_nested_names() -> None:
-    layers = compressible_layers(build("resnet20", (3, 32, 32)), ["layer2.*", "fc"])
+    model = build("resnet20", (3, 32, 32))
+    layers = compressible_layers(model, ["layer2.*.conv*", "fc"])
     assert len(layers) == 7 and list(layers)[-1] == "fc"
     assert all(name.startswith("layer2.") for name in list(layers)[:-1])
+    # a glob selects every module with a weight, BatchNorm included
+    wide = compressible_layers(model, ["layer2.*"])
+    assert [type(m).__name__ for m in wide.values()] == ["Conv2d", "BatchNorm2d"] * 6
 
 
 def test_unknown_pattern_is_a_layer_error_listing_valid_names() -> None:

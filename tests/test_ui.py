@@ -21,6 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 import pytest
 from PIL import Image
 from selenium import webdriver
@@ -380,3 +381,58 @@ def test_mlflow_gets_its_store_from_the_environment_and_named_hosts_allowed(monk
     assert "--allowed-hosts" not in local.command
     root = local.command[local.command.index("--default-artifact-root") + 1]
     assert root == Path("/tmp/x/artifacts").as_uri()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_DASHBOARD, reason="optuna-dashboard is not installed")
+def test_the_storage_password_is_on_no_command_line(tmp_path) -> None:
+    """A PostgreSQL URL with a password, given only in $ADMMSEARCH_STORAGE, reaches the
+    dashboard (it lists the study) but no process's argv: not in /proc/<pid>/cmdline, not in ps."""
+    import psycopg
+
+    secret, database = "Pw-in-env-4711", f"admmsearch_ui_{os.getpid()}"
+    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{database}"')
+    storage = f"postgresql+psycopg://postgres:{secret}@127.0.0.1:5432/{database}"
+    optuna.create_study(study_name="in-env", storage=storage)
+    [port] = free_ports(1)
+    env = {**os.environ, "ADMMSEARCH_STORAGE": storage}
+    out = tmp_path / "ui.out"
+    with out.open("w") as stdout:
+        ui = subprocess.Popen(
+            [
+                str(ADMMSEARCH),
+                "ui",
+                "--tracking-uri",
+                "http://127.0.0.1:9",
+                "--dashboard-port",
+                str(port),
+            ],
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=env,
+        )
+    children: set[int] = set()
+    try:
+        text = wait_for_output(ui, out, [f"Optuna dashboard: http://127.0.0.1:{port}"])
+        assert secret not in text and "postgres:***@" in text
+        children = descendants(ui.pid)
+        assert children, "no dashboard process"
+        for pid in {ui.pid} | children:
+            assert secret.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes(), pid
+        ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+        assert str(next(iter(children))) in ps and secret not in ps
+        with NO_PROXY.open(f"http://127.0.0.1:{port}/api/studies", timeout=30) as response:
+            studies = json.load(response)["study_summaries"]
+        assert [s["study_name"] for s in studies] == ["in-env"]
+        ui.send_signal(signal.SIGINT)
+        assert ui.wait(timeout=60) == 0, out.read_text()
+    finally:
+        for pid in {ui.pid} | children:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
