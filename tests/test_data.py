@@ -13,7 +13,7 @@ import torch
 
 from admmsearch import data
 from admmsearch.data import DataSplits, batches, load_dataset
-from admmsearch.errors import ConfigError, DatasetError, RegistryError
+from admmsearch.errors import ConfigError, DatasetError, RegistryError, UserCodeError
 
 SPLIT_FIELDS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
@@ -312,7 +312,7 @@ def test_module_function_returning_splits(loader_module: str) -> None:
 
 
 def test_module_function_with_wrong_result(loader_module: str) -> None:
-    with pytest.raises(DatasetError, match="DataSplits"):
+    with pytest.raises(UserCodeError, match="DataSplits"):
         load_dataset(f"{loader_module}:wrong")
     with pytest.raises(RegistryError, match="no 'missing'"):
         load_dataset(f"{loader_module}:missing")
