@@ -1,8 +1,9 @@
 """The files a study shares between its trials and workers: the dense model and the stage cache.
 
-* **Dense model**: trained once per study and cached as ``dense-<fingerprint>.pt`` (a state
-  dict) under the fingerprint of what determines it (:meth:`StudyConfig.fingerprint_dense`);
-  or read from ``dense.checkpoint``.
+* **Dense model**: trained once per study and cached as ``dense-<fingerprint>-<data>.pt`` (a
+  state dict) under the fingerprint of the settings that determine it
+  (:meth:`StudyConfig.fingerprint_dense`) and a digest of the training data
+  (:func:`data_digest`); or read from ``dense.checkpoint``.
 * **Stage cache**: the model after the pruning stages (:class:`PrunedState`), as
   ``stages/pruned-<key>.pt``, so that trials with the same pruning settings and other
   quantization skip the pruning stages.
@@ -46,6 +47,7 @@ __all__ = [
     "CacheWarning",
     "DenseModel",
     "build_model",
+    "data_digest",
     "dense_model",
     "load_pruned",
     "read_checkpoint",
@@ -54,6 +56,7 @@ __all__ = [
 ]
 
 _PRUNED_FORMAT = "admmsearch-pruned/1"
+_PICKLED = "it holds pickled Python objects, which admmsearch does not unpickle"
 
 
 class CacheWarning(AdmmSearchWarning):
@@ -114,7 +117,7 @@ def dense_model(
         path, trained = Path(config.dense.checkpoint), False
         model.load_state_dict(read_checkpoint(path, model))
     else:
-        path = cache_dir / f"dense-{config.fingerprint_dense()[:16]}.pt"
+        path = cache_dir / f"dense-{config.fingerprint_dense()[:16]}-{data_digest(data)[:8]}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(f"{path}.lock"):
             state = _cached_state(path, model)
@@ -137,13 +140,23 @@ def dense_model(
     )
 
 
+def data_digest(data: DataSplits) -> str:
+    """sha256 hex of the training split the dense model learns from (inputs and labels), so
+    that a data file changed under the same name does not reuse a stale dense model."""
+    digest = hashlib.sha256()
+    for tensor in (data.x_train, data.y_train):
+        digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _train_dense(model: nn.Module, data: DataSplits, config: StudyConfig) -> None:
     settings = dense_settings(config)
     try:
         fit(model, data.to(config.device), settings, seed=config.seed * 1000)
     except DivergenceError as exc:
         raise DivergenceError(
-            f"dense model: training diverged ({exc}) with dense.train.lr {settings.lr}; "
+            f"dense model: training diverged ({exc}) with dense.train.lr {settings.lr:g}; "
             "lower dense.train.lr"
         ) from None
 
@@ -158,14 +171,23 @@ def read_checkpoint(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
     """
     where = f"dense.checkpoint {path}"
     state, why = _read_state(path)
+    if why == _PICKLED:
+        why += (
+            " (a whole model saved with torch.save(model)?); save the weights alone: "
+            "torch.save(model.state_dict(), PATH)"
+        )
     if state is None:
         raise ConfigError(f"{where}: {why}")
     misfit = _misfit(state, model)
     if misfit:
-        raise ConfigError(
-            f"{where}: does not fit model {type(model).__name__} ({misfit}); "
-            "save the state_dict of the model the study builds"
+        pruned = any(k.endswith(("_orig", "_mask", ".original")) for k in state)
+        fix = (
+            "it was saved with pruning still attached: call torch.nn.utils.prune.remove "
+            "(or parametrize.remove_parametrizations) before saving the state_dict"
+            if pruned
+            else "save the state_dict of the model the study builds"
         )
+        raise ConfigError(f"{where}: does not fit model {type(model).__name__} ({misfit}); {fix}")
     return state
 
 
@@ -212,11 +234,10 @@ def _load_tensors(path: Path) -> tuple[Any, str]:
         return None, f"cannot read it ({exc.strerror or exc})"
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
         if "Unsupported global" in str(exc):
-            return None, (
-                "it holds pickled Python objects (a whole model saved with torch.save(model)?), "
-                "which admmsearch does not unpickle; save torch.save(model.state_dict(), PATH)"
-            )
-        return None, f"not a PyTorch weights file ({type(exc).__name__})"
+            return None, _PICKLED
+        first = (str(exc).strip().splitlines() or [""])[0]
+        detail = "" if not first or first.startswith("Weights only load failed") else first
+        return None, "not a file written by torch.save" + (f" ({detail[:100]})" if detail else "")
 
 
 def _misfit(state: Mapping[str, torch.Tensor] | None, model: nn.Module) -> str:

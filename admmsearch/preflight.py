@@ -183,9 +183,9 @@ def check_reuse(
     if differences:
         raise ConfigError(
             f"study {config.name!r} already exists in {redact_url(storage)} with another "
-            f"definition ({'; '.join(differences)}); to resume it, run it with the study file it "
-            "was started with; to start a new study, give this file another name: (or another "
-            "storage)"
+            f"definition ({'; '.join(differences)}); to resume it, run the study file it was "
+            "started with; to start a new study instead, change name: in this file (or use "
+            "another storage)"
         )
 
 
