@@ -39,7 +39,7 @@ from .pipeline import (
     run_pipeline,
 )
 from .plan import Plan
-from .preflight import check_device
+from .preflight import check_device, check_store_folder
 from .redact import redact_text, redact_url
 from .study import (
     prepare,
@@ -212,6 +212,7 @@ def compress(
     the result with the figures it recorded. Without it, train the model and compress it to
     --plan or to a uniform --keep/--bits.
     """
+    _check_out_folder(out)
     if device is not None:
         check_device(device, "--device")
     if settings is not None:
@@ -257,6 +258,14 @@ def compress(
     )
     info = pack_model(model.cpu(), list(compressible_layers(model)), out)
     _print_result(result, info.file_bytes, info.header_bytes, out, fmt)
+
+
+def _check_out_folder(out: Path | None) -> None:
+    """An output file goes into a folder that exists: refused before any work, not after."""
+    if out is not None and not out.expanduser().absolute().parent.is_dir():
+        raise click.BadParameter(
+            f"{out}: folder {out.parent} does not exist; create it first", param_hint="'--out'"
+        )
 
 
 def _echo_epoch(stage: str, epoch: int, loss: float) -> None:
@@ -482,6 +491,7 @@ def pareto(
             f"{out}: writes only {', '.join(_FRONT_SUFFIXES)} files; name it so",
             param_hint="'--out'",
         )
+    _check_out_folder(out)
     opened = open_existing(study, storage=storage, tracking_uri=tracking_uri)
     if out is not None and out.suffix in (".png", ".html"):
         frame = trials_frame(opened.study, list(opened.config.objectives))
@@ -688,6 +698,7 @@ def ui(
     from .ui import serve_ui
 
     storage, tracking_uri = _stores(study, storage, tracking_uri)
+    check_store_folder(tracking_uri, "tracking URI")
     serve_ui(
         tracking_uri,
         None if no_dashboard else storage,

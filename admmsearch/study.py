@@ -22,7 +22,7 @@ import optuna
 import torch
 from tqdm.auto import tqdm
 
-from .config import StudyConfig
+from .config import StudyConfig, check_layers, normalise_enqueue
 from .data import DataSplits, load_dataset
 from .errors import AdmmSearchError, DivergenceError
 from .front import plot_front, trials_frame
@@ -165,6 +165,8 @@ def prepare(
     Raises:
         AdmmSearchError: a check failed; the message names the setting, file or store.
     """
+    check_layers(config, layers)  # done by validate_study; again for library callers
+    config = normalise_enqueue(config, layers)
     storage = resolve_storage(config, storage)
     data = _checked_data(config, layers, storage, tracking_uri)
     cache = resolve_cache_dir(config, cache_dir, workdir)

@@ -286,6 +286,16 @@ CASES: dict[str, tuple[dict[str, str | Callable[[Path], None]], list[str], str]]
     ),
     "name-dotdot": ({"s.yaml": study_yaml(name="..")}, ["run", "s.yaml"], "name: must be"),
     "pareto-out-extension": ({}, ["pareto", "good", "--out", "front.xlsx"], "'--out'"),
+    "pareto-out-folder-missing": (
+        {},
+        ["pareto", "good", "--out", "nofolder/front.csv"],
+        "folder nofolder does not exist",
+    ),
+    "compress-out-folder-missing": (
+        {},
+        ["compress", "--out", "nofolder/model.admm"],
+        "folder nofolder does not exist",
+    ),
     "reused-name-other-objectives": (
         {"s.yaml": study_yaml(name="good", objectives=["val_accuracy"])},
         ["run", "s.yaml"],
