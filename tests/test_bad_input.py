@@ -432,3 +432,18 @@ def test_user_code_resolves_from_the_study_folder_and_as_a_file(tmp_path: Path, 
     for name in ("a.yaml", "b.yaml"):
         _, layers = validate_study(project / name)
         assert layers == ["1"]
+
+
+def test_a_damaged_dense_cache_is_one_warning_line_and_the_study_goes_on(work) -> None:
+    """Runs last: it adds a trial to ``good``. The cache file is garbage; the dense model is
+    trained again, the CLI says so in one line, and the trial completes."""
+    folder, env = work
+    (cached,) = (folder / ".admmsearch" / "cache").glob("dense-*.pt")
+    cached.write_bytes(b"\x00\x01 not a tensor file")
+    result = _invoke(folder, env, ["run", "good.yaml", "--trials", "2"])
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning:" in line]
+    assert len(warnings) == 1, result.stderr
+    assert f"warning: dense cache {cached.relative_to(folder)}" in warnings[0]
+    assert "training the dense model again" in warnings[0]
+    assert "Traceback" not in result.stderr
