@@ -106,7 +106,14 @@ class _Group(click.Group):
             sys.exit(1)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
     """admmsearch's own warnings as one ``warning: ...`` line; others as Python shows them."""
     if issubclass(category, AdmmSearchWarning):
         click.echo(f"warning: {message}", err=True)
