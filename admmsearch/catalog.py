@@ -20,7 +20,7 @@ from .config import StudyConfig, validate_study
 from .errors import StoreError, StudyNotFoundError
 from .front import front_frame
 from .redact import redact_text, redact_url
-from .study import finished_count, resolve_storage, resolve_tracking
+from .study import TIMEOUT_ATTR, finished_count, resolve_storage, resolve_tracking
 
 __all__ = ["OpenedStudy", "front_table", "open_existing", "study_names", "study_rows"]
 
@@ -96,12 +96,25 @@ def state_counts(study: optuna.Study) -> dict[str, int]:
 
 
 def study_state(study: optuna.Study, budget: int | None) -> str:
-    """running (a trial is running), finished (budget spent) or stopped (can be resumed)."""
+    """running (a trial is running), finished (budget spent) or stopped (can be resumed);
+    ``stopped (timeout)`` when its last run ended at its timeout before the budget."""
     if any(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials(deepcopy=False)):
         return "running"
     if budget is not None and finished_count(study) >= budget:
         return "finished"
-    return "stopped"
+    return "stopped (timeout)" if study.user_attrs.get(TIMEOUT_ATTR) else "stopped"
+
+
+def timeout_note(study: optuna.Study, budget: int | None) -> str | None:
+    """How the last run's timeout stopped the study, or None when it did not."""
+    note = study.user_attrs.get(TIMEOUT_ATTR)
+    if not note or study_state(study, budget) != "stopped (timeout)":
+        return None
+    of = f" of {budget}" if budget else ""
+    return (
+        f"the last run stopped at its timeout ({note['timeout_s']:g} s, {note['at']}) with "
+        f"{note['finished']}{of} trials finished; run it again to go on"
+    )
 
 
 def study_rows(storage: str) -> pd.DataFrame:
@@ -185,6 +198,8 @@ def describe(opened: OpenedStudy) -> list[tuple[str, str]]:
             + ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n),
         ),
     ]
+    if note := timeout_note(study, budget):
+        facts.append(("stopped", note))
     if dense:
         facts.append(
             (
@@ -198,9 +213,17 @@ def describe(opened: OpenedStudy) -> list[tuple[str, str]]:
 
 
 def failed_trials(study: optuna.Study) -> list[tuple[int, str]]:
-    """(trial number, reason) of every failed or pruned trial."""
+    """(trial number, reason) of every failed or pruned trial: the recorded reason, else what
+    the trial's attributes tell (interrupted, lost with its worker), else that none was kept."""
     bad = (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
-    return [
-        (t.number, str(t.user_attrs.get("fail_reason", t.state.name.lower())))
-        for t in study.get_trials(deepcopy=False, states=bad)
-    ]
+    return [(t.number, _reason(t)) for t in study.get_trials(deepcopy=False, states=bad)]
+
+
+def _reason(trial: optuna.trial.FrozenTrial) -> str:
+    if reason := trial.user_attrs.get("fail_reason"):
+        return str(reason)
+    if trial.user_attrs.get("interrupted"):
+        return "interrupted (Ctrl-C or the worker stopped); its params were queued again"
+    if trial.system_attrs.get("fail_reason"):  # Optuna's own, e.g. a lost heartbeat
+        return str(trial.system_attrs["fail_reason"]).strip().splitlines()[0]
+    return f"{trial.state.name.lower()}, no reason recorded"

@@ -7,20 +7,21 @@ import logging
 import os
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from .admm import RhoSchedule
 from .catalog import describe, failed_trials, front_table, open_existing, study_rows
 from .config import validate_study
+from .config.loading import read_yaml
 from .data import load_dataset
 from .devices import worker_devices
-from .errors import AdmmSearchError, NoTrialError
+from .errors import AdmmSearchError, AdmmSearchWarning, ConfigError, NoTrialError
 from .export import (
     POLICIES,
     choose_trial,
@@ -41,8 +42,16 @@ from .pipeline import (
     run_pipeline,
 )
 from .plan import Plan
+from .preflight import check_device, check_store_folder
 from .redact import redact_text, redact_url
-from .study import prepare, resolve_storage, resolve_tracking, run_parallel, run_study
+from .study import (
+    prepare,
+    resolve_cache_dir,
+    resolve_storage,
+    resolve_tracking,
+    run_parallel,
+    run_study,
+)
 from .train import TrainSettings
 
 __all__ = ["main"]
@@ -56,7 +65,9 @@ class _Group(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         try:
-            code = super().main(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                code = super().main(*args, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:  # bare `admmsearch`: its help
             click.echo(exc.ctx.get_help())
             sys.exit(0)
@@ -98,6 +109,22 @@ class _Group(click.Group):
             sys.exit(1)
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """admmsearch's own warnings as one ``warning: ...`` line; others as Python shows them."""
+    if issubclass(category, AdmmSearchWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
+
+
+_PYTHON_SHOWWARNING = warnings.showwarning
 _GIVEN_URLS: list[str] = []  # --storage / --tracking-uri values, masked in unexpected errors
 
 
@@ -137,11 +164,11 @@ def _thread_failed(args: threading.ExceptHookArgs) -> None:
 
 def _load_plan(path: Path | None, keep: float | None, bits: int | None, layers: list[str]) -> Plan:
     if path is not None:
+        data = read_yaml(path, "plan file")
         try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise AdmmSearchError(f"plan file {path}: {exc}") from None
-        return Plan.from_dict(data or {})
+            return Plan.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     setting = {k: v for k, v in (("keep", keep), ("bits", bits)) if v is not None}
     return Plan.uniform(layers, **setting)
 
@@ -194,9 +221,9 @@ def _load_plan(path: Path | None, keep: float | None, bits: int | None, layers: 
 @click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".admmsearch/cache"),
-    show_default=True,
-    help="With SETTINGS: where the study's dense model is cached.",
+    default=None,
+    help="With SETTINGS: where the study's dense model is cached (default: "
+    "$ADMMSEARCH_CACHE_DIR, else .admmsearch/cache, as for the study).",
 )
 def compress(
     settings: Path | None,
@@ -209,7 +236,7 @@ def compress(
     device: str | None,
     out: Path,
     fmt: str,
-    cache_dir: Path,
+    cache_dir: Path | None,
 ) -> None:
     """Compress once, without search, and write the packed model.
 
@@ -217,8 +244,9 @@ def compress(
     the result with the figures it recorded. Without it, train the model and compress it to
     --plan or to a uniform --keep/--bits.
     """
-    if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
-        raise AdmmSearchError("--device cuda: no CUDA device is available here")
+    _check_out_folder(out)
+    if device is not None:
+        check_device(device, "--device")
     if settings is not None:
         given = [
             f"--{n}"
@@ -270,15 +298,24 @@ def _uncompressed_line(uncompressed: dict[str, str]) -> str:
     return f"uncompressed layers (stored raw): {names or 'none'}"
 
 
+def _check_out_folder(out: Path | None) -> None:
+    """An output file goes into a folder that exists: refused before any work, not after."""
+    if out is not None and not out.expanduser().absolute().parent.is_dir():
+        raise click.BadParameter(
+            f"{out}: folder {out.parent} does not exist; create it first", param_hint="'--out'"
+        )
+
+
 def _echo_epoch(stage: str, epoch: int, loss: float) -> None:
     click.echo(f"  {stage:<16} epoch {epoch + 1:>3}  loss {loss:.4f}", err=True)
 
 
 def _compress_settings(
-    path: Path, device: str | None, out: Path, fmt: str, cache_dir: Path
+    path: Path, device: str | None, out: Path, fmt: str, cache_dir: Path | None
 ) -> None:
     config, layers, doc = read_settings(path)
-    done = reproduce(config, layers, cache_dir=cache_dir, device=device, on_epoch=_echo_epoch)
+    cache = resolve_cache_dir(config, cache_dir, ".admmsearch")
+    done = reproduce(config, layers, cache_dir=cache, device=device, on_epoch=_echo_epoch)
     info = pack_model(done.model, layers, out)
     exported = doc.get("metrics", {})
     if fmt == "json":
@@ -502,6 +539,9 @@ def show(study: str, storage: str | None, tracking_uri: str | None) -> None:
             click.echo(f"  trial {number}: {reason}")
 
 
+_FRONT_SUFFIXES = (".csv", ".json", ".png", ".html")
+
+
 @main.command()
 @click.argument("study")
 @_study_options
@@ -521,6 +561,12 @@ def pareto(
     study: str, storage: str | None, tracking_uri: str | None, fmt: str, out: Path | None
 ) -> None:
     """The Pareto front of STUDY (validation accuracy against storage with indices)."""
+    if out is not None and out.suffix not in _FRONT_SUFFIXES:
+        raise click.BadParameter(
+            f"{out}: writes only {', '.join(_FRONT_SUFFIXES)} files; name it so",
+            param_hint="'--out'",
+        )
+    _check_out_folder(out)
     opened = open_existing(study, storage=storage, tracking_uri=tracking_uri)
     if out is not None and out.suffix in (".png", ".html"):
         frame = trials_frame(opened.study, list(opened.config.objectives))
@@ -729,6 +775,7 @@ def ui(
     from .ui import serve_ui
 
     storage, tracking_uri = _stores(study, storage, tracking_uri)
+    check_store_folder(tracking_uri, "tracking URI")
     serve_ui(
         tracking_uri,
         None if no_dashboard else storage,

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import ConfigError, DatasetError
-from .registry import Registry, import_object
+from .errors import AdmmSearchError, ConfigError, DatasetError, UserCodeError
+from .registry import Registry, import_object, one_line
 
 __all__ = ["DATASETS", "DataSplits", "RawData", "batches", "load_dataset"]
 
@@ -99,8 +99,13 @@ def load_dataset(
     root: str | Path | None = None,
     download: bool = True,
     limit_train: int | None = None,
+    num_classes: int | None = None,
 ) -> DataSplits:
     """Load a dataset by name and split off a seeded validation set from its training data.
+
+    The data is checked as it is loaded, before anything trains on it: every value finite,
+    labels integers in ``0 .. num_classes - 1``, images channels-first, enough samples for a
+    non-empty validation split (when ``val_fraction > 0``).
 
     Args:
         name: a registered name (``digits``, ``fashion-mnist``, ``mnist``, ``cifar10``), a path
@@ -111,22 +116,41 @@ def load_dataset(
         root: data folder; defaults to ``$ADMMSEARCH_DATA`` or ``~/.cache/admmsearch/data``.
         download: whether torchvision may download missing files.
         limit_train: keep only the first n training samples (after the seeded shuffle).
+        num_classes: the class count (the model's outputs); None takes the largest label + 1,
+            provided most of those classes occur (one stray label of 10^6 is refused).
 
     Raises:
-        ConfigError: ``val_fraction`` or ``limit_train`` out of range.
-        DatasetError: the data is missing or malformed; the message says how to get it.
-        RegistryError: unknown name; the message lists the known ones.
+        ConfigError: ``val_fraction``, ``limit_train`` or ``num_classes`` out of range.
+        DatasetError: the data is missing or malformed (non-finite values, labels out of
+            range, channels-last images, too few samples); the message names the file or
+            loader and says how to fix it.
+        RegistryError: unknown name (the message lists the known ones), or user code that
+            cannot be imported.
+        UserCodeError: a ``module:function`` loader is not callable or raised.
     """
     _check_options(val_fraction, limit_train)
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    ):
+        raise ConfigError(f"num_classes must be a positive integer or None, got {num_classes!r}")
     path = Path(root).expanduser() if root is not None else None
     raw = _load_raw(name, path, download)
     if isinstance(raw, DataSplits):
-        if limit_train is None:
-            return raw
-        return dataclasses.replace(
-            raw, x_train=raw.x_train[:limit_train], y_train=raw.y_train[:limit_train]
-        )
-    return _split_and_normalise(name, raw, val_fraction, seed, limit_train)
+        _check_splits(name, raw)
+        if limit_train is not None:
+            raw = dataclasses.replace(
+                raw, x_train=raw.x_train[:limit_train], y_train=raw.y_train[:limit_train]
+            )
+        splits = raw
+    else:
+        splits = _split_and_normalise(name, raw, val_fraction, seed, limit_train)
+        if val_fraction > 0 and len(splits.y_val) == 0:
+            raise DatasetError(
+                f"dataset {name!r}: {len(raw.y_train)} training sample(s) are too few for "
+                f"val_fraction {val_fraction}: the validation split would be empty; give more "
+                "training samples or a larger val_fraction"
+            )
+    return dataclasses.replace(splits, num_classes=_class_count(name, splits, num_classes))
 
 
 def batches(
@@ -251,7 +275,19 @@ def _images(source: str, key: str, value: object) -> Tensor:
             f"{source}: {key} must be a non-empty numeric (N, D), (N, H, W) or "
             f"(N, C, H, W) array, got {array.dtype} {array.shape}"
         )
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise DatasetError(
+            f"{source}: {key} has {bad} NaN or infinite value(s); clean or drop those samples"
+        )
+    if array.ndim == 4 and array.shape[3] in (1, 3, 4) and min(array.shape[1:3]) > 4:
+        raise DatasetError(
+            f"{source}: {key} has shape {array.shape}, which looks channels-last (N, H, W, C); "
+            f"admmsearch takes (N, C, H, W): pass {key}.transpose(0, 3, 1, 2)"
+        )
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    if not torch.isfinite(tensor).all():  # finite in float64, too large for float32
+        raise DatasetError(f"{source}: {key} has values too large for float32")
     return tensor.unsqueeze(1) if tensor.dim() == 3 else tensor
 
 
@@ -278,17 +314,79 @@ def _load_npz(path: Path) -> RawData:
 
 
 def _load_from_function(path: str) -> RawData | DataSplits:
-    result = import_object(path, "dataset loader")()  # type: ignore[operator]
+    loader = import_object(path, "dataset")
+    if not callable(loader):
+        raise UserCodeError(
+            f"dataset {path!r} is a {type(loader).__name__}, not a function to call"
+        )
+    try:
+        result = loader()
+    except AdmmSearchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - user code: any failure is named in one line
+        raise UserCodeError(f"dataset {path!r} raised {one_line(exc)}") from exc
     if isinstance(result, DataSplits):
         return result
     if isinstance(result, Sequence) and len(result) == 4:
         result = dict(zip(_KEYS, result, strict=True))
     if not isinstance(result, Mapping):
-        raise DatasetError(
-            f"dataset loader {path!r} must return a DataSplits, a dict with "
+        raise UserCodeError(
+            f"dataset {path!r} must return a DataSplits, a dict with "
             f"{_KEYS} or a 4-tuple of them, got {type(result).__name__}"
         )
-    return _from_arrays(f"dataset loader {path!r}", result)
+    return _from_arrays(f"dataset {path!r}", result)
+
+
+def _check_splits(name: str, splits: DataSplits) -> None:
+    """A ready DataSplits from user code: finite inputs, labels within its ``num_classes``."""
+    for field in _TENSOR_FIELDS:
+        tensor = getattr(splits, field)
+        if not isinstance(tensor, Tensor):
+            raise DatasetError(f"dataset {name!r}: DataSplits.{field} is not a tensor")
+        if field.startswith("x") and tensor.is_floating_point() and not tensor.isfinite().all():
+            raise DatasetError(f"dataset {name!r}: DataSplits.{field} has NaN or infinite values")
+        if field.startswith("y") and len(tensor) and not 0 <= int(tensor.min()):
+            raise DatasetError(f"dataset {name!r}: DataSplits.{field} has negative labels")
+        if field.startswith("y") and len(tensor) and int(tensor.max()) >= splits.num_classes:
+            raise DatasetError(
+                f"dataset {name!r}: DataSplits.{field} has label {int(tensor.max())}, outside "
+                f"0..{splits.num_classes - 1} (its num_classes)"
+            )
+    for part in ("train", "val", "test"):
+        x, y = getattr(splits, f"x_{part}"), getattr(splits, f"y_{part}")
+        if len(x) != len(y):
+            raise DatasetError(
+                f"dataset {name!r}: DataSplits.x_{part} has {len(x)} samples but "
+                f"y_{part} has {len(y)}"
+            )
+
+
+def _class_count(name: str, splits: DataSplits, num_classes: int | None) -> int:
+    """The class count: ``num_classes`` if given (every label below it), else the largest
+    label + 1, refused when most of those classes have no sample (a stray label).
+
+    Raises:
+        DatasetError: a label is outside ``0 .. num_classes - 1``, or a stray label implies
+            classes that mostly never occur.
+    """
+    labels = [t for t in (splits.y_train, splits.y_val, splits.y_test) if len(t)]
+    top = max(int(t.max()) for t in labels) if labels else 0
+    if num_classes is not None:
+        if top >= num_classes:
+            raise DatasetError(
+                f"dataset {name!r}: label {top} is outside 0..{num_classes - 1} "
+                f"(num_classes is {num_classes}); fix the labels or raise num_classes"
+            )
+        return num_classes
+    implied = max(top + 1, splits.num_classes)
+    present = int(torch.cat(labels).unique().numel()) if labels else 0
+    if present * 2 < implied:
+        raise DatasetError(
+            f"dataset {name!r}: labels go up to {top}, so {implied} classes, but only {present} "
+            "of them occur; labels must be 0..num_classes-1 (a stray label?). If classes "
+            "without samples are meant, set dataset.num_classes"
+        )
+    return implied
 
 
 def _cache_root(root: Path | None) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "AdmmSearchError",
+    "AdmmSearchWarning",
     "ConfigError",
     "ConstraintError",
     "DatasetError",
@@ -14,11 +15,17 @@ __all__ = [
     "StoreError",
     "TrackingError",
     "UIError",
+    "UserCodeError",
 ]
 
 
 class AdmmSearchError(Exception):
     """Root of every error admmsearch raises on purpose."""
+
+
+class AdmmSearchWarning(UserWarning):
+    """Root of the warnings admmsearch gives: something was skipped or redone, work goes on.
+    The CLI shows each as one ``warning: ...`` line."""
 
 
 class ConfigError(AdmmSearchError, ValueError):
@@ -41,6 +48,12 @@ class RegistryError(AdmmSearchError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class UserCodeError(AdmmSearchError):
+    """A model or dataset function named in a study (``module:function`` or
+    ``path/file.py:function``) is not callable, raised, or returned the wrong type; the message
+    names the field, the import path and the function's own message."""
 
 
 class DatasetError(AdmmSearchError):

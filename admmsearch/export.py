@@ -12,6 +12,7 @@ settings the trial ran with.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -27,12 +28,14 @@ from torch import nn
 
 from .catalog import OpenedStudy
 from .config import GLOBAL_KNOBS, KNOB_TARGETS, StudyConfig, check_layers, knob_specs
-from .config.loading import report_errors
+from .config.loading import read_yaml, report_errors
 from .data import load_dataset
 from .errors import ConfigError, NoTrialError
 from .front import feasible
 from .objective import build_model, dense_model, trial_metrics
 from .pipeline import PipelineHooks, PipelineResult, run_pipeline
+from .preflight import check_checkpoint, check_device
+from .registry import add_search_dir
 from .search_space import TrialSettings, settings_from_params
 
 __all__ = [
@@ -287,15 +290,14 @@ def _yaml_section(key: str, value: Any) -> str:
 def read_settings(path: Path) -> tuple[StudyConfig, list[str], dict[str, Any]]:
     """Read and validate a settings file; returns its fixed study, layers and the document.
 
+    User code the file names (``module:function``) is looked for in the file's folder too.
+
     Raises:
-        ConfigError: missing file, not YAML/JSON, wrong format, or bad fields (each named).
+        ConfigError: missing file, not UTF-8 YAML/JSON, wrong format, or bad fields (each
+            named).
     """
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: settings file not found") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the settings file: {exc}") from None
+    doc = read_yaml(path, "settings file")
+    add_search_dir(path.parent)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ConfigError(
             f"{path}: not an admmsearch settings file (expected format: {FORMAT}; "
@@ -357,7 +359,14 @@ def reproduce(
     device: str | None = None,
     on_epoch: Callable[[str, int, float], None] | None = None,
 ) -> Reproduction:
-    """Run the fixed study's pipeline once from its (cached) dense model, like a trial does."""
+    """Run the fixed study's pipeline once from its (cached) dense model, like a trial does.
+
+    The result's ``dense`` stage reports the seconds spent getting the dense model (training
+    it, or reading the cache or checkpoint).
+    """
+    if device is not None:
+        config = config.model_copy(update={"device": device})
+    check_device(config.device, "--device" if device is not None else "device")
     d = config.dataset
     data = load_dataset(
         d.name,
@@ -366,9 +375,9 @@ def reproduce(
         root=d.root,
         download=d.download,
         limit_train=d.limit_train,
+        num_classes=d.num_classes,
     )
-    if device is not None:
-        config = config.model_copy(update={"device": device})
+    check_checkpoint(config, data)
     dense = dense_model(config, data, cache_dir, layers)
     settings = settings_from_params({}, config, layers)
     model = build_model(config, data)
@@ -381,6 +390,10 @@ def reproduce(
         layer_patterns=list(layers),
         device=config.device,
         hooks=PipelineHooks(on_epoch=on_epoch),
+    )
+    first, *rest = result.stages
+    result = dataclasses.replace(
+        result, stages=(dataclasses.replace(first, seconds=dense.seconds), *rest)
     )
     metrics = {
         k: float(v)

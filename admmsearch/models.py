@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import ConfigError, LayerError, RegistryError
-from .registry import Registry, import_object
+from .errors import AdmmSearchError, ConfigError, LayerError, RegistryError, UserCodeError
+from .registry import Registry, import_object, one_line
 
 __all__ = [
     "COMPRESSIBLE_TYPES",
@@ -84,8 +84,11 @@ def create_model(
         **kwargs: extra arguments for the factory.
 
     Raises:
-        ConfigError: bad ``num_classes``/``input_shape``/kwargs, or the factory returned no module.
-        RegistryError: unknown name; the message lists the known ones.
+        ConfigError: bad ``num_classes``/``input_shape``/kwargs.
+        RegistryError: unknown name (the message lists the known ones), or user code that
+            cannot be imported.
+        UserCodeError: the factory is not callable, raised, or returned no ``nn.Module``; the
+            message names ``model``, the name and the factory's own message.
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
@@ -96,12 +99,15 @@ def create_model(
         return _torchvision_model(name.removeprefix("torchvision:"), num_classes, kwargs)
     args = {"num_classes": num_classes, "input_shape": shape, "in_channels": shape[0]}
     if ":" in name and name not in MODELS:
-        factory = import_object(name, "model factory")
+        factory = import_object(name, "model")
     else:
         factory = MODELS.get(name)
     model = _call_factory(name, factory, args, kwargs)  # type: ignore[arg-type]
     if not isinstance(model, nn.Module):
-        raise ConfigError(f"model factory {name!r} returned {type(model).__name__}, not nn.Module")
+        raise UserCodeError(
+            f"model {name!r} returned {type(model).__name__}, not a torch.nn.Module; "
+            "the function must return the network"
+        )
     return model
 
 
@@ -183,9 +189,21 @@ def _matches(pattern: str, names: Iterable[str]) -> list[str]:
 def _call_factory(
     name: str, factory: Callable[..., object], args: dict[str, object], kwargs: dict[str, object]
 ) -> object:
-    """Call ``factory`` with the ``args`` it accepts plus ``kwargs``; bad kwargs -> ConfigError."""
-    params = inspect.signature(factory).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    """Call ``factory`` with the ``args`` it accepts plus ``kwargs``.
+
+    Raises:
+        ConfigError: ``kwargs`` the factory does not take.
+        UserCodeError: the factory is not callable, or raised (its message is kept).
+    """
+    if not callable(factory):
+        raise UserCodeError(
+            f"model {name!r} is a {type(factory).__name__}, not a function or class"
+        )
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no signature to read (a builtin): offer everything
+        params = None
+    if params is None or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         accepted = {**args, **kwargs}
     else:
         unknown = sorted(set(kwargs) - set(params))
@@ -194,7 +212,12 @@ def _call_factory(
                 f"model {name!r} does not take {', '.join(unknown)}; it takes {', '.join(params)}"
             )
         accepted = {k: v for k, v in {**args, **kwargs}.items() if k in params}
-    return factory(**accepted)
+    try:
+        return factory(**accepted)
+    except AdmmSearchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - user code: any failure is named in one line
+        raise UserCodeError(f"model {name!r} raised {one_line(exc)}") from exc
 
 
 def _torchvision_model(name: str, num_classes: int, kwargs: dict[str, object]) -> nn.Module:

@@ -1,139 +1,45 @@
 """One trial: suggested plan -> pipeline from the cached dense model -> metrics, tracked.
 
 The dense model is trained once per study and cached on disk under the fingerprint of what
-determines it; every trial and every worker starts from a copy of it.
+determines it (:mod:`admmsearch.cache`); every trial and every worker starts from a copy of it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pandas as pd
-import torch
-from filelock import FileLock
-from torch import nn
 
-from .config import StudyConfig, dense_settings
+from .cache import DenseModel, build_model, dense_model, load_pruned, pruning_key, save_pruned
+from .config import StudyConfig
 from .data import DataSplits
-from .errors import AdmmSearchError, DivergenceError, TrackingError
-from .models import create_model
+from .errors import DivergenceError, TrackingError
 from .packing import pack_model
-from .pipeline import PipelineHooks, PipelineResult, PrunedState, StageResult, run_pipeline
+from .pipeline import PipelineHooks, PipelineResult, StageResult, run_pipeline
+from .registry import one_line
 from .search_space import TrialSettings, suggest
-from .storage import model_storage
 from .tracking import REASON_TAG, Tracker
-from .train import evaluate, fit
 
-__all__ = ["DenseModel", "Objective", "dense_model", "trial_metrics"]
+__all__ = [
+    "DenseModel",
+    "Objective",
+    "build_model",
+    "collapsed",
+    "dense_model",
+    "trial_metrics",
+]
 
 _MAX_REASON = 5000  # characters of a failure reason kept in the run's tag
 
 
-@dataclass(frozen=True)
-class DenseModel:
-    """The uncompressed starting point every trial shares."""
-
-    state: dict[str, torch.Tensor]
-    val_accuracy: float
-    test_accuracy: float
-    storage_bits: int
-    path: Path
-    trained: bool  # False when it came from the cache or a checkpoint
-
-
-def build_model(config: StudyConfig, data: DataSplits) -> nn.Module:
-    torch.manual_seed(config.seed)
-    return create_model(
-        config.model.name,
-        num_classes=data.num_classes,
-        input_shape=data.input_shape,
-        **config.model.kwargs,
-    )
-
-
-def dense_model(
-    config: StudyConfig, data: DataSplits, cache_dir: Path, layers: list[str]
-) -> DenseModel:
-    """Load the checkpoint or the cached dense model, else train it once and cache it.
-
-    Workers sharing ``cache_dir`` (one machine, or a network path) train it once: the first
-    takes a lock file beside the cache file and trains, the others wait and load its result.
-    The file is written to a temporary name and renamed, so even where the file system ignores
-    locks, racing workers each end with a whole file and never read a partial one.
-    """
-    model = build_model(config, data).to(config.device)
-    if config.dense.checkpoint:
-        path, trained = Path(config.dense.checkpoint), False
-        _load_state(model, path, "dense.checkpoint")
-    else:
-        path = cache_dir / f"dense-{config.fingerprint_dense()[:16]}.pt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(f"{path}.lock"):
-            trained = not path.exists()
-            if trained:
-                fit(model, data.to(config.device), dense_settings(config), seed=config.seed * 1000)
-                _save_atomic(model.state_dict(), path)
-            else:
-                _load_state(model, path, "dense cache")
-    d = data.to(config.device)
-    storage = model_storage(model, layers)
-    return DenseModel(
-        {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        evaluate(model, d.x_val, d.y_val),
-        evaluate(model, d.x_test, d.y_test),
-        storage.model_stored_bits,
-        path,
-        trained,
-    )
-
-
-def _load_state(model: nn.Module, path: Path, what: str) -> None:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except (OSError, RuntimeError, KeyError) as exc:
-        raise AdmmSearchError(f"{what} {path}: cannot load it into the model ({exc})") from None
-
-
-def _save_atomic(state: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def pruning_key(settings: TrialSettings, dense: DenseModel) -> str:
-    """Hash of everything the pruning stages depend on: dense model, pruning plan and stages."""
-    p = settings.pipeline
-    text = json.dumps(
-        {
-            "dense": dense.path.name,
-            "plan": {n: [lp.keep, lp.structured] for n, lp in settings.plan.layers.items()},
-            "stages": repr((p.pretrain, p.admm_prune, p.retrain, p.progressive_steps, p.seed)),
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-def _load_pruned(path: Path) -> PrunedState | None:
-    """A cached pruning result, or None; a damaged file is ignored (and rewritten later)."""
-    if not path.exists():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - any unreadable cache entry is just a miss
-        return None
+def collapsed(accuracy: float, num_classes: int) -> bool:
+    """Whether an accuracy is at chance level (at most 1.2 / ``num_classes``) or not finite:
+    the sign of a diverged or untrained model."""
+    return not math.isfinite(accuracy) or accuracy <= 1.2 / num_classes
 
 
 def trial_metrics(result: PipelineResult, dense: DenseModel) -> dict[str, float]:
@@ -239,7 +145,9 @@ class Objective:
         a tracking failure) or KILLED (interrupted), tagged with the reason.
 
         A trial stopped by a tracking failure or an interruption is marked ``interrupted``: it
-        does not count against the budget and its params are queued again on resume.
+        does not count against the budget and its params are queued again on resume. Any other
+        exception fails the trial with its one-line reason (it counts: rerunning the same
+        settings would fail the same way).
         """
         settings = suggest(trial, self.config, self.layers)
         run_id = None
@@ -259,11 +167,14 @@ class Objective:
             if not exc.unreachable:  # else the run is ended when the study resumes
                 self._end_run(run_id, "FAILED", f"tracking: {exc}")
             raise
-        except BaseException as exc:
-            stop = isinstance(exc, KeyboardInterrupt | SystemExit)
-            reason = "interrupted" if stop else f"stopped by {type(exc).__name__}"
-            _requeue(trial, reason)
-            self._end_run(run_id, "KILLED", reason)
+        except Exception as exc:  # a failure, not Ctrl-C: its reason goes where `show` reads it
+            reason = one_line(exc)
+            trial.set_user_attr("fail_reason", reason)
+            self._end_run(run_id, "FAILED", reason)
+            raise
+        except BaseException:  # Ctrl-C or the process told to stop: queued again on resume
+            _requeue(trial, "interrupted")
+            self._end_run(run_id, "KILLED", "interrupted")
             raise
         return values
 
@@ -283,7 +194,7 @@ class Objective:
         model.load_state_dict(self.dense.state)
         hooks = PipelineHooks(on_epoch=self.on_epoch, on_stage=self._check_collapse)
         cache = self.stage_dir / f"pruned-{pruning_key(settings, self.dense)}.pt"
-        pruned = _load_pruned(cache)
+        pruned = load_pruned(cache, self.dense.state)
         trial.set_user_attr("pruning_cache_hit", pruned is not None)
         result = run_pipeline(
             model,
@@ -294,7 +205,7 @@ class Objective:
             device=self.config.device,
             hooks=hooks,
             pruned=pruned,
-            on_pruned=lambda state: _save_atomic(state, cache),
+            on_pruned=lambda state: save_pruned(state, cache),
         )
         metrics = trial_metrics(result, self.dense)
         self._set_constraints(trial, metrics)
@@ -310,7 +221,7 @@ class Objective:
     def _check_collapse(self, stage: StageResult) -> None:
         """Accuracy at chance level after a stage means the trial diverged: stop it."""
         chance = 1.0 / self.data.num_classes
-        if not math.isfinite(stage.val_accuracy) or stage.val_accuracy <= 1.2 * chance:
+        if collapsed(stage.val_accuracy, self.data.num_classes):
             raise DivergenceError(
                 f"accuracy collapsed to {stage.val_accuracy:.3f} after stage {stage.name} "
                 f"(chance is {chance:.3f})"

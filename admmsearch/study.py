@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,21 @@ import optuna
 import torch
 from tqdm.auto import tqdm
 
-from .config import StudyConfig
+from .config import StudyConfig, check_layers, normalise_enqueue
 from .data import DataSplits, load_dataset
 from .devices import share_device
 from .errors import AdmmSearchError, DivergenceError
 from .front import plot_front, trials_frame
 from .models import uncompressed_layers
-from .objective import DenseModel, Objective, build_model, dense_model
+from .objective import DenseModel, Objective, build_model, collapsed, dense_model
+from .preflight import (
+    check_checkpoint,
+    check_device,
+    check_model,
+    check_reuse,
+    check_splits,
+    check_store_folder,
+)
 from .tracking import REASON_TAG, Tracker, default_tracking_uri
 from .workers import (
     Claim,
@@ -43,6 +52,7 @@ from .workers import (
 )
 
 __all__ = [
+    "TIMEOUT_ATTR",
     "StudyContext",
     "end_stale_runs",
     "finished_count",
@@ -57,6 +67,8 @@ __all__ = [
 ]
 
 DEFAULT_STORAGE_FILE = "admmsearch.db"
+#: Study attribute set when a run stopped at its timeout before the budget was spent.
+TIMEOUT_ATTR = "stopped_by_timeout"
 _POLL_S = 5.0  # a worker waiting on others' trials looks again this often (or each heartbeat)
 
 
@@ -148,14 +160,28 @@ def prepare(
     workdir: str | Path = ".admmsearch",
     cache_dir: str | Path | None = None,
 ) -> StudyContext:
-    """Open the study and its parent run, load the data, get the (cached) dense model.
+    """Check everything checkable, get the (cached) dense model, then open the study and its
+    parent run.
 
-    The parent run gets ``layers.json``: the compressed layers and the modules with a weight
-    that stay uncompressed (also in ``StudyContext.uncompressed``). Workers starting together
-    create the tables, the study, the MLflow experiment and the parent run once: they take
-    turns under the storage lock.
+    Nothing is created before the checks of :mod:`admmsearch.preflight` pass (stores' folders,
+    device, data, model, checkpoint, a reused study name) and the dense model is known to learn,
+    so a start that fails leaves no study, run or folder behind. The parent run gets
+    ``layers.json``: the compressed layers and the modules with a weight that stay uncompressed
+    (also in ``StudyContext.uncompressed``). Workers starting together create the tables, the
+    study, the MLflow experiment and the parent run once: they take turns under the storage
+    lock.
+
+    Raises:
+        AdmmSearchError: a check failed; the message names the setting, file or store.
     """
+    check_layers(config, layers)  # done by validate_study; again for library callers
+    config = normalise_enqueue(config, layers)
     storage = resolve_storage(config, storage)
+    data = _checked_data(config, layers, storage, tracking_uri)
+    cache = resolve_cache_dir(config, cache_dir, workdir)
+    dense = dense_model(config, data, cache, layers)
+    _check_dense_learns(config, data, dense)
+    uncompressed = uncompressed_layers(build_model(config, data), layers)
     lock, w = StorageLock(storage), config.workers
     with lock:
         tracker = Tracker(resolve_tracking(config, tracking_uri), config.name)
@@ -167,21 +193,14 @@ def prepare(
         )
         study = open_study(config, rdb)
         end_stale_runs(tracker, study)
+        check_reuse(config, layers, storage, study)  # again: another start may have won the race
+        # What `show`, `pareto` and `export` need to read the study back by its name alone.
+        study.set_user_attr("config", config.resolved_dict())
+        study.set_user_attr("layers", list(layers))
         parent = tracker.study_run(
             config.resolved_dict(), study.user_attrs.get("mlflow_parent_run_id")
         )
         study.set_user_attr("mlflow_parent_run_id", parent)
-    d = config.dataset
-    data = load_dataset(
-        d.name,
-        val_fraction=d.val_fraction,
-        seed=config.seed,
-        root=d.root,
-        download=d.download,
-        limit_train=d.limit_train,
-    )
-    cache = resolve_cache_dir(config, cache_dir, workdir)
-    dense = dense_model(config, data, cache, layers)
     study.set_user_attr(
         "dense",
         {
@@ -190,10 +209,6 @@ def prepare(
             "storage_bits": dense.storage_bits,
         },
     )
-    # What `show`, `pareto` and `export` need to read the study back by its name alone.
-    study.set_user_attr("config", config.resolved_dict())
-    study.set_user_attr("layers", list(layers))
-    uncompressed = uncompressed_layers(build_model(config, data), layers)
     tracker.log_dict(parent, {"compressed": layers, "uncompressed": uncompressed}, "layers.json")
     tracker.log(
         parent,
@@ -231,6 +246,53 @@ def end_stale_runs(tracker: Tracker, study: optuna.Study) -> int:
         if t.state.is_finished()
     }
     return tracker.end_stale_runs(finished)
+
+
+def _checked_data(
+    config: StudyConfig, layers: list[str], storage: str, tracking_uri: str | None
+) -> DataSplits:
+    """Run the checks of :mod:`admmsearch.preflight` in order; returns the loaded data."""
+    check_store_folder(storage, "storage")
+    given = tracking_uri or config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if given:  # the default, mlruns/ in the current folder, is made when needed
+        check_store_folder(given, "tracking URI")
+    check_device(config.device)
+    d = config.dataset
+    data = load_dataset(
+        d.name,
+        val_fraction=d.val_fraction,
+        seed=config.seed,
+        root=d.root,
+        download=d.download,
+        limit_train=d.limit_train,
+        num_classes=d.num_classes,
+    )
+    check_splits(config, data)
+    check_model(config, data)
+    check_checkpoint(config, data)
+    check_reuse(config, layers, storage)
+    return data
+
+
+def _check_dense_learns(config: StudyConfig, data: DataSplits, dense: DenseModel) -> None:
+    """A dense model at chance level would fail every trial at the collapse check: say so now.
+
+    Raises:
+        DivergenceError: names where the dense model came from and what to change.
+    """
+    if not collapsed(dense.val_accuracy, data.num_classes):
+        return
+    if config.dense.checkpoint:
+        source = f"dense.checkpoint {config.dense.checkpoint}"
+        fix = "check that it was trained on this dataset, with these labels"
+    else:
+        t = config.dense.train
+        source = f"dense.train ({t.epochs} epochs, lr {t.lr}; cached as {dense.path})"
+        fix = "train longer, change dense.train.lr, or check the labels"
+    raise DivergenceError(
+        f"the dense model from {source} scores {dense.val_accuracy:.3f} on validation, chance "
+        f"level for {data.num_classes} classes, so every trial would fail; {fix}"
+    )
 
 
 def _queue_first_trials(ctx: StudyContext) -> None:
@@ -342,7 +404,28 @@ def run_study(
     finally:
         bar.close()
     _mark_parent(ctx, budget)
+    _note_timeout(ctx, budget, timeout, deadline)
     return ctx.study
+
+
+def _note_timeout(
+    ctx: StudyContext, budget: int | None, timeout: float | None, deadline: float | None
+) -> None:
+    """Record on the study that the timeout, not the budget, ended this run (``show`` and
+    ``list`` say so); a run that ends by its budget clears the note."""
+    done = finished_count(ctx.study)
+    if deadline is None or time.monotonic() < deadline or (budget is not None and done >= budget):
+        if ctx.study.user_attrs.get(TIMEOUT_ATTR):
+            ctx.study.set_user_attr(TIMEOUT_ATTR, None)
+        return
+    ctx.study.set_user_attr(
+        TIMEOUT_ATTR,
+        {
+            "timeout_s": timeout,
+            "finished": done,
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
 
 
 def _mark_parent(ctx: StudyContext, budget: int | None) -> None:

@@ -41,7 +41,7 @@ def test_bad_plan_is_one_line_error(tmp_path) -> None:
     plan.write_text("layers:\n  fc1: {keep: 1.5}\n")
     result = CliRunner().invoke(main, ["compress", "--plan", str(plan)])
     assert result.exit_code == 2
-    assert result.stderr.strip() == "error: layers.fc1.keep: must be in (0, 1], got 1.5"
+    assert result.stderr.strip() == f"error: {plan}: layers.fc1.keep: must be in (0, 1], got 1.5"
 
 
 def test_unknown_layer_and_dataset_name_the_fault_as_subprocess(tmp_path) -> None:

@@ -13,7 +13,7 @@ import torch
 
 from admmsearch import data
 from admmsearch.data import DataSplits, batches, load_dataset
-from admmsearch.errors import ConfigError, DatasetError, RegistryError
+from admmsearch.errors import ConfigError, DatasetError, RegistryError, UserCodeError
 
 SPLIT_FIELDS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
@@ -312,7 +312,7 @@ def test_module_function_returning_splits(loader_module: str) -> None:
 
 
 def test_module_function_with_wrong_result(loader_module: str) -> None:
-    with pytest.raises(DatasetError, match="DataSplits"):
+    with pytest.raises(UserCodeError, match="DataSplits"):
         load_dataset(f"{loader_module}:wrong")
     with pytest.raises(RegistryError, match="no 'missing'"):
         load_dataset(f"{loader_module}:missing")
@@ -380,3 +380,85 @@ def test_batches_reject_bad_options(kwargs: dict, pattern: str) -> None:
     options = {"batch_size": 2, "shuffle": False, **kwargs}
     with pytest.raises(ConfigError, match=pattern):
         batches(torch.zeros(4, 1, 2, 2), torch.zeros(4), **options)
+
+
+# ---- checks when the data is loaded -----------------------------------------------------------
+
+
+def test_num_classes_keeps_classes_without_samples_and_bounds_the_labels(tmp_path: Path) -> None:
+    save_npz(tmp_path / "d.npz")  # labels 0..2
+    assert load_dataset(str(tmp_path / "d.npz"), num_classes=5).num_classes == 5
+    with pytest.raises(DatasetError, match=r"label 2 is outside 0\.\.1 \(num_classes is 2\)"):
+        load_dataset(str(tmp_path / "d.npz"), num_classes=2)
+    with pytest.raises(ConfigError, match="num_classes"):
+        load_dataset(str(tmp_path / "d.npz"), num_classes=0)
+
+
+def test_a_stray_label_does_not_make_a_million_classes(tmp_path: Path) -> None:
+    y = np.arange(30) % 3
+    y[4] = 10**6
+    save_npz(tmp_path / "d.npz", y_train=y)
+    with pytest.raises(
+        DatasetError, match="labels go up to 1000000, so 1000001 classes, but only"
+    ):
+        load_dataset(str(tmp_path / "d.npz"))
+    y = np.arange(30) % 3 + 1  # 1-based labels: class 0 empty, still most classes occur
+    save_npz(tmp_path / "one.npz", y_train=y, y_test=np.arange(12) % 3 + 1)
+    assert load_dataset(str(tmp_path / "one.npz")).num_classes == 4
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1e39])
+def test_non_finite_inputs_are_refused_naming_file_and_array(tmp_path: Path, bad: float) -> None:
+    x = np.zeros((12, 8, 8))
+    x[5, 1, 1] = bad
+    save_npz(tmp_path / "d.npz", x_test=x)
+    with pytest.raises(DatasetError, match=r"d\.npz: x_test has .*(NaN or infinite|too large)"):
+        load_dataset(str(tmp_path / "d.npz"))
+
+
+def test_channels_last_images_get_a_transpose_hint(tmp_path: Path) -> None:
+    save_npz(tmp_path / "d.npz", shape=(32, 32, 3))
+    with pytest.raises(DatasetError, match=r"looks channels-last.*transpose\(0, 3, 1, 2\)"):
+        load_dataset(str(tmp_path / "d.npz"))
+
+
+def test_too_few_samples_for_a_validation_split(tmp_path: Path) -> None:
+    save_npz(tmp_path / "d.npz", n_train=4, y_train=np.arange(4) % 3)
+    with pytest.raises(DatasetError, match="4 training sample.* too few for val_fraction 0.1"):
+        load_dataset(str(tmp_path / "d.npz"))
+    assert len(load_dataset(str(tmp_path / "d.npz"), val_fraction=0.25).y_val) == 1
+
+
+LOADER_CHECKS = """
+import torch
+from admmsearch.data import DataSplits
+
+def nan_splits():
+    x, y = torch.zeros(4, 1, 2, 2), torch.tensor([0, 1, 0, 1])
+    x[0, 0, 0, 0] = float("nan")
+    return DataSplits("s", x, y, x, y, x, y, num_classes=2)
+
+def label_over():
+    x, y = torch.zeros(4, 1, 2, 2), torch.tensor([0, 1, 0, 2])
+    return DataSplits("s", x, y, x, y, x, y, num_classes=2)
+
+def raises():
+    raise OSError("no such bucket")
+"""
+
+
+@pytest.mark.parametrize(
+    ("function", "error", "message"),
+    [
+        ("nan_splits", DatasetError, "DataSplits.x_train has NaN or infinite values"),
+        ("label_over", DatasetError, r"DataSplits.y_train has label 2, outside 0\.\.1"),
+        ("raises", UserCodeError, "dataset 'admm_test_checks:raises' raised OSError: no such"),
+    ],
+)
+def test_a_loader_function_is_checked_like_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, function: str, error: type, message: str
+) -> None:
+    (tmp_path / "admm_test_checks.py").write_text(textwrap.dedent(LOADER_CHECKS))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(error, match=message):
+        load_dataset(f"admm_test_checks:{function}")

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from admmsearch.data import batches, load_dataset
-from admmsearch.errors import ConfigError, LayerError, RegistryError
+from admmsearch.errors import ConfigError, LayerError, RegistryError, UserCodeError
 from admmsearch.models import MODELS, compressible_layers, create_model
 
 CASES = [
@@ -232,7 +232,7 @@ def test_module_function_model(factory_module: str) -> None:
 
 
 def test_module_function_must_return_a_module(factory_module: str) -> None:
-    with pytest.raises(ConfigError, match="nn.Module"):
+    with pytest.raises(UserCodeError, match="nn.Module"):
         create_model(f"{factory_module}:not_a_model", num_classes=3, input_shape=(1, 4, 4))
     with pytest.raises(ConfigError, match="hidden"):
         create_model(f"{factory_module}:by_channels", num_classes=3, input_shape=(1, 1), hidden=2)

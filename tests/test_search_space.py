@@ -8,6 +8,7 @@ from typing import Any
 
 import optuna
 import pytest
+import yaml
 
 from admmsearch.config import StudyConfig, base_pipeline
 from admmsearch.errors import ConfigError
@@ -194,3 +195,52 @@ def test_only_search_space_calls_suggest() -> None:
     call = re.compile(r"\.suggest_\w+\(")
     callers = [p.name for p in package.glob("*.py") if call.search(p.read_text())]
     assert callers == ["search_space.py"]
+
+
+def test_enqueued_whole_floats_run_as_the_integers_they_equal(tmp_path: Path) -> None:
+    """cases/09: ``bits: 4.0`` for an integer choice (a JSON round trip writes it so) is queued
+    as 4, and the trial builds its quantizers, instead of failing after the dense training."""
+    from admmsearch.config import validate_study
+
+    search = {
+        "keep": {"low": 0.05, "high": 1.0},
+        "bits": {"choices": [2, 4, None]},
+        "admm_epochs": {"low": 1, "high": 3},
+    }
+    queued = {"keep.fc1": 1, "bits.fc1": 4.0, "bits.conv1": 2.0, "admm_epochs": 2.0}
+    path = tmp_path / "s.yaml"
+    data = {"name": "t", "model": "digits-cnn", "dataset": "digits", "search": search}
+    path.write_text(yaml.safe_dump({**data, "enqueue": [queued]}))
+    cfg, layers = validate_study(path)
+    (params,) = cfg.enqueue
+    assert params == queued
+    assert {k: type(v) for k, v in params.items()} == {
+        "keep.fc1": float,
+        "bits.fc1": int,
+        "bits.conv1": int,
+        "admm_epochs": int,
+    }
+    study = optuna.create_study(directions=cfg.directions)
+    study.enqueue_trial(dict(params))
+    settings = suggest(study.ask(), cfg, layers)
+    fc1 = settings.plan.layers["fc1"]
+    assert fc1.bits == 4 and type(fc1.bits) is int and fc1.quantizer(sparse=False).bits == 4
+    assert type(settings.pipeline.admm_prune.train.epochs) is int
+
+
+@pytest.mark.parametrize(
+    ("search", "value", "expected"),
+    [
+        ({"bits": {"choices": [2, 4]}}, {"bits.fc1": 4.5}, "4.5 is outside choices [2, 4]"),
+        ({"admm_epochs": {"low": 1, "high": 3}}, {"admm_epochs": 1.5}, "(integers)"),
+        ({"admm_epochs": {"low": 1, "high": 5, "step": 2}}, {"admm_epochs": 2}, "steps of 2"),
+    ],
+)
+def test_enqueued_values_no_knob_takes_are_refused(search, value, expected) -> None:
+    from admmsearch.config import check_layers
+
+    cfg = config(search={"keep": 0.5, "bits": 4, **search}, enqueue=[value])
+    with pytest.raises(ConfigError) as info:
+        check_layers(cfg, LAYERS)
+    assert str(info.value).startswith(f"enqueue[0].{next(iter(value))}: ")
+    assert expected in str(info.value)

@@ -27,7 +27,14 @@ global knobs ``rho_initial``, ``rho_multiplier``, ``rho_every``, ``admm_epochs``
 from .knobs import Choices, FloatRange, IntRange, contains, is_searched
 from .loading import base_pipeline, dense_settings, load_study, validate_study
 from .schema import GLOBAL_KNOBS, KNOB_TARGETS, StudyConfig
-from .units import UnitSpace, check_layers, knob_specs, resolve_layers, unit_spaces
+from .units import (
+    UnitSpace,
+    check_layers,
+    knob_specs,
+    normalise_enqueue,
+    resolve_layers,
+    unit_spaces,
+)
 from .values import OBJECTIVES, SAMPLERS
 
 __all__ = [
@@ -47,6 +54,7 @@ __all__ = [
     "is_searched",
     "knob_specs",
     "load_study",
+    "normalise_enqueue",
     "resolve_layers",
     "unit_spaces",
     "validate_study",

@@ -99,16 +99,36 @@ def is_searched(spec: Any) -> bool:
     return isinstance(spec, FloatRange | IntRange | Choices)
 
 
-def contains(spec: Any, value: Any) -> bool:
-    """Whether ``value`` is one the knob ``spec`` can take (for enqueued and replayed params)."""
+def normalise(spec: Any, value: Any) -> Any:
+    """``value`` in the knob's own type where it equals one of its values exactly.
+
+    ``4.0`` becomes ``4`` for an integer range, ``1`` becomes ``1.0`` for a float range, and a
+    value equal to a choice becomes that choice (``4.0`` -> ``4`` for ``{choices: [2, 4]}``).
+    Anything else (``4.5``, booleans, None) comes back unchanged, for :func:`contains` to judge.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
     if isinstance(spec, Choices):
-        return any(
-            c == value and isinstance(c, bool) == isinstance(value, bool) for c in spec.choices
-        )
+        same = (c for c in spec.choices if not isinstance(c, bool) and c is not None)
+        return next((c for c in same if c == value), value)
+    if isinstance(spec, IntRange) and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(spec, FloatRange) and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def contains(spec: Any, value: Any) -> bool:
+    """Whether ``value`` is one the knob ``spec`` can take (for enqueued and replayed params):
+    of the knob's type, within its range and on its ``step`` grid (Optuna's rule)."""
+    if isinstance(spec, Choices):
+        return any(c == value and type(c) is type(value) for c in spec.choices)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
-    if isinstance(spec, IntRange) and not isinstance(value, int):
-        return False
-    if is_searched(spec):
-        return spec.low <= value <= spec.high
+    if isinstance(spec, IntRange):
+        on_grid = isinstance(value, int) and (value - spec.low) % spec.step == 0
+        return on_grid and spec.low <= value <= spec.high
+    if isinstance(spec, FloatRange):
+        k = 0.0 if spec.step is None else (value - spec.low) / spec.step
+        return abs(k - round(k)) < 1e-8 and spec.low <= value <= spec.high
     return value == spec

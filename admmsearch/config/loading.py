@@ -13,9 +13,10 @@ from pydantic import ValidationError
 
 from ..errors import AdmmSearchError, ConfigError
 from ..pipeline import PipelineSettings
+from ..registry import add_search_dir
 from ..train import TrainSettings
 from .schema import StudyConfig
-from .units import check_layers, resolve_layers
+from .units import check_layers, normalise_enqueue, resolve_layers
 
 
 class _StudyLoader(yaml.SafeLoader):
@@ -41,14 +42,16 @@ _StudyLoader.add_implicit_resolver(
 
 
 def load_study(path: str | Path) -> StudyConfig:
-    """Read and validate a study file.
+    """Read and validate a study file; its folder is where ``module:function`` and
+    ``file.py:function`` user code is looked for (after ``sys.path``, before the current folder).
 
     Raises:
-        ConfigError: the file is missing, not YAML or not a mapping, or has bad fields; the
-            message names the file and every bad field with its value.
+        ConfigError: the file is missing, not UTF-8 YAML or not a mapping, or has bad fields;
+            the message names the file and every bad field with its value.
     """
     path = Path(path)
-    data = _read_yaml(path)
+    data = read_yaml(path, "study file")
+    add_search_dir(path.parent)
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as exc:
@@ -57,6 +60,9 @@ def load_study(path: str | Path) -> StudyConfig:
 
 def validate_study(path: str | Path) -> tuple[StudyConfig, list[str]]:
     """Load a study file and check it against its model's layers, before any training.
+
+    Enqueued params are normalised to the types of their search space (``4.0`` for an integer
+    choice becomes ``4``).
 
     Returns:
         The config and the names of the compressible layers it compresses.
@@ -67,23 +73,45 @@ def validate_study(path: str | Path) -> tuple[StudyConfig, list[str]]:
         check_layers(config, layers)
     except AdmmSearchError as exc:
         raise type(exc)(f"{path}: {exc}") from exc
-    return config, layers
+    return normalise_enqueue(config, layers), layers
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, what: str) -> dict[str, Any]:
+    """Read the YAML mapping in ``path``, the one reader of every file admmsearch reads (study,
+    plan, settings): numbers like ``1e-3`` are numbers (as in YAML 1.2), a repeated key is
+    refused, and so is a file that is not UTF-8 text.
+
+    Args:
+        path: the file.
+        what: what the file is, for messages (``"plan file"``).
+
+    Raises:
+        ConfigError: one line naming the file: missing, unreadable, not UTF-8 text, not YAML
+            (with line and column), or not a mapping.
+    """
+    path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: study file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the study file: {exc}") from None
+        raise ConfigError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a {what}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte 0x{raw[exc.start]:02x} at offset "
+            f"{exc.start}); a {what} is YAML text"
+        ) from None
     try:
         data = yaml.load(text, Loader=_StudyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         kind = "an empty file" if data is None else type(data).__name__
-        raise ConfigError(f"{path}: expected a mapping of study settings, got {kind}")
+        raise ConfigError(f"{path}: expected a mapping in the {what}, got {kind}")
     return data
 
 

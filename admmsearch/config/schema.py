@@ -231,14 +231,14 @@ class StudyConfig(_Model):
         """sha256 hex of what determines the dense model, to cache it on disk.
 
         Search, pipeline and bookkeeping settings do not enter it, so changing them reuses the
-        cached dense model.
+        cached dense model; nor does ``layers``: which layers are compressed does not change how
+        the dense model trains (an exported settings file lists the layers a study left null).
         """
         keep = {
             "model": True,
-            "dataset": {"name", "val_fraction", "limit_train", "root"},
+            "dataset": {"name", "val_fraction", "limit_train", "root", "num_classes"},
             "seed": True,
             "dense": True,
-            "layers": True,
         }
         data = self.model_dump(mode="json", include=keep)
         text = json.dumps({"v": _FINGERPRINT_VERSION, **data}, sort_keys=True)

@@ -125,6 +125,7 @@ class DatasetConfig(_Model):
     limit_train: PositiveInt | None = None
     root: str | None = None
     download: bool = True
+    num_classes: PositiveInt | None = None  # None: the largest label + 1
 
     @field_validator("name")
     @classmethod

@@ -13,7 +13,7 @@ import torch
 from ..data import load_dataset
 from ..errors import ConfigError, LayerError
 from ..models import compressible_layers, create_model
-from .knobs import Choices, contains, is_searched
+from .knobs import Choices, IntRange, contains, is_searched, normalise
 from .schema import GLOBAL_KNOBS, LayerOverride, SearchConfig, StudyConfig
 
 #: Sample shape and class count of the built-in datasets, so layers resolve without loading them.
@@ -155,14 +155,32 @@ def _check_enqueue(enqueue: Sequence[Mapping[str, Any]], specs: Mapping[str, Any
             if name not in searched:
                 why = "is fixed in this study" if name in specs else "is not a parameter"
                 raise ConfigError(f"{where}: {why}; searched: {_list(searched)}")
-            if not contains(specs[name], value):
+            if not contains(specs[name], normalise(specs[name], value)):
                 raise ConfigError(f"{where}: {value!r} is outside {_describe(specs[name])}")
+
+
+def normalise_enqueue(config: StudyConfig, layers: Sequence[str]) -> StudyConfig:
+    """The study with every enqueued value in its knob's own type (``4.0`` -> ``4`` for an
+    integer choice), so that a queued trial runs exactly the settings a suggested one would.
+
+    Call it after :func:`check_layers`, which refuses values no knob can take.
+    """
+    specs = knob_specs(config, layers)
+    enqueue = tuple(
+        {name: normalise(specs[name], value) for name, value in params.items()}
+        for params in config.enqueue
+    )
+    return config.model_copy(update={"enqueue": enqueue})
 
 
 def _describe(spec: Any) -> str:
     if isinstance(spec, Choices):
         return f"choices {list(spec.choices)}"
-    return f"range [{spec.low}, {spec.high}]" if is_searched(spec) else f"fixed value {spec!r}"
+    if not is_searched(spec):
+        return f"fixed value {spec!r}"
+    step = f" in steps of {spec.step}" if spec.step not in (None, 1) else ""
+    kind = " (integers" + step + ")" if isinstance(spec, IntRange) else step and f" ({step[1:]})"
+    return f"range [{spec.low}, {spec.high}]{kind}"
 
 
 def _list(names: Sequence[str]) -> str:
@@ -185,15 +203,23 @@ def resolve_layers(config: StudyConfig) -> list[str]:
             config.model.name, num_classes=classes, input_shape=shape, **config.model.kwargs
         )
     try:
-        return list(compressible_layers(model, config.layers))
+        layers = list(compressible_layers(model, config.layers))
     except LayerError as exc:
         raise LayerError(f"layers: {exc}") from None
+    if not layers:
+        raise LayerError(
+            f"model {config.model.name!r} has no layer admmsearch can compress: none of its "
+            "modules is a convolution or linear layer with a weight, so there is nothing to "
+            "prune or quantize"
+        )
+    return layers
 
 
 def _input_spec(config: StudyConfig) -> tuple[tuple[int, ...], int]:
     d = config.dataset
     if d.name in _BUILTIN_SHAPES:
-        return _BUILTIN_SHAPES[d.name]
+        shape, classes = _BUILTIN_SHAPES[d.name]
+        return shape, d.num_classes or classes
     data = load_dataset(
         d.name,
         val_fraction=d.val_fraction,
@@ -201,5 +227,6 @@ def _input_spec(config: StudyConfig) -> tuple[tuple[int, ...], int]:
         root=d.root,
         download=d.download,
         limit_train=d.limit_train,
+        num_classes=d.num_classes,
     )
     return data.input_shape, data.num_classes

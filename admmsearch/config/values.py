@@ -78,7 +78,14 @@ Count = Annotated[int, Strict(), _bound(0)]
 PositiveInt = Annotated[int, Strict(), _bound(1)]
 Bits = Annotated[int, Strict(), _bound(1, 16)]
 Clusters = Annotated[int, Strict(), _bound(2, 65536)]
-Name = Annotated[str, Strict(), _matches(r"[A-Za-z0-9_.-]+", "letters, digits, '_', '.' or '-'")]
+Name = Annotated[
+    str,
+    Strict(),
+    _matches(
+        r"(?!\.+$)[A-Za-z0-9_.-]{1,100}",
+        "letters, digits, '_', '.' or '-', 1 to 100 of them, not only dots (it names folders)",
+    ),
+]
 Device = Annotated[str, Strict(), _matches(r"cpu|mps|cuda(:\d+)?", "cpu, cuda, cuda:N or mps")]
 Optimizer = Annotated[str, Strict(), _one_of(OPTIMIZERS)]
 Schedule = Annotated[str, Strict(), _one_of(SCHEDULES)]

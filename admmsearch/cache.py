@@ -1,0 +1,380 @@
+"""The files a study shares between its trials and workers: the dense model and the stage cache.
+
+* **Dense model**: trained once per study and cached as ``dense-<fingerprint>-<data>.pt`` (a
+  state dict) under the fingerprint of the settings that determine it
+  (:meth:`StudyConfig.fingerprint_dense`) and a digest of the training data
+  (:func:`data_digest`); or read from ``dense.checkpoint``.
+* **Stage cache**: the model after the pruning stages (:class:`PrunedState`), as
+  ``stages/pruned-<key>.pt``, so that trials with the same pruning settings and other
+  quantization skip the pruning stages.
+
+Both live in a folder that the README says to share between machines, so nothing read from it
+is unpickled: files hold only tensors (read with ``torch.load(weights_only=True)``) and JSON
+text. A cache file that does not load, or does not fit the model, is a cache miss with a
+:class:`CacheWarning` naming it, and is written again; a bad ``dense.checkpoint`` is an error
+naming the field and the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from filelock import FileLock
+from torch import nn
+
+from .admm import Residuals
+from .config import StudyConfig, dense_settings
+from .data import DataSplits
+from .errors import AdmmSearchWarning, ConfigError, DivergenceError
+from .models import create_model
+from .pipeline import PrunedState, StageResult
+from .search_space import TrialSettings
+from .storage import model_storage
+from .train import evaluate, fit
+
+__all__ = [
+    "CacheWarning",
+    "DenseModel",
+    "build_model",
+    "data_digest",
+    "dense_model",
+    "load_pruned",
+    "read_checkpoint",
+    "pruning_key",
+    "save_pruned",
+]
+
+_PRUNED_FORMAT = "admmsearch-pruned/1"
+_PICKLED = "it holds pickled Python objects, which admmsearch does not unpickle"
+
+
+class CacheWarning(AdmmSearchWarning):
+    """A cache file could not be used; it is ignored (a cache miss) and written again."""
+
+
+@dataclass(frozen=True)
+class DenseModel:
+    """The uncompressed starting point every trial shares.
+
+    Attributes:
+        state: the state dict, on the CPU.
+        val_accuracy, test_accuracy: top-1 accuracy in [0, 1].
+        storage_bits: the whole model stored uncompressed, in bits.
+        path: the cache file or the checkpoint it came from.
+        trained: False when it came from the cache or a checkpoint.
+        seconds: wall time spent getting it (training, or reading the file).
+    """
+
+    state: dict[str, torch.Tensor]
+    val_accuracy: float
+    test_accuracy: float
+    storage_bits: int
+    path: Path
+    trained: bool
+    seconds: float = 0.0
+
+
+def build_model(config: StudyConfig, data: DataSplits) -> nn.Module:
+    """The study's model, freshly initialised with the study seed, for ``data``'s shape."""
+    torch.manual_seed(config.seed)
+    return create_model(
+        config.model.name,
+        num_classes=data.num_classes,
+        input_shape=data.input_shape,
+        **config.model.kwargs,
+    )
+
+
+def dense_model(
+    config: StudyConfig, data: DataSplits, cache_dir: Path, layers: list[str]
+) -> DenseModel:
+    """Load the checkpoint or the cached dense model, else train it once and cache it.
+
+    Workers sharing ``cache_dir`` (one machine, or a network path) train it once: the first
+    takes a lock file beside the cache file and trains, the others wait and load its result.
+    The file is written to a temporary name and renamed, so even where the file system ignores
+    locks, racing workers each end with a whole file and never read a partial one. A cache file
+    that does not load is retrained over, with a :class:`CacheWarning`.
+
+    Raises:
+        ConfigError: ``dense.checkpoint`` cannot be read or does not fit the model.
+        DivergenceError: the dense training diverged; the message names ``dense.train.lr``.
+    """
+    start = time.perf_counter()
+    model = build_model(config, data).to(config.device)
+    if config.dense.checkpoint:
+        path, trained = Path(config.dense.checkpoint), False
+        model.load_state_dict(read_checkpoint(path, model))
+    else:
+        path = cache_dir / f"dense-{config.fingerprint_dense()[:16]}-{data_digest(data)[:8]}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{path}.lock"):
+            state = _cached_state(path, model)
+            trained = state is None
+            if trained:
+                _train_dense(model, data, config)
+                _save_atomic(model.state_dict(), path)
+            else:
+                model.load_state_dict(state)
+    d = data.to(config.device)
+    storage = model_storage(model, layers)
+    return DenseModel(
+        {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        evaluate(model, d.x_val, d.y_val),
+        evaluate(model, d.x_test, d.y_test),
+        storage.model_stored_bits,
+        path,
+        trained,
+        time.perf_counter() - start,
+    )
+
+
+def data_digest(data: DataSplits) -> str:
+    """sha256 hex of the training split the dense model learns from (inputs and labels), so
+    that a data file changed under the same name does not reuse a stale dense model."""
+    digest = hashlib.sha256()
+    for tensor in (data.x_train, data.y_train):
+        digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _train_dense(model: nn.Module, data: DataSplits, config: StudyConfig) -> None:
+    settings = dense_settings(config)
+    try:
+        fit(model, data.to(config.device), settings, seed=config.seed * 1000)
+    except DivergenceError as exc:
+        raise DivergenceError(
+            f"dense model: training diverged ({exc}) with dense.train.lr {settings.lr:g}; "
+            "lower dense.train.lr"
+        ) from None
+
+
+def read_checkpoint(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict in ``dense.checkpoint``, checked against ``model``; nothing unpickled.
+
+    Raises:
+        ConfigError: one line naming ``dense.checkpoint`` and the file: missing, empty, not a
+            weights file, a pickled module rather than a state dict, or keys and shapes that
+            do not fit the model.
+    """
+    where = f"dense.checkpoint {path}"
+    state, why = _read_state(path)
+    if why == _PICKLED:
+        why += (
+            " (a whole model saved with torch.save(model)?); save the weights alone: "
+            "torch.save(model.state_dict(), PATH)"
+        )
+    if state is None:
+        raise ConfigError(f"{where}: {why}")
+    misfit = _misfit(state, model)
+    if misfit:
+        pruned = any(k.endswith(("_orig", "_mask", ".original")) for k in state)
+        fix = (
+            "it was saved with pruning still attached: call torch.nn.utils.prune.remove "
+            "(or parametrize.remove_parametrizations) before saving the state_dict"
+            if pruned
+            else "save the state_dict of the model the study builds"
+        )
+        raise ConfigError(f"{where}: does not fit model {type(model).__name__} ({misfit}); {fix}")
+    return state
+
+
+def _cached_state(path: Path, model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The cached dense state dict, or None when there is none or it is unusable (warned)."""
+    if not path.exists():
+        return None
+    state, why = _read_state(path)
+    why = why or _misfit(state, model)
+    if why:
+        warnings.warn(
+            f"dense cache {path}: {why}; training the dense model again", CacheWarning, 2
+        )
+        return None
+    return state
+
+
+def _read_state(path: Path) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """``(state dict, "")``, or ``(None, why it is not one)``."""
+    obj, why = _load_tensors(path)
+    if why:
+        return None, why
+    if not isinstance(obj, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        keys = sorted(str(k) for k in obj)[:5] if isinstance(obj, Mapping) else []
+        return None, (
+            f"holds a {type(obj).__name__}"
+            + (f" with keys {', '.join(keys)}" if keys else "")
+            + ", not a state_dict (names to tensors); save model.state_dict()"
+        )
+    return dict(obj), ""
+
+
+def _load_tensors(path: Path) -> tuple[Any, str]:
+    """``torch.load(weights_only=True)``: ``(object, "")`` or ``(None, why it failed)``."""
+    try:
+        if path.stat().st_size == 0:
+            return None, "the file is empty"
+        return torch.load(path, map_location="cpu", weights_only=True), ""
+    except FileNotFoundError:
+        return None, "no such file"
+    except OSError as exc:
+        return None, f"cannot read it ({exc.strerror or exc})"
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
+        if "Unsupported global" in str(exc):
+            return None, _PICKLED
+        first = (str(exc).strip().splitlines() or [""])[0]
+        detail = "" if not first or first.startswith("Weights only load failed") else first
+        return None, "not a file written by torch.save" + (f" ({detail[:100]})" if detail else "")
+
+
+def _misfit(state: Mapping[str, torch.Tensor] | None, model: nn.Module) -> str:
+    """How ``state`` does not fit ``model`` (missing or extra keys, shapes), or ""."""
+    if state is None:
+        return "not a state dict"
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    extra = [k for k in state if k not in want]
+    shapes = [
+        f"{k} is {tuple(state[k].shape)}, the model's {tuple(v.shape)}"
+        for k, v in want.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    parts = [
+        f"{label} {_few(names)}"
+        for label, names in (("missing", missing), ("unexpected", extra), ("shape of", shapes))
+        if names
+    ]
+    return "; ".join(parts)
+
+
+def _few(names: list[str], shown: int = 3) -> str:
+    more = f" (+{len(names) - shown} more)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _save_atomic(obj: object, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# --- the stage cache ---
+
+
+def pruning_key(settings: TrialSettings, dense: DenseModel) -> str:
+    """Hash of everything the pruning stages depend on: dense model, pruning plan and stages."""
+    p = settings.pipeline
+    text = json.dumps(
+        {
+            "dense": dense.path.name,
+            "plan": {n: [lp.keep, lp.structured] for n, lp in settings.plan.layers.items()},
+            "stages": repr((p.pretrain, p.admm_prune, p.retrain, p.progressive_steps, p.seed)),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def save_pruned(state: PrunedState, path: Path) -> None:
+    """Write a pruning result: its masks and weights as tensors, its stages as JSON text."""
+    _save_atomic(
+        {
+            "format": _PRUNED_FORMAT,
+            "stages": json.dumps([_stage_dict(s) for s in state.stages]),
+            "masks": {k: v.detach().cpu().contiguous() for k, v in state.masks.items()},
+            "weights": {k: v.detach().cpu().contiguous() for k, v in state.weights.items()},
+        },
+        path,
+    )
+
+
+def load_pruned(path: Path, expected: Mapping[str, torch.Tensor]) -> PrunedState | None:
+    """A cached pruning result whose weights fit ``expected`` (the dense state dict), or None.
+
+    A missing file is a plain miss; a file that does not load (damaged, another format, pickled
+    objects) or does not fit is a miss with a :class:`CacheWarning` naming it.
+    """
+    if not path.exists():
+        return None
+    obj, why = _load_tensors(path)
+    if not why:
+        try:
+            state = _pruned_from(obj)
+            why = _misfit_pruned(state, expected)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            why = f"not a stage cache file of this version ({type(exc).__name__}: {exc})"
+    if why:
+        warnings.warn(f"stage cache {path}: {why}; running the pruning stages", CacheWarning, 2)
+        return None
+    return state
+
+
+def _stage_dict(stage: StageResult) -> dict[str, Any]:
+    data = asdict(stage)
+    data["residuals"] = [asdict(r) for r in stage.residuals]
+    return data
+
+
+def _pruned_from(obj: Any) -> PrunedState:
+    if not isinstance(obj, Mapping) or obj.get("format") != _PRUNED_FORMAT:
+        raise ValueError(f"no format {_PRUNED_FORMAT!r}")
+    stages = tuple(
+        StageResult(
+            name=str(s["name"]),
+            val_accuracy=float(s["val_accuracy"]),
+            test_accuracy=float(s["test_accuracy"]),
+            seconds=float(s["seconds"]),
+            layers={
+                str(n): {str(k): float(v) for k, v in f.items()} for n, f in s["layers"].items()
+            },
+            losses=tuple(float(x) for x in s["losses"]),
+            residuals=tuple(
+                Residuals(int(r["update"]), float(r["rho"]), dict(r["primal"]), dict(r["dual"]))
+                for r in s["residuals"]
+            ),
+        )
+        for s in json.loads(obj["stages"])
+    )
+    masks, weights = dict(obj["masks"]), dict(obj["weights"])
+    tensors = [*masks.values(), *weights.values()]
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        raise TypeError("masks and weights must be tensors")
+    return PrunedState(stages, masks, weights)
+
+
+def _misfit_pruned(state: PrunedState, expected: Mapping[str, torch.Tensor]) -> str:
+    """How a cached pruning result does not fit the dense model's state dict, or ""."""
+    if set(state.weights) != set(expected):
+        return "its weights are not the model's"
+    for name, tensor in state.weights.items():
+        if tensor.shape != expected[name].shape or tensor.dtype != expected[name].dtype:
+            return f"weight {name} has shape {tuple(tensor.shape)} or type {tensor.dtype}"
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            return f"weight {name} has NaN or infinite values"
+    for layer, mask in state.masks.items():
+        weight = expected.get(f"{layer}.weight")
+        if weight is None or mask.dtype != torch.bool or mask.shape != weight.shape:
+            return f"mask {layer} does not fit a layer weight"
+    if not state.stages or not all(math.isfinite(s.val_accuracy) for s in state.stages):
+        return "its stage figures are missing or not finite"
+    return ""
