@@ -28,6 +28,7 @@ import os
 import torch
 
 from .errors import ConfigError
+from .preflight import check_device
 
 __all__ = ["MEMORY_HEADROOM", "mps_active", "share_device", "worker_devices"]
 
@@ -43,15 +44,14 @@ def worker_devices(device: str, per_device: int) -> list[str]:
         per_device: worker processes per device, at least 1.
 
     Raises:
-        ConfigError: ``per_device`` is below 1, or ``cuda`` is asked for where none is visible.
+        ConfigError: ``per_device`` is below 1, or the device is not on this machine.
     """
     if isinstance(per_device, bool) or not isinstance(per_device, int) or per_device < 1:
         raise ConfigError(f"per_device: must be an integer >= 1, got {per_device!r}")
+    check_device(device)
     if device != "cuda":
         return [device] * per_device
     count = torch.cuda.device_count()
-    if count == 0:
-        raise ConfigError("device: cuda is asked for, but no CUDA device is visible here")
     return [f"cuda:{i % count}" for i in range(per_device * count)]
 
 

@@ -20,9 +20,13 @@ from test_study import STUDY
 
 def test_worker_devices_place_per_device_workers_on_each_device(monkeypatch) -> None:
     assert devices.worker_devices("cpu", 2) == ["cpu", "cpu"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert devices.worker_devices("cuda:3", 3) == ["cuda:3"] * 3
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert devices.worker_devices("cuda", 2) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    with pytest.raises(ConfigError, match="2 CUDA device"):
+        devices.worker_devices("cuda:3", 1)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     with pytest.raises(ConfigError, match="no CUDA device"):
         devices.worker_devices("cuda", 1)
