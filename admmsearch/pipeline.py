@@ -269,9 +269,9 @@ def _quantize(run: _Run) -> None:
     quantized = {}
     for name, c in fixed.items():
         module = run.layers[name]
-        levels = c.fit(module.weight.detach()).levels
+        book = c.fit(module.weight.detach())
         learn = "centroids" if run.plan.layers[name].clusters is not None else "scale"
-        quantized[name] = quantize_(module, levels, learn)
+        quantized[name] = quantize_(module, book.levels, learn, book.grid)
     s = run.s.quant_retrain or QuantRetrainSettings(train=TrainSettings(epochs=0), shares=(1.0,))
     losses: list[float] = []
     for round_, share in enumerate(s.shares):
