@@ -206,23 +206,25 @@ def _near_integers(ratio: np.ndarray) -> np.ndarray | None:
 
 
 def _relative_levels(wide: np.ndarray) -> tuple[float | None, np.ndarray]:
-    """Step and integer levels of sorted ``wide`` relative to its first value (or None)."""
+    """Step and integer levels of sorted ``wide`` relative to its first value (or None).
+
+    The step starts as the smallest gap; a window of values is read in it, the step refined by
+    least squares, and the window widened fourfold. A gap that is not a whole number of steps
+    (a grid that skips levels around zero, say) divides the step by a small integer first.
+    """
     diffs = wide - wide[0]
     if wide.size == 1:
         return abs(float(wide[0])), np.zeros(1)
     step = float(np.diff(wide).min())
     reach = 4 * step
-    for denominator in range(1, 9):  # the smallest gap may span several steps
-        relative = _near_integers(diffs[diffs <= reach] * denominator / step)
-        if relative is not None:
-            step /= denominator
-            break
-    else:
-        return None, diffs
     while True:
         inside = diffs <= reach
-        relative = _near_integers(diffs[inside] / step)
-        if relative is None:
+        for denominator in range(1, 9):
+            relative = _near_integers(diffs[inside] * denominator / step)
+            if relative is not None:
+                step /= denominator
+                break
+        else:
             return None, diffs
         if relative.any():
             step = float((diffs[inside] * relative).sum() / (relative * relative).sum())

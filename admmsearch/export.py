@@ -31,7 +31,8 @@ from .config.loading import report_errors
 from .data import load_dataset
 from .errors import ConfigError, NoTrialError
 from .front import feasible
-from .objective import build_model, dense_model, trial_metrics
+from .objective import build_model, dense_model, packed_meta, trial_metrics
+from .packing import PackInfo, encode_model
 from .pipeline import PipelineHooks, PipelineResult, run_pipeline
 from .search_space import TrialSettings, settings_from_params
 
@@ -56,6 +57,8 @@ EXPORTED_METRICS = (
     "accuracy_drop",
     "test_accuracy_drop",
     "storage_bits_with_index",
+    "payload_bits",
+    "header_bits",
     "data_bits",
     "stored_bits",
     "bias_bits",
@@ -197,6 +200,8 @@ def settings_document(
         "trial": trial.number,
         "chosen_by": chosen_by,
         "metrics": {k: _plain(metrics[k]) for k in EXPORTED_METRICS if k in metrics},
+        # the input normalisation the trial's model expects (also in its packed file's header)
+        "normalisation": trial.user_attrs.get("normalisation"),
         "layers": _layer_settings(original),
         "pipeline": _pipeline_with_knobs(resolved["pipeline"], config, layers, trial.params),
         "params": {k: _plain(v) for k, v in trial.params.items()},
@@ -280,7 +285,11 @@ def write_settings(doc: Mapping[str, Any], path: Path | None) -> str:
 
 def _yaml_section(key: str, value: Any) -> str:
     """One top-level entry; per-layer settings and stage settings one line each, for reading."""
-    flow = None if key in ("layers", "pipeline", "model", "dataset", "dense") else False
+    flow = (
+        None
+        if key in ("layers", "pipeline", "model", "dataset", "dense", "normalisation")
+        else False
+    )
     return yaml.safe_dump({key: value}, sort_keys=False, width=120, default_flow_style=flow)
 
 
@@ -342,11 +351,14 @@ def settings_config(doc: Mapping[str, Any], source: str) -> tuple[StudyConfig, l
 
 @dataclass(frozen=True)
 class Reproduction:
-    """The result of applying settings once: the pipeline's figures and the compressed model."""
+    """The result of applying settings once: the pipeline's figures, the compressed model and
+    its packed file's bytes (the model rebuilds from them alone)."""
 
     result: PipelineResult
     metrics: dict[str, float]
     model: nn.Module
+    packed: bytes
+    info: PackInfo
 
 
 def reproduce(
@@ -366,6 +378,7 @@ def reproduce(
         root=d.root,
         download=d.download,
         limit_train=d.limit_train,
+        normalise=d.normalise,
     )
     if device is not None:
         config = config.model_copy(update={"device": device})
@@ -382,9 +395,12 @@ def reproduce(
         device=config.device,
         hooks=PipelineHooks(on_epoch=on_epoch),
     )
+    model = model.to(torch.device("cpu"))
+    meta = packed_meta(config, data, result)
+    packed, info = encode_model(model, layers, settings.pipeline.index_format, meta)
     metrics = {
         k: float(v)
-        for k, v in trial_metrics(result, dense).items()
+        for k, v in trial_metrics(result, dense, info).items()
         if isinstance(v, int | float) and math.isfinite(float(v))
     }
-    return Reproduction(result, metrics, model.to(torch.device("cpu")))
+    return Reproduction(result, metrics, model, packed, info)

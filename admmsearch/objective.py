@@ -26,14 +26,13 @@ from .config import StudyConfig, dense_settings
 from .data import DataSplits
 from .errors import AdmmSearchError, DivergenceError
 from .models import create_model
-from .packing import pack_model
+from .packing import ModelMeta, PackInfo, encode_model, pack_model
 from .pipeline import PipelineHooks, PipelineResult, PrunedState, StageResult, run_pipeline
 from .search_space import TrialSettings, suggest
-from .storage import model_storage
 from .tracking import Tracker
 from .train import evaluate, fit
 
-__all__ = ["DenseModel", "Objective", "dense_model", "trial_metrics"]
+__all__ = ["DenseModel", "Objective", "dense_model", "packed_meta", "trial_metrics"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class DenseModel:
     state: dict[str, torch.Tensor]
     val_accuracy: float
     test_accuracy: float
-    storage_bits: int
+    storage_bits: int  # the dense model's packed file, in bits
     path: Path
     trained: bool  # False when it came from the cache or a checkpoint
 
@@ -83,12 +82,12 @@ def dense_model(
             else:
                 _load_state(model, path, "dense cache")
     d = data.to(config.device)
-    storage = model_storage(model, layers)
+    _, packed = encode_model(model, layers, meta=packed_meta(config, data))
     return DenseModel(
         {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         evaluate(model, d.x_val, d.y_val),
         evaluate(model, d.x_test, d.y_test),
-        storage.model_stored_bits,
+        8 * packed.file_bytes,
         path,
         trained,
     )
@@ -117,7 +116,16 @@ def pruning_key(settings: TrialSettings, dense: DenseModel) -> str:
         {
             "dense": dense.path.name,
             "plan": {n: [lp.keep, lp.structured] for n, lp in settings.plan.layers.items()},
-            "stages": repr((p.pretrain, p.admm_prune, p.retrain, p.progressive_steps, p.seed)),
+            "stages": repr(
+                (
+                    p.pretrain,
+                    p.admm_prune,
+                    p.retrain,
+                    p.progressive_steps,
+                    p.seed,
+                    p.fold_batchnorm,
+                )
+            ),
         },
         sort_keys=True,
     )
@@ -134,9 +142,30 @@ def _load_pruned(path: Path) -> PrunedState | None:
         return None
 
 
-def trial_metrics(result: PipelineResult, dense: DenseModel) -> dict[str, float]:
-    """Flat metrics of one finished pipeline: accuracy, drop from dense, storage and ratios."""
+def packed_meta(
+    config: StudyConfig, data: DataSplits, result: PipelineResult | None = None
+) -> ModelMeta:
+    """What a packed model of this study records to be rebuilt and fed raw inputs."""
+    return ModelMeta(
+        model=config.model.name,
+        kwargs=dict(config.model.kwargs),
+        num_classes=data.num_classes,
+        input_shape=data.input_shape,
+        folded=result is not None and bool(result.folding.pairs),
+        normalisation=data.normalisation,
+    )
+
+
+def trial_metrics(result: PipelineResult, dense: DenseModel, packed: PackInfo) -> dict[str, float]:
+    """Flat metrics of one finished pipeline: accuracy, drop from dense, storage and ratios.
+
+    ``storage_bits_with_index`` is the packed file's whole size in bits (what is deployed);
+    ``payload_bits`` is the accounting's figure beside it (the file without its header and byte
+    padding, ``model_stored_bits``); ``compression_ratio_with_index`` is the dense float32
+    model's bits over the file's.
+    """
     final = result.final
+    file_bits = 8 * packed.file_bytes
     metrics = {
         "val_accuracy": final.val_accuracy,
         "test_accuracy": final.test_accuracy,
@@ -144,8 +173,10 @@ def trial_metrics(result: PipelineResult, dense: DenseModel) -> dict[str, float]
         "dense_test_accuracy": dense.test_accuracy,
         "accuracy_drop": dense.val_accuracy - final.val_accuracy,
         "test_accuracy_drop": dense.test_accuracy - final.test_accuracy,
-        "storage_bits_with_index": result.storage.model_stored_bits,
-        "compression_ratio_with_index": result.storage.model_ratio,
+        "storage_bits_with_index": file_bits,
+        "payload_bits": result.storage.model_stored_bits,
+        "header_bits": 8 * packed.header_bytes,
+        "compression_ratio_with_index": result.storage.model_dense_bits / file_bits,
     }
     metrics.update(result.storage.summary())
     for stage in result.stages:
@@ -187,7 +218,20 @@ def _params(settings: TrialSettings) -> dict[str, Any]:
     if p.retrain is not None:
         out.update({"retrain.epochs": p.retrain.epochs, "retrain.lr": p.retrain.lr})
     out["progressive_steps"] = p.progressive_steps
+    out["fold_batchnorm"] = p.fold_batchnorm
     return out
+
+
+def data_params(data: DataSplits) -> dict[str, Any]:
+    """The input normalisation the trial's model was trained with, for MLflow params."""
+    norm = data.normalisation
+    if norm is None:
+        return {"normalisation": "none"}
+    return {
+        "normalisation": "per-channel",
+        "normalisation.mean": json.dumps(list(norm.mean)),
+        "normalisation.std": json.dumps(list(norm.std)),
+    }
 
 
 def _series(result: PipelineResult) -> dict[str, list[float]]:
@@ -236,7 +280,7 @@ class Objective:
         settings = suggest(trial, self.config, self.layers)
         run_id = self.tracker.trial_run(self.parent_run, trial.number)
         trial.set_user_attr("mlflow_run_id", run_id)
-        self.tracker.log(run_id, params=_params(settings))
+        self.tracker.log(run_id, params={**_params(settings), **data_params(self.data)})
         try:
             values = self._run(trial, settings, run_id)
         except (DivergenceError, optuna.TrialPruned) as exc:
@@ -271,12 +315,15 @@ class Objective:
             pruned=pruned,
             on_pruned=lambda state: _save_atomic(state, cache),
         )
-        metrics = trial_metrics(result, self.dense)
-        self._set_constraints(trial, metrics)
         path = self.models_dir / f"trial-{trial.number}.admm"
         path.parent.mkdir(parents=True, exist_ok=True)
-        pack_model(model.cpu(), self.layers, path)
+        meta = packed_meta(self.config, self.data, result)
+        packed = pack_model(model.cpu(), self.layers, path, settings.pipeline.index_format, meta)
+        metrics = trial_metrics(result, self.dense, packed)
+        self._set_constraints(trial, metrics)
         trial.set_user_attr("packed_model", str(path))
+        norm = self.data.normalisation
+        trial.set_user_attr("normalisation", None if norm is None else norm.to_dict())
         trial.set_user_attr("metrics", {k: float(v) for k, v in metrics.items()})
         self.tracker.log(run_id, metrics=metrics, series=_series(result))
         self.tracker.log_frame(run_id, layer_table(result), "layers.csv")

@@ -169,6 +169,7 @@ def prepare(
         root=d.root,
         download=d.download,
         limit_train=d.limit_train,
+        normalise=d.normalise,
     )
     cache = resolve_cache_dir(config, cache_dir, workdir)
     dense = dense_model(config, data, cache, layers)

@@ -232,7 +232,7 @@ class StudyConfig(_Model):
         """
         keep = {
             "model": True,
-            "dataset": {"name", "val_fraction", "limit_train", "root"},
+            "dataset": {"name", "val_fraction", "limit_train", "root", "normalise"},
             "seed": True,
             "dense": True,
             "layers": True,
