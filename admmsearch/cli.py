@@ -620,10 +620,11 @@ def _print_result(
     click.echo("")
     click.echo(result.storage.to_frame().to_string(index=False))
     click.echo("")
+    file_ratio = result.storage.model_dense_bits / (8 * file_bytes)
     click.echo(
         f"weights: {result.storage.weight_ratio_no_index:.1f}x smaller without indices, "
         f"{result.storage.weight_ratio_with_index:.1f}x with indices; "
-        f"whole model {result.storage.model_ratio:.1f}x"
+        f"whole model {file_ratio:.1f}x as a file ({result.storage.model_ratio:.1f}x its payload)"
     )
     click.echo(
         f"wrote {out}: {file_bytes} bytes = {header_bytes} header + "
