@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import parametrize
 
-from admmsearch import storage
+from admmsearch import grids, storage
 from admmsearch.coding import best_gap, coding_of, distinct_values, uniform_levels
 from admmsearch.constraints import UniformQuantization
 from admmsearch.errors import ConstraintError, LayerError
@@ -126,6 +126,7 @@ def test_uniform_grids_cost_one_scale(bits: int, zero: bool) -> None:
 
 
 def test_uniform_levels_needs_exact_products() -> None:
+    assert doctest.testmod(grids).failed == 0
     values = np.array([0.5, 1.0, 1.5], dtype=np.float32)
     scale, levels = uniform_levels(values)
     assert (np.uint32(scale).view(np.float32), list(levels)) == (0.5, [1, 2, 3])
