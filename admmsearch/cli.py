@@ -464,7 +464,7 @@ def show(study: str, storage: str | None, tracking_uri: str | None) -> None:
 def pareto(
     study: str, storage: str | None, tracking_uri: str | None, fmt: str, out: Path | None
 ) -> None:
-    """The Pareto front of STUDY (validation accuracy against storage with indices)."""
+    """The Pareto front of STUDY (validation accuracy against the packed file's size)."""
     opened = open_existing(study, storage=storage, tracking_uri=tracking_uri)
     if out is not None and out.suffix in (".png", ".html"):
         frame = trials_frame(opened.study, list(opened.config.objectives))
@@ -509,7 +509,7 @@ def pareto(
 @click.option(
     "--max-storage-kib",
     type=click.FloatRange(0, min_open=True),
-    help="Largest storage with indices, in KiB [default: the study's max_storage_bits].",
+    help="Largest packed model file, in KiB [default: the study's max_storage_bits].",
 )
 @click.option(
     "--out",

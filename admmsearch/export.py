@@ -87,7 +87,7 @@ def choose_trial(
     """The trial to export and a line saying why it was chosen.
 
     ``number`` picks a trial; otherwise ``policy`` does: ``max-compression`` is the smallest
-    storage (with indices) whose validation accuracy drop is at most ``max_drop`` (default: the
+    storage (the packed file) whose validation accuracy drop is at most ``max_drop`` (default: the
     study's ``max_accuracy_drop``); ``max-accuracy`` is the best validation accuracy whose
     storage is at most ``max_storage_bits`` (default: the study's ``max_storage_bits``).
 
