@@ -38,9 +38,9 @@ from .config import StudyConfig, dense_settings
 from .data import DataSplits
 from .errors import AdmmSearchWarning, ConfigError, DivergenceError
 from .models import create_model
-from .pipeline import PrunedState, StageResult
+from .packing import ModelMeta, encode_model
+from .pipeline import PipelineResult, PrunedState, StageResult
 from .search_space import TrialSettings
-from .storage import model_storage
 from .train import evaluate, fit
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "data_digest",
     "dense_model",
     "load_pruned",
+    "packed_meta",
     "read_checkpoint",
     "pruning_key",
     "save_pruned",
@@ -70,7 +71,7 @@ class DenseModel:
     Attributes:
         state: the state dict, on the CPU.
         val_accuracy, test_accuracy: top-1 accuracy in [0, 1].
-        storage_bits: the whole model stored uncompressed, in bits.
+        storage_bits: the dense model's packed file (weights uncompressed), in bits.
         path: the cache file or the checkpoint it came from.
         trained: False when it came from the cache or a checkpoint.
         seconds: wall time spent getting it (training, or reading the file).
@@ -93,6 +94,20 @@ def build_model(config: StudyConfig, data: DataSplits) -> nn.Module:
         num_classes=data.num_classes,
         input_shape=data.input_shape,
         **config.model.kwargs,
+    )
+
+
+def packed_meta(
+    config: StudyConfig, data: DataSplits, result: PipelineResult | None = None
+) -> ModelMeta:
+    """What a packed model of this study records to be rebuilt and fed raw inputs."""
+    return ModelMeta(
+        model=config.model.name,
+        kwargs=dict(config.model.kwargs),
+        num_classes=data.num_classes,
+        input_shape=data.input_shape,
+        folded=result is not None and bool(result.folding.pairs),
+        normalisation=data.normalisation,
     )
 
 
@@ -128,12 +143,12 @@ def dense_model(
             else:
                 model.load_state_dict(state)
     d = data.to(config.device)
-    storage = model_storage(model, layers)
+    _, packed = encode_model(model, layers, meta=packed_meta(config, data))
     return DenseModel(
         {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         evaluate(model, d.x_val, d.y_val),
         evaluate(model, d.x_test, d.y_test),
-        storage.model_stored_bits,
+        8 * packed.file_bytes,
         path,
         trained,
         time.perf_counter() - start,
@@ -288,7 +303,16 @@ def pruning_key(settings: TrialSettings, dense: DenseModel) -> str:
         {
             "dense": dense.path.name,
             "plan": {n: [lp.keep, lp.structured] for n, lp in settings.plan.layers.items()},
-            "stages": repr((p.pretrain, p.admm_prune, p.retrain, p.progressive_steps, p.seed)),
+            "stages": repr(
+                (
+                    p.pretrain,
+                    p.admm_prune,
+                    p.retrain,
+                    p.progressive_steps,
+                    p.seed,
+                    p.fold_batchnorm,
+                )
+            ),
         },
         sort_keys=True,
     )

@@ -153,7 +153,8 @@ def _front_ends(study: optuna.Study, objectives: list[str]) -> dict[str, Any]:
 
 
 def front_table(study: optuna.Study, objectives: list[str]) -> pd.DataFrame:
-    """The front as people read it: accuracy, drop and storage in KiB with the ratios."""
+    """The front as people read it: accuracy, drop, the packed file in KiB (with its payload,
+    the storage accounting, beside it) and the ratios."""
     frame = front_frame(study, objectives)
     if frame.empty:
         return frame
@@ -164,6 +165,7 @@ def front_table(study: optuna.Study, objectives: list[str]) -> pd.DataFrame:
             "test_accuracy": frame["test_accuracy"].round(4),
             "accuracy_drop": frame["accuracy_drop"].round(4),
             "storage_kib": (frame["storage_bits_with_index"] / 8192).round(3),
+            "payload_kib": (pd.to_numeric(frame["payload_bits"]) / 8192).round(3),
             "ratio_with_index": frame["compression_ratio_with_index"].round(1),
             "weight_ratio_no_index": frame["weight_ratio_no_index"].round(1),
             "feasible": frame["feasible"],

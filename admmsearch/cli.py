@@ -32,7 +32,7 @@ from .export import (
 )
 from .front import plot_front, trials_frame
 from .models import compressible_layers, create_model
-from .packing import pack_model
+from .packing import ModelMeta, pack_model
 from .pipeline import (
     AdmmSettings,
     PipelineHooks,
@@ -288,7 +288,14 @@ def compress(
         device=device,
         hooks=PipelineHooks(on_epoch=_echo_epoch),
     )
-    info = pack_model(model.cpu(), [s.name for s in result.storage.layers], out)
+    meta = ModelMeta(
+        model=model_name or "digits-cnn",
+        num_classes=data.num_classes,
+        input_shape=data.input_shape,
+        folded=bool(result.folding.pairs),
+        normalisation=data.normalisation,
+    )
+    info = pack_model(model.cpu(), [s.name for s in result.storage.layers], out, meta=meta)
     _print_result(result, info.file_bytes, info.header_bytes, out, fmt)
 
 
@@ -316,7 +323,11 @@ def _compress_settings(
     config, layers, doc = read_settings(path)
     cache = resolve_cache_dir(config, cache_dir, ".admmsearch")
     done = reproduce(config, layers, cache_dir=cache, device=device, on_epoch=_echo_epoch)
-    info = pack_model(done.model, layers, out)
+    try:
+        out.write_bytes(done.packed)
+    except OSError as exc:
+        raise AdmmSearchError(f"cannot write packed model {out}: {exc}") from None
+    info = done.info
     exported = doc.get("metrics", {})
     if fmt == "json":
         click.echo(
@@ -344,6 +355,7 @@ def _compress_settings(
         "test_accuracy",
         "accuracy_drop",
         "storage_bits_with_index",
+        "payload_bits",
         "compression_ratio_with_index",
     ):
         if key in exported and key in done.metrics:
@@ -560,7 +572,7 @@ _FRONT_SUFFIXES = (".csv", ".json", ".png", ".html")
 def pareto(
     study: str, storage: str | None, tracking_uri: str | None, fmt: str, out: Path | None
 ) -> None:
-    """The Pareto front of STUDY (validation accuracy against storage with indices)."""
+    """The Pareto front of STUDY (validation accuracy against the packed file's size)."""
     if out is not None and out.suffix not in _FRONT_SUFFIXES:
         raise click.BadParameter(
             f"{out}: writes only {', '.join(_FRONT_SUFFIXES)} files; name it so",
@@ -611,7 +623,7 @@ def pareto(
 @click.option(
     "--max-storage-kib",
     type=click.FloatRange(0, min_open=True),
-    help="Largest storage with indices, in KiB [default: the study's max_storage_bits].",
+    help="Largest packed model file, in KiB [default: the study's max_storage_bits].",
 )
 @click.option(
     "--out",
@@ -641,10 +653,11 @@ def export(
         click.echo(text, nl=False)
         return
     m = trial.user_attrs["metrics"]
+    payload = f", payload {m['payload_bits'] / 8192:.2f} KiB" if "payload_bits" in m else ""
     click.echo(
         f"wrote {out}: trial {trial.number} ({why}): val accuracy "
         f"{m['val_accuracy']:.4f} (drop {m['accuracy_drop']:+.4f}), "
-        f"{m['storage_bits_with_index'] / 8192:.2f} KiB with indices "
+        f"packed file {m['storage_bits_with_index'] / 8192:.2f} KiB{payload} "
         f"({m['compression_ratio_with_index']:.1f}x)"
     )
 
@@ -723,16 +736,96 @@ def _print_result(
     click.echo(result.storage.to_frame().to_string(index=False))
     click.echo("")
     click.echo(_uncompressed_line(result.uncompressed))
+    file_ratio = result.storage.model_dense_bits / (8 * file_bytes)
     click.echo(
         f"weights: {result.storage.weight_ratio_no_index:.1f}x smaller without indices, "
         f"{result.storage.weight_ratio_with_index:.1f}x with indices; "
-        f"whole model {result.storage.model_ratio:.1f}x"
+        f"whole model {file_ratio:.1f}x as a file ({result.storage.model_ratio:.1f}x its payload)"
     )
     click.echo(
         f"wrote {out}: {file_bytes} bytes = {header_bytes} header + "
         f"{file_bytes - header_bytes} payload "
         f"(accounted {summary['model_stored_bits'] / 8:.0f} bytes)"
     )
+
+
+@main.command()
+@click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("data", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--trust-code",
+    is_flag=True,
+    help="Allow a file whose network is user code (module:function) to import and run it.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+def predict(model_file: Path, data: Path, trust_code: bool, fmt: str) -> None:
+    """Rebuild MODEL_FILE (.admm) from the file alone and print its accuracy on DATA.
+
+    DATA is a .npz with x_test and y_test (a dataset file) or x and y, as raw arrays: the
+    normalisation the model was trained with comes from the packed file.
+    """
+    from .predict import load_model, read_arrays
+
+    deployed = load_model(model_file, trust_code=trust_code)
+    x, y, keys = read_arrays(data)
+    accuracy = deployed.accuracy(x, y)
+    if fmt == "json":
+        summary = {"model": str(model_file), "data": str(data), "arrays": list(keys)}
+        click.echo(json.dumps({**summary, "samples": len(y), "accuracy": accuracy}, indent=2))
+        return
+    correct = round(accuracy * len(y))
+    click.echo(
+        f"{model_file} on {data} ({keys[0]}, {keys[1]}): accuracy {accuracy:.4f} "
+        f"({correct} of {len(y)})"
+    )
+
+
+@main.command("export-model")
+@click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx", "c"]),
+    required=True,
+    help="onnx: one .onnx file; c: a C99 header and source with a decoder.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="The .onnx file, or the folder for the C files [default: beside MODEL_FILE].",
+)
+@click.option(
+    "--int8",
+    is_flag=True,
+    help="ONNX: uniformly quantized layers whose levels fit int8 as int8 weights and one "
+    "scale (QDQ).",
+)
+@click.option(
+    "--trust-code",
+    is_flag=True,
+    help="ONNX: allow a file whose network is user code (module:function) to import and run "
+    "it (the C export only reads the file).",
+)
+def export_model(
+    model_file: Path, fmt: str, out: Path | None, int8: bool, trust_code: bool
+) -> None:
+    """Export a packed model (.admm) for deployment: ONNX, or C for microcontrollers."""
+    if fmt == "onnx":
+        from .onnx_export import export_onnx
+
+        onnx_info = export_onnx(
+            model_file, out or model_file.with_suffix(".onnx"), int8=int8, trust_code=trust_code
+        )
+        click.echo(onnx_info.summary())
+        return
+    if int8:
+        raise click.UsageError("--int8 applies to --format onnx only")
+    from .c_export import export_c
+
+    c_info = export_c(model_file, out or model_file.with_suffix(""))
+    click.echo(c_info.summary())
 
 
 @main.command()

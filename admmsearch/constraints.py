@@ -143,10 +143,17 @@ class StructuredSparsity(Constraint):
 
 @dataclass(frozen=True)
 class Codebook:
-    """Quantization of a tensor: sorted ``levels`` (K,) and integer ``codes`` (shape of w)."""
+    """Quantization of a tensor: sorted ``levels`` (K,) and integer ``codes`` (shape of w).
+
+    A uniform quantizer also gives its integer multipliers ``grid`` (K,) and its ``scale`` (a
+    0-d tensor of the levels' dtype), with ``levels == scale * grid`` computed in that dtype:
+    each level is exactly the rounded product, which a decoder reproduces bit for bit.
+    """
 
     levels: torch.Tensor
     codes: torch.Tensor
+    grid: torch.Tensor | None = None
+    scale: torch.Tensor | None = None
 
     def values(self) -> torch.Tensor:
         return self.levels[self.codes]
@@ -172,7 +179,10 @@ class Quantizer(Constraint):
 
     def fixed(self, w: torch.Tensor) -> FixedLevels:
         """The set with the levels fitted to ``w`` held fixed (convex per entry; used by ADMM)."""
-        return FixedLevels(self.fit(w).levels.detach().clone())
+        book = self.fit(w)
+        grid = None if book.grid is None else book.grid.detach().clone()
+        scale = None if book.scale is None else book.scale.detach().clone()
+        return FixedLevels(book.levels.detach().clone(), grid, scale)
 
 
 @dataclass(frozen=True, eq=False)
@@ -180,14 +190,20 @@ class FixedLevels(Quantizer):
     """Entries on the given sorted ``levels``; the projection rounds each entry to the nearest.
 
     ADMM projects on fixed levels: with the scale free, Z can jump between two nearly equal
-    fits from one update to the next, and the iteration stalls.
+    fits from one update to the next, and the iteration stalls. Uniform levels keep their
+    integer ``grid`` and ``scale`` (see :class:`Codebook`).
     """
 
     levels: torch.Tensor
+    grid: torch.Tensor | None = None
+    scale: torch.Tensor | None = None
 
     def fit(self, w: torch.Tensor) -> Codebook:
         levels = self.levels.to(device=w.device, dtype=w.dtype)
-        return Codebook(levels, nearest_codes(w, levels))
+        if self.grid is None or self.scale is None:
+            return Codebook(levels, nearest_codes(w, levels))
+        grid = self.grid.to(device=w.device, dtype=w.dtype)
+        return Codebook(levels, nearest_codes(w, levels), grid, self.scale.to(levels))
 
     def fixed(self, w: torch.Tensor) -> FixedLevels:
         return self
@@ -205,6 +221,10 @@ def _uniform_grid(bits: int, zero: bool, device: torch.device) -> torch.Tensor:
 @dataclass(frozen=True)
 class UniformQuantization(Quantizer):
     """Entries on ``alpha * grid`` with one per-layer scale alpha chosen to minimise the error.
+
+    The levels are the products ``alpha * grid`` rounded in the weights' dtype, with alpha
+    itself rounded first, so a float32 decoder rebuilds each one exactly from alpha and its
+    integer multiplier.
 
     With ``zero=True`` (dense layers) the grid is the signed integers of ``bits`` bits without the
     most negative one: b=2 is ternary {-1, 0, 1}; b=1 is binary {-1, +1}. With ``zero=False``
@@ -240,8 +260,10 @@ class UniformQuantization(Quantizer):
             alpha = torch.ones((), dtype=torch.float64, device=x.device)
         else:
             alpha = self._best_scale(x, grid, top / grid[-1])
-        levels = (alpha * grid).to(w.dtype)
-        return Codebook(levels, nearest_codes(w.reshape(-1), levels).view_as(w))
+        scale, grid = alpha.to(w.dtype), grid.to(w.dtype)
+        levels = scale * grid  # rounded in w's dtype: each level is exactly scale * integer
+        codes = nearest_codes(w.reshape(-1), levels).view_as(w)
+        return Codebook(levels, codes, grid, scale)
 
     def _best_scale(self, x: torch.Tensor, grid: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
         positive = grid[grid >= 0]

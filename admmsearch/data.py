@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import AdmmSearchError, ConfigError, DatasetError, UserCodeError
+from .normalise import Normalisation
 from .registry import Registry, import_object, one_line
 
 __all__ = ["DATASETS", "DataSplits", "RawData", "batches", "load_dataset"]
@@ -48,11 +49,13 @@ _TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "C
 
 @dataclass(frozen=True, eq=False)
 class DataSplits:
-    """Normalised train/validation/test tensors of one dataset.
+    """Train/validation/test tensors of one dataset, as the model sees them.
 
-    ``x_*`` are float32 ``(N, C, H, W)`` (or ``(N, D)`` for flat vectors), normalised with the
-    per-channel mean and std of the training split; ``y_*`` are int64 class indices. ``augment``
-    names the training augmentation :func:`batches` should apply (``"crop-flip"`` or None).
+    ``x_*`` are float32 ``(N, C, H, W)`` (or ``(N, D)`` for flat vectors), standardised by
+    ``normalisation`` (the training split's per-channel mean and std) or, when it is None,
+    exactly as given; ``y_*`` are int64 class indices. ``augment`` names the training
+    augmentation :func:`batches` should apply (``"crop-flip"`` or None). A model trained on
+    these splits predicts raw inputs ``x`` as ``model(normalisation.apply(x))``.
     """
 
     name: str
@@ -64,6 +67,7 @@ class DataSplits:
     y_test: Tensor
     num_classes: int
     augment: str | None = None
+    normalisation: Normalisation | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -100,6 +104,7 @@ def load_dataset(
     download: bool = True,
     limit_train: int | None = None,
     num_classes: int | None = None,
+    normalise: bool = True,
 ) -> DataSplits:
     """Load a dataset by name and split off a seeded validation set from its training data.
 
@@ -118,6 +123,9 @@ def load_dataset(
         limit_train: keep only the first n training samples (after the seeded shuffle).
         num_classes: the class count (the model's outputs); None takes the largest label + 1,
             provided most of those classes occur (one stray label of 10^6 is refused).
+        normalise: standardise every split with the training split's per-channel mean and std
+            (recorded in ``DataSplits.normalisation``); False takes the arrays as given. A
+            ``module:function`` returning a DataSplits is always taken as given.
 
     Raises:
         ConfigError: ``val_fraction``, ``limit_train`` or ``num_classes`` out of range.
@@ -143,7 +151,7 @@ def load_dataset(
             )
         splits = raw
     else:
-        splits = _split_and_normalise(name, raw, val_fraction, seed, limit_train)
+        splits = _split_and_normalise(name, raw, val_fraction, seed, limit_train, normalise)
         if val_fraction > 0 and len(splits.y_val) == 0:
             raise DatasetError(
                 f"dataset {name!r}: {len(raw.y_train)} training sample(s) are too few for "
@@ -219,7 +227,12 @@ def _load_raw(name: str, root: Path | None, download: bool) -> RawData | DataSpl
 
 
 def _split_and_normalise(
-    name: str, raw: RawData, val_fraction: float, seed: int, limit_train: int | None
+    name: str,
+    raw: RawData,
+    val_fraction: float,
+    seed: int,
+    limit_train: int | None,
+    normalise: bool = True,
 ) -> DataSplits:
     order = torch.randperm(len(raw.x_train), generator=torch.Generator().manual_seed(seed))
     n_val = round(val_fraction * len(order))
@@ -229,26 +242,24 @@ def _split_and_normalise(
     if len(train_index) == 0:
         raise ConfigError(f"val_fraction={val_fraction} leaves no training samples in {name!r}")
     x_train = raw.x_train[train_index]  # indexing copies, so in-place ops below are safe
-    mean, std = _channel_stats(x_train)
+    x_val, x_test = raw.x_train[val_index], raw.x_test.clone()
+    norm = Normalisation.fit(x_train) if normalise else None
+    if norm is not None:
+        for x in (x_train, x_val, x_test):
+            norm.apply_(x)
     num_classes = int(max(raw.y_train.max(), raw.y_test.max())) + 1
     return DataSplits(
         name=name,
-        x_train=x_train.sub_(mean).div_(std),
+        x_train=x_train,
         y_train=raw.y_train[train_index],
-        x_val=raw.x_train[val_index].sub_(mean).div_(std),
+        x_val=x_val,
         y_val=raw.y_train[val_index],
-        x_test=torch.sub(raw.x_test, mean).div_(std),
+        x_test=x_test,
         y_test=raw.y_test,
         num_classes=num_classes,
         augment=raw.augment,
+        normalisation=norm,
     )
-
-
-def _channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and std (dim 1 of image data; one global value for flat vectors)."""
-    dims = [d for d in range(x.dim()) if d != 1] if x.dim() > 2 else list(range(x.dim()))
-    std, mean = torch.std_mean(x, dim=dims, correction=0, keepdim=True)
-    return mean, torch.where(std > 1e-12, std, torch.ones_like(std))  # constant channels: as is
 
 
 def _from_arrays(source: str, arrays: Mapping[str, object]) -> RawData:

@@ -9,6 +9,7 @@ __all__ = [
     "ConstraintError",
     "DatasetError",
     "DivergenceError",
+    "ExportError",
     "LayerError",
     "PackError",
     "RegistryError",
@@ -66,6 +67,11 @@ class DivergenceError(AdmmSearchError):
 
 class PackError(AdmmSearchError):
     """A packed model file is malformed or does not fit the model it is loaded into."""
+
+
+class ExportError(AdmmSearchError):
+    """A packed model cannot be exported to a device format (a layer or network the exporter
+    cannot express, or an output that cannot be written); the message names the file."""
 
 
 class StoreError(AdmmSearchError):

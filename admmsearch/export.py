@@ -32,7 +32,8 @@ from .config.loading import read_yaml, report_errors
 from .data import load_dataset
 from .errors import ConfigError, NoTrialError
 from .front import feasible
-from .objective import build_model, dense_model, trial_metrics
+from .objective import build_model, dense_model, packed_meta, trial_metrics
+from .packing import PackInfo, encode_model
 from .pipeline import PipelineHooks, PipelineResult, run_pipeline
 from .preflight import check_checkpoint, check_device
 from .registry import add_search_dir
@@ -59,6 +60,8 @@ EXPORTED_METRICS = (
     "accuracy_drop",
     "test_accuracy_drop",
     "storage_bits_with_index",
+    "payload_bits",
+    "header_bits",
     "data_bits",
     "stored_bits",
     "bias_bits",
@@ -87,7 +90,7 @@ def choose_trial(
     """The trial to export and a line saying why it was chosen.
 
     ``number`` picks a trial; otherwise ``policy`` does: ``max-compression`` is the smallest
-    storage (with indices) whose validation accuracy drop is at most ``max_drop`` (default: the
+    storage (the packed file) whose validation accuracy drop is at most ``max_drop`` (default: the
     study's ``max_accuracy_drop``); ``max-accuracy`` is the best validation accuracy whose
     storage is at most ``max_storage_bits`` (default: the study's ``max_storage_bits``).
 
@@ -200,6 +203,8 @@ def settings_document(
         "trial": trial.number,
         "chosen_by": chosen_by,
         "metrics": {k: _plain(metrics[k]) for k in EXPORTED_METRICS if k in metrics},
+        # the input normalisation the trial's model expects (also in its packed file's header)
+        "normalisation": trial.user_attrs.get("normalisation"),
         "layers": _layer_settings(original),
         "pipeline": _pipeline_with_knobs(resolved["pipeline"], config, layers, trial.params),
         "params": {k: _plain(v) for k, v in trial.params.items()},
@@ -283,7 +288,11 @@ def write_settings(doc: Mapping[str, Any], path: Path | None) -> str:
 
 def _yaml_section(key: str, value: Any) -> str:
     """One top-level entry; per-layer settings and stage settings one line each, for reading."""
-    flow = None if key in ("layers", "pipeline", "model", "dataset", "dense") else False
+    flow = (
+        None
+        if key in ("layers", "pipeline", "model", "dataset", "dense", "normalisation")
+        else False
+    )
     return yaml.safe_dump({key: value}, sort_keys=False, width=120, default_flow_style=flow)
 
 
@@ -344,11 +353,14 @@ def settings_config(doc: Mapping[str, Any], source: str) -> tuple[StudyConfig, l
 
 @dataclass(frozen=True)
 class Reproduction:
-    """The result of applying settings once: the pipeline's figures and the compressed model."""
+    """The result of applying settings once: the pipeline's figures, the compressed model and
+    its packed file's bytes (the model rebuilds from them alone)."""
 
     result: PipelineResult
     metrics: dict[str, float]
     model: nn.Module
+    packed: bytes
+    info: PackInfo
 
 
 def reproduce(
@@ -376,6 +388,7 @@ def reproduce(
         download=d.download,
         limit_train=d.limit_train,
         num_classes=d.num_classes,
+        normalise=d.normalise,
     )
     check_checkpoint(config, data)
     dense = dense_model(config, data, cache_dir, layers)
@@ -395,9 +408,12 @@ def reproduce(
     result = dataclasses.replace(
         result, stages=(dataclasses.replace(first, seconds=dense.seconds), *rest)
     )
+    model = model.to(torch.device("cpu"))
+    meta = packed_meta(config, data, result)
+    packed, info = encode_model(model, layers, settings.pipeline.index_format, meta)
     metrics = {
         k: float(v)
-        for k, v in trial_metrics(result, dense).items()
+        for k, v in trial_metrics(result, dense, info).items()
         if isinstance(v, int | float) and math.isfinite(float(v))
     }
-    return Reproduction(result, metrics, model.to(torch.device("cpu")))
+    return Reproduction(result, metrics, model, packed, info)

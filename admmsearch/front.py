@@ -44,6 +44,7 @@ def trials_frame(study: optuna.Study, objectives: list[str]) -> pd.DataFrame:
             "test_accuracy",
             "accuracy_drop",
             "storage_bits_with_index",
+            "payload_bits",
             "compression_ratio_with_index",
             "data_bits",
             "weight_ratio_no_index",
@@ -96,7 +97,7 @@ def plot_front(frame: pd.DataFrame, dense: dict[str, float], png: Path, html: Pa
         label="dense fp32",
     )
     ax.set_xscale("log")
-    ax.set_xlabel("storage with indices (KiB)")
+    ax.set_xlabel("packed model file (KiB)")
     ax.set_ylabel("validation accuracy")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
@@ -136,7 +137,7 @@ def _plot_html(frame: pd.DataFrame, dense: dict[str, float], html: Path) -> None
         )
     )
     fig.update_layout(
-        xaxis={"type": "log", "title": "storage with indices (KiB)"},
+        xaxis={"type": "log", "title": "packed model file (KiB)"},
         yaxis={"title": "validation accuracy"},
         template="plotly_white",
     )

@@ -39,15 +39,28 @@ class Masked(nn.Module):
 
 
 class Quantized(nn.Module):
-    """Frozen entries take ``scale * grid[codes]``; the others stay free; pruned ones stay zero.
+    """Frozen entries take ``(scale / unit) * grid[codes]``; the others stay free; pruned ones
+    stay zero.
 
     The codebook is learned: for uniform quantization only the shared ``scale`` is a parameter
     (the levels stay evenly spaced); for clustering the centroids (``grid``) are parameters, each
     moved by the summed gradient of the weights that share it. Growing ``frozen`` round by round
     is the iterative quantization of the pipeline.
+
+    Given the integer multipliers ``grid`` of a uniform quantizer, the grid keeps them and
+    ``unit`` is their largest magnitude, so every level is the float32 product of one step
+    (``scale / unit``) and an integer: exactly what the packed file stores and a decoder
+    rebuilds. ``scale`` is the largest level (as for centroids, ``unit`` 1), which keeps its
+    gradient, and so its learning rate, the same for every bit width.
     """
 
-    def __init__(self, mask: torch.Tensor, levels: torch.Tensor, learn: str) -> None:
+    def __init__(
+        self,
+        mask: torch.Tensor,
+        levels: torch.Tensor,
+        learn: str,
+        grid: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         if learn not in ("scale", "centroids", "none"):
             raise ValueError(f"learn must be 'scale', 'centroids' or 'none', got {learn!r}")
@@ -56,14 +69,19 @@ class Quantized(nn.Module):
         self.register_buffer(
             "codes", torch.zeros(mask.shape, dtype=torch.long, device=mask.device)
         )
-        top = levels.detach().abs().max().clamp_min(torch.finfo(levels.dtype).tiny)
-        grid = (levels.detach() / top).clone()
-        scale = top.reshape(1).clone()
-        self.grid = nn.Parameter(grid, requires_grad=learn == "centroids")
-        self.scale = nn.Parameter(scale, requires_grad=learn == "scale")
+        levels = levels.detach()
+        top = levels.abs().max().clamp_min(torch.finfo(levels.dtype).tiny)
+        if grid is None:
+            grid, unit = levels / top, torch.ones((), dtype=levels.dtype)
+        else:
+            grid = grid.detach().to(levels)
+            unit = grid.abs().max().clamp_min(1)
+        self.register_buffer("unit", unit.reshape(1).to(levels).clone())
+        self.grid = nn.Parameter(grid.clone(), requires_grad=learn == "centroids")
+        self.scale = nn.Parameter(top.reshape(1).clone(), requires_grad=learn == "scale")
 
     def levels(self) -> torch.Tensor:
-        return self.scale * self.grid
+        return (self.scale / self.unit) * self.grid
 
     def freeze_(self, entries: torch.Tensor, codes: torch.Tensor) -> None:
         """Put ``entries`` (boolean, inside the mask) on the levels given by ``codes``."""
@@ -75,7 +93,8 @@ class Quantized(nn.Module):
         if self.grid.requires_grad:  # centroids learn: gather from the levels
             on_level = self.levels().to(weight.dtype)[self.codes]
         else:  # only the scale learns: gather the fixed grid, then scale (a cheap backward)
-            on_level = self.scale.to(weight.dtype) * self.grid.to(weight.dtype)[self.codes]
+            step = (self.scale / self.unit).to(weight.dtype)
+            on_level = step * self.grid.to(weight.dtype)[self.codes]
         out = torch.where(self.frozen, on_level, weight)
         return torch.where(
             self.mask, out, torch.zeros((), dtype=weight.dtype, device=weight.device)
@@ -104,13 +123,17 @@ def prune_(layers: Mapping[str, nn.Module], masks: Mapping[str, torch.Tensor]) -
         parametrize.register_parametrization(module, "weight", Masked(mask))
 
 
-def quantize_(module: nn.Module, levels: torch.Tensor, learn: str) -> Quantized:
-    """Replace a module's parametrization by a Quantized one over its current mask."""
+def quantize_(
+    module: nn.Module, levels: torch.Tensor, learn: str, grid: torch.Tensor | None = None
+) -> Quantized:
+    """Replace a module's parametrization by a Quantized one over its current mask; ``grid``
+    gives a uniform quantizer's integer multipliers (see :class:`Quantized`)."""
     mask = mask_of(module)
     if mask is None:
         mask = torch.ones_like(module.weight, dtype=torch.bool)
     _remove(module)
-    q = Quantized(mask, levels.to(module.weight.device), learn)
+    device = module.weight.device
+    q = Quantized(mask, levels.to(device), learn, None if grid is None else grid.to(device))
     parametrize.register_parametrization(module, "weight", q)
     return q
 

@@ -6,6 +6,7 @@ determines it (:mod:`admmsearch.cache`); every trial and every worker starts fro
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -14,11 +15,19 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from .cache import DenseModel, build_model, dense_model, load_pruned, pruning_key, save_pruned
+from .cache import (
+    DenseModel,
+    build_model,
+    dense_model,
+    load_pruned,
+    packed_meta,
+    pruning_key,
+    save_pruned,
+)
 from .config import StudyConfig
 from .data import DataSplits
 from .errors import DivergenceError, TrackingError
-from .packing import pack_model
+from .packing import PackInfo, pack_model
 from .pipeline import PipelineHooks, PipelineResult, StageResult, run_pipeline
 from .registry import one_line
 from .search_space import TrialSettings, suggest
@@ -29,7 +38,9 @@ __all__ = [
     "Objective",
     "build_model",
     "collapsed",
+    "data_params",
     "dense_model",
+    "packed_meta",
     "trial_metrics",
 ]
 
@@ -42,9 +53,16 @@ def collapsed(accuracy: float, num_classes: int) -> bool:
     return not math.isfinite(accuracy) or accuracy <= 1.2 / num_classes
 
 
-def trial_metrics(result: PipelineResult, dense: DenseModel) -> dict[str, float]:
-    """Flat metrics of one finished pipeline: accuracy, drop from dense, storage and ratios."""
+def trial_metrics(result: PipelineResult, dense: DenseModel, packed: PackInfo) -> dict[str, float]:
+    """Flat metrics of one finished pipeline: accuracy, drop from dense, storage and ratios.
+
+    ``storage_bits_with_index`` is the packed file's whole size in bits (what is deployed);
+    ``payload_bits`` is the accounting's figure beside it (the file without its header and byte
+    padding, ``model_stored_bits``); ``compression_ratio_with_index`` is the dense float32
+    model's bits over the file's.
+    """
     final = result.final
+    file_bits = 8 * packed.file_bytes
     metrics = {
         "val_accuracy": final.val_accuracy,
         "test_accuracy": final.test_accuracy,
@@ -52,8 +70,10 @@ def trial_metrics(result: PipelineResult, dense: DenseModel) -> dict[str, float]
         "dense_test_accuracy": dense.test_accuracy,
         "accuracy_drop": dense.val_accuracy - final.val_accuracy,
         "test_accuracy_drop": dense.test_accuracy - final.test_accuracy,
-        "storage_bits_with_index": result.storage.model_stored_bits,
-        "compression_ratio_with_index": result.storage.model_ratio,
+        "storage_bits_with_index": file_bits,
+        "payload_bits": result.storage.model_stored_bits,
+        "header_bits": 8 * packed.header_bytes,
+        "compression_ratio_with_index": result.storage.model_dense_bits / file_bits,
     }
     metrics.update(result.storage.summary())
     for stage in result.stages:
@@ -95,7 +115,20 @@ def _params(settings: TrialSettings) -> dict[str, Any]:
     if p.retrain is not None:
         out.update({"retrain.epochs": p.retrain.epochs, "retrain.lr": p.retrain.lr})
     out["progressive_steps"] = p.progressive_steps
+    out["fold_batchnorm"] = p.fold_batchnorm
     return out
+
+
+def data_params(data: DataSplits) -> dict[str, Any]:
+    """The input normalisation the trial's model was trained with, for MLflow params."""
+    norm = data.normalisation
+    if norm is None:
+        return {"normalisation": "none"}
+    return {
+        "normalisation": "per-channel",
+        "normalisation.mean": json.dumps(list(norm.mean)),
+        "normalisation.std": json.dumps(list(norm.std)),
+    }
 
 
 def _series(result: PipelineResult) -> dict[str, list[float]]:
@@ -154,7 +187,7 @@ class Objective:
         try:
             run_id = self.tracker.trial_run(self.parent_run, trial.number)
             trial.set_user_attr("mlflow_run_id", run_id)
-            self.tracker.log(run_id, params=_params(settings))
+            self.tracker.log(run_id, params={**_params(settings), **data_params(self.data)})
             values = self._run(trial, settings, run_id)
             self.tracker.finish(run_id)
         except (DivergenceError, optuna.TrialPruned) as exc:
@@ -207,12 +240,15 @@ class Objective:
             pruned=pruned,
             on_pruned=lambda state: save_pruned(state, cache),
         )
-        metrics = trial_metrics(result, self.dense)
-        self._set_constraints(trial, metrics)
         path = self.models_dir / f"trial-{trial.number}.admm"
         path.parent.mkdir(parents=True, exist_ok=True)
-        pack_model(model.cpu(), self.layers, path)
+        meta = packed_meta(self.config, self.data, result)
+        packed = pack_model(model.cpu(), self.layers, path, settings.pipeline.index_format, meta)
+        metrics = trial_metrics(result, self.dense, packed)
+        self._set_constraints(trial, metrics)
         trial.set_user_attr("packed_model", str(path))
+        norm = self.data.normalisation
+        trial.set_user_attr("normalisation", None if norm is None else norm.to_dict())
         trial.set_user_attr("metrics", {k: float(v) for k, v in metrics.items()})
         self.tracker.log(run_id, metrics=metrics, series=_series(result))
         self.tracker.log_frame(run_id, layer_table(result), "layers.csv")

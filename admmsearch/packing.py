@@ -1,81 +1,128 @@
-"""The compressed model file, whose size is the storage accounting plus a small header.
+"""The compressed model file (``.admm``, format 2): everything needed to predict from raw inputs.
 
-Layout: the 8-byte magic ``b"ADMMPK01"``, the header length as a little-endian uint32, a compact
-UTF-8 JSON header (``{"format": 1, "streams": [...]}``, one entry per state_dict tensor, in
-file order), then the streams, each starting on a byte boundary. A stream's entry has short keys
-to keep the header small: ``k`` state_dict key, ``s`` shape, ``t`` dtype, ``e`` encoding, ``n``
-byte length; weight streams add ``c`` code width, ``K`` codebook size, ``m`` nonzeros, ``b``
-bits before padding, and for ``"gap"`` ``g`` gap width and ``f`` fillers. Each compressible
-layer's weight is one stream, in the encoding :func:`admmsearch.storage.layer_storage` chose:
+Layout (all integers little-endian; ``docs/FORMAT.md`` gives every byte):
 
-* ``"dense"``: [codebook] codes of all entries;
-* ``"gap"``: [codebook] gap codes (fillers included) at ``g`` bits, then the value codes;
-* ``"csr"``: [codebook] row pointers, column indices, then the value codes;
+* a 20-byte prefix: the magic ``b"ADMMPK"``, the format version (uint16, 2), the header's and
+  the payload's byte lengths (uint32, uint64);
+* a compact binary header: how to rebuild the network (model name or ``module:function``, its
+  arguments as JSON, class count, input shape, whether BatchNorm was folded), the input
+  normalisation, and one entry per state_dict tensor (key, dtype, shape, encoding and the counts
+  and widths of its stream, see :mod:`admmsearch.streams`);
+* the payload: the tensors' streams in header order, each starting on a byte boundary; a
+  compressible weight holds exactly ``LayerStorage.stored_bits`` bits, so the payload is
+  ``StorageReport.model_stored_bits`` plus byte padding;
+* a CRC-32 (zlib's) of everything before it.
 
-where the codebook (present when ``K > 0``) is ``K`` float32 bit patterns in ascending order of
-their bits and the value codes are ``c`` bits each (raw float32 bits when ``K == 0``). Every
-other tensor (biases, buffers, non-compressible parameters) is a ``"raw"`` stream of its bytes.
-
-Bits are packed least-significant first: a field's bit ``i`` precedes its bit ``i + 1``, and
-the stream's bit ``j`` is bit ``j % 8`` of byte ``j // 8``; the last byte is zero-padded. Raw
-bytes are little-endian. A weight stream holds exactly ``LayerStorage.stored_bits`` bits, so
-``file_bytes == header_bytes + Σ ceil(stream_bits / 8)`` and the streams' bits sum to
-``StorageReport.model_stored_bits``. Pruned entries (``+0.0`` or ``-0.0``) decode as ``+0.0``.
+A reader checks, in order and before allocating any tensor: magic and version, the total length,
+the checksum, the header's fields and their consistency, every stream's length against the
+payload's, and a bound on the entries to decode; then each stream's index against its shape.
+Any failure is a :class:`PackError` naming the file and what is wrong.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from .binio import ByteReader, ByteWriter, Malformed
 from .errors import PackError
-from .storage import MAX_GAP_BITS, LayerStorage, StorageReport, csr_layout, model_storage
+from .normalise import Normalisation
+from .storage import StorageReport, model_storage
+from .streams import StreamMeta, decode, encode
 
-__all__ = ["MAGIC", "PackInfo", "pack_model", "read_packed", "unpack_into"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "MAX_ENTRIES",
+    "ModelMeta",
+    "PackInfo",
+    "PackedFile",
+    "encode_model",
+    "pack_model",
+    "read_model_file",
+    "read_packed",
+    "unpack_into",
+]
 
-MAGIC = b"ADMMPK01"
-FORMAT_VERSION = 1
-_LENGTH = struct.Struct("<I")
-_PREFIX_BYTES = len(MAGIC) + _LENGTH.size
-_DECODE_ERRORS = (
-    KeyError,
-    TypeError,
-    ValueError,
-    IndexError,
-    AttributeError,
-    OverflowError,
-    RuntimeError,
-)
+MAGIC = b"ADMMPK"
+FORMAT_VERSION = 2
+#: A reader decodes at most this many tensor entries (1 GiB of float32) unless told otherwise.
+MAX_ENTRIES = 1 << 28
+_PREFIX = struct.Struct("<6sHIQ")
+_CRC = struct.Struct("<I")
+_FOLDED = 1  # flag bit: BatchNorm was folded into the preceding convolutions
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What the header says beside the tensors: how to rebuild and feed the network.
+
+    Attributes:
+        model: registered name, ``torchvision:<name>`` or ``module:function``; "" if unknown.
+        kwargs: the factory's extra arguments (JSON-able).
+        num_classes: the output layer's size (0 if unknown).
+        input_shape: one sample's shape, e.g. ``(1, 28, 28)``.
+        folded: BatchNorm was folded into its convolutions (rebuild, then fold, then load).
+        normalisation: applied to raw inputs before the network, or None.
+    """
+
+    model: str = ""
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    num_classes: int = 0
+    input_shape: tuple[int, ...] = ()
+    folded: bool = False
+    normalisation: Normalisation | None = None
 
 
 @dataclass(frozen=True)
 class PackInfo:
-    """Where a packed model went and how its bytes split into header and payload."""
+    """Where a packed model went and how its bytes split into header and payload.
 
-    path: Path
+    ``header_bytes`` counts everything that is not payload: prefix, header and checksum.
+    """
+
+    path: Path | None
     file_bytes: int
     header_bytes: int
     payload_bytes: int
     report: StorageReport
 
 
-def pack_model(
-    model: nn.Module, layer_names: Sequence[str], path: str | Path, index_format: str = "gap"
-) -> PackInfo:
-    """Write ``model``'s state_dict to ``path``, ``layer_names``' weights compressed.
+@dataclass(frozen=True)
+class PackedFile:
+    """A packed file read back: its meta, tensors, header entries and raw streams."""
+
+    path: Path
+    meta: ModelMeta
+    state: dict[str, Tensor]
+    streams: tuple[StreamMeta, ...]
+    blobs: dict[str, bytes]
+    file_bytes: int
+    header_bytes: int
+
+    @property
+    def payload_bytes(self) -> int:
+        return self.file_bytes - self.header_bytes
+
+
+def encode_model(
+    model: nn.Module,
+    layer_names: Sequence[str],
+    index_format: str = "gap",
+    meta: ModelMeta | None = None,
+) -> tuple[bytes, PackInfo]:
+    """The packed file's bytes for ``model``, ``layer_names``' weights compressed.
 
     Raises:
-        PackError: the model still carries parametrizations.
+        PackError: the model still carries parametrizations, or a tensor cannot be stored.
     """
     if any(parametrize.is_parametrized(module) for module in model.modules()):
         raise PackError(
@@ -86,45 +133,78 @@ def pack_model(
     state = model.state_dict()
     if missing := sorted(set(layers) - set(state)):
         raise PackError(f"compressible weights {missing} are not in the model's state_dict")
-    streams = [_encode(key, tensor, layers.get(key)) for key, tensor in state.items()]
-    if sum(bits for _, bits, _ in streams) != report.model_stored_bits:
-        raise PackError("packed bits differ from the storage accounting; please report this bug")
-    metas = [meta for meta, _, _ in streams]
-    header = json.dumps({"format": FORMAT_VERSION, "streams": metas}, separators=(",", ":"))
-    header_blob = MAGIC + _LENGTH.pack(len(header.encode())) + header.encode()
-    payload = b"".join(blob for _, _, blob in streams)
-    path = Path(path)
     try:
-        path.write_bytes(header_blob + payload)
-    except OSError as exc:
-        raise PackError(f"cannot write packed model {path}: {exc}") from exc
-    return PackInfo(path, len(header_blob) + len(payload), len(header_blob), len(payload), report)
+        streams = [encode(key, tensor, layers.get(key)) for key, tensor in state.items()]
+    except ValueError as exc:
+        raise PackError(f"cannot pack the model: {exc}") from exc
+    if sum(m.bits for m, _ in streams if m.encoding != "raw") != report.stored_bits:
+        raise PackError("packed bits differ from the storage accounting; please report this bug")
+    header = _header(meta or ModelMeta(), [m for m, _ in streams])
+    payload = b"".join(blob for _, blob in streams)
+    body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header), len(payload)) + header + payload
+    data = body + _CRC.pack(zlib.crc32(body))
+    return data, PackInfo(None, len(data), len(data) - len(payload), len(payload), report)
 
 
-def read_packed(path: str | Path) -> dict[str, Tensor]:
-    """Decode a packed file into a full state_dict (weights as float32, the rest as stored).
+def pack_model(
+    model: nn.Module,
+    layer_names: Sequence[str],
+    path: str | Path,
+    index_format: str = "gap",
+    meta: ModelMeta | None = None,
+) -> PackInfo:
+    """Write ``model``'s state_dict to ``path`` (see :func:`encode_model`).
 
     Raises:
-        PackError: the file cannot be read or is malformed; the message names file and problem.
+        PackError: as :func:`encode_model`, or the file cannot be written.
+    """
+    data, info = encode_model(model, layer_names, index_format, meta)
+    path = Path(path)
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise PackError(f"cannot write packed model {path}: {exc}") from exc
+    return PackInfo(path, info.file_bytes, info.header_bytes, info.payload_bytes, info.report)
+
+
+def read_model_file(path: str | Path, max_entries: int = MAX_ENTRIES) -> PackedFile:
+    """Read and check a packed file: meta, every tensor, the header entries and raw streams.
+
+    Raises:
+        PackError: the file cannot be read, is of another version, truncated, damaged
+            (checksum), malformed, or would decode to more than ``max_entries`` entries; the
+            message names the file and the problem.
     """
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise PackError(f"cannot read packed model {path}: {exc}") from exc
-    streams = _parse_header(path, data)
-    offset = _PREFIX_BYTES + _LENGTH.unpack_from(data, len(MAGIC))[0]
-    state = {}
-    for meta in streams:
+    header_end, payload_end = _check_prefix(path, data)
+    try:
+        meta, streams = _parse_header(ByteReader(data, _PREFIX.size, header_end))
+        _check_streams(streams, payload_end - header_end, max_entries)
+    except (Malformed, ValueError) as exc:
+        raise PackError(f"{path}: header is malformed: {exc}") from None
+    state, blobs, offset = {}, {}, header_end
+    for stream in streams:
+        blob = data[offset : offset + stream.nbytes]
         try:
-            nbytes, key = int(meta["n"]), str(meta["k"])
-            if key in state:
-                raise ValueError("the key appears twice")
-            state[key] = _decode(meta, data[offset : offset + nbytes])
-        except _DECODE_ERRORS as exc:
-            raise PackError(f"{path}: stream {meta.get('k')!r} is malformed: {exc}") from exc
-        offset += nbytes
-    return state
+            state[stream.key] = decode(stream, blob)
+        except (ValueError, IndexError) as exc:
+            raise PackError(f"{path}: stream {stream.key!r} is malformed: {exc}") from None
+        blobs[stream.key], offset = blob, offset + stream.nbytes
+    header_bytes = len(data) - (payload_end - header_end)
+    return PackedFile(path, meta, state, tuple(streams), blobs, len(data), header_bytes)
+
+
+def read_packed(path: str | Path, max_entries: int = MAX_ENTRIES) -> dict[str, Tensor]:
+    """Decode a packed file into a full state_dict (weights as float32, the rest as stored).
+
+    Raises:
+        PackError: as :func:`read_model_file`.
+    """
+    return read_model_file(path, max_entries).state
 
 
 def unpack_into(model: nn.Module, path: str | Path) -> nn.Module:
@@ -133,7 +213,17 @@ def unpack_into(model: nn.Module, path: str | Path) -> nn.Module:
     Raises:
         PackError: the file is malformed or does not fit the model.
     """
-    state, expected = read_packed(path), model.state_dict()
+    load_state(model, read_packed(path), path)
+    return model
+
+
+def load_state(model: nn.Module, state: Mapping[str, Tensor], path: str | Path) -> None:
+    """Load a decoded state into ``model`` after checking keys, shapes and dtypes.
+
+    Raises:
+        PackError: naming ``path`` and the first tensor that does not fit.
+    """
+    expected = model.state_dict()
     if state.keys() != expected.keys():
         missing, extra = sorted(expected.keys() - state), sorted(state.keys() - expected)
         raise PackError(f"{path} does not fit the model: missing {missing}, unexpected {extra}")
@@ -145,182 +235,118 @@ def unpack_into(model: nn.Module, path: str | Path) -> nn.Module:
                 f"in the file but {want.dtype}{list(want.shape)} in the model"
             )
     model.load_state_dict(state, strict=True)
-    return model
 
 
 def _state_key(module_name: str, tensor_name: str) -> str:
     return f"{module_name}.{tensor_name}" if module_name else tensor_name
 
 
-def _parse_header(path: Path, data: bytes) -> list[dict[str, Any]]:
-    """Check magic, header and total length; return the stream entries."""
+# --- the header ---
+
+
+def _header(meta: ModelMeta, streams: list[StreamMeta]) -> bytes:
+    out = ByteWriter()
+    out.text(meta.model)
+    out.text(json.dumps(dict(meta.kwargs), separators=(",", ":"), sort_keys=True))
+    out.put("IB", meta.num_classes, len(meta.input_shape))
+    out.put(f"{len(meta.input_shape)}I", *meta.input_shape)
+    out.put("B", _FOLDED if meta.folded else 0)
+    norm = meta.normalisation
+    out.put("B", 0 if norm is None else 1)
+    if norm is not None:
+        out.put("I", norm.channels)
+        out.floats(norm.mean)
+        out.floats(norm.std)
+    out.put("I", len(streams))
+    for stream in streams:
+        stream.write(out)
+    return bytes(out.buffer)
+
+
+def _parse_header(src: ByteReader) -> tuple[ModelMeta, list[StreamMeta]]:
+    model = src.text("the model name")
+    try:
+        kwargs = json.loads(src.text("the model arguments"))
+    except json.JSONDecodeError as exc:
+        raise Malformed(f"the model arguments are not JSON ({exc})") from None
+    if not isinstance(kwargs, dict):
+        raise Malformed("the model arguments are not a JSON object")
+    num_classes, ndim = src.get("IB", "the class count")
+    input_shape = src.get(f"{ndim}I", "the input shape")
+    flags = int(src.one("B", "the flags"))
+    if flags & ~_FOLDED:
+        raise Malformed(f"unknown flags {flags:#x}")
+    norm = _parse_normalisation(src)
+    count = int(src.one("I", "the tensor count"))
+    streams = [StreamMeta.read(src, f"tensor {i}") for i in range(count)]
+    if src.pos != src.end:
+        raise Malformed(f"{src.end - src.pos} bytes after the last tensor entry")
+    if len({s.key for s in streams}) != len(streams):
+        raise Malformed("a tensor key appears twice")
+    meta = ModelMeta(model, kwargs, num_classes, tuple(input_shape), bool(flags & _FOLDED), norm)
+    return meta, streams
+
+
+def _parse_normalisation(src: ByteReader) -> Normalisation | None:
+    kind = int(src.one("B", "the normalisation kind"))
+    if kind == 0:
+        return None
+    if kind != 1:
+        raise Malformed(f"unknown normalisation kind {kind}")
+    channels = int(src.one("I", "the normalisation's channel count"))
+    mean = src.floats(channels, "the normalisation's means")
+    std = src.floats(channels, "the normalisation's stds")
+    try:
+        return Normalisation(mean, std)
+    except ValueError as exc:
+        raise Malformed(str(exc)) from None
+
+
+def _check_prefix(path: Path, data: bytes) -> tuple[int, int]:
+    """Magic, version, lengths and checksum; returns where the header and payload end."""
     if data[: len(MAGIC)] != MAGIC:
         raise PackError(f"{path} is not a packed admmsearch model (bad magic {data[:8]!r})")
-    if len(data) < _PREFIX_BYTES:
-        raise PackError(f"{path} is truncated inside its header length")
-    end = _PREFIX_BYTES + _LENGTH.unpack_from(data, len(MAGIC))[0]
-    if end > len(data):
-        raise PackError(f"{path} is truncated inside its {end - _PREFIX_BYTES}-byte header")
-    try:
-        header = json.loads(data[_PREFIX_BYTES:end].decode())
-        streams = header["streams"]
-        promised = sum(int(meta["n"]) for meta in streams)
-    except (*_DECODE_ERRORS, UnicodeDecodeError) as exc:
-        problem = f"{type(exc).__name__}: {exc}"
-        raise PackError(f"{path} has a header that does not parse ({problem})") from exc
-    if header.get("format") != FORMAT_VERSION:
-        raise PackError(f"{path} has format {header.get('format')!r}; expected {FORMAT_VERSION}")
-    if len(data) != end + promised:
-        raise PackError(f"{path} has {len(data) - end} payload bytes; its header says {promised}")
-    return streams
-
-
-def _encode(key: str, tensor: Tensor, layer: LayerStorage | None) -> tuple[dict, int, bytes]:
-    """One stream: its header entry, its bit count and its bytes."""
-    if not isinstance(tensor, Tensor):
-        raise PackError(f"state_dict entry {key!r} is not a tensor; it cannot be packed")
-    tensor = tensor.detach().cpu().contiguous()
-    meta = {"k": key, "s": list(tensor.shape), "t": str(tensor.dtype).split(".")[-1]}
-    if layer is None:
-        blob = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
-        return {**meta, "e": "raw", "n": len(blob)}, 8 * len(blob), blob
-    fields = _weight_fields(tensor, layer)
-    bits = np.concatenate([_to_bits(values, width) for values, width in fields])
-    if bits.size != layer.stored_bits:
+    if data[6:8] == b"01":
         raise PackError(
-            f"layer {layer.name!r} packs {bits.size} bits; accounted {layer.stored_bits}"
+            f"{path} is format 1 (an older admmsearch); this admmsearch reads format "
+            f"{FORMAT_VERSION}: pack the model again (admmsearch compress)"
         )
-    blob = np.packbits(bits, bitorder="little").tobytes()
-    coding = {"e": layer.encoding, "c": layer.stored_code_bits, "K": layer.stored_codebook_size}
-    gap = {"g": layer.gap_bits, "f": layer.fillers} if layer.encoding == "gap" else {}
-    counts = {"m": layer.nonzeros, "b": int(bits.size), "n": len(blob)}
-    return {**meta, **coding, **gap, **counts}, int(bits.size), blob
+    if len(data) < _PREFIX.size + _CRC.size:
+        raise PackError(f"{path} is truncated inside its {_PREFIX.size}-byte prefix")
+    _, version, header_bytes, payload_bytes = _PREFIX.unpack_from(data)
+    if version != FORMAT_VERSION:
+        raise PackError(
+            f"{path} has format version {version}; this admmsearch reads {FORMAT_VERSION}"
+        )
+    header_end = _PREFIX.size + header_bytes
+    expected = header_end + payload_bytes + _CRC.size
+    if len(data) != expected:
+        what = "is truncated" if len(data) < expected else "has extra bytes"
+        raise PackError(f"{path} {what}: {len(data)} bytes, its prefix says {expected}")
+    (stored,) = _CRC.unpack_from(data, len(data) - _CRC.size)
+    computed = zlib.crc32(memoryview(data)[: len(data) - _CRC.size])
+    if stored != computed:
+        raise PackError(
+            f"{path} is damaged: checksum {computed:08x} does not match the stored {stored:08x}"
+        )
+    return header_end, header_end + payload_bytes
 
 
-def _weight_fields(weight: Tensor, layer: LayerStorage) -> list[tuple[np.ndarray, int]]:
-    """The (values, bit width) fields of a weight stream in file order."""
-    flat = weight.reshape(-1).numpy()
-    flat = np.where(flat == 0, np.float32(0), flat).view(np.uint32)
-    if layer.encoding == "dense":
-        return _value_fields(flat, layer.stored_code_bits, layer.stored_codebook_size)
-    positions = np.flatnonzero(flat)
-    codebook, *codes = _value_fields(flat[positions], layer.code_bits, layer.codebook_size)
-    if layer.encoding == "gap":
-        index = [(_gap_codes(positions, layer.gap_bits), layer.gap_bits)]
-    else:
-        rows, cols, pointer_bits, column_bits = csr_layout(layer.shape, layer.nonzeros)
-        pointers = np.cumsum(np.bincount(positions // cols, minlength=rows), dtype=np.int64)
-        index = [(np.concatenate(([0], pointers)), pointer_bits), (positions % cols, column_bits)]
-    return [codebook, *index, *codes]
-
-
-def _value_fields(bits: np.ndarray, width: int, size: int) -> list[tuple[np.ndarray, int]]:
-    """Codebook and codes (or an empty codebook and raw float32 bits when ``size == 0``)."""
-    if size == 0:
-        return [(bits[:0], 32), (bits, 32)]
-    ordered = np.sort(bits)
-    codebook = ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
-    if codebook.size != size:
-        raise PackError(f"codebook has {codebook.size} values, accounted {size}")
-    return [(codebook, 32), (np.searchsorted(codebook, bits), width)]
-
-
-def _gap_codes(positions: np.ndarray, gap_bits: int) -> np.ndarray:
-    """Gap codes in order: ``(d - 1) // span`` fillers (code 0), then the rest of the gap ``d``."""
-    span = (1 << gap_bits) - 1
-    gaps = np.diff(positions, prepend=-1)
-    fillers = (gaps - 1) // span
-    codes = np.zeros(positions.size + int(fillers.sum()), dtype=np.int64)
-    codes[np.cumsum(fillers + 1) - 1] = gaps - fillers * span
-    return codes
-
-
-def _uint(width: int) -> np.dtype:
-    """The smallest little-endian unsigned dtype holding ``width`` bits."""
-    for nbytes in (1, 2, 4, 8):
-        if width <= 8 * nbytes:
-            return np.dtype(f"<u{nbytes}")
-    raise ValueError(f"a field of {width} bits exceeds 64")
-
-
-def _to_bits(values: np.ndarray, width: int) -> np.ndarray:
-    """Flat LSB-first bit array (uint8 0/1) of ``values`` at ``width`` bits each."""
-    if width == 0 or values.size == 0:
-        return np.zeros(0, dtype=np.uint8)
-    as_bytes = values.astype(_uint(width)).reshape(-1, 1).view(np.uint8)
-    return np.unpackbits(as_bytes, axis=1, bitorder="little")[:, :width].reshape(-1)
-
-
-class _BitReader:
-    """Reads consecutive fixed-width fields from a stream's bytes, LSB first."""
-
-    def __init__(self, blob: bytes) -> None:
-        self.bits = np.unpackbits(np.frombuffer(blob, dtype=np.uint8), bitorder="little")
-        self.used = 0
-
-    def read(self, count: int, width: int) -> np.ndarray:
-        end = self.used + count * width
-        if count < 0 or end > self.bits.size:
-            raise ValueError(f"needs {end} bits, has {self.bits.size}")
-        dtype = _uint(width)
-        padded = np.zeros((count, 8 * dtype.itemsize), dtype=np.uint8)
-        padded[:, :width] = self.bits[self.used : end].reshape(count, width)
-        self.used = end
-        return np.packbits(padded, axis=1, bitorder="little").view(dtype).reshape(-1)
-
-
-def _decode(meta: dict[str, Any], blob: bytes) -> Tensor:
-    """Tensor of one stream; raises ValueError (or similar) when the stream is inconsistent."""
-    shape, dtype = [int(n) for n in meta["s"]], getattr(torch, meta["t"])
-    if not isinstance(dtype, torch.dtype) or len(blob) != int(meta["n"]):
-        raise ValueError(f"bad dtype {meta['t']!r} or truncated stream")
-    if meta["e"] == "raw":
-        flat = torch.frombuffer(bytearray(blob), dtype=torch.uint8) if blob else torch.empty(0)
-        return flat.to(torch.uint8).view(dtype).reshape(shape).clone()
-    reader, numel = _BitReader(blob), math.prod(shape)
-    codebook = reader.read(int(meta["K"]), 32)
-    positions = None if meta["e"] == "dense" else _read_positions(reader, meta, shape)
-    count = numel if positions is None else positions.size
-    values = _read_values(reader, codebook, count, int(meta["c"]))
-    if reader.used != int(meta["b"]) or len(blob) != math.ceil(reader.used / 8):
-        raise ValueError(f"stream holds {reader.used} bits; header says {meta['b']}")
-    flat = np.zeros(numel, dtype=np.uint32)
-    flat[slice(None) if positions is None else positions] = values
-    return torch.from_numpy(flat.view(np.float32)).reshape(shape)
-
-
-def _read_positions(reader: _BitReader, meta: dict[str, Any], shape: list[int]) -> np.ndarray:
-    """Flat positions of the nonzeros from a gap or CSR index, checked against the shape."""
-    nonzeros = int(meta["m"])
-    if meta["e"] == "gap" and 1 <= int(meta["g"]) <= MAX_GAP_BITS:
-        codes = reader.read(nonzeros + int(meta["f"]), int(meta["g"])).astype(np.int64)
-        advance = np.where(codes == 0, (1 << int(meta["g"])) - 1, codes)
-        positions = (np.cumsum(advance) - 1)[codes != 0]
-    elif meta["e"] == "csr":
-        rows, cols, pointer_bits, column_bits = csr_layout(shape, nonzeros)
-        pointers = reader.read(rows + 1, pointer_bits).astype(np.int64)
-        columns = reader.read(nonzeros, column_bits).astype(np.int64)
-        if pointers[0] != 0 or pointers[-1] != nonzeros or np.any(np.diff(pointers) < 0):
-            raise ValueError("row pointers are not a running count of the nonzeros")
-        if columns.size and columns.max() >= cols:
-            raise ValueError(f"column index {columns.max()} outside {cols} columns")
-        positions = np.repeat(np.arange(rows), np.diff(pointers)) * cols + columns
-    else:
-        raise ValueError(f"unknown encoding {meta['e']!r} (gap width {meta.get('g')})")
-    if positions.size != nonzeros:
-        raise ValueError(f"index gives {positions.size} nonzeros; header says {nonzeros}")
-    if np.any(np.diff(positions) <= 0):
-        raise ValueError("index does not give the nonzeros in increasing order")
-    if positions.size and positions[-1] >= math.prod(shape):
-        raise ValueError(f"index points past the {math.prod(shape)} entries")
-    return positions
-
-
-def _read_values(reader: _BitReader, codebook: np.ndarray, count: int, width: int) -> np.ndarray:
-    """``count`` float32 bit patterns: codes looked up in ``codebook``, or raw when it is empty."""
-    if codebook.size == 0:
-        return reader.read(count, 32)
-    codes = reader.read(count, width)
-    if codes.size and codes.max() >= codebook.size:
-        raise ValueError(f"code {codes.max()} outside a codebook of {codebook.size}")
-    return codebook[codes]
+def _check_streams(streams: list[StreamMeta], payload_bytes: int, max_entries: int) -> None:
+    """Every entry consistent, the streams' lengths the payload's, the entries bounded."""
+    for stream in streams:
+        try:
+            stream.check()
+        except ValueError as exc:
+            raise ValueError(f"tensor {stream.key!r}: {exc}") from None
+    total = sum(stream.nbytes for stream in streams)
+    if total != payload_bytes:
+        raise ValueError(
+            f"its entries add up to {total} payload bytes; the file has {payload_bytes}"
+        )
+    entries = sum(stream.numel for stream in streams)
+    if entries > max_entries:
+        raise ValueError(
+            f"its tensors hold {entries} entries, above the limit of {max_entries} "
+            "(read_model_file's max_entries raises it)"
+        )

@@ -1,6 +1,6 @@
 """The compression pipeline, as plain functions called in order.
 
-    dense model -> ADMM pruning -> hard prune + masked retraining
+    dense model -> BatchNorm folding -> ADMM pruning -> hard prune + masked retraining
                 -> ADMM quantization of the survivors -> iterative hard quantization + retraining
                 -> finalize -> storage accounting
 
@@ -24,6 +24,7 @@ from .admm import AdmmState, Residuals, RhoSchedule
 from .constraints import Constraint, nearest_codes
 from .data import DataSplits
 from .errors import ConfigError, DivergenceError
+from .fold import Folding, fold_batchnorm
 from .masking import Quantized, finalize, mask_of, prune_, quantize_
 from .models import compressible_layers, output_channels, uncompressed_layers
 from .plan import LayerPlan, Plan
@@ -78,6 +79,7 @@ class PipelineSettings:
     progressive_steps: int = 1
     seed: int = 0
     index_format: str = "gap"
+    fold_batchnorm: bool = True  # fold Conv -> BatchNorm pairs after the dense stage
 
     def __post_init__(self) -> None:
         if not (isinstance(self.progressive_steps, int) and self.progressive_steps >= 1):
@@ -108,6 +110,7 @@ class PipelineResult:
     storage: StorageReport
     plan: Plan
     uncompressed: Mapping[str, str] = field(default_factory=dict)
+    folding: Folding = Folding()
 
     @property
     def dense(self) -> StageResult:
@@ -157,6 +160,12 @@ class _Run:
         self.model, self.data, self.plan, self.s = model, data, plan, s
         self.layers, self.hooks = layers, hooks
         self.stages: list[StageResult] = []
+        self.folding = Folding()
+
+    def fold(self) -> None:
+        """Fold BatchNorm into the convolutions, if the settings ask for it."""
+        if self.s.fold_batchnorm:
+            self.folding = fold_batchnorm(self.model)
 
     def seed(self) -> int:
         return self.s.seed * 1000 + len(self.stages)
@@ -273,9 +282,9 @@ def _quantize(run: _Run) -> None:
     quantized = {}
     for name, c in fixed.items():
         module = run.layers[name]
-        levels = c.fit(module.weight.detach()).levels
+        book = c.fit(module.weight.detach())
         learn = "centroids" if run.plan.layers[name].clusters is not None else "scale"
-        quantized[name] = quantize_(module, levels, learn)
+        quantized[name] = quantize_(module, book.levels, learn, book.grid)
     s = run.s.quant_retrain or QuantRetrainSettings(train=TrainSettings(epochs=0), shares=(1.0,))
     losses: list[float] = []
     for round_, share in enumerate(s.shares):
@@ -354,8 +363,10 @@ def run_pipeline(
     :func:`admmsearch.models.compressible_layers`; None: every convolution and linear layer)
     plus any other module with a weight that ``plan`` names. With ``pruned`` (a state saved by
     ``on_pruned`` from a run with the same model, data, pruning plan and pruning stages) the
-    dense and pruning stages are skipped. The model ends finalized: plain weight tensors with
-    exact zeros and exact levels.
+    dense and pruning stages are skipped. After the dense stage, Conv -> BatchNorm pairs are
+    folded (``settings.fold_batchnorm``; see :mod:`admmsearch.fold`), so the compressed network
+    is the deployed one. The model ends finalized: plain weight tensors with exact zeros and
+    exact levels.
 
     Raises:
         LayerError: a pattern, or a layer the plan names, is not a module with a weight.
@@ -371,6 +382,7 @@ def run_pipeline(
     plan.check_layers(layers, {n: m.weight.numel() for n, m in layers.items()})
     run = _Run(model, data, plan, settings, layers, hooks or PipelineHooks())
     if pruned is not None:
+        run.fold()  # the saved state is of the folded network
         _restore(run, pruned)
     else:
         _dense_and_prune(run)
@@ -379,7 +391,13 @@ def run_pipeline(
     _quantize(run)
     finalize(model)
     storage = model_storage(model, list(layers), settings.index_format)
-    return PipelineResult(tuple(run.stages), storage, plan, uncompressed_layers(model, layers))
+    return PipelineResult(
+        tuple(run.stages),
+        storage,
+        plan,
+        uncompressed=uncompressed_layers(model, layers),
+        folding=run.folding,
+    )
 
 
 def _dense_and_prune(run: _Run) -> None:
@@ -387,6 +405,7 @@ def _dense_and_prune(run: _Run) -> None:
     s = run.s
     losses = [] if s.pretrain is None else run.train("dense", s.pretrain)
     run.record("dense", start, losses)
+    run.fold()
     pruned = {n: lp for n, lp in run.plan.layers.items() if lp.prunes}
     steps = s.progressive_steps
     for step in range(1, steps + 1) if pruned else ():

@@ -2,9 +2,11 @@
 
 The accounting never asks how a weight was pruned or quantized; it looks only at the values.
 Exact zeros (``+0.0`` and ``-0.0``) are pruned entries. Every stream of values is coded by one
-rule (:func:`value_coding_bits`): a codebook of the ``K`` distinct float32 bit patterns plus a
-``ceil(log2 K)``-bit code per value, or raw float32 when that is not smaller. A layer is then
-stored in whichever of two encodings is smaller (ties go to ``"dense"``):
+rule (:mod:`admmsearch.coding`): the cheapest exact one of raw float32, a codebook of the ``K``
+distinct float32 values plus ``ceil(log2 K)``-bit codes (learned levels: clustering), and a
+uniform grid, one float32 scale plus ``c``-bit integer levels that decode as ``scale * level``
+bit for bit (uniform quantization; a zero point is added only for an asymmetric grid). A layer
+is then stored in whichever of two encodings is smaller (ties go to ``"dense"``):
 
 * ``"dense"``: all ``n`` entries in order, zeros included as a value; no index.
 * the sparse ``index_format``: ``"gap"`` (relative indices, as in Deep Compression) or
@@ -13,37 +15,47 @@ stored in whichever of two encodings is smaller (ties go to ``"dense"``):
 In the gap format each nonzero carries a ``g``-bit gap ``d = position - previous`` (previous is
 ``-1`` before the first). Codes ``1 .. 2**g - 1`` are that gap; code ``0`` is a *filler* that
 advances ``2**g - 1`` positions and carries no value, so a gap ``d`` needs
-``(d - 1) // (2**g - 1)`` fillers. ``g`` ranges over 1..16 and is chosen to minimise
-``g * (m + fillers)`` (ties go to the smaller ``g``). :mod:`admmsearch.packing` writes exactly
-these bits, so the figures here are the size of a real file (plus its header and byte padding).
+``(d - 1) // (2**g - 1)`` fillers; fillers also cover the zeros after the last nonzero, so the
+index spans the whole layer (a reader checks the layer's size against it). ``g`` ranges over
+1..16 and is chosen to minimise ``g * (m + fillers)`` (ties go to the smaller ``g``).
+:mod:`admmsearch.packing` writes exactly these bits, so the figures here are the payload of a
+real file (plus its header and byte padding).
 
-Worked example: a 1x10 weight with three survivors at positions 1, 7 and 9.
+Worked example: two 1x10 weights with three survivors at positions 1, 7 and 9.
 
-* ``n = 10`` entries, ``dense_bits = 32 * 10 = 320``; ``m = 3`` nonzeros {0.5, -0.5, 0.5}.
-* Nonzero values: ``K = 2`` distinct, ``c = ceil(log2 2) = 1``; codebook coding costs
-  ``3 * 1 + 32 * 2 = 67 < 32 * 3 = 96`` bits, so ``data_bits = 67`` (without indices).
-* Dense encoding codes all 10 entries {0, 0.5, -0.5}: ``K = 3``, ``c = 2``,
-  ``10 * 2 + 32 * 3 = 116`` bits.
-* Gap encoding: gaps 2, 6, 2. ``g = 1``: 1 + 5 + 1 = 7 fillers, ``1 * (3 + 7) = 10`` bits;
-  ``g = 2``: 0 + 1 + 0 = 1 filler, ``2 * (3 + 1) = 8`` bits; ``g = 3``: no filler, ``3 * 3 = 9``
-  bits; wider ``g`` only costs more. So ``g = 2`` (codes 2, 0, 3, 2) and the layer stores
-  ``67 + 8 = 75 < 116`` bits with indices: ratio 320 / 67 = 4.78 without, 320 / 75 = 4.27 with.
+* ``n = 10`` entries, ``dense_bits = 32 * 10 = 320``; ``m = 3`` nonzeros.
+* Uniform ``{0.5, -0.5, 0.5}`` (a 1-bit quantized layer): the levels are ``0.5 * {+1, -1}``, a
+  symmetric grid of stride 2, so one scale and 1-bit codes: ``3 * 1 + 32 = 35`` bits without
+  indices (a codebook would cost ``3 * 1 + 32 * 2 = 67``, raw ``96``).
+* Learned ``{0.3, -0.71, 0.3}`` (two centroids): no float32 scale gives both exactly, so a
+  codebook, ``K = 2``, ``c = 1``: ``3 * 1 + 32 * 2 = 67`` bits.
+* Gap encoding: gaps 2, 6, 2, no zero after the last. ``g = 1``: 1 + 5 + 1 = 7 fillers,
+  ``1 * (3 + 7) = 10`` bits; ``g = 2``: 0 + 1 + 0 = 1 filler, ``2 * (3 + 1) = 8`` bits; ``g = 3``:
+  no filler, ``3 * 3 = 9`` bits; wider ``g`` only costs more. So ``g = 2`` (codes 2, 0, 3, 2).
+* Dense encoding codes all 10 entries: uniform ``{0, 0.5, -0.5}`` is ``0.5 * {-1, 0, 1}``,
+  ``10 * 2 + 32 = 52`` bits; learned ``{0, 0.3, -0.71}``: ``K = 3``, ``10 * 2 + 96 = 116`` bits.
+* So the uniform layer stores ``35 + 8 = 43`` bits with indices (ratio 320 / 35 = 9.14 without,
+  320 / 43 = 7.44 with) and the clustered one ``67 + 8 = 75`` (4.78 and 4.27).
 * CSR encoding instead: 1 row of 10 columns, row pointers ``2 * ceil(log2 4) = 4`` bits, column
-  indices ``3 * ceil(log2 10) = 12`` bits, ``67 + 16 = 83`` bits.
+  indices ``3 * ceil(log2 10) = 12`` bits: ``35 + 16 = 51`` and ``67 + 16 = 83`` bits.
 
 >>> import torch
 >>> w = torch.tensor([[0, 0.5, 0, 0, 0, 0, 0, -0.5, 0, 0.5]])
 >>> s = layer_storage("fc", w)
->>> (s.numel, s.nonzeros, s.dense_bits, s.code_bits, s.codebook_size, s.data_bits)
-(10, 3, 320, 1, 2, 67)
+>>> (s.numel, s.nonzeros, s.dense_bits, s.coding, s.code_bits, s.codebook_size, s.data_bits)
+(10, 3, 320, 'uniform', 1, 0, 35)
 >>> (s.encoding, s.gap_bits, s.fillers, s.index_bits, s.stored_bits)
-('gap', 2, 1, 8, 75)
+('gap', 2, 1, 8, 43)
+>>> c = layer_storage("fc", torch.tensor([[0, 0.3, 0, 0, 0, 0, 0, -0.71, 0, 0.3]]))
+>>> (c.coding, c.code_bits, c.codebook_size, c.data_bits, c.stored_bits)
+('codebook', 1, 2, 67, 75)
 >>> layer_storage("fc", w, index_format="csr").stored_bits
-83
+51
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -57,13 +69,13 @@ from torch import Tensor, nn
 from .coding import (
     FLOAT_BITS,
     MAX_GAP_BITS,
+    ValueCoding,
     best_gap,
+    coding_of,
     csr_index_bits,
     csr_layout,
-    distinct_count,
+    distinct_values,
     gap_index_bits,
-    value_bits,
-    value_coding,
     value_coding_bits,
 )
 from .errors import ConstraintError, LayerError
@@ -86,19 +98,26 @@ _PARAMETRIZED_KEY = re.compile(r"^(?:(.*)\.)?parametrizations\.([^.]+)\.")
 
 @dataclass(frozen=True)
 class LayerStorage:
-    """Bits of one compressible layer; ``data_*`` are without indices, ``stored_*`` with them."""
+    """Bits of one compressible layer; ``data_*`` are without indices, ``stored_*`` with them.
+
+    ``coding``/``stored_coding`` name the value coding (``"raw"``, ``"codebook"``,
+    ``"uniform"``) of the nonzeros and of the stored stream; ``codebook_size`` is 0 unless it is
+    a codebook.
+    """
 
     name: str
     shape: tuple[int, ...]
     numel: int
     nonzeros: int
     dense_bits: int
+    coding: str
     code_bits: int
     codebook_size: int
     data_bits: int
     encoding: str
     gap_bits: int
     fillers: int
+    stored_coding: str
     stored_code_bits: int
     stored_codebook_size: int
     index_bits: int
@@ -229,25 +248,26 @@ def layer_storage(
     """
     _check_index_format(index_format)
     flat = _flat_weight(name, weight)
-    positions = np.flatnonzero(flat)
+    bits = flat.view(np.uint32)
+    positions = np.flatnonzero(bits)
     if positions.size == 0:
         raise ConstraintError(
             f"layer {name!r} has no nonzero weight; at least one weight per layer must survive"
         )
-    distinct = distinct_count(flat.view(np.int32))
-    distinct_nonzero = distinct - (positions.size < flat.size)  # zero is not a stored value
-    code_bits, codebook_size = value_coding(positions.size, distinct_nonzero)
-    sparse = _sparse_fields(index_format, positions, weight.shape, code_bits, codebook_size)
-    dense = _dense_fields(flat.size, distinct)
+    distinct = distinct_values(bits)
+    values = coding_of(positions.size, distinct[distinct != 0])  # zero is not a stored value
+    sparse = _sparse_fields(index_format, positions, weight.shape, values)
+    dense = _dense_fields(flat.size, coding_of(flat.size, distinct))
     return LayerStorage(
         name=name,
         shape=tuple(weight.shape),
         numel=flat.size,
         nonzeros=positions.size,
         dense_bits=FLOAT_BITS * flat.size,
-        code_bits=code_bits,
-        codebook_size=codebook_size,
-        data_bits=value_bits(positions.size, code_bits, codebook_size),
+        coding=values.kind,
+        code_bits=values.width,
+        codebook_size=values.codebook_size,
+        data_bits=values.bits(positions.size),
         bias_bits=0 if bias is None else _raw_bits(bias),
         **(sparse if sparse["stored_bits"] < dense["stored_bits"] else dense),
     )
@@ -257,6 +277,7 @@ _ENCODING_FIELDS = (
     "encoding",
     "gap_bits",
     "fillers",
+    "stored_coding",
     "stored_code_bits",
     "stored_codebook_size",
     "index_bits",
@@ -264,29 +285,26 @@ _ENCODING_FIELDS = (
 )
 
 
-def _dense_fields(numel: int, distinct: int) -> dict[str, Any]:
+def _fields(encoding: str, gap: tuple[int, int], values: ValueCoding, index_bits: int, bits: int):
+    row = (encoding, *gap, values.kind, values.width, values.codebook_size, index_bits, bits)
+    return dict(zip(_ENCODING_FIELDS, row, strict=True))
+
+
+def _dense_fields(numel: int, values: ValueCoding) -> dict[str, Any]:
     """The dense encoding: every entry value-coded, zeros included; no index."""
-    code_bits, codebook_size = value_coding(numel, distinct)
-    stored_bits = value_bits(numel, code_bits, codebook_size)
-    values = ("dense", 0, 0, code_bits, codebook_size, 0, stored_bits)
-    return dict(zip(_ENCODING_FIELDS, values, strict=True))
+    return _fields("dense", (0, 0), values, 0, values.bits(numel))
 
 
 def _sparse_fields(
-    index_format: str,
-    positions: np.ndarray,
-    shape: Sequence[int],
-    code_bits: int,
-    codebook_size: int,
+    index_format: str, positions: np.ndarray, shape: Sequence[int], values: ValueCoding
 ) -> dict[str, Any]:
     """The ``index_format`` encoding: the coded nonzeros plus a gap or CSR index."""
     if index_format == "gap":
-        gap_bits, fillers, index_bits = best_gap(positions)
+        gap_bits, fillers, index_bits = best_gap(positions, math.prod(shape))
     else:
         gap_bits, fillers, index_bits = 0, 0, csr_index_bits(shape, positions.size)
-    stored_bits = value_bits(positions.size, code_bits, codebook_size) + index_bits
-    values = (index_format, gap_bits, fillers, code_bits, codebook_size, index_bits, stored_bits)
-    return dict(zip(_ENCODING_FIELDS, values, strict=True))
+    stored_bits = values.bits(positions.size) + index_bits
+    return _fields(index_format, (gap_bits, fillers), values, index_bits, stored_bits)
 
 
 def _raw_bits(tensor: Tensor) -> int:

@@ -266,6 +266,7 @@ def _checked_data(
         download=d.download,
         limit_train=d.limit_train,
         num_classes=d.num_classes,
+        normalise=d.normalise,
     )
     check_splits(config, data)
     check_model(config, data)

@@ -29,3 +29,48 @@ def tiny_study(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def packed_digits(tmp_path_factory):
+    """A digits-cnn trained briefly on the digits splits, compressed with every kind of layer
+    (uniform 4 and 8 bits on pruned layers, uniform 2 bits pruned hard, learned centroids on a
+    dense layer) and packed with its meta; a namespace of path, data, result and model."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from admmsearch.data import load_dataset
+    from admmsearch.models import compressible_layers, create_model
+    from admmsearch.packing import ModelMeta, pack_model
+    from admmsearch.pipeline import PipelineSettings, QuantRetrainSettings, run_pipeline
+    from admmsearch.plan import Plan
+    from admmsearch.train import TrainSettings
+
+    data = load_dataset("digits", seed=0)
+    torch.manual_seed(0)
+    model = create_model("digits-cnn", num_classes=data.num_classes, input_shape=data.input_shape)
+    plan = Plan.from_dict(
+        {
+            "layers": {
+                "conv1": {"keep": 0.6, "bits": 4},
+                "conv2": {"keep": 0.3, "bits": 8},
+                "fc1": {"keep": 0.05, "bits": 2},
+                "fc2": {"clusters": 8},
+            }
+        }
+    )
+    settings = PipelineSettings(
+        pretrain=TrainSettings(epochs=4, lr=0.05, batch_size=32),
+        admm_prune=None,
+        retrain=TrainSettings(epochs=1, lr=0.02, batch_size=32),
+        admm_quantize=None,
+        quant_retrain=QuantRetrainSettings(TrainSettings(epochs=1, lr=0.01, batch_size=32)),
+    )
+    result = run_pipeline(model, data, plan, settings)
+    path = tmp_path_factory.mktemp("packed") / "digits.admm"
+    meta = ModelMeta(
+        "digits-cnn", {}, data.num_classes, data.input_shape, False, data.normalisation
+    )
+    info = pack_model(model, list(compressible_layers(model)), path, meta=meta)
+    return SimpleNamespace(path=path, data=data, result=result, model=model.eval(), info=info)

@@ -291,7 +291,8 @@ def test_joint_choices_follow_the_trials_and_compress_reproduces_them(joint) -> 
         )
         for key, diff in c["difference"].items():
             assert diff == pytest.approx(r[key] - e[key])
-        padding = c["file_bytes"] - c["header_bytes"] - r["storage_bits_with_index"] / 8
+        assert r["storage_bits_with_index"] == 8 * c["file_bytes"]  # storage is the file
+        padding = c["file_bytes"] - c["header_bytes"] - r["payload_bits"] / 8
         assert 0 <= padding < 8  # each stream pads to a whole byte
         assert set(c["layers"]) == {"conv1", "conv2", "fc1", "fc2"}
 

@@ -9,13 +9,12 @@ import optuna
 import pytest
 import torch
 import yaml
+from test_study import STUDY
 
 from admmsearch import devices
 from admmsearch.config import load_study, resolve_layers
 from admmsearch.errors import ConfigError
 from admmsearch.study import prepare, run_parallel, run_study
-
-from test_study import STUDY
 
 
 def test_worker_devices_place_per_device_workers_on_each_device(monkeypatch) -> None:

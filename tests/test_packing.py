@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 import tempfile
+import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,26 +16,31 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import parametrize
 
+from admmsearch import packing
+from admmsearch.binio import ByteReader
 from admmsearch.errors import PackError
-from admmsearch.packing import MAGIC, PackInfo, pack_model, read_packed, unpack_into
-
-
-def _header(path: Path) -> dict:
-    data = path.read_bytes()
-    (length,) = struct.unpack_from("<I", data, 8)
-    return json.loads(data[12 : 12 + length])
+from admmsearch.normalise import Normalisation
+from admmsearch.packing import (
+    MAGIC,
+    ModelMeta,
+    PackInfo,
+    pack_model,
+    read_model_file,
+    read_packed,
+    unpack_into,
+)
 
 
 def _check_invariants(info: PackInfo) -> None:
-    streams = _header(info.path)["streams"]
-    stream_bits = [meta.get("b", 8 * meta["n"]) for meta in streams]
-    assert info.file_bytes == info.path.stat().st_size
+    packed = read_model_file(info.path)
+    stream_bits = [meta.bits for meta in packed.streams]
+    assert info.file_bytes == info.path.stat().st_size == packed.file_bytes
     assert info.file_bytes == info.header_bytes + sum(math.ceil(b / 8) for b in stream_bits)
-    assert info.payload_bytes == info.file_bytes - info.header_bytes
+    assert info.payload_bytes == info.file_bytes - info.header_bytes == packed.payload_bytes
     assert sum(stream_bits) == info.report.model_stored_bits
-    weights = {meta["k"]: meta["b"] for meta in streams if meta["e"] != "raw"}
+    weights = {meta.key: meta.bits for meta in packed.streams if meta.encoding != "raw"}
     for layer in info.report.layers:
-        assert weights[f"{layer.name}.weight"] == layer.stored_bits
+        assert weights[f"{layer.name}.weight" if layer.name else "weight"] == layer.stored_bits
 
 
 def _assert_same_state(decoded: dict[str, torch.Tensor], model: nn.Module) -> None:
@@ -44,16 +50,28 @@ def _assert_same_state(decoded: dict[str, torch.Tensor], model: nn.Module) -> No
         assert decoded[key].dtype == tensor.dtype and torch.equal(decoded[key], tensor), key
 
 
-def test_worked_example_bytes(tmp_path: Path) -> None:
-    layer = nn.Linear(10, 1, bias=False)
+def _one_layer(values: list[float]) -> nn.Linear:
+    layer = nn.Linear(len(values), 1, bias=False)
     with torch.no_grad():
-        layer.weight.copy_(torch.tensor([[0, 0.5, 0, 0, 0, 0, 0, -0.5, 0, 0.5]]))
+        layer.weight.copy_(torch.tensor([values]))
+    return layer
+
+
+def test_worked_example_bytes(tmp_path: Path) -> None:
+    layer = _one_layer([0, 0.5, 0, 0, 0, 0, 0, -0.5, 0, 0.5])
     info = pack_model(layer, [""], tmp_path / "example.admm")
-    payload = info.path.read_bytes()[info.header_bytes :]
-    # codebook [0.5, -0.5] (ascending bits 0x3F000000, 0xBF000000) as little-endian float32;
-    # gap codes 2, 0, 3, 2 at 2 bits, LSB first: 0b10110010 = 0xB2; value codes 0, 1, 0 -> 0x02
-    assert payload == bytes.fromhex("0000003f000000bfb202")
-    assert info.report.model_stored_bits == 75
+    payload = info.path.read_bytes()[info.header_bytes - 4 : -4]
+    # uniform: scale 0.5 (0x3F000000, little-endian); gap codes 2, 0, 3, 2 at 2 bits, LSB
+    # first: 0b10110010 = 0xB2; levels +1, -1, +1 on the symmetric stride-2 grid {-1, +1}
+    # are codes 1, 0, 1 -> 0b101 = 0x05
+    assert payload == bytes.fromhex("0000003fb205")
+    assert info.report.model_stored_bits == 32 + 8 + 3 == 43
+    assert torch.equal(read_packed(info.path)["weight"], layer.weight)
+    layer = _one_layer([0, 0.3, 0, 0, 0, 0, 0, -0.71, 0, 0.3])
+    info = pack_model(layer, [""], tmp_path / "learned.admm")
+    payload = info.path.read_bytes()[info.header_bytes - 4 : -4]
+    # codebook [0.3, -0.71] in ascending bits (0x3E99999A, 0xBF35C28F); codes 0, 1, 0 -> 0x02
+    assert payload == bytes.fromhex("9a99993e8fc235bfb202")
     assert torch.equal(read_packed(info.path)["weight"], layer.weight)
 
 
@@ -129,11 +147,15 @@ def _weights(draw: st.DrawFn) -> torch.Tensor:
         shape[-1] = draw(st.integers(50, 700))  # long rows: large gaps, fillers at small widths
     generator = torch.Generator().manual_seed(draw(st.integers(0, 2**31)))
     values = torch.randn(shape, generator=generator)
-    levels = draw(st.sampled_from([0, 1, 2, 3, 16, 300]))  # 0: continuous values
-    if levels:
+    levels = draw(st.sampled_from([0, 1, 2, 3, 16, 300, -3, -15, -255]))  # 0: continuous
+    if levels > 0:  # learned levels: a codebook
         values = torch.randn(levels, generator=generator)[
             torch.randint(levels, shape, generator=generator)
         ]
+    elif levels < 0:  # a uniform grid: float32 products of one scale and odd integers
+        grid = torch.arange(levels, -levels + 1, 2, dtype=torch.float32)
+        scale = torch.rand((), generator=generator) + 0.01
+        values = scale * grid[torch.randint(len(grid), shape, generator=generator)]
     keep = draw(st.floats(0.0, 1.0))
     weight = torch.where(torch.rand(shape, generator=generator) < keep, values, -0.0)
     weight.view(-1)[draw(st.integers(0, weight.numel() - 1))] = 1.5  # one survivor at least
@@ -174,43 +196,121 @@ def packed(tmp_path: Path) -> Path:
     return pack_model(model, ["0", "3", "6"], tmp_path / "net.admm").path
 
 
-def _rewrite_header(path: Path, edit) -> None:
-    header = _header(path)
+def _with_crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _rewrite(path: Path, edit) -> None:
+    """Re-encode the header after ``edit(meta, streams)``, with a valid checksum: a file
+    crafted on purpose, which only the structural checks can refuse."""
     data = path.read_bytes()
-    (length,) = struct.unpack_from("<I", data, 8)
-    edit(header)
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    path.write_bytes(MAGIC + struct.pack("<I", len(blob)) + blob + data[12 + length :])
+    _, version, header_bytes, payload_bytes = struct.unpack_from("<6sHIQ", data)
+    meta, streams = packing._parse_header(ByteReader(data, 20, 20 + header_bytes))
+    meta, streams = edit(meta, list(streams))
+    header = packing._header(meta, streams)
+    payload = data[20 + header_bytes : 20 + header_bytes + payload_bytes]
+    prefix = struct.pack("<6sHIQ", MAGIC, version, len(header), len(payload))
+    path.write_bytes(_with_crc(prefix + header + payload))
 
 
-def _set(stream: int, field: str, value: object):
-    return lambda header: header["streams"][stream].__setitem__(field, value)
+def _stream(index: int | str, **fields):
+    """Edit the stream at ``index`` (or with that key)."""
+
+    def edit(meta, streams):
+        at = index if isinstance(index, int) else [s.key for s in streams].index(index)
+        streams[at] = replace(streams[at], **fields)
+        return meta, streams
+
+    return edit
+
+
+def _flip(offset: int):
+    def damage(path: Path) -> None:
+        data = bytearray(path.read_bytes())
+        data[offset] ^= 0x10
+        path.write_bytes(bytes(data))
+
+    return damage
 
 
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda p: p.write_bytes(b"NOTAPACK" + p.read_bytes()[8:]), "bad magic"),
+        (lambda p: p.write_bytes(b"NOTAPK" + p.read_bytes()[6:]), "bad magic"),
+        (lambda p: p.write_bytes(b"ADMMPK01" + p.read_bytes()[8:]), "format 1"),
+        (
+            lambda p: p.write_bytes(p.read_bytes()[:6] + b"\x07\x00" + p.read_bytes()[8:]),
+            "version 7",
+        ),
         (lambda p: p.write_bytes(p.read_bytes()[:10]), "truncated"),
         (lambda p: p.write_bytes(p.read_bytes()[:40]), "truncated"),
-        (lambda p: p.write_bytes(p.read_bytes()[:-1]), "payload bytes"),
-        (lambda p: p.write_bytes(p.read_bytes() + b"\0"), "payload bytes"),
-        (lambda p: p.write_bytes(p.read_bytes()[:12] + b"}" + p.read_bytes()[13:]), "parse"),
-        (lambda p: p.write_bytes(p.read_bytes()[:13] + b"\xff" + p.read_bytes()[14:]), "parse"),
-        (lambda p: _rewrite_header(p, lambda h: h.update(format=7)), "format"),
-        (lambda p: _rewrite_header(p, _set(0, "g", 0)), "malformed"),
-        (lambda p: _rewrite_header(p, _set(0, "m", 1)), "malformed"),
-        (lambda p: _rewrite_header(p, _set(0, "K", 1)), "malformed"),
-        (lambda p: _rewrite_header(p, _set(0, "t", "nn")), "malformed"),
-        (lambda p: _rewrite_header(p, _set(1, "s", [3])), "malformed"),
-        (lambda p: _rewrite_header(p, _set(2, "e", "zip")), "malformed"),
+        (lambda p: p.write_bytes(p.read_bytes()[:-1]), "truncated"),
+        (lambda p: p.write_bytes(p.read_bytes() + b"\0"), "extra bytes"),
+        (_flip(30), "damaged: checksum"),
+        (_flip(-20), "damaged: checksum"),
+        (lambda p: _rewrite(p, _stream(0, gap_bits=0)), "gap width 0"),
+        (lambda p: _rewrite(p, _stream(0, nonzeros=1)), "malformed"),
+        (lambda p: _rewrite(p, _stream(0, coding="codebook")), "codebook of 0"),
+        (lambda p: _rewrite(p, _stream(0, width=7)), "payload bytes"),
+        (lambda p: _rewrite(p, _stream(0, shape=(4, 1, 3, 4))), "does not match its gap index"),
+        (lambda p: _rewrite(p, _stream(1, shape=(3,))), "payload bytes"),
+        (lambda p: _rewrite(p, _stream(1, dtype=torch.float64)), "payload bytes"),
+        (lambda p: _rewrite(p, _stream("4.num_batches_tracked", encoding="dense")), "float32"),
     ],
 )
-def test_malformed_file_raises(packed: Path, damage, message: str) -> None:
+def test_damaged_file_raises(packed: Path, damage, message: str) -> None:
     damage(packed)
     with pytest.raises(PackError, match=message) as caught:
         read_packed(packed)
     assert str(packed) in str(caught.value)
+
+
+def test_huge_claimed_shape_is_refused_before_allocating(packed: Path) -> None:
+    """cases/27: a header claiming a 10^6 x 10^6 weight (checksum made valid) must not make the
+    reader allocate it."""
+    gap = next(i for i, s in enumerate(read_model_file(packed).streams) if s.encoding == "gap")
+    _rewrite(packed, _stream(gap, shape=(10**6, 10**6)))
+    with pytest.raises(PackError, match="above the limit of 268435456"):
+        read_packed(packed)
+    # past the size limit, the gap index itself gives the shape away
+    with pytest.raises(PackError, match=r"shape \[1000000, 1000000\] does not match its gap"):
+        read_packed(packed, max_entries=10**13)
+    _rewrite(packed, _stream(gap, shape=(10**6, 10**6), encoding="csr"))
+    with pytest.raises(PackError, match="payload bytes"):  # its row pointers alone are longer
+        read_packed(packed, max_entries=10**13)
+
+
+def test_every_single_bit_flip_is_refused(packed: Path) -> None:
+    data = packed.read_bytes()
+    generator = torch.Generator().manual_seed(0)
+    bits = torch.randint(8 * len(data), (1000,), generator=generator).tolist()
+    for bit in bits:
+        damaged = bytearray(data)
+        damaged[bit // 8] ^= 1 << (bit % 8)
+        packed.write_bytes(bytes(damaged))
+        with pytest.raises(PackError):
+            read_packed(packed)
+
+
+def test_every_truncation_is_refused(packed: Path) -> None:
+    data = packed.read_bytes()
+    for length in range(len(data)):
+        packed.write_bytes(data[:length])
+        with pytest.raises(PackError):
+            read_packed(packed)
+
+
+def test_meta_round_trips(tmp_path: Path) -> None:
+    meta = ModelMeta(
+        "digits-cnn",
+        {"width": 2},
+        10,
+        (1, 8, 8),
+        folded=True,
+        normalisation=Normalisation((4.88671875,), (6.0187501907348633,)),
+    )
+    info = pack_model(_small_net(), ["0"], tmp_path / "m.admm", meta=meta)
+    assert read_model_file(info.path).meta == meta
 
 
 def test_missing_file_raises(tmp_path: Path) -> None:

@@ -78,6 +78,15 @@ def test_pipeline_reaches_exact_targets_and_keeps_accuracy(digits) -> None:
         limit = 2**lp.bits if lp.bits else lp.clusters
         assert w[w != 0].unique().numel() <= limit
     assert result.dense.val_accuracy > 0.9
+    # uniform layers are charged one float32 scale and b-bit codes; only the learned centroids
+    # of fc2 pay a codebook (issue 11.3: a 4-bit layer paid 16 float32 levels)
+    for row in result.storage.layers:
+        lp = plan.layers[row.name]
+        if lp.bits is not None:
+            assert (row.coding, row.codebook_size) == ("uniform", 0)
+            assert row.code_bits <= lp.bits and row.data_bits == row.nonzeros * row.code_bits + 32
+        else:
+            assert row.coding == "codebook" and row.codebook_size <= lp.clusters
     assert result.final.test_accuracy > 0.8  # chance is 0.1
     assert result.storage.weight_ratio_with_index > 5
     assert all(r.primal_total >= 0 for r in result.stages[1].residuals)

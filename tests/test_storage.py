@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import parametrize
 
-from admmsearch import storage
+from admmsearch import grids, storage
+from admmsearch.coding import best_gap, coding_of, distinct_values, uniform_levels
+from admmsearch.constraints import UniformQuantization
 from admmsearch.errors import ConstraintError, LayerError
 from admmsearch.storage import (
     csr_layout,
@@ -24,7 +26,8 @@ from admmsearch.storage import (
     value_coding_bits,
 )
 
-EXAMPLE = torch.tensor([[0, 0.5, 0, 0, 0, 0, 0, -0.5, 0, 0.5]])
+EXAMPLE = torch.tensor([[0, 0.5, 0, 0, 0, 0, 0, -0.5, 0, 0.5]])  # uniform: 0.5 * {-1, +1}
+LEARNED = torch.tensor([[0, 0.3, 0, 0, 0, 0, 0, -0.71, 0, 0.3]])  # two centroids, no grid
 
 
 def test_module_docstring_example_runs() -> None:
@@ -32,28 +35,44 @@ def test_module_docstring_example_runs() -> None:
     assert result.attempted >= 3 and result.failed == 0
 
 
+def _gap_figures(gaps: list[int], trailing: int) -> tuple[dict[int, int], dict[int, int]]:
+    """Fillers and index bits per width for the gaps and the zeros after the last nonzero."""
+    fillers = {
+        g: sum((d - 1) // (2**g - 1) for d in gaps) + trailing // (2**g - 1) for g in range(1, 17)
+    }
+    return fillers, {g: g * (len(gaps) + fillers[g]) for g in range(1, 17)}
+
+
 def test_worked_example_by_hand() -> None:
-    n, m, distinct_nonzero, distinct_all = 10, 3, 2, 3
-    code_bits = math.ceil(math.log2(distinct_nonzero))  # 1
-    data_bits = m * code_bits + 32 * distinct_nonzero  # 67 < 32 * 3 = 96
-    dense_total = n * math.ceil(math.log2(distinct_all)) + 32 * distinct_all  # 116
-    gaps = [2, 6, 2]  # positions 1, 7, 9; previous is -1 before the first
-    fillers = {g: sum((d - 1) // (2**g - 1) for d in gaps) for g in range(1, 17)}
-    index = {g: g * (m + fillers[g]) for g in range(1, 17)}
+    n, m = 10, 3
+    fillers, index = _gap_figures([2, 6, 2], trailing=0)  # positions 1, 7, 9 of 10
     assert (fillers[1], fillers[2], fillers[3]) == (7, 1, 0)
     assert (index[1], index[2], index[3]) == (10, 8, 9)
     best_g = min(index, key=lambda g: (index[g], g))
-
+    # uniform: one float32 scale (0.5) and 1-bit codes for the odd levels -1, +1
+    uniform_data = m * 1 + 32  # 35 < codebook 3 * 1 + 2 * 32 = 67 < raw 96
+    uniform_dense = n * 2 + 32  # levels -1, 0, 1 need 2 bits: 52
     s = layer_storage("fc", EXAMPLE)
     assert (s.numel, s.nonzeros, s.dense_bits) == (n, m, 320)
-    assert (s.code_bits, s.codebook_size, s.data_bits) == (code_bits, 2, data_bits) == (1, 2, 67)
+    assert (s.coding, s.code_bits, s.codebook_size, s.data_bits) == ("uniform", 1, 0, uniform_data)
     assert (s.encoding, s.gap_bits, s.fillers) == ("gap", best_g, fillers[best_g]) == ("gap", 2, 1)
-    assert (s.stored_code_bits, s.stored_codebook_size) == (1, 2)
+    assert (s.stored_coding, s.stored_code_bits, s.stored_codebook_size) == ("uniform", 1, 0)
     assert s.index_bits == index[2] == 8
-    assert s.stored_bits == data_bits + 8 == 75 < dense_total == 116
+    assert s.stored_bits == uniform_data + 8 == 43 < uniform_dense == 52
     assert s.sparsity == pytest.approx(0.7)
-    assert s.ratio_no_index == pytest.approx(320 / 67)
-    assert s.ratio_with_index == pytest.approx(320 / 75)
+    assert s.ratio_no_index == pytest.approx(320 / 35)
+    assert s.ratio_with_index == pytest.approx(320 / 43)
+    # learned levels: a codebook of K = 2 float32 and 1-bit codes
+    learned_data = m * math.ceil(math.log2(2)) + 32 * 2  # 67 < 96
+    learned_dense = n * math.ceil(math.log2(3)) + 32 * 3  # 116
+    c = layer_storage("fc", LEARNED)
+    assert (c.coding, c.code_bits, c.codebook_size, c.data_bits) == (
+        "codebook",
+        1,
+        2,
+        learned_data,
+    )
+    assert c.stored_bits == learned_data + 8 == 75 < learned_dense
 
 
 def test_worked_example_csr_by_hand() -> None:
@@ -62,23 +81,59 @@ def test_worked_example_csr_by_hand() -> None:
     s = layer_storage("fc", EXAMPLE, index_format="csr")
     assert csr_layout((1, 10), 3) == (1, 10, 2, 4)
     assert (s.encoding, s.gap_bits, s.fillers, s.index_bits) == ("csr", 0, 0, index_bits)
-    assert s.stored_bits == 67 + 16 == 83
+    assert s.stored_bits == 35 + 16 == 51
+    assert layer_storage("fc", LEARNED, index_format="csr").stored_bits == 67 + 16 == 83
 
 
 @pytest.mark.parametrize(
-    ("values", "expected"),
+    ("values", "expected", "kind"),
     [
-        ([1.5] * 5, (0, 1)),  # K = 1: 5 * 0 + 32 = 32 < 160
-        ([1.5], (32, 0)),  # K = 1 but 0 + 32 is not < 32: raw
-        ([1.0, 2.0, 1.0, 2.0], (1, 2)),  # 4 * 1 + 64 = 68 < 128
-        ([1.0, 2.0, 3.0], (32, 0)),  # 3 * 2 + 96 = 102 >= 96: raw
-        ([float(i) for i in range(100)], (32, 0)),  # 100 * 7 + 3200 >= 3200: raw
-        ([float(i % 8) for i in range(100)], (3, 8)),  # 300 + 256 < 3200
-        ([0.0, -0.0] * 10, (1, 2)),  # distinct bit patterns are distinct values
+        ([1.5] * 5, (0, 1), "codebook"),  # K = 1: 5 * 0 + 32 = 32; a grid needs 1-bit codes
+        ([1.5], (32, 0), "raw"),  # K = 1 but 0 + 32 is not < 32: raw
+        ([0.3, -0.71, 0.3, -0.71], (1, 2), "codebook"),  # 4 * 1 + 64 = 68 < 128; no grid
+        ([0.3, -0.71, 0.5], (32, 0), "raw"),  # 3 * 2 + 96 = 102 >= 96: raw
+        ([1.0, 2.0, 1.0, 2.0], (2, 0), "uniform"),  # 1, 2 on the symmetric grid -1..2: 8 + 32
+        ([1.0, 2.0, 3.0], (3, 0), "uniform"),  # symmetric -3..4: 3 * 3 + 32 = 41 < 96
+        ([float(i) for i in range(100)], (7, 0), "uniform"),  # 0..99 from a zero point: 700 + 64
+        ([float(i % 8) for i in range(100)], (3, 0), "uniform"),  # 300 + 64 < 300 + 256
+        ([0.1 * i for i in range(100)], (32, 0), "raw"),  # float64 steps: no float32 grid
+        ([0.0, -0.0] * 10, (1, 2), "codebook"),  # distinct bit patterns are distinct values
     ],
 )
-def test_value_coding_bits(values: list[float], expected: tuple[int, int]) -> None:
+def test_value_coding_bits(values: list[float], expected: tuple[int, int], kind: str) -> None:
     assert value_coding_bits(torch.tensor(values)) == expected
+    bits = torch.tensor(values).numpy().view(np.uint32)
+    assert coding_of(bits.size, distinct_values(bits)).kind == kind
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 6, 8, 12, 16])
+@pytest.mark.parametrize("zero", [True, False])
+def test_uniform_grids_cost_one_scale(bits: int, zero: bool) -> None:
+    """A b-bit grid of the quantizer, at a scale that is no power of two, costs b bits a value
+    plus one float32, whichever levels a pruned layer happens to use."""
+    generator = torch.Generator().manual_seed(bits)
+    grid = UniformQuantization(bits, zero=zero).grid().to(torch.float32)
+    used = grid[grid.abs() >= grid.max() // 3] if bits > 2 else grid
+    levels = used[torch.randint(len(used), (5000,), generator=generator)]
+    scale = torch.tensor(0.0123, dtype=torch.float32)
+    values = scale * levels  # float32 products, as the parametrization computes them
+    coding = coding_of(values.numel(), distinct_values(values.numpy().view(np.uint32)))
+    assert (coding.kind, coding.width, coding.zero_stored) == ("uniform", bits, False)
+    assert np.uint32(coding.scale).view(np.float32) == scale.item()
+    codes = (levels.numpy().astype(np.int64) - coding.zero) // coding.stride
+    decoded = np.float32(scale.item()) * (coding.zero + coding.stride * codes).astype(np.float32)
+    assert np.array_equal(decoded.view(np.uint32), values.numpy().view(np.uint32))
+
+
+def test_uniform_levels_needs_exact_products() -> None:
+    assert doctest.testmod(grids).failed == 0
+    values = np.array([0.5, 1.0, 1.5], dtype=np.float32)
+    scale, levels = uniform_levels(values)
+    assert (np.uint32(scale).view(np.float32), list(levels)) == (0.5, [1, 2, 3])
+    nudged = values.copy()
+    nudged[2] = np.nextafter(nudged[2], np.float32(2))  # one ulp off the grid
+    assert uniform_levels(nudged) is None
+    assert uniform_levels(np.array([0.0], dtype=np.float32)) is None
 
 
 def test_gap_overflow_needs_fillers() -> None:
@@ -99,7 +154,7 @@ def test_gap_overflow_needs_fillers() -> None:
     weight = torch.zeros(1, 64)
     weight[0, positions] = 1.0
     s = layer_storage("w", weight)
-    # values: K = 1, c = 0 -> 32 bits; dense would be 64 * 1 + 2 * 32 = 128 bits
+    # values: K = 1, c = 0 -> 32 bits; dense would be 64 * 1 + 32 = 96 bits (grid 0, 1)
     assert (s.encoding, s.gap_bits, s.fillers, s.index_bits) == ("gap", 6, 0, 12)
     assert (s.data_bits, s.stored_bits) == (32, 44)
 
@@ -108,10 +163,16 @@ def test_gap_width_ties_go_to_smaller_width() -> None:
     positions = np.arange(0, 9, 3)  # gaps 1, 3, 3: g=1 -> 1*(3+4)=7, g=2 -> 2*3=6, g=3 -> 9
     assert [gap_index_bits(positions, g)[0] for g in (1, 2, 3)] == [7, 6, 9]
     positions = np.array([1, 3])  # gaps 2, 2: g=1 -> 1*(2+2)=4, g=2 -> 2*2=4 -> choose g=1
-    weight = torch.zeros(1, 40)
-    weight[0, positions] = 1.0
-    s = layer_storage("w", weight)
-    assert (s.gap_bits, s.fillers, s.index_bits) == (1, 2, 4)
+    assert best_gap(positions, 4) == (1, 2, 4)
+
+
+def test_gap_index_covers_trailing_zeros() -> None:
+    positions = np.array([1, 3])  # then 36 zeros up to 40 entries
+    assert gap_index_bits(positions, 3, 40) == (3 * (2 + 0 + 36 // 7), 5)
+    _, index = _gap_figures([2, 2], trailing=36)
+    assert best_gap(positions, 40) == (6, 0, 12) == (6, 0, index[6])
+    with pytest.raises(ValueError, match="below numel"):
+        gap_index_bits(positions, 3, 3)
 
 
 def test_gap_index_bits_rejects_bad_input() -> None:
@@ -123,7 +184,8 @@ def test_gap_index_bits_rejects_bad_input() -> None:
 
 def test_csr_figures() -> None:
     weight = torch.zeros(4, 3, 2)  # 4 rows of 6 columns
-    weight.view(4, 6)[[0, 0, 2, 3, 3], [0, 5, 1, 2, 4]] = torch.tensor([1.0, 2.0, 1.0, 2.0, 1.0])
+    learned = torch.tensor([0.3, -0.71, 0.3, -0.71, 0.3])  # a codebook of two centroids
+    weight.view(4, 6)[[0, 0, 2, 3, 3], [0, 5, 1, 2, 4]] = learned
     s = layer_storage("conv", weight, index_format="csr")
     pointer_bits, column_bits = math.ceil(math.log2(5 + 1)), math.ceil(math.log2(6))  # 3, 3
     assert csr_layout((4, 3, 2), 5) == (4, 6, 3, 3)
@@ -144,14 +206,14 @@ def test_dense_chosen_without_zeros() -> None:
 
 
 def test_ties_go_to_dense() -> None:
-    weight = torch.zeros(1, 21)
-    weight[0, :9] = 1.0  # dense 21 * 1 + 64 = 85; csr 32 + 2 * 4 + 9 * 5 = 85
-    s = layer_storage("w", weight, index_format="csr")
-    assert (s.encoding, s.stored_bits) == ("dense", 85)
-    weight = torch.arange(1.0, 33.0).reshape(1, 32)
+    weight = torch.zeros(1, 4)
+    weight[0, 0] = 1.5  # dense: grid 0, 1 at scale 1.5, 4 * 1 + 32 = 36
+    s = layer_storage("w", weight, index_format="csr")  # csr: 32 + 2 * 1 + 1 * 2 = 36
+    assert (s.encoding, s.stored_bits) == ("dense", 36)
+    weight = torch.randn(1, 32, generator=torch.Generator().manual_seed(3))
     weight[0, 5] = 0.0  # dense raw 32 * 32 = 1024; gap 31 * 32 raw + 1 * (31 + 1) = 1024
     s = layer_storage("w", weight)
-    assert (s.encoding, s.stored_bits, s.stored_codebook_size) == ("dense", 1024, 0)
+    assert (s.encoding, s.stored_bits, s.stored_coding) == ("dense", 1024, "raw")
 
 
 def test_negative_zero_is_pruned() -> None:
@@ -262,12 +324,18 @@ def test_gap_bits_match_a_plain_loop(positions: set[int], gap_bits: int) -> None
         gap_bits * (len(ordered) + fillers),
         fillers,
     )
+    fillers += (5001 - 1 - previous) // (2**gap_bits - 1)  # the zeros after the last nonzero
+    assert gap_index_bits(np.array(ordered), gap_bits, 5001) == (
+        gap_bits * (len(ordered) + fillers),
+        fillers,
+    )
     weight = torch.zeros(5001)
     weight[ordered] = 1.0
     s = layer_storage("w", weight)
     if s.encoding == "gap":
-        best = min(range(1, 17), key=lambda g: (gap_index_bits(np.array(ordered), g)[0], g))
-        assert (s.gap_bits, s.index_bits) == (best, gap_index_bits(np.array(ordered), best)[0])
+        bits = {g: gap_index_bits(np.array(ordered), g, 5001)[0] for g in range(1, 17)}
+        best = min(bits, key=lambda g: (bits[g], g))
+        assert (s.gap_bits, s.index_bits) == (best, bits[best])
 
 
 def test_large_layer_is_fast() -> None:

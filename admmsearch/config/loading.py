@@ -195,4 +195,5 @@ def base_pipeline(config: StudyConfig) -> PipelineSettings:
         progressive_steps=p.progressive_steps,
         seed=config.seed,
         index_format=p.index_format,
+        fold_batchnorm=p.fold_batchnorm,
     )

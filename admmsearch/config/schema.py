@@ -236,7 +236,7 @@ class StudyConfig(_Model):
         """
         keep = {
             "model": True,
-            "dataset": {"name", "val_fraction", "limit_train", "root", "num_classes"},
+            "dataset": {"name", "val_fraction", "limit_train", "root", "num_classes", "normalise"},
             "seed": True,
             "dense": True,
         }

@@ -90,7 +90,11 @@ class QuantRetrainConfig(_Model):
 
 
 class PipelineConfig(_Model):
-    """Every trial's stages before the searched knobs are applied; null skips a stage."""
+    """Every trial's stages before the searched knobs are applied; null skips a stage.
+
+    ``fold_batchnorm`` folds each Conv -> BatchNorm pair of the dense model before compression,
+    so what is compressed, accounted and packed is the deployed network.
+    """
 
     admm_prune: AdmmConfig | None = {}
     retrain: TrainConfig | None = {}
@@ -98,6 +102,7 @@ class PipelineConfig(_Model):
     quant_retrain: QuantRetrainConfig | None = {}
     progressive_steps: PositiveInt = 1
     index_format: IndexFormat = "gap"
+    fold_batchnorm: bool = True
 
 
 class ModelConfig(_Model):
@@ -118,7 +123,11 @@ class ModelConfig(_Model):
 
 
 class DatasetConfig(_Model):
-    """A registered dataset, a ``.npz`` file or ``package.module:function``; see load_dataset."""
+    """A registered dataset, a ``.npz`` file or ``package.module:function``; see load_dataset.
+
+    ``normalise`` (default true) standardises the arrays with the training split's per-channel
+    mean and std, which travel with every result; false takes them as given.
+    """
 
     name: Annotated[str, Strict()]
     val_fraction: Annotated[float, Strict(), _bound(0, 1, open_high=True)] = 0.1
@@ -126,6 +135,7 @@ class DatasetConfig(_Model):
     root: str | None = None
     download: bool = True
     num_classes: PositiveInt | None = None  # None: the largest label + 1
+    normalise: bool = True
 
     @field_validator("name")
     @classmethod

@@ -1,0 +1,242 @@
+"""docs/FORMAT.md is enough to read a packed file: a reader written from that page alone (only
+struct, zlib and numpy; nothing of admmsearch's packer) decodes real models bit for bit."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# ---- the independent reader: docs/FORMAT.md, section by section ----
+
+DTYPES = {0: "<f4", 1: "<f8", 2: "<f2", 3: "bf16", 4: "<i8", 5: "<i4", 6: "<i2", 7: "i1", 8: "u1"}
+DTYPES[9] = "?"
+SIZES = {0: 4, 1: 8, 2: 2, 3: 2, 4: 8, 5: 4, 6: 2, 7: 1, 8: 1, 9: 1}
+
+
+class Cursor:
+    def __init__(self, data: bytes, pos: int, end: int) -> None:
+        self.data, self.pos, self.end = data, pos, end
+
+    def take(self, fmt: str):
+        size = struct.calcsize("<" + fmt)
+        assert self.pos + size <= self.end, "header ends early"
+        values = struct.unpack_from("<" + fmt, self.data, self.pos)
+        self.pos += size
+        return values
+
+    def string(self) -> str:
+        (length,) = self.take("H")
+        text = self.data[self.pos : self.pos + length].decode("utf-8")
+        self.pos += length
+        return text
+
+
+def bit_length(x: int) -> int:
+    return 0 if x == 0 else math.floor(math.log2(x)) + 1
+
+
+def read_spec(path: Path) -> dict:
+    data = path.read_bytes()
+    magic, version, header_bytes, payload_bytes = struct.unpack_from("<6sHIQ", data, 0)
+    assert magic == b"ADMMPK" and version == 2
+    assert len(data) == 20 + header_bytes + payload_bytes + 4
+    (crc,) = struct.unpack_from("<I", data, len(data) - 4)
+    assert crc == zlib.crc32(data[:-4])
+    head = Cursor(data, 20, 20 + header_bytes)
+    out = {"model": head.string(), "arguments": json.loads(head.string())}
+    out["num_classes"], ndim = head.take("IB")
+    out["input_shape"] = head.take(f"{ndim}I")
+    (out["flags"],) = head.take("B")
+    (kind,) = head.take("B")
+    if kind == 1:
+        (channels,) = head.take("I")
+        out["mean"], out["std"] = head.take(f"{channels}f"), head.take(f"{channels}f")
+    (count,) = head.take("I")
+    entries = [entry(head) for _ in range(count)]
+    assert head.pos == head.end
+    tensors, pos = {}, 20 + header_bytes
+    for e in entries:
+        nbytes = (stream_bits(e) + 7) // 8
+        tensors[e["key"]] = decode(e, data[pos : pos + nbytes])
+        pos += nbytes
+    assert pos == 20 + header_bytes + payload_bytes
+    out["tensors"], out["entries"] = tensors, entries
+    return out
+
+
+def entry(head: Cursor) -> dict:
+    e = {"key": head.string()}
+    e["dtype"], ndim = head.take("BB")
+    e["shape"] = head.take(f"{ndim}I")
+    e["numel"] = math.prod(e["shape"])
+    (e["encoding"],) = head.take("B")
+    if e["encoding"] == 0:
+        return e
+    e["coding"], e["c"] = head.take("BB")
+    if e["coding"] == 1:
+        (e["K"],) = head.take("I")
+    if e["coding"] == 2:
+        e["t"], e["zero_stored"] = head.take("IB")
+    if e["encoding"] in (2, 3):
+        (e["m"],) = head.take("I")
+    if e["encoding"] == 2:
+        e["g"], e["f"] = head.take("BI")
+    return e
+
+
+def csr_view(e: dict) -> tuple[int, int, int, int]:
+    rows = e["shape"][0] if len(e["shape"]) >= 2 else 1
+    cols = e["numel"] // rows
+    return rows, cols, bit_length(e["m"]), bit_length(cols - 1)
+
+
+def stream_bits(e: dict) -> int:
+    if e["encoding"] == 0:
+        return 8 * e["numel"] * SIZES[e["dtype"]]
+    table = {0: 0, 1: 32 * e.get("K", 0), 2: 32 * (1 + e.get("zero_stored", 0))}[e["coding"]]
+    if e["encoding"] == 1:
+        return table + e["numel"] * e["c"]
+    if e["encoding"] == 2:
+        return table + e["g"] * (e["m"] + e["f"]) + e["m"] * e["c"]
+    rows, _, pb, cb = csr_view(e)
+    return table + (rows + 1) * pb + e["m"] * cb + e["m"] * e["c"]
+
+
+class Bits:
+    def __init__(self, blob: bytes) -> None:
+        self.blob, self.pos = blob, 0
+
+    def field(self, width: int) -> int:
+        value = 0
+        for i in range(width):
+            j = self.pos + i
+            value |= ((self.blob[j // 8] >> (j % 8)) & 1) << i
+        self.pos += width
+        return value
+
+
+def f32(pattern: int) -> np.float32:
+    return np.array([pattern], dtype=np.uint32).view(np.float32)[0]
+
+
+def decode(e: dict, blob: bytes) -> np.ndarray:
+    if e["encoding"] == 0:
+        if e["dtype"] == 3:  # bf16: the upper half of an f32
+            halves = np.frombuffer(blob, "<u2").astype(np.uint32) << 16
+            return halves.view(np.float32).reshape(e["shape"])
+        return np.frombuffer(blob, DTYPES[e["dtype"]]).reshape(e["shape"])
+    bits = Bits(blob)
+    table, scale, zero = [], None, 0
+    if e["coding"] == 1:
+        table = [bits.field(32) for _ in range(e["K"])]
+    if e["coding"] == 2:
+        scale = f32(bits.field(32))
+        if e["zero_stored"]:
+            zero = struct.unpack("<i", struct.pack("<I", bits.field(32)))[0]
+        else:
+            zero = -((e["t"] * (2 ** e["c"] - 1)) // 2)
+    if e["encoding"] == 1:
+        positions = list(range(e["numel"]))
+    elif e["encoding"] == 2:
+        positions, cursor = [], 0
+        for _ in range(e["m"] + e["f"]):
+            code = bits.field(e["g"])
+            cursor += code if code else 2 ** e["g"] - 1
+            if code:
+                positions.append(cursor - 1)
+        assert 0 <= e["numel"] - cursor < 2 ** e["g"] - 1
+    else:
+        rows, cols, pb, cb = csr_view(e)
+        pointers = [bits.field(pb) for _ in range(rows + 1)]
+        columns = [bits.field(cb) for _ in range(e["m"])]
+        positions = [
+            r * cols + columns[k] for r in range(rows) for k in range(*pointers[r : r + 2])
+        ]
+    out = np.zeros(e["numel"], dtype=np.float32)
+    for position in positions:
+        code = bits.field(e["c"])
+        if e["coding"] == 0:
+            out[position] = f32(code)
+        elif e["coding"] == 1:
+            out[position] = f32(table[code])
+        else:
+            out[position] = scale * np.float32(zero + e["t"] * code)  # one f32 rounding
+    return out.reshape(e["shape"])
+
+
+# ---- the tests ----
+
+
+def _assert_bitwise(decoded: np.ndarray, tensor: torch.Tensor, key: str) -> None:
+    expected = tensor.detach().cpu()
+    if expected.dtype == torch.float32:
+        expected = torch.where(expected == 0, torch.zeros(()), expected)  # pruned: +0.0
+    want = expected.reshape(-1).view(torch.uint8).numpy().tobytes()
+    got = np.ascontiguousarray(decoded).tobytes()
+    assert got == want, key
+
+
+def test_worked_example_of_the_page(tmp_path: Path) -> None:
+    from torch import nn
+
+    from admmsearch.packing import pack_model
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "FORMAT.md").read_text()
+    layer = nn.Linear(10, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0, 0.5, 0, 0, 0, 0, 0, -0.5, 0, 0.5]]))
+    path = tmp_path / "example.admm"
+    pack_model(layer, [""], path)
+    data = path.read_bytes()
+    block = page.split("## Example", 1)[1].split("```")[1]
+    hex_text = "".join(line.split("   ")[0] for line in block.strip().splitlines())
+    assert bytes.fromhex(hex_text.replace(" ", "")) == data and len(data) == 82
+    read = read_spec(path)
+    assert read["tensors"]["weight"].tolist() == [[0, 0.5, 0, 0, 0, 0, 0, -0.5, 0, 0.5]]
+
+
+def test_digits_model_decodes_bit_for_bit(packed_digits) -> None:
+    read = read_spec(packed_digits.path)
+    assert read["model"] == "digits-cnn" and read["input_shape"] == (1, 8, 8)
+    norm = packed_digits.data.normalisation
+    assert read["mean"] == norm.mean and read["std"] == norm.std
+    codings = {e["key"]: (e["encoding"], e.get("coding")) for e in read["entries"]}
+    assert codings["conv1.weight"] == (2, 2) and codings["fc2.weight"] == (1, 1)
+    state = packed_digits.model.state_dict()
+    assert list(read["tensors"]) == list(state)
+    for key, tensor in state.items():
+        _assert_bitwise(read["tensors"][key], tensor, key)
+
+
+@pytest.mark.parametrize("index_format", ["csr", "gap"])
+def test_other_encodings_and_dtypes_decode_bit_for_bit(tmp_path: Path, index_format: str):
+    from torch import nn
+
+    from admmsearch.packing import pack_model
+
+    generator = torch.Generator().manual_seed(1)
+    model = nn.Sequential(nn.Linear(40, 30), nn.BatchNorm1d(30), nn.Linear(30, 5))
+    with torch.no_grad():
+        keep = torch.rand(30, 40, generator=generator) < 0.2
+        levels = torch.tensor(0.037) * torch.arange(3.0, 34.0, 2.0)  # 3..33: needs a zero point
+        picks = levels[torch.randint(16, (30, 40), generator=generator)]
+        model[0].weight.copy_(torch.where(keep, picks, torch.zeros(())))
+        model[2].weight.copy_(torch.randn(5, 30, generator=generator))  # raw values
+    model[1].running_mean.add_(1.5)
+    path = tmp_path / "m.admm"
+    pack_model(model, ["0", "2"], path, index_format)
+    read = read_spec(path)
+    kinds = {e["key"]: e for e in read["entries"]}
+    assert kinds["0.weight"]["encoding"] == (3 if index_format == "csr" else 2)
+    assert (kinds["0.weight"]["coding"], kinds["0.weight"]["zero_stored"]) == (2, 1)
+    assert kinds["2.weight"]["coding"] == 0
+    assert kinds["1.num_batches_tracked"]["dtype"] == 4
+    for key, tensor in model.state_dict().items():
+        _assert_bitwise(read["tensors"][key], tensor, key)
