@@ -59,6 +59,7 @@ def _study(tmp_path, npz, **dataset):
     path.write_text(yaml.safe_dump(data))
     config = load_study(path)
     layers = resolve_layers(config)
+    (tmp_path / "mlruns").mkdir(exist_ok=True)
     ctx = prepare(
         config,
         layers,
