@@ -59,8 +59,9 @@ __all__ = ["main"]
 
 class _Group(click.Group):
     """Every error is one line on stderr, ``error: ...``, with a meaningful exit code:
-    2 for a bad command line, study file, settings or a lookup that fails; 1 for a failure while
-    running; 130 for Ctrl-C. ``--debug`` shows the traceback instead."""
+    2 for a bad command line, study file, settings, data or a lookup that fails (every error
+    before work starts); 1 for a failure while running (``AdmmSearchError.exit_code``); 130 for
+    Ctrl-C. ``--debug`` shows the traceback instead."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
@@ -87,7 +88,7 @@ class _Group(click.Group):
             if ctx.params.get("debug"):
                 raise
             click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(exc.exit_code)
         except (
             click.ClickException,
             click.exceptions.Exit,  # --help and ctx.exit(): click's own control flow

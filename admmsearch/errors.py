@@ -21,7 +21,15 @@ __all__ = [
 
 
 class AdmmSearchError(Exception):
-    """Root of every error admmsearch raises on purpose."""
+    """Root of every error admmsearch raises on purpose.
+
+    ``exit_code`` is what the command line exits with: 2 for bad input (a command line, file,
+    setting or data, or a study, trial or policy that does not exist), which is every error
+    raised before work starts; a study that fails once running (a store lost, every worker
+    failed) raises with ``exit_code`` 1.
+    """
+
+    exit_code: int = 2
 
 
 class AdmmSearchWarning(UserWarning):

@@ -336,12 +336,17 @@ def update_front(ctx: StudyContext) -> None:
 
 
 def _storage_errors(run: Callable[..., optuna.Study]) -> Callable[..., optuna.Study]:
-    """Storage failures while ``run(ctx, ...)`` runs become one-line StoreErrors."""
+    """Storage failures while ``run(ctx, ...)`` runs become one-line StoreErrors; every error
+    of admmsearch's that ends a running study is a failure while running (exit code 1)."""
 
     @functools.wraps(run)
     def wrapper(ctx: StudyContext, *args: Any, **kwargs: Any) -> optuna.Study:
-        with storage_errors(ctx.storage):
-            return run(ctx, *args, **kwargs)
+        try:
+            with storage_errors(ctx.storage):
+                return run(ctx, *args, **kwargs)
+        except AdmmSearchError as exc:
+            exc.exit_code = 1
+            raise
 
     return wrapper
 
@@ -560,7 +565,9 @@ def run_parallel(
         w.join()
     failed = [w.exitcode for w in workers if w.exitcode != 0]
     if failed:
-        raise AdmmSearchError(f"{len(failed)} of {jobs} workers failed (exit codes {failed})")
+        error = AdmmSearchError(f"{len(failed)} of {jobs} workers failed (exit codes {failed})")
+        error.exit_code = 1
+        raise error
     update_front(ctx)
     _mark_parent(ctx, trials if trials is not None else ctx.config.budget.trials)
     return ctx.study
