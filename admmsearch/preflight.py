@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from .data import DataSplits
 from .errors import AdmmSearchError, ConfigError, DatasetError, StoreError, UserCodeError
 from .redact import redact_text, redact_url
 from .registry import one_line
+from .workers import StorageLock
 
 __all__ = [
     "DEFINITION",
@@ -244,13 +246,18 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 def _existing(name: str, storage: str) -> optuna.Study | None:
-    """The study ``name`` in ``storage``, or None; creates no file and no study."""
+    """The study ``name`` in ``storage``, or None; creates no file and no study.
+
+    Opening a database storage creates Optuna's tables where they are missing, so on a server
+    it is done under the storage lock: workers starting together would race to create them.
+    """
     file = _store_file(storage) if storage.startswith("sqlite:") else None
     if file is not None and not file.expanduser().exists():
         return None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return optuna.load_study(study_name=name, storage=storage)
+        with nullcontext() if file is not None else StorageLock(storage):
+            return optuna.load_study(study_name=name, storage=storage)
     except KeyError:  # no study of that name
         return None
     except (ImportError, sqlalchemy.exc.SQLAlchemyError) as exc:

@@ -176,9 +176,12 @@ def test_compress_on_exported_settings_reuses_the_study_dense_model(tmp_path, ti
     assert config.layers is None and settings.layers == tuple(layers) and listed == layers
     assert settings.fingerprint_dense() == config.fingerprint_dense()
     cold = reproduce(settings, listed, cache_dir=tmp_path)  # trains the dense model
+    (cached,) = tmp_path.glob("dense-*.pt")
+    written = cached.stat().st_mtime_ns
     warm = reproduce(settings, listed, cache_dir=tmp_path)  # loads it
-    assert len(list(tmp_path.glob("dense-*.pt"))) == 1
+    assert list(tmp_path.glob("dense-*.pt")) == [cached]
+    assert cached.stat().st_mtime_ns == written, "the cached dense model was trained again"
     assert cold.result.stages[0].name == warm.result.stages[0].name == "dense"
-    assert cold.result.stages[0].seconds > 5 * warm.result.stages[0].seconds > 0
+    assert cold.result.stages[0].seconds > 0 and warm.result.stages[0].seconds > 0
     figures = [{k: v for k, v in r.metrics.items() if "seconds" not in k} for r in (cold, warm)]
     assert figures[0] == figures[1]
