@@ -26,6 +26,7 @@ from .data import DataSplits, load_dataset
 from .errors import AdmmSearchError, DivergenceError
 from .front import plot_front, trials_frame
 from .objective import DenseModel, Objective, dense_model
+from .sampling import PerTrialSampler
 from .tracking import REASON_TAG, Tracker, default_tracking_uri
 from .workers import (
     Claim,
@@ -75,9 +76,10 @@ def resolve_cache_dir(
     return Path(path) if path else Path(workdir) / "cache"
 
 
-def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
-    """The configured sampler, seeded; constrained studies pass constraints to it."""
-    s, seed = config.sampler, config.sampler_seed
+def make_sampler(config: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The configured sampler, seeded with ``seed`` (default: the study's sampler seed)."""
+    s = config.sampler
+    seed = config.sampler_seed if seed is None else seed
     if s.name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=s.population_size or 20, seed=seed)
     if s.name == "tpe":
@@ -91,7 +93,9 @@ def open_study(config: StudyConfig, storage: str | optuna.storages.RDBStorage) -
     """Create the study or load it if it exists (same name, same storage).
 
     A URL opens the storage with the study's heartbeat settings (see :func:`prepare` for a
-    worker's, which also handles lost trials).
+    worker's, which also handles lost trials). Trial ``n`` draws its settings with a sampler
+    seeded from the sampler seed and ``n`` (:mod:`admmsearch.sampling`), so workers and resumed
+    runs never replay each other's draws.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if isinstance(storage, str):
@@ -103,7 +107,7 @@ def open_study(config: StudyConfig, storage: str | optuna.storages.RDBStorage) -
         study_name=config.name,
         storage=storage,
         directions=config.directions,
-        sampler=make_sampler(config),
+        sampler=PerTrialSampler(lambda seed: make_sampler(config, seed), config.sampler_seed),
         load_if_exists=True,
     )
 
@@ -214,8 +218,8 @@ def _queue_first_trials(ctx: StudyContext) -> None:
     """
     study = ctx.study
     if not study.get_trials(deepcopy=False):
-        for params in ctx.config.enqueue:
-            study.enqueue_trial(dict(params), skip_if_exists=True)
+        for i, params in enumerate(ctx.config.enqueue):
+            study.enqueue_trial(dict(params), user_attrs={"enqueued": i}, skip_if_exists=True)
         return
     requeued = set(study.user_attrs.get("requeued", []))
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
