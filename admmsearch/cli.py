@@ -560,7 +560,7 @@ def _settings(seed: int) -> PipelineSettings:
     """Stage settings that suit the small reference models (a few minutes on a CPU)."""
     admm = AdmmSettings(
         train=TrainSettings(epochs=8, lr=0.02, batch_size=32),
-        rho=RhoSchedule(1e-2, 1.5, maximum=1.0),
+        rho=RhoSchedule(1e-2, 1.0, updates=32),
     )
     return PipelineSettings(
         pretrain=TrainSettings(epochs=15, lr=0.05, batch_size=32),

@@ -33,7 +33,7 @@ from .storage import model_storage
 from .tracking import Tracker
 from .train import evaluate, fit
 
-__all__ = ["DenseModel", "Objective", "dense_model", "trial_metrics"]
+__all__ = ["DenseModel", "Objective", "convergence_metrics", "dense_model", "trial_metrics"]
 
 
 @dataclass(frozen=True)
@@ -152,10 +152,38 @@ def trial_metrics(result: PipelineResult, dense: DenseModel) -> dict[str, float]
         metrics[f"val_accuracy.{stage.name}"] = stage.val_accuracy
         metrics[f"test_accuracy.{stage.name}"] = stage.test_accuracy
         metrics[f"seconds.{stage.name}"] = stage.seconds
+    metrics.update(convergence_metrics(result))
     for row in result.storage.layers:
         metrics[f"sparsity.{row.name}"] = row.sparsity
         metrics[f"bits_per_nonzero.{row.name}"] = (row.stored_bits - row.index_bits) / row.nonzeros
     return metrics
+
+
+def convergence_metrics(result: PipelineResult) -> dict[str, float]:
+    """Whether ADMM converged and retraining helped, per stage.
+
+    * ``primal_residual_final.<admm stage>``: ||W - Z|| over the layers at the stage's last
+      Z/U update; near 0 when the weights reached their constraint sets.
+    * ``val_accuracy.before_projection.<stage>`` and ``.after_projection.<stage>`` for a stage
+      that starts with a hard projection (``retrain``: the prune; ``quant_retrain``: every
+      weight on its levels), and ``projection_loss.<stage>``, before minus after: what the
+      projection threw away of what the stage before it (ADMM, if any) reached.
+    * ``kept_epoch.<stage>``: the epoch a retraining stage kept (its best on validation).
+    """
+    out: dict[str, float] = {}
+    for before, stage in zip(result.stages, result.stages[1:], strict=False):
+        if stage.projected_val_accuracy is not None:
+            out[f"val_accuracy.before_projection.{stage.name}"] = before.val_accuracy
+            out[f"val_accuracy.after_projection.{stage.name}"] = stage.projected_val_accuracy
+            out[f"projection_loss.{stage.name}"] = (
+                before.val_accuracy - stage.projected_val_accuracy
+            )
+    for stage in result.stages:
+        if stage.residuals:
+            out[f"primal_residual_final.{stage.name}"] = stage.residuals[-1].primal_total
+        if stage.kept_epoch is not None:
+            out[f"kept_epoch.{stage.name}"] = float(stage.kept_epoch)
+    return out
 
 
 def _params(settings: TrialSettings) -> dict[str, Any]:
@@ -178,10 +206,9 @@ def _params(settings: TrialSettings) -> dict[str, Any]:
                 {
                     f"{stage}.epochs": s.train.epochs,
                     f"{stage}.lr": s.train.lr,
-                    f"{stage}.rho_initial": s.rho.initial,
-                    f"{stage}.rho_multiplier": s.rho.multiplier,
-                    f"{stage}.rho_every": s.rho.every,
-                    f"{stage}.rho_maximum": s.rho.maximum,
+                    f"{stage}.rho_start": s.rho.start,
+                    f"{stage}.rho_end": s.rho.end,
+                    f"{stage}.rho_updates": s.rho.updates,
                 }
             )
     if p.retrain is not None:

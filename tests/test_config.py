@@ -141,7 +141,7 @@ def test_conversions_to_engine_settings() -> None:
     assert dense_settings(cfg) == TrainSettings(epochs=7, lr=0.05, batch_size=32)
     p = base_pipeline(cfg)
     assert p.pretrain is None and p.admm_quantize is None
-    assert p.retrain == TrainSettings(epochs=1)
+    assert p.retrain == TrainSettings(epochs=1, keep_best=True)  # retraining keeps its best
     assert p.admm_prune is not None and p.quant_retrain is not None
     assert (p.seed, p.index_format) == (3, "csr")
 
@@ -249,11 +249,19 @@ def test_not_a_study_file(tmp_path: Path, text: str, expected: str) -> None:
         ({"search": {"layers": {"fc1": {"bits": 4, "clusters": 8}}}}, "give bits or clusters"),
         ({"search": {"admm_epochs": -1}}, "search.admm_epochs: must be >= 0, got -1"),
         ({"search": {"lr": 0}}, "search.lr: must be > 0, got 0"),
-        ({"search": {"rho_multiplier": 0.5}}, "search.rho_multiplier: must be >= 1, got 0.5"),
-        ({"search": {"rho_every": {"low": 0, "high": 2}}}, "search.rho_every.low: must be >= 1"),
+        ({"search": {"rho_end": 0}}, "search.rho_end: must be > 0, got 0"),
+        (
+            {"search": {"admm_updates": {"low": 0, "high": 2}}},
+            "search.admm_updates.low: must be >= 1",
+        ),
+        (
+            {"search": {"rho_multiplier": 1.5, "rho_every": 1}},
+            "search: the rho schedule is now described over the stage: replace rho_multiplier "
+            "-> rho_end, rho_every -> admm_updates",
+        ),
         ({"search": {"admm_epochs": {"low": 0, "high": 4, "log": True}}}, "needs low > 0, got 0"),
         ({"search": {"keep": {"low": 0.1, "high": 1, "log": True, "step": 0.1}}}, "log and step"),
-        ({"search": {"rho_initial": 2.0}}, "search.rho_initial: goes up to 2.0, above pipeline."),
+        ({"search": {"rho_initial": 2.0}}, "replace rho_initial -> rho_start"),
         (
             {
                 "search": {"admm_epochs": 2},
@@ -267,9 +275,15 @@ def test_not_a_study_file(tmp_path: Path, text: str, expected: str) -> None:
             "must be one of sgd, adam, adamw, got 'lion'",
         ),
         (
-            {"pipeline": {"admm_prune": {"rho": {"initial": 2.0}}}},
-            "pipeline.admm_prune.rho: maximum",
+            {"pipeline": {"admm_prune": {"rho": {"initial": 2.0, "maximum": 1.0}}}},
+            "pipeline.admm_prune.rho: initial, maximum: replaced by start, end and updates",
         ),
+        (
+            {"pipeline": {"admm_quantize": {"update_every": 39}}},
+            "pipeline.admm_quantize: update_every: replaced by rho.updates",
+        ),
+        ({"pipeline": {"admm_prune": {"rho": {"updates": 0}}}}, "rho.updates: must be >= 1"),
+        ({"pipeline": {"retrain": {"keep_best": "yes"}}}, "retrain.keep_best: must be a valid"),
         (
             {"pipeline": {"quant_retrain": {"shares": [0.5, 0.9]}}},
             "must rise strictly and end at 1.0",

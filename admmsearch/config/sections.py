@@ -16,7 +16,6 @@ from .values import (
     Count,
     Fraction,
     IndexFormat,
-    Multiplier,
     NonNegative,
     Optimizer,
     Positive,
@@ -37,44 +36,77 @@ class TrainConfig(_Model):
     weight_decay: NonNegative = TrainSettings.weight_decay
     schedule: Schedule = TrainSettings.schedule
     batch_size: PositiveInt = TrainSettings.batch_size
+    keep_best: Annotated[bool, Strict()] = TrainSettings.keep_best
 
     def settings(self) -> TrainSettings:
         return TrainSettings(**self.model_dump())
 
 
+class RetrainConfig(TrainConfig):
+    """A retraining stage: as :class:`TrainConfig`, but by default it ends with the weights of
+    its epoch of best validation accuracy (``keep_best: true``), so retraining does no harm."""
+
+    keep_best: Annotated[bool, Strict()] = True
+
+
+#: Keys of the rho schedule before it was described over the stage, and what replaced them.
+LEGACY_RHO = {
+    "initial": "rho.start",
+    "multiplier": "rho.end",
+    "every": "rho.updates",
+    "maximum": "rho.end",
+}
+
+
 class RhoConfig(_Model):
-    """ADMM penalty: rho = min(maximum, initial * multiplier ** (updates // every))."""
+    """rho over an ADMM stage: ``start`` to ``end`` (geometric) across ``updates`` Z/U updates
+    spread evenly over the stage's optimizer steps; see :class:`~admmsearch.admm.RhoSchedule`."""
 
-    initial: Positive = RhoSchedule.initial
-    multiplier: Multiplier = RhoSchedule.multiplier
-    every: PositiveInt = RhoSchedule.every
-    maximum: Positive = RhoSchedule.maximum
+    start: Positive = RhoSchedule.start
+    end: Positive = RhoSchedule.end
+    updates: PositiveInt = RhoSchedule.updates
 
-    @model_validator(mode="after")
-    def _capped_above_start(self) -> RhoConfig:
-        if self.maximum < self.initial:
-            raise ValueError(f"maximum ({self.maximum}) must be >= initial ({self.initial})")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _no_legacy_keys(cls, data: Any) -> Any:
+        old = [k for k in LEGACY_RHO if isinstance(data, dict) and k in data]
+        if old:
+            raise ValueError(
+                f"{', '.join(old)}: replaced by start, end and updates (rho goes from start to "
+                "end over the stage's updates, spread evenly over its steps); e.g. "
+                "{start: 5.0e-3, end: 1.0, updates: 20}"
+            )
+        return data
 
     def settings(self) -> RhoSchedule:
         return RhoSchedule(**self.model_dump())
 
 
 class AdmmConfig(_Model):
-    """An ADMM stage; ``update_every``: optimizer steps between Z/U updates (None: each epoch)."""
+    """An ADMM stage: its training and its rho schedule (which also says how many Z/U
+    updates the stage makes)."""
 
     train: TrainConfig = {}
     rho: RhoConfig = {}
-    update_every: PositiveInt | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_update_every(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "update_every" in data:
+            raise ValueError(
+                "update_every: replaced by rho.updates, the number of Z/U updates over the "
+                "whole stage (spread evenly over its optimizer steps)"
+            )
+        return data
 
     def settings(self) -> AdmmSettings:
-        return AdmmSettings(self.train.settings(), self.rho.settings(), self.update_every)
+        return AdmmSettings(self.train.settings(), self.rho.settings())
 
 
 class QuantRetrainConfig(_Model):
     """Iterative hard quantization: each round freezes a growing share, then retrains the rest."""
 
-    train: TrainConfig = {"epochs": 1}
+    train: RetrainConfig = {"epochs": 1}
     shares: tuple[Fraction, ...] = (0.5, 0.75, 0.9, 1.0)
 
     @field_validator("shares")
@@ -93,7 +125,7 @@ class PipelineConfig(_Model):
     """Every trial's stages before the searched knobs are applied; null skips a stage."""
 
     admm_prune: AdmmConfig | None = {}
-    retrain: TrainConfig | None = {}
+    retrain: RetrainConfig | None = {}
     admm_quantize: AdmmConfig | None = {}
     quant_retrain: QuantRetrainConfig | None = {}
     progressive_steps: PositiveInt = 1
