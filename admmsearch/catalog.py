@@ -185,6 +185,15 @@ def describe(opened: OpenedStudy) -> list[tuple[str, str]]:
             + ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n),
         ),
     ]
+    seeded = seeded_trials(study)
+    if seeded:
+        facts.append(
+            (
+                "seeded trials",
+                ", ".join(f"{n} ({kib:g} KiB budget)" for n, kib in seeded)
+                + " (from the sensitivity pass)",
+            )
+        )
     if dense:
         facts.append(
             (
@@ -195,6 +204,15 @@ def describe(opened: OpenedStudy) -> list[tuple[str, str]]:
             )
         )
     return facts
+
+
+def seeded_trials(study: optuna.Study) -> list[tuple[int, float]]:
+    """(trial number, storage budget in KiB) of every trial seeded from the sensitivity pass."""
+    return [
+        (t.number, float(t.user_attrs["seeded"].get("budget_kib", float("nan"))))
+        for t in study.get_trials(deepcopy=False)
+        if isinstance(t.user_attrs.get("seeded"), dict)
+    ]
 
 
 def failed_trials(study: optuna.Study) -> list[tuple[int, str]]:

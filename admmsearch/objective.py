@@ -186,6 +186,20 @@ def convergence_metrics(result: PipelineResult) -> dict[str, float]:
     return out
 
 
+def origin_tags(attrs: dict[str, Any]) -> dict[str, str]:
+    """Where a trial's settings came from, as MLflow tags: ``admmsearch.origin`` is
+    ``seeded`` (with ``admmsearch.seeded_budget_kib``), ``enqueued``, ``retry`` (with
+    ``admmsearch.retry_of``) or ``sampled``."""
+    if "seeded" in attrs:
+        return {
+            "admmsearch.origin": "seeded",
+            "admmsearch.seeded_budget_kib": str(attrs["seeded"].get("budget_kib")),
+        }
+    if "retry_of" in attrs:
+        return {"admmsearch.origin": "retry", "admmsearch.retry_of": str(attrs["retry_of"])}
+    return {"admmsearch.origin": "enqueued" if "enqueued" in attrs else "sampled"}
+
+
 def _params(settings: TrialSettings) -> dict[str, Any]:
     """Every per-layer setting and schedule of the trial, flat, for MLflow params."""
     out: dict[str, Any] = {}
@@ -263,7 +277,7 @@ class Objective:
         settings = suggest(trial, self.config, self.layers)
         run_id = self.tracker.trial_run(self.parent_run, trial.number)
         trial.set_user_attr("mlflow_run_id", run_id)
-        self.tracker.log(run_id, params=_params(settings))
+        self.tracker.log(run_id, params=_params(settings), tags=origin_tags(trial.user_attrs))
         try:
             values = self._run(trial, settings, run_id)
         except (DivergenceError, optuna.TrialPruned) as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from .errors import AdmmSearchError, DivergenceError
 from .front import plot_front, trials_frame
 from .objective import DenseModel, Objective, dense_model
 from .sampling import PerTrialSampler
+from .seeding import Seed, study_seeds
 from .tracking import REASON_TAG, Tracker, default_tracking_uri
 from .workers import (
     Claim,
@@ -211,8 +212,9 @@ def prepare(
     )
 
 
-def _queue_first_trials(ctx: StudyContext) -> None:
-    """Known-good settings on a new study; the params of interrupted trials on a resumed one.
+def _queue_first_trials(ctx: StudyContext, seeds: Sequence[Seed] = ()) -> None:
+    """Known-good settings, then the ``seeds`` (:func:`admmsearch.seeding.study_seeds`) on a
+    new study; the params of interrupted trials on a resumed one.
 
     Call it holding ``ctx.lock``: workers starting together would queue things twice.
     """
@@ -220,6 +222,8 @@ def _queue_first_trials(ctx: StudyContext) -> None:
     if not study.get_trials(deepcopy=False):
         for i, params in enumerate(ctx.config.enqueue):
             study.enqueue_trial(dict(params), user_attrs={"enqueued": i}, skip_if_exists=True)
+        for seed in seeds:
+            study.enqueue_trial(seed.params, user_attrs=seed.attrs, skip_if_exists=True)
         return
     requeued = set(study.user_attrs.get("requeued", []))
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
@@ -272,8 +276,9 @@ def run_study(
     timeout = timeout if timeout is not None else ctx.config.budget.timeout_s
     deadline = None if timeout is None else time.monotonic() + timeout
     if queue:
+        seeds = study_seeds(ctx)
         with ctx.lock:
-            _queue_first_trials(ctx)
+            _queue_first_trials(ctx, seeds)
     remaining = None if budget is None else max(0, budget - finished_count(ctx.study))
     if remaining == 0:
         _mark_parent(ctx, budget)
@@ -389,8 +394,9 @@ def run_parallel(
     import multiprocessing as mp
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    seeds = study_seeds(ctx)
     with ctx.lock:
-        _queue_first_trials(ctx)
+        _queue_first_trials(ctx, seeds)
     spawn = mp.get_context("spawn")
     args = (
         str(path),

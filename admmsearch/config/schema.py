@@ -100,6 +100,7 @@ class SearchConfig(_Model):
     admm_epochs: CountKnob | None = None
     retrain_epochs: CountKnob | None = None
     lr: PositiveKnob | None = None
+    seed_from_sensitivity: Annotated[bool, Strict()] = True
 
     @model_validator(mode="before")
     @classmethod
@@ -112,6 +113,21 @@ class SearchConfig(_Model):
                 "(rho goes from rho_start to rho_end over admm_updates Z/U updates)"
             )
         return data
+
+
+class SensitivityConfig(_Model):
+    """The sensitivity pass (``admmsearch sensitivity``; a new study's first step when
+    ``search.seed_from_sensitivity``) and the trials it seeds.
+
+    ``keep_points`` keep ratios are measured per unit, spread over its keep range, on the first
+    ``samples`` validation images (null: all); ``budgets`` storage budgets, log-spaced over the
+    storage the search space spans, each give one seeded trial (at most half of
+    ``budget.trials``).
+    """
+
+    keep_points: Annotated[int, Strict(), _bound(2, 64)] = 8
+    samples: PositiveInt | None = 2000
+    budgets: Count = 4
 
 
 class ConstraintsConfig(_Model):
@@ -190,6 +206,7 @@ class StudyConfig(_Model):
     dense: DenseConfig = {}
     pipeline: PipelineConfig = {}
     search: SearchConfig = {}
+    sensitivity: SensitivityConfig = {}
     objectives: Annotated[tuple[Objective, ...], Field(min_length=1)] = (
         "val_accuracy",
         "storage_bits_with_index",
