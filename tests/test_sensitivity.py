@@ -16,7 +16,13 @@ from admmsearch.data import load_dataset
 from admmsearch.models import compressible_layers
 from admmsearch.objective import build_model
 from admmsearch.plan import LayerPlan
-from admmsearch.sensitivity import cached_sensitivity, grid_points, keep_grid, measure
+from admmsearch.sensitivity import (
+    cached_sensitivity,
+    grid_points,
+    keep_grid,
+    level_grid,
+    measure,
+)
 from admmsearch.storage import layer_storage, model_storage
 from admmsearch.tracking import search_runs
 from admmsearch.train import TrainSettings, evaluate, fit
@@ -34,13 +40,17 @@ def digits_study(tiny_study):
 
 
 def test_keep_grid_spreads_over_the_range() -> None:
-    from admmsearch.config.knobs import Choices, FloatRange
+    from admmsearch.config.knobs import Choices, FloatRange, IntRange
 
     assert keep_grid(FloatRange(low=0.01, high=1.0, log=True), 3) == (0.01, 0.1, 1.0)
     assert keep_grid(FloatRange(low=0.2, high=0.6), 3) == (0.2, 0.4, 0.6)
     assert keep_grid(FloatRange(low=0.2, high=0.6, step=0.25), 3) == (0.2, 0.45)
     assert keep_grid(Choices(choices=(0.5, 0.1)), 8) == (0.1, 0.5)
     assert keep_grid(0.3, 8) == (0.3,)
+    assert level_grid(Choices(choices=(None, 4, 2))) == (2, 4, None)
+    assert level_grid(IntRange(low=2, high=6)) == (2, 3, 4, 5, 6)
+    assert level_grid(IntRange(low=2, high=256, log=True), 4) == (2, 10, 51, 256)
+    assert level_grid(IntRange(low=4, high=64, step=4), 3) == (4, 32, 64)
 
 
 def test_one_row_per_unit_and_grid_point_and_the_reference_is_dense(digits_study) -> None:

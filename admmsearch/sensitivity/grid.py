@@ -36,13 +36,18 @@ def _spread(spec: FloatRange, points: int) -> list[float]:
     return [round(low + k * spec.step, 12) for k in steps]
 
 
-def level_grid(spec: Any) -> tuple[int | None, ...]:
-    """Bits or cluster counts to measure: the choices, every value of a range, or the fixed
-    value; None (float32) sorts last."""
+def level_grid(spec: Any, points: int = 8) -> tuple[int | None, ...]:
+    """Bits or cluster counts to measure: the choices, the values of a range (``points`` of
+    them spread over it, on its steps, when it holds more), or the fixed value; None (float32)
+    sorts last."""
     if isinstance(spec, Choices):
         values = list(spec.choices)
     elif isinstance(spec, IntRange):
         values = list(range(spec.low, spec.high + 1, spec.step))
+        if len(values) > points:
+            spread = np.geomspace if spec.log else np.linspace
+            targets = spread(spec.low, values[-1], points)
+            values = [min(values, key=lambda v, t=t: abs(v - t)) for t in targets]
     else:
         values = [spec]
     return tuple(sorted(set(values), key=lambda v: (v is None, v or 0)))
@@ -62,7 +67,7 @@ def grid_points(unit: UnitSpace, points: int) -> list[GridPoint]:
     """Every point of ``unit``'s table: the pruning curve (each keep ratio, float32), the
     quantization curve (each level count, keep 1.0) and the reference (1.0, None) are
     measured; the other points of the search space (keep < 1 with levels) are predicted."""
-    keeps, levels = keep_grid(unit.keep, points), level_grid(unit.levels)
+    keeps, levels = keep_grid(unit.keep, points), level_grid(unit.levels, points)
     all_keeps = sorted(set(keeps) | {1.0})
     all_levels = sorted(set(levels) | {None}, key=lambda v: (v is None, v or 0))
     out = []
