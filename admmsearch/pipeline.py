@@ -166,9 +166,16 @@ class _Run:
         self.stages: list[StageResult] = []
         self.projected: float | None = None  # set by a hard projection, read by record()
         self.kept_epoch: int | None = None  # set by a keep_best training, read by record()
+        self.kept_accuracy: float | None = None  # its validation accuracy, known already
 
     def seed(self) -> int:
         return self.s.seed * 1000 + len(self.stages)
+
+    def _val_accuracy(self) -> float:
+        """The model's validation accuracy; a keep_best training measured it already."""
+        if self.kept_accuracy is not None:
+            return self.kept_accuracy
+        return evaluate(self.model, self.data.x_val, self.data.y_val)
 
     def project_and_measure(self) -> None:
         """Note the validation accuracy right after a hard projection (before retraining)."""
@@ -181,7 +188,7 @@ class _Run:
             figures[layer].update(values)
         result = StageResult(
             name=name,
-            val_accuracy=evaluate(self.model, self.data.x_val, self.data.y_val),
+            val_accuracy=self._val_accuracy(),
             test_accuracy=evaluate(self.model, self.data.x_test, self.data.y_test),
             seconds=seconds,
             layers=figures,
@@ -190,7 +197,7 @@ class _Run:
             projected_val_accuracy=self.projected,
             kept_epoch=self.kept_epoch,
         )
-        self.projected = self.kept_epoch = None
+        self.projected = self.kept_epoch = self.kept_accuracy = None
         self.stages.append(result)
         if self.hooks.on_stage is not None:
             self.hooks.on_stage(result)
@@ -217,7 +224,7 @@ class _Run:
 
         try:
             if s.keep_best and penalty is None:
-                losses, self.kept_epoch = fit_best(
+                losses, self.kept_epoch, self.kept_accuracy = fit_best(
                     self.model, self.data, s, seed=self.seed() + 7919 * round_, on_epoch=on_epoch
                 )
                 return losses

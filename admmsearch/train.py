@@ -190,7 +190,7 @@ def fit_best(
     *,
     seed: int,
     on_epoch: Callable[[int, float], None] | None = None,
-) -> tuple[list[float], int]:
+) -> tuple[list[float], int, float | None]:
     """:func:`fit`, then go back to the weights of the epoch with the best validation accuracy.
 
     Validation accuracy is measured after every epoch (forward passes only); on a tie the later
@@ -198,7 +198,8 @@ def fit_best(
     restored, so a retraining stage ends exactly as it was after that epoch.
 
     Returns:
-        The mean loss of each epoch, and the kept epoch (1-based; 0 when there was none).
+        The mean loss of each epoch, the kept epoch (1-based; 0 when there was none) and its
+        validation accuracy (None when there was none).
     """
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
 
@@ -213,6 +214,6 @@ def fit_best(
 
     losses = fit(model, data, s, seed=seed, on_epoch=keep)
     if best is None:
-        return losses, 0
+        return losses, 0, None
     model.load_state_dict(best[2])
-    return losses, best[1]
+    return losses, best[1], best[0]

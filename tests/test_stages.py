@@ -96,11 +96,11 @@ def test_fit_best_ends_with_the_weights_of_its_best_validation_epoch(digits, den
 
     # A high learning rate makes the epochs' validation accuracies go up and down.
     s = TrainSettings(epochs=6, lr=0.3, batch_size=32, schedule="constant")
-    _, kept = fit_best(model, digits, s, seed=1, on_epoch=watch)
+    _, kept, accuracy = fit_best(model, digits, s, seed=1, on_epoch=watch)
     accuracies = [a for a, _ in seen]
     best = max(range(len(seen)), key=lambda i: (accuracies[i], i))
     assert kept == best + 1
-    assert evaluate(model, digits.x_val, digits.y_val) == max(accuracies)
+    assert evaluate(model, digits.x_val, digits.y_val) == max(accuracies) == accuracy
     for key, value in model.state_dict().items():
         assert torch.equal(value, seen[best][1][key]), key
     assert kept < len(seen)  # this case does roll back to an earlier epoch
@@ -109,11 +109,14 @@ def test_fit_best_ends_with_the_weights_of_its_best_validation_epoch(digits, den
 def test_a_retraining_stage_reports_its_kept_epoch_and_the_projection_loss(digits, dense) -> None:
     admm = AdmmSettings(TrainSettings(epochs=1, lr=0.02, batch_size=32), RhoSchedule(updates=8))
     retrain = TrainSettings(epochs=3, lr=0.02, batch_size=32, keep_best=True)
+    model = _model(dense)
     result = run_pipeline(
-        _model(dense), digits, Plan.uniform(LAYERS, keep=0.05), _prune_only(admm, retrain)
+        model, digits, Plan.uniform(LAYERS, keep=0.05), _prune_only(admm, retrain)
     )
     stage = result.stages[2]
     assert stage.name == "retrain" and 1 <= stage.kept_epoch <= 3
+    # the accuracy recorded (measured once, when the kept epoch ended) is the model's
+    assert stage.val_accuracy == evaluate(model, digits.x_val, digits.y_val)
     m = convergence_metrics(result)
     assert m["kept_epoch.retrain"] == stage.kept_epoch
     assert m["val_accuracy.before_projection.retrain"] == result.stages[1].val_accuracy
