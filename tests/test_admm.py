@@ -140,3 +140,12 @@ def test_closed_form_gradient_equals_autograd_of_the_penalty(masked: bool) -> No
     for p, want in zip(params, expected, strict=True):
         got = p.grad if p.grad is not None else torch.zeros_like(p)
         assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_the_rho_schedule_example_in_its_docstring_runs() -> None:
+    import doctest
+
+    from admmsearch import admm
+
+    result = doctest.testmod(admm)
+    assert result.attempted >= 2 and result.failed == 0

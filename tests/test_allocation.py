@@ -80,3 +80,12 @@ def test_budgets_are_log_spaced_inside_the_range() -> None:
     budgets = log_budgets(units, 3, fixed_bits=0)
     assert budgets == [31, 100, 318]  # geomspace(10, 1010, 5)[1:-1], floored
     assert log_budgets(units, 0) == [] and log_budgets([[Option("a", 5, 0)]], 3) == []
+
+
+def test_the_worked_example_in_the_module_docstring() -> None:
+    import doctest
+
+    from admmsearch import allocation
+
+    result = doctest.testmod(allocation)
+    assert result.attempted >= 3 and result.failed == 0
