@@ -3,6 +3,8 @@ model, the model is left untouched, the result is cached, and the command writes
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 import torch
@@ -10,6 +12,7 @@ from click.testing import CliRunner
 
 from admmsearch.cli import main
 from admmsearch.config import validate_study
+from admmsearch.config.knobs import Choices
 from admmsearch.config.units import unit_spaces
 from admmsearch.constraints import OnSupport
 from admmsearch.data import load_dataset
@@ -40,7 +43,7 @@ def digits_study(tiny_study):
 
 
 def test_keep_grid_spreads_over_the_range() -> None:
-    from admmsearch.config.knobs import Choices, FloatRange, IntRange
+    from admmsearch.config.knobs import FloatRange, IntRange
 
     assert keep_grid(FloatRange(low=0.01, high=1.0, log=True), 3) == (0.01, 0.1, 1.0)
     assert keep_grid(FloatRange(low=0.2, high=0.6), 3) == (0.2, 0.4, 0.6)
@@ -110,6 +113,16 @@ def test_predicted_storage_bounds_the_real_projections_closely(digits_study) -> 
         exact = real.stored_bits + real.bias_bits
         slack = 32 * 2 ** int(r.levels) + int(mask.sum())
         assert exact <= r.storage_bits <= exact + slack, (r.keep, r.levels)
+
+
+def test_keep_ratios_that_empty_a_layer_are_left_out(digits_study) -> None:
+    """conv1 has 144 weights: keep 0.001 would keep none of them (the pipeline refuses it)."""
+    config, layers, data, model = digits_study
+    conv1 = dataclasses.replace(
+        unit_spaces(config, layers)[0], keep=Choices(choices=(0.001, 0.5)), levels=None
+    )
+    frame = measure(model, data, [conv1], keep_points=3).frame()
+    assert sorted(frame["keep"]) == [0.5, 1.0]
 
 
 def test_measurement_is_cached_under_the_dense_fingerprint(digits_study, tmp_path) -> None:

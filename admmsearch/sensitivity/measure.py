@@ -11,7 +11,7 @@ from torch import nn
 
 from ..config import UnitSpace
 from ..data import DataSplits
-from ..errors import AdmmSearchError
+from ..errors import AdmmSearchError, ConstraintError
 from ..models import compressible_layers
 from ..plan import LayerPlan
 from ..storage import layer_storage, model_storage
@@ -86,7 +86,12 @@ class _Probe:
         self.originals = {n: m.weight.detach().clone() for n, m in self.modules.items()}
 
     def rows(self, points: Sequence[GridPoint], dense: float) -> list[dict[str, Any]]:
-        """One row per point: the measured ones first measured, then the predicted ones."""
+        """One row per point: the measured ones first measured, then the predicted ones.
+
+        A keep ratio that would leave a layer of the unit without any weight is left out, as
+        the pipeline would refuse it.
+        """
+        points = [p for p in points if self._keeps_some(p.keep)]
         try:
             measured = {(p.keep, p.levels): self._measure(p) for p in points if p.measured}
         finally:
@@ -105,6 +110,16 @@ class _Probe:
                 )
             out.append(self._row(p, accuracy, drop, bits))
         return out
+
+    def _keeps_some(self, keep: float) -> bool:
+        sparsity = LayerPlan(keep=keep, structured=self.unit.structured).sparsity()
+        try:
+            for w in self.originals.values():
+                if sparsity is not None:
+                    sparsity.mask(w)
+        except ConstraintError:
+            return False
+        return True
 
     def _plan(self, p: GridPoint) -> LayerPlan:
         u = self.unit
