@@ -6,7 +6,7 @@ For each constrained layer, ADMM splits ``min loss(W) s.t. W in S`` into
     (ii)  Z <- project_S(W + U)                                        (``update``)
     (iii) U <- U + W - Z                                               (``update``)
 Z starts at the projection of the dense weights and U at zero. U is the *scaled* dual
-(lambda / rho), so when rho grows the scheduler rescales U by rho_old / rho_new to keep lambda.
+(lambda / rho), so when rho changes U is rescaled by rho_old / rho_new to keep lambda.
 
 The ADMM loop never asks what kind of set it projects on: it calls ``constraint.project``.
 """
@@ -30,29 +30,58 @@ __all__ = ["AdmmState", "Residuals", "RhoSchedule"]
 
 @dataclass(frozen=True)
 class RhoSchedule:
-    """rho = min(maximum, initial * multiplier ** (updates_done // every)).
+    """rho over one ADMM stage: from ``start`` to ``end`` across the stage's ``updates`` Z/U
+    updates, which are spread evenly over its optimizer steps.
 
-    Example: RhoSchedule(1e-3, 2.0, every=2, maximum=1e-2) gives, after 0, 1, 2, ... updates,
-    1e-3, 1e-3, 2e-3, 2e-3, 4e-3, 4e-3, 8e-3, 8e-3, 1e-2, ...
+    The stage's S optimizer steps are cut into ``n = min(updates, S)`` intervals, update k
+    (k = 1..n) coming after step ``k * S // n``, so the last one comes after the last step. rho
+    is constant within an interval and grows geometrically from one to the next: interval k
+    (k = 0..n-1) trains with ``start * growth ** k``, ``growth = (end / start) ** (1 / (n - 1))``,
+    so the first trains with ``start`` and the last with ``end`` (with one update, rho stays
+    ``start``). Whenever rho changes the scaled dual U is rescaled (see :class:`AdmmState`).
+
+    Example: RhoSchedule(1e-3, 1e-1, updates=3) over 10 steps updates Z and U after steps 3,
+    6 and 10, training with rho 1e-3, 1e-2 and 1e-1 in the three intervals.
+
+    >>> s = RhoSchedule(1e-3, 1e-1, updates=3)
+    >>> s.update_steps(10), [round(s.at(k, 10), 6) for k in range(3)]
+    ([3, 6, 10], [0.001, 0.01, 0.1])
     """
 
-    initial: float = 1e-3
-    multiplier: float = 1.5
-    every: int = 1
-    maximum: float = 1.0
+    start: float = 5e-3
+    end: float = 1.0
+    updates: int = 20
 
     def __post_init__(self) -> None:
-        if not self.initial > 0:
-            raise ConfigError(f"rho.initial: must be > 0, got {self.initial}")
-        if not self.multiplier >= 1:
-            raise ConfigError(f"rho.multiplier: must be >= 1, got {self.multiplier}")
-        if not (isinstance(self.every, int) and self.every >= 1):
-            raise ConfigError(f"rho.every: must be an integer >= 1, got {self.every!r}")
-        if not self.maximum >= self.initial:
-            raise ConfigError(f"rho.maximum: must be >= rho.initial, got {self.maximum}")
+        if not self.start > 0:
+            raise ConfigError(f"rho.start: must be > 0, got {self.start}")
+        if not self.end > 0:
+            raise ConfigError(f"rho.end: must be > 0, got {self.end}")
+        if isinstance(self.updates, bool) or not (
+            isinstance(self.updates, int) and self.updates >= 1
+        ):
+            raise ConfigError(f"rho.updates: must be an integer >= 1, got {self.updates!r}")
 
-    def at(self, updates_done: int) -> float:
-        return min(self.maximum, self.initial * self.multiplier ** (updates_done // self.every))
+    def count(self, steps: int) -> int:
+        """Z/U updates in a stage of ``steps`` optimizer steps: at most one per step."""
+        return min(self.updates, steps)
+
+    def update_steps(self, steps: int) -> list[int]:
+        """After which optimizer steps (1-based) the updates come, evenly spread."""
+        n = self.count(steps)
+        return [k * steps // n for k in range(1, n + 1)]
+
+    def growth(self, steps: int) -> float:
+        """The factor rho grows by from one update to the next."""
+        n = self.count(steps)
+        return 1.0 if n <= 1 else (self.end / self.start) ** (1 / (n - 1))
+
+    def at(self, updates_done: int, steps: int) -> float:
+        """rho while training after ``updates_done`` updates, in a stage of ``steps`` steps."""
+        n = self.count(steps)
+        if n <= 1:
+            return self.start
+        return self.start * self.growth(steps) ** min(updates_done, n - 1)
 
 
 @dataclass(frozen=True)
@@ -79,7 +108,9 @@ class AdmmState:
     Args:
         layers: name -> module whose ``weight`` (effective, if parametrized) is constrained.
         constraints: name -> constraint set; only these layers take part.
-        schedule: how rho grows with the number of updates.
+        schedule: how rho changes from update to update.
+        steps: the optimizer steps of the stage the schedule is spread over (default: one
+            update per step, ``schedule.updates`` steps).
     """
 
     def __init__(
@@ -87,12 +118,14 @@ class AdmmState:
         layers: Mapping[str, nn.Module],
         constraints: Mapping[str, Constraint],
         schedule: RhoSchedule,
+        steps: int | None = None,
     ) -> None:
         self.modules = {name: layers[name] for name in constraints}
         self.constraints = dict(constraints)
         self.schedule = schedule
+        self.steps = schedule.updates if steps is None else steps
         self.updates = 0
-        self.rho = schedule.at(0)
+        self.rho = schedule.at(0, self.steps)
         self.history: list[Residuals] = []
         with torch.no_grad():
             weights = self._weights()
@@ -167,7 +200,7 @@ class AdmmState:
         record = Residuals(self.updates, self.rho, primal, dual)
         self.history.append(record)
         self.updates += 1
-        new_rho = self.schedule.at(self.updates)
+        new_rho = self.schedule.at(self.updates, self.steps)
         if new_rho != self.rho:
             for name in self.U:
                 self.U[name] = self.U[name] * (self.rho / new_rho)

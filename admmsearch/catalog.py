@@ -15,9 +15,11 @@ from typing import Any
 
 import optuna
 import pandas as pd
+from pydantic import ValidationError
 
 from .config import StudyConfig, validate_study
-from .errors import StoreError, StudyNotFoundError
+from .config.loading import report_errors
+from .errors import ConfigError, StoreError, StudyNotFoundError
 from .front import front_frame
 from .redact import redact_text, redact_url
 from .study import TIMEOUT_ATTR, finished_count, resolve_storage, resolve_tracking
@@ -85,9 +87,26 @@ def open_existing(
             f"study {name!r} in {redact_url(url)} was not made by "
             "admmsearch (it has no recorded study file)"
         )
-    config = file_config or StudyConfig.model_validate(recorded)
+    config = file_config or _recorded_config(name, recorded)
     layers = list(study.user_attrs.get("layers", []))
     return OpenedStudy(study, config, layers, url, resolve_tracking(file_config, tracking_uri))
+
+
+def _recorded_config(name: str, recorded: Any) -> StudyConfig:
+    """The study file a study recorded when it started, validated by this admmsearch.
+
+    Raises:
+        ConfigError: it no longer validates (a setting was renamed or removed since); the
+            message names the fields and says to open the study by an updated study file.
+    """
+    try:
+        return StudyConfig.model_validate(recorded)
+    except ValidationError as exc:
+        problems = report_errors(f"study {name!r}: its recorded study file", exc)
+        raise ConfigError(
+            f"{problems.splitlines()[0]} (recorded by an older admmsearch; name the study by "
+            "its study file, updated, instead of by its name)"
+        ) from None
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:
@@ -202,6 +221,15 @@ def describe(opened: OpenedStudy) -> list[tuple[str, str]]:
     ]
     if note := timeout_note(study, budget):
         facts.append(("stopped", note))
+    seeded = seeded_trials(study)
+    if seeded:
+        facts.append(
+            (
+                "seeded trials",
+                ", ".join(f"{n} ({kib:g} KiB budget)" for n, kib in seeded)
+                + " (from the sensitivity pass)",
+            )
+        )
     if dense:
         facts.append(
             (
@@ -212,6 +240,15 @@ def describe(opened: OpenedStudy) -> list[tuple[str, str]]:
             )
         )
     return facts
+
+
+def seeded_trials(study: optuna.Study) -> list[tuple[int, float]]:
+    """(trial number, storage budget in KiB) of every trial seeded from the sensitivity pass."""
+    return [
+        (t.number, float(t.user_attrs["seeded"].get("budget_kib", float("nan"))))
+        for t in study.get_trials(deepcopy=False)
+        if isinstance(t.user_attrs.get("seeded"), dict)
+    ]
 
 
 def failed_trials(study: optuna.Study) -> list[tuple[int, str]]:

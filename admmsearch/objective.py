@@ -38,6 +38,7 @@ __all__ = [
     "Objective",
     "build_model",
     "collapsed",
+    "convergence_metrics",
     "data_params",
     "dense_model",
     "packed_meta",
@@ -80,10 +81,52 @@ def trial_metrics(result: PipelineResult, dense: DenseModel, packed: PackInfo) -
         metrics[f"val_accuracy.{stage.name}"] = stage.val_accuracy
         metrics[f"test_accuracy.{stage.name}"] = stage.test_accuracy
         metrics[f"seconds.{stage.name}"] = stage.seconds
+    metrics.update(convergence_metrics(result))
     for row in result.storage.layers:
         metrics[f"sparsity.{row.name}"] = row.sparsity
         metrics[f"bits_per_nonzero.{row.name}"] = (row.stored_bits - row.index_bits) / row.nonzeros
     return metrics
+
+
+def convergence_metrics(result: PipelineResult) -> dict[str, float]:
+    """Whether ADMM converged and retraining helped, per stage.
+
+    * ``primal_residual_final.<admm stage>``: ||W - Z|| over the layers at the stage's last
+      Z/U update; near 0 when the weights reached their constraint sets.
+    * ``val_accuracy.before_projection.<stage>`` and ``.after_projection.<stage>`` for a stage
+      that starts with a hard projection (``retrain``: the prune; ``quant_retrain``: every
+      weight on its levels), and ``projection_loss.<stage>``, before minus after: what the
+      projection threw away of what the stage before it (ADMM, if any) reached.
+    * ``kept_epoch.<stage>``: the epoch a retraining stage kept (its best on validation).
+    """
+    out: dict[str, float] = {}
+    for before, stage in zip(result.stages, result.stages[1:], strict=False):
+        if stage.projected_val_accuracy is not None:
+            out[f"val_accuracy.before_projection.{stage.name}"] = before.val_accuracy
+            out[f"val_accuracy.after_projection.{stage.name}"] = stage.projected_val_accuracy
+            out[f"projection_loss.{stage.name}"] = (
+                before.val_accuracy - stage.projected_val_accuracy
+            )
+    for stage in result.stages:
+        if stage.residuals:
+            out[f"primal_residual_final.{stage.name}"] = stage.residuals[-1].primal_total
+        if stage.kept_epoch is not None:
+            out[f"kept_epoch.{stage.name}"] = float(stage.kept_epoch)
+    return out
+
+
+def origin_tags(attrs: dict[str, Any]) -> dict[str, str]:
+    """Where a trial's settings came from, as MLflow tags: ``admmsearch.origin`` is
+    ``seeded`` (with ``admmsearch.seeded_budget_kib``), ``enqueued``, ``retry`` (with
+    ``admmsearch.retry_of``) or ``sampled``."""
+    if "seeded" in attrs:
+        return {
+            "admmsearch.origin": "seeded",
+            "admmsearch.seeded_budget_kib": str(attrs["seeded"].get("budget_kib")),
+        }
+    if "retry_of" in attrs:
+        return {"admmsearch.origin": "retry", "admmsearch.retry_of": str(attrs["retry_of"])}
+    return {"admmsearch.origin": "enqueued" if "enqueued" in attrs else "sampled"}
 
 
 def _params(settings: TrialSettings) -> dict[str, Any]:
@@ -106,10 +149,9 @@ def _params(settings: TrialSettings) -> dict[str, Any]:
                 {
                     f"{stage}.epochs": s.train.epochs,
                     f"{stage}.lr": s.train.lr,
-                    f"{stage}.rho_initial": s.rho.initial,
-                    f"{stage}.rho_multiplier": s.rho.multiplier,
-                    f"{stage}.rho_every": s.rho.every,
-                    f"{stage}.rho_maximum": s.rho.maximum,
+                    f"{stage}.rho_start": s.rho.start,
+                    f"{stage}.rho_end": s.rho.end,
+                    f"{stage}.rho_updates": s.rho.updates,
                 }
             )
     if p.retrain is not None:
@@ -187,7 +229,11 @@ class Objective:
         try:
             run_id = self.tracker.trial_run(self.parent_run, trial.number)
             trial.set_user_attr("mlflow_run_id", run_id)
-            self.tracker.log(run_id, params={**_params(settings), **data_params(self.data)})
+            self.tracker.log(
+                run_id,
+                params={**_params(settings), **data_params(self.data)},
+                tags=origin_tags(trial.user_attrs),
+            )
             values = self._run(trial, settings, run_id)
             self.tracker.finish(run_id)
         except (DivergenceError, optuna.TrialPruned) as exc:

@@ -12,6 +12,7 @@ keep ratios fall geometrically, each step starting from the last one's pruned mo
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .admm import AdmmState, Residuals, RhoSchedule
 from .constraints import Constraint, nearest_codes
@@ -29,7 +31,7 @@ from .masking import Quantized, finalize, mask_of, prune_, quantize_
 from .models import compressible_layers, output_channels, uncompressed_layers
 from .plan import LayerPlan, Plan
 from .storage import StorageReport, model_storage
-from .train import TrainSettings, evaluate, fit
+from .train import TrainSettings, evaluate, fit, fit_best
 
 __all__ = [
     "AdmmSettings",
@@ -41,23 +43,23 @@ __all__ = [
     "StageResult",
     "layer_figures",
     "run_pipeline",
+    "stage_steps",
 ]
 
 
 @dataclass(frozen=True)
 class AdmmSettings:
-    """An ADMM stage: training, rho schedule, and how often Z and U are updated."""
+    """An ADMM stage: training, and rho from start to end over the stage's Z/U updates."""
 
     train: TrainSettings = field(default_factory=TrainSettings)
     rho: RhoSchedule = field(default_factory=RhoSchedule)
-    update_every: int | None = None  # optimizer steps between Z/U updates; None = every epoch
 
 
 @dataclass(frozen=True)
 class QuantRetrainSettings:
     """Iterative quantization: freeze a growing share of each layer, retrain the rest."""
 
-    train: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1))
+    train: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1, keep_best=True))
     shares: tuple[float, ...] = (0.5, 0.75, 0.9, 1.0)
 
     def __post_init__(self) -> None:
@@ -73,7 +75,7 @@ class PipelineSettings:
 
     pretrain: TrainSettings | None = field(default_factory=lambda: TrainSettings(epochs=5))
     admm_prune: AdmmSettings | None = field(default_factory=AdmmSettings)
-    retrain: TrainSettings | None = field(default_factory=TrainSettings)
+    retrain: TrainSettings | None = field(default_factory=lambda: TrainSettings(keep_best=True))
     admm_quantize: AdmmSettings | None = field(default_factory=AdmmSettings)
     quant_retrain: QuantRetrainSettings | None = field(default_factory=QuantRetrainSettings)
     progressive_steps: int = 1
@@ -90,7 +92,14 @@ class PipelineSettings:
 
 @dataclass(frozen=True)
 class StageResult:
-    """What one stage did: accuracy after it, its wall time and per-layer figures."""
+    """What one stage did: accuracy after it, its wall time and per-layer figures.
+
+    ``projected_val_accuracy``: for a stage that starts with a hard projection (the prune
+    before masked retraining, the quantization before quantized retraining), the validation
+    accuracy just after it, before any retraining. ``kept_epoch``: for a stage that keeps its
+    best epoch (``TrainSettings.keep_best``), the epoch it ended with (1-based; with several
+    rounds, the last round's).
+    """
 
     name: str
     val_accuracy: float
@@ -99,6 +108,8 @@ class StageResult:
     layers: Mapping[str, Mapping[str, float]]
     losses: tuple[float, ...] = ()
     residuals: tuple[Residuals, ...] = ()
+    projected_val_accuracy: float | None = None
+    kept_epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +172,9 @@ class _Run:
         self.layers, self.hooks = layers, hooks
         self.stages: list[StageResult] = []
         self.folding = Folding()
+        self.projected: float | None = None  # set by a hard projection, read by record()
+        self.kept_epoch: int | None = None  # set by a keep_best training, read by record()
+        self.kept_accuracy: float | None = None  # its validation accuracy, known already
 
     def fold(self) -> None:
         """Fold BatchNorm into the convolutions, if the settings ask for it."""
@@ -170,6 +184,16 @@ class _Run:
     def seed(self) -> int:
         return self.s.seed * 1000 + len(self.stages)
 
+    def _val_accuracy(self) -> float:
+        """The model's validation accuracy; a keep_best training measured it already."""
+        if self.kept_accuracy is not None:
+            return self.kept_accuracy
+        return evaluate(self.model, self.data.x_val, self.data.y_val)
+
+    def project_and_measure(self) -> None:
+        """Note the validation accuracy right after a hard projection (before retraining)."""
+        self.projected = evaluate(self.model, self.data.x_val, self.data.y_val)
+
     def record(self, name: str, start: float, losses=(), residuals=(), extra=None) -> None:
         seconds = time.perf_counter() - start  # training time only, not the evaluation below
         figures = layer_figures(self.layers)
@@ -177,13 +201,16 @@ class _Run:
             figures[layer].update(values)
         result = StageResult(
             name=name,
-            val_accuracy=evaluate(self.model, self.data.x_val, self.data.y_val),
+            val_accuracy=self._val_accuracy(),
             test_accuracy=evaluate(self.model, self.data.x_test, self.data.y_test),
             seconds=seconds,
             layers=figures,
             losses=tuple(losses),
             residuals=tuple(residuals),
+            projected_val_accuracy=self.projected,
+            kept_epoch=self.kept_epoch,
         )
+        self.projected = self.kept_epoch = self.kept_accuracy = None
         self.stages.append(result)
         if self.hooks.on_stage is not None:
             self.hooks.on_stage(result)
@@ -199,7 +226,7 @@ class _Run:
         round_: int = 0,
     ) -> list[float]:
         """``fit`` with the stage's seed (offset per round), progress hook and divergence
-        message."""
+        message; :func:`fit_best` for a stage that keeps its best epoch."""
         hook = self.hooks.on_epoch
 
         def on_epoch(epoch: int, loss: float) -> None:
@@ -209,6 +236,11 @@ class _Run:
                 hook(name, epoch, loss)
 
         try:
+            if s.keep_best and penalty is None:
+                losses, self.kept_epoch, self.kept_accuracy = fit_best(
+                    self.model, self.data, s, seed=self.seed() + 7919 * round_, on_epoch=on_epoch
+                )
+                return losses
             return fit(
                 self.model,
                 self.data,
@@ -223,16 +255,27 @@ class _Run:
             raise DivergenceError(f"stage {name}: {exc}") from exc
 
 
+def stage_steps(data: DataSplits, s: TrainSettings) -> int:
+    """Optimizer steps of a stage: its epochs times the batches of the training split."""
+    return s.epochs * math.ceil(len(data.y_train) / s.batch_size)
+
+
 def _admm(run: _Run, name: str, constraints: Mapping[str, Constraint], s: AdmmSettings) -> None:
-    """One ADMM stage over ``constraints``; the weights end near, not on, their sets."""
+    """One ADMM stage over ``constraints``; the weights end near, not on, their sets.
+
+    Z and U are updated ``s.rho.updates`` times, spread evenly over the stage's optimizer steps
+    (at most once a step), the last time after the last step.
+    """
     start = time.perf_counter()
-    state = AdmmState(run.layers, constraints, s.rho)
+    total = stage_steps(run.data, s.train)
+    state = AdmmState(run.layers, constraints, s.rho, max(total, 1))
+    due = set(s.rho.update_steps(total)) if total else set()
     steps = 0
 
     def on_step() -> None:
         nonlocal steps
         steps += 1
-        if s.update_every is not None and steps % s.update_every == 0:
+        if steps in due:
             state.update()
 
     losses = run.train(
@@ -241,7 +284,6 @@ def _admm(run: _Run, name: str, constraints: Mapping[str, Constraint], s: AdmmSe
         penalty=state.autograd_penalty,
         after_backward=state.add_gradient,
         on_step=on_step,
-        after_epoch=state.update if s.update_every is None else None,
     )
     distance = {n: {"distance": d} for n, d in state.distance().items()}
     run.record(name, start, losses, state.history, distance)
@@ -264,6 +306,7 @@ def _prune(run: _Run, constraints: Mapping[str, Constraint], tag: str) -> None:
             previous = mask_of(run.layers[name])
             masks[name] = mask if previous is None else mask & previous
     prune_(run.layers, masks)
+    run.project_and_measure()
     losses = [] if run.s.retrain is None else run.train(f"retrain{tag}", run.s.retrain)
     run.record(f"retrain{tag}", start, losses)
 
@@ -278,6 +321,7 @@ def _quantize(run: _Run) -> None:
     fixed = {n: c.fixed(run.layers[n].weight.detach()) for n, c in constraints.items()}
     if run.s.admm_quantize is not None:
         _admm(run, "admm_quantize", fixed, run.s.admm_quantize)
+    run.projected = _accuracy_on_levels(run, fixed)
     start = time.perf_counter()
     quantized = {}
     for name, c in fixed.items():
@@ -292,6 +336,23 @@ def _quantize(run: _Run) -> None:
             _freeze_share(q, run.layers[name], share)
         losses += run.train("quant_retrain", s.train, round_=round_)
     run.record("quant_retrain", start, losses)
+
+
+def _accuracy_on_levels(run: _Run, fixed: Mapping[str, Constraint]) -> float:
+    """Validation accuracy with every quantized layer's weights rounded to its levels at once
+    (the hard projection that iterative quantization reaches in its last round), on a copy."""
+    model = copy.deepcopy(run.model)
+    layers = compressible_layers(model, list(run.layers))
+    with torch.no_grad():
+        for name, c in fixed.items():
+            module = layers[name]
+            target = (
+                module.parametrizations.weight.original
+                if parametrize.is_parametrized(module, "weight")
+                else module.weight
+            )
+            target.copy_(c.project(module.weight.detach()))
+    return evaluate(model, run.data.x_val, run.data.y_val)
 
 
 def _freeze_share(q: Quantized, module: nn.Module, share: float) -> None:

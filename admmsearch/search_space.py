@@ -9,8 +9,8 @@ setting:
 ``keep.<unit>``       kept fraction of the weights, in (0, 1]; 1.0 means not pruned
 ``bits.<unit>``       bits of the kept weights; None means float32 (no quantization)
 ``clusters.<unit>``   learned centroids instead of bits, where the study clusters
-``rho_initial``       rho schedule of both ADMM stages (also ``rho_multiplier``,
-                      ``rho_every``)
+``rho_start``         rho schedule of both ADMM stages: rho at the stage's start (also
+                      ``rho_end``, and ``admm_updates``: Z/U updates over the stage)
 ``admm_epochs``       epochs of both ADMM stages
 ``retrain_epochs``    epochs of the masked retraining
 ``lr``                learning rate of both ADMM stages and of the retraining

@@ -39,6 +39,8 @@ from .preflight import (
     check_splits,
     check_store_folder,
 )
+from .sampling import PerTrialSampler
+from .seeding import Seed, study_seeds
 from .tracking import REASON_TAG, Tracker, default_tracking_uri
 from .workers import (
     Claim,
@@ -93,9 +95,10 @@ def resolve_cache_dir(
     return Path(path) if path else Path(workdir) / "cache"
 
 
-def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
-    """The configured sampler, seeded; constrained studies pass constraints to it."""
-    s, seed = config.sampler, config.sampler_seed
+def make_sampler(config: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The configured sampler, seeded with ``seed`` (default: the study's sampler seed)."""
+    s = config.sampler
+    seed = config.sampler_seed if seed is None else seed
     if s.name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=s.population_size or 20, seed=seed)
     if s.name == "tpe":
@@ -109,7 +112,9 @@ def open_study(config: StudyConfig, storage: str | optuna.storages.RDBStorage) -
     """Create the study or load it if it exists (same name, same storage).
 
     A URL opens the storage with the study's heartbeat settings (see :func:`prepare` for a
-    worker's, which also handles lost trials).
+    worker's, which also handles lost trials). Trial ``n`` draws its settings with a sampler
+    seeded from the sampler seed and ``n`` (:mod:`admmsearch.sampling`), so workers and resumed
+    runs never replay each other's draws.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if isinstance(storage, str):
@@ -121,7 +126,7 @@ def open_study(config: StudyConfig, storage: str | optuna.storages.RDBStorage) -
         study_name=config.name,
         storage=storage,
         directions=config.directions,
-        sampler=make_sampler(config),
+        sampler=PerTrialSampler(lambda seed: make_sampler(config, seed), config.sampler_seed),
         load_if_exists=True,
     )
 
@@ -296,15 +301,18 @@ def _check_dense_learns(config: StudyConfig, data: DataSplits, dense: DenseModel
     )
 
 
-def _queue_first_trials(ctx: StudyContext) -> None:
-    """Known-good settings on a new study; the params of interrupted trials on a resumed one.
+def _queue_first_trials(ctx: StudyContext, seeds: Sequence[Seed] = ()) -> None:
+    """Known-good settings, then the ``seeds`` (:func:`admmsearch.seeding.study_seeds`) on a
+    new study; the params of interrupted trials on a resumed one.
 
     Call it holding ``ctx.lock``: workers starting together would queue things twice.
     """
     study = ctx.study
     if not study.get_trials(deepcopy=False):
-        for params in ctx.config.enqueue:
-            study.enqueue_trial(dict(params), skip_if_exists=True)
+        for i, params in enumerate(ctx.config.enqueue):
+            study.enqueue_trial(dict(params), user_attrs={"enqueued": i}, skip_if_exists=True)
+        for seed in seeds:
+            study.enqueue_trial(seed.params, user_attrs=seed.attrs, skip_if_exists=True)
         return
     requeued = set(study.user_attrs.get("requeued", []))
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
@@ -379,8 +387,9 @@ def run_study(
     timeout = timeout if timeout is not None else ctx.config.budget.timeout_s
     deadline = None if timeout is None else time.monotonic() + timeout
     if queue:
+        seeds = study_seeds(ctx)
         with ctx.lock:
-            _queue_first_trials(ctx)
+            _queue_first_trials(ctx, seeds)
     remaining = None if budget is None else max(0, budget - finished_count(ctx.study))
     if remaining == 0:
         _mark_parent(ctx, budget)
@@ -543,8 +552,9 @@ def run_parallel(
     if devices is not None:
         jobs = len(devices)
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    seeds = study_seeds(ctx)
     with ctx.lock:
-        _queue_first_trials(ctx)
+        _queue_first_trials(ctx, seeds)
     spawn = mp.get_context("spawn")
     args = (
         str(path),

@@ -20,7 +20,7 @@ from .masking import codebook_parameters
 
 CHECK_EVERY = 50  # steps between NaN/inf checks of the loss (each check waits for the device)
 
-__all__ = ["TrainSettings", "evaluate", "fit", "train_epoch"]
+__all__ = ["TrainSettings", "evaluate", "fit", "fit_best", "train_epoch"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
@@ -28,7 +28,11 @@ SCHEDULES = ("constant", "cosine", "step")
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """How one stage trains: epochs, optimizer and learning-rate schedule."""
+    """How one stage trains: epochs, optimizer and learning-rate schedule.
+
+    ``keep_best``: end with the weights of the epoch of best validation accuracy rather than
+    the last epoch's (see :func:`fit_best`); the retraining stages do by default.
+    """
 
     epochs: int = 3
     lr: float = 0.01
@@ -37,6 +41,7 @@ class TrainSettings:
     weight_decay: float = 0.0
     schedule: str = "cosine"
     batch_size: int = 64
+    keep_best: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.epochs, int) and self.epochs >= 0):
@@ -133,14 +138,14 @@ def _check_finite(total: torch.Tensor, objective: torch.Tensor | None, seen: int
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
-    """Top-1 accuracy of ``model`` on (x, y), in [0, 1]."""
+    """Top-1 accuracy of ``model`` on (x, y), in [0, 1]; counted on the device, one sync."""
     model.eval()
     if len(y) == 0:
         return float("nan")
-    correct = 0
+    correct = torch.zeros((), dtype=torch.long, device=y.device)
     for xb, yb in batches(x, y, batch_size, shuffle=False):
-        correct += int((model(xb).argmax(dim=1) == yb).sum())
-    return correct / len(y)
+        correct += (model(xb).argmax(dim=1) == yb).sum()
+    return int(correct) / len(y)
 
 
 def fit(
@@ -176,3 +181,39 @@ def fit(
         if on_epoch is not None:
             on_epoch(epoch, loss)
     return losses
+
+
+def fit_best(
+    model: nn.Module,
+    data: DataSplits,
+    s: TrainSettings,
+    *,
+    seed: int,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> tuple[list[float], int, float | None]:
+    """:func:`fit`, then go back to the weights of the epoch with the best validation accuracy.
+
+    Validation accuracy is measured after every epoch (forward passes only); on a tie the later
+    epoch wins. Everything in the model's ``state_dict`` (parametrization buffers included) is
+    restored, so a retraining stage ends exactly as it was after that epoch.
+
+    Returns:
+        The mean loss of each epoch, the kept epoch (1-based; 0 when there was none) and its
+        validation accuracy (None when there was none).
+    """
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+
+    def keep(epoch: int, loss: float) -> None:
+        nonlocal best
+        accuracy = evaluate(model, data.x_val, data.y_val)
+        if best is None or not accuracy < best[0]:
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best = (accuracy, epoch + 1, state)
+        if on_epoch is not None:
+            on_epoch(epoch, loss)
+
+    losses = fit(model, data, s, seed=seed, on_epoch=keep)
+    if best is None:
+        return losses, 0, None
+    model.load_state_dict(best[2])
+    return losses, best[1], best[0]

@@ -1,23 +1,33 @@
-"""Front quality on LeNet-5 / Fashion-MNIST: the study's Pareto front against magnitude pruning.
+"""Front quality on LeNet-5 / Fashion-MNIST at equal total training: the study against
+magnitude-pruning sweeps, over several seeds, with an ablation of what the study adds.
 
-A real admmsearch study (``benchmarks/studies/front-fashion.yaml``: pruning only, per-layer keep
-ratios searched by NSGA-II on validation accuracy and storage with indices, fresh Optuna and
-MLflow stores) runs from its cached dense model. Three baselines start from the same dense
-model and get the same training epochs per point as one study trial (ADMM + retraining):
+For every seed (the study's seed: dense model, data split, sampler and stages) a real admmsearch
+study (``benchmarks/studies/front-fashion.yaml``: pruning only, per-layer keep ratios searched
+on validation accuracy and storage with indices) runs from the seed's cached dense model in four
+variants, each with the same trial budget and each run the way a user who resumes runs it: half
+the trials, then a second ``run`` (a fresh process's context) to the full budget:
 
-* **one-shot uniform**: every layer pruned to the same keep ratio by magnitude, then retrained;
-* **one-shot hand-chosen**: the per-layer shape of the ADMM paper's LeNet-5 (conv1 20 %,
-  conv2 8 %, fc1 0.9 %, fc2 7 %) scaled up and down, then retrained;
-* **iterative magnitude pruning** (IMP): the hand-chosen targets reached in a few prune/retrain
-  rounds whose keep ratios fall geometrically, the epochs split evenly between rounds.
+* **plain**: the study as it was before issue 12: every process seeds its sampler with the
+  study seed (so the resumed half replays the first half's draws), no sensitivity pass, Z and
+  U updated once per epoch (rho x1.8 per update from 5e-3), retraining keeps its last epoch;
+* **+ distinct trials**: each trial's sampler seeded from (seed, trial number);
+* **+ seeding**: the sensitivity pass, and its budgeted allocations as the first trials;
+* **+ ADMM schedule**: rho from 5e-3 to 1 over 12 Z/U updates spread over the stage, and
+  retraining that keeps its best validation epoch: admmsearch as shipped (**the study**).
 
-Each method's points are scored on test accuracy (the headline; the study only ever saw
-validation accuracy) and on validation accuracy. For each: the Pareto front (accuracy up, storage
-with indices down), its exact 2-D hypervolume in (log10 storage / dense, accuracy in points)
-against the reference (dense storage, dense accuracy - ``--hv-drop``), and the highest
-compression reached within 0.5 and 1 point of the dense accuracy. Usage::
+Three baselines start from the same dense model and spend, per sweep, the same total training
+epochs as the study: its trials' epochs plus its sensitivity pass converted to epochs at the
+measured epoch time, spread evenly over the sweep's points (so each point trains longer than a
+trial): **one-shot uniform** keep, **one-shot hand-chosen** per-layer keep (the ADMM paper's
+LeNet-5 shape, scaled), **iterative magnitude pruning** to the hand-chosen targets in rounds.
 
-    python benchmarks/bench_front.py                        # the full run (about 25 min, 2 cores)
+Every method's points are scored per seed on test accuracy (the headline; the study only sees
+validation accuracy) and on validation accuracy: the exact 2-D hypervolume in (log10 storage /
+dense, accuracy in points) above dense accuracy - ``--hv-drop``, and the highest compression
+within 0.5 and 1 point of the dense accuracy (1x when no point is that close: the dense model
+is). The report gives mean +- standard deviation over the seeds. Usage::
+
+    python benchmarks/bench_front.py                        # the full run (see README)
     python benchmarks/bench_front.py --smoke --out /tmp/bench
 
 Writes ``OUT/front.md``, ``OUT/front.json`` and ``OUT/front.png`` and prints the markdown.
@@ -26,75 +36,89 @@ Writes ``OUT/front.md``, ``OUT/front.json`` and ``OUT/front.png`` and prints the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
 import shlex
+import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-import torch  # noqa: E402
-from common import (  # noqa: E402
+import optuna
+import torch
+from common import (
     Clock,
     best_within_drop,
     hypervolume_2d,
     log,
     pareto_indices,
-    pct,
     read_study,
-    report_header,
     stores,
-    table,
     trial_seconds,
     write_outputs,
     write_study,
 )
+from front_report import plot, render_markdown
 
-from admmsearch.config import StudyConfig  # noqa: E402
-from admmsearch.objective import build_model  # noqa: E402
-from admmsearch.pipeline import PipelineHooks, PipelineSettings, run_pipeline  # noqa: E402
-from admmsearch.plan import LayerPlan, Plan  # noqa: E402
-from admmsearch.study import StudyContext, prepare, run_study  # noqa: E402
+from admmsearch import study as study_module
+from admmsearch.config import StudyConfig
+from admmsearch.objective import build_model
+from admmsearch.pipeline import PipelineHooks, PipelineSettings, run_pipeline
+from admmsearch.plan import LayerPlan, Plan
+from admmsearch.seeding import study_sensitivity
+from admmsearch.study import StudyContext, prepare, run_study
 
 STUDY = Path(__file__).resolve().parent / "studies" / "front-fashion.yaml"
 #: Per-layer keep ratios of Zhang et al. 2018's LeNet-5 (71x on MNIST), scaled by --hand-scales.
 HAND_SHAPE = {"conv1": 0.2, "conv2": 0.08, "fc1": 0.009, "fc2": 0.07}
 DROPS = (0.005, 0.01)
-METHODS = {
-    "study": "admmsearch study (ADMM, searched per-layer keep)",
+VARIANTS = {
+    "plain": "plain study (before issue 12)",
+    "distinct": "+ distinct trials",
+    "seeding": "+ sensitivity seeding",
+    "study": "+ ADMM schedule, best-epoch retraining (the study)",
+}
+BASELINES = {
     "one_shot_uniform": "one-shot magnitude, uniform keep",
     "one_shot_hand": "one-shot magnitude, hand-chosen per-layer keep",
     "imp": "iterative magnitude pruning, hand-chosen targets",
 }
-FULL = {"uniform": "0.25,0.12,0.06,0.03,0.015", "hand_scales": "8,4,2,1,0.5", "imp_rounds": 3}
-SMOKE = {"uniform": "0.2,0.05", "hand_scales": "2,0.5", "imp_rounds": 2}
+OLD_RHO_GROWTH = 1.8  # the old study file's rho multiplier per Z/U update
+FULL = {
+    "seeds": "0,1,2",
+    "uniform": "0.25,0.1,0.04,0.015",
+    "hand_scales": "4,2,1,0.5",
+    "imp_rounds": 3,
+}
+SMOKE = {"seeds": "0,1", "uniform": "0.2,0.05", "hand_scales": "2,0.5", "imp_rounds": 2}
 #: A few-second version of the study for --smoke (explicit flags still win).
 SMOKE_STUDY = {
     "dataset.name": "common:fashion_mnist_small",
     "dataset.limit_train": 512,
-    "dense.train.epochs": 1,
+    "dense.train.epochs": 3,
     "pipeline.admm_prune.train.epochs": 1,
-    "pipeline.admm_prune.update_every": 2,
+    "pipeline.admm_prune.rho.updates": 4,
     "pipeline.retrain.epochs": 1,
-    "budget.trials": 3,
+    "budget.trials": 2,
     "sampler.population_size": 2,
+    "sensitivity.keep_points": 3,
+    "sensitivity.samples": 300,
+    "sensitivity.budgets": 1,
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
     study: Path
+    seeds: tuple[int, ...]
     trials: int | None
     limit_train: int | None
+    variants: tuple[str, ...]
     uniform: tuple[float, ...]
     hand_scales: tuple[float, ...]
     imp_rounds: int
@@ -108,8 +132,14 @@ def parse_args(argv: list[str]) -> Options:
     """Command line -> Options; ``--smoke`` changes the defaults, explicit flags still win."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--study", type=Path, default=STUDY, help="study file (default: %(default)s)")
-    p.add_argument("--trials", type=int, help="study trials (default: the study's budget)")
+    p.add_argument("--seeds", help=f"study seeds (default {FULL['seeds']})")
+    p.add_argument("--trials", type=int, help="trials per study (default: the study's budget)")
     p.add_argument("--limit-train", type=int, help="training images (default: the study's)")
+    p.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"study variants to run, from {', '.join(VARIANTS)} (default: all)",
+    )
     p.add_argument("--uniform", help=f"uniform keep ratios (default {FULL['uniform']})")
     p.add_argument("--hand-scales", help=f"scales of the hand shape ({FULL['hand_scales']})")
     p.add_argument("--imp-rounds", type=int, help=f"IMP rounds (default {FULL['imp_rounds']})")
@@ -121,16 +151,21 @@ def parse_args(argv: list[str]) -> Options:
     )
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    p.add_argument("--smoke", action="store_true", help="tiny run (< 1 min) to check the script")
+    p.add_argument("--smoke", action="store_true", help="tiny run (about 2 min) to check it")
     a = p.parse_args(argv)
     sizes = SMOKE if a.smoke else FULL
     imp_rounds = a.imp_rounds or sizes["imp_rounds"]
     if imp_rounds < 2:
         p.error("--imp-rounds: at least 2 (one round is one-shot pruning)")
+    variants = tuple(v for v in a.variants.split(",") if v)
+    if "study" not in variants or any(v not in VARIANTS for v in variants):
+        p.error(f"--variants: from {', '.join(VARIANTS)}, including study; got {a.variants!r}")
     return Options(
         study=a.study,
+        seeds=tuple(int(s) for s in (a.seeds or sizes["seeds"]).split(",") if s),
         trials=a.trials,
         limit_train=a.limit_train,
+        variants=variants,
         uniform=_floats(a.uniform or sizes["uniform"]),
         hand_scales=_floats(a.hand_scales or sizes["hand_scales"]),
         imp_rounds=imp_rounds,
@@ -145,51 +180,138 @@ def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(x) for x in text.split(",") if x)
 
 
-def study_overrides(opts: Options) -> dict[str, Any]:
-    changes = dict(SMOKE_STUDY) if opts.smoke else {}
+def study_overrides(opts: Options, seed: int, variant: str, base: StudyConfig) -> dict:
+    """The study file's changes for one seed and variant (see the module docstring)."""
+    changes: dict[str, Any] = dict(SMOKE_STUDY) if opts.smoke else {}
+    changes.update({"name": f"front-{variant}-seed{seed}", "seed": seed})
     if opts.trials is not None:
         changes["budget.trials"] = opts.trials
     if opts.limit_train is not None:
         changes["dataset.limit_train"] = opts.limit_train
+    if variant in ("plain", "distinct"):
+        changes["search.seed_from_sensitivity"] = False
+    if variant != "study":
+        epochs = changes.get("pipeline.admm_prune.train.epochs")
+        epochs = epochs or base.pipeline.admm_prune.train.epochs
+        start = base.pipeline.admm_prune.rho.start
+        changes["pipeline.admm_prune.rho"] = {
+            "start": start,
+            "end": start * OLD_RHO_GROWTH ** max(epochs - 1, 0),
+            "updates": epochs,  # one Z/U update per epoch, at its end
+        }
+        changes["pipeline.retrain.keep_best"] = False
     return changes
 
 
-# ------------------------------------------------------------------------------- the methods
+# ------------------------------------------------------------------------------- the studies
 
 
-def epochs_per_point(config: StudyConfig) -> int:
+@contextlib.contextmanager
+def process_seeded_sampler(enabled: bool) -> Iterator[None]:
+    """With ``enabled``, studies opened inside get the sampler of before issue 12: one seeded
+    with the study seed in every process, whatever the trial."""
+    if not enabled:
+        yield
+        return
+    original = study_module.PerTrialSampler
+    study_module.PerTrialSampler = lambda factory, seed: factory(seed)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        study_module.PerTrialSampler = original
+
+
+def run_variant(
+    opts: Options, seed: int, variant: str, tmp: Path, cache: Path
+) -> tuple[StudyContext, dict[str, Any]]:
+    """One study variant, run in two halves (a resume); its points and figures."""
+    base = StudyConfig.model_validate(read_study(opts.study))
+    data = read_study(opts.study, study_overrides(opts, seed, variant, base))
+    folder = tmp / f"{variant}-{seed}"
+    config, layers = write_study(data, folder / "study.yaml")
+    trials = config.budget.trials
+    start = time.perf_counter()
+    prepare_seconds = None
+    with process_seeded_sampler(variant == "plain"):
+        for part in (trials // 2, trials):  # the second `run` resumes the first
+            ctx = prepare(
+                config, layers, **stores(folder), workdir=folder / "work", cache_dir=cache
+            )
+            prepare_seconds = prepare_seconds or time.perf_counter() - start
+            run_study(ctx, trials=part, on_epoch=_progress(ctx, variant, seed))
+    wall = time.perf_counter() - start
+    done = ctx.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    sensitivity = study_sensitivity(ctx) if config.search.seed_from_sensitivity else None
+    figures = {
+        "trials": len(done),
+        "duplicates": duplicates(done),
+        "seeded": sum("seeded" in t.user_attrs for t in done),
+        "epochs": len(done) * epochs_per_trial(config),
+        "wall_seconds": wall,
+        "prepare_seconds": prepare_seconds,
+        "trial_seconds": _mean([trial_seconds(t) for t in done]),
+        "epoch_seconds": epoch_seconds(done, config),
+        "sensitivity_seconds": None if sensitivity is None else sensitivity.seconds,
+    }
+    points = [trial_point(t, ctx) for t in done]
+    return ctx, {"figures": figures, "points": points}
+
+
+def _progress(ctx: StudyContext, variant: str, seed: int):
+    def on_epoch(stage: str, epoch: int, loss: float) -> None:
+        trial = len(ctx.study.get_trials(deepcopy=False)) - 1
+        log(f"seed {seed} {variant} trial {trial}: {stage} epoch {epoch + 1} loss {loss:.3f}")
+
+    return on_epoch
+
+
+def duplicates(trials: Sequence[optuna.trial.FrozenTrial]) -> int:
+    """Trials whose params repeat an earlier trial's: budget spent on nothing new."""
+    seen, repeats = set(), 0
+    for t in sorted(trials, key=lambda t: t.number):
+        params = t.params.items()
+        key = tuple(sorted((k, round(v, 9) if isinstance(v, float) else v) for k, v in params))
+        repeats += key in seen
+        seen.add(key)
+    return repeats
+
+
+def epochs_per_trial(config: StudyConfig) -> int:
     """Training epochs a study trial spends after the dense model: ADMM plus retraining."""
     p = config.pipeline
     admm = p.admm_prune.train.epochs if p.admm_prune else 0
     return admm + (p.retrain.epochs if p.retrain else 0)
 
 
-def run_the_study(ctx: StudyContext) -> list[dict[str, Any]]:
-    """Run the study to its budget; one point per completed trial."""
+def epoch_seconds(trials: Sequence[optuna.trial.FrozenTrial], config: StudyConfig) -> float:
+    """Mean training time of one epoch in the trials' stages (evaluation excluded)."""
+    seconds = [
+        t.user_attrs["metrics"].get("seconds.admm_prune", 0.0)
+        + t.user_attrs["metrics"].get("seconds.retrain", 0.0)
+        for t in trials
+    ]
+    return _mean(seconds) / max(epochs_per_trial(config), 1)
 
-    def on_epoch(stage: str, epoch: int, loss: float) -> None:
-        trial = len(ctx.study.get_trials(deepcopy=False)) - 1
-        log(f"study trial {trial}: {stage} epoch {epoch + 1} loss {loss:.3f}")
 
-    study = run_study(ctx, on_epoch=on_epoch)
-    points = []
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        m = t.user_attrs["metrics"]
-        keep = {n: 1.0 - m[f"sparsity.{n}"] for n in ctx.layers}
-        seconds = trial_seconds(t)
-        points.append(
-            _point(
-                f"trial {t.number}",
-                keep,
-                m["test_accuracy"],
-                m["val_accuracy"],
-                int(m["storage_bits_with_index"]),
-                ctx,
-                seconds,
-                trial=t.number,
-            )
-        )
-    return points
+def _mean(values: Sequence[float]) -> float:
+    return statistics.mean(values) if values else math.nan
+
+
+def trial_point(t: optuna.trial.FrozenTrial, ctx: StudyContext) -> dict[str, Any]:
+    m = t.user_attrs["metrics"]
+    keep = {n: 1.0 - m[f"sparsity.{n}"] for n in ctx.layers}
+    origin = "seeded" if "seeded" in t.user_attrs else "sampled"
+    return _point(
+        f"trial {t.number}",
+        keep,
+        m["test_accuracy"],
+        m["val_accuracy"],
+        int(m["storage_bits_with_index"]),
+        ctx,
+        trial_seconds(t),
+        trial=t.number,
+        origin=origin,
+    )
 
 
 def _point(
@@ -214,10 +336,14 @@ def _point(
     }
 
 
+# ----------------------------------------------------------------------------- the baselines
+
+
 def magnitude(
     ctx: StudyContext, label: str, keep: Mapping[str, float], epochs: int, rounds: int
 ) -> dict[str, Any]:
-    """Magnitude pruning from the dense model to ``keep``: one-shot (``rounds`` 1) or IMP."""
+    """Magnitude pruning from the dense model to ``keep``: one-shot (``rounds`` 1) or IMP,
+    ``epochs`` retraining epochs in all, keeping each round's best epoch."""
     retrain = dataclasses.replace(ctx.config.pipeline.retrain.settings(), epochs=epochs // rounds)
     settings = PipelineSettings(
         pretrain=None,
@@ -242,7 +368,6 @@ def magnitude(
         device=ctx.config.device,
         hooks=PipelineHooks(on_stage=lambda s: log(f"{label}: {s.name}")),
     )
-    seconds = time.perf_counter() - start
     kept = {s.name: s.nonzeros / s.numel for s in result.storage.layers}
     return _point(
         label,
@@ -251,25 +376,40 @@ def magnitude(
         result.final.val_accuracy,
         result.storage.model_stored_bits,
         ctx,
-        seconds,
+        time.perf_counter() - start,
         target=dict(plan.to_dict()),
     )
 
 
-def baselines(ctx: StudyContext, opts: Options, epochs: int) -> dict[str, list[dict[str, Any]]]:
-    """The three magnitude-pruning sweeps, every point with ``epochs`` epochs of retraining."""
-    if epochs % opts.imp_rounds:
-        raise SystemExit(f"--imp-rounds {opts.imp_rounds} must divide the {epochs} epochs")
+def baselines(ctx: StudyContext, opts: Options, total_epochs: int) -> dict[str, dict[str, Any]]:
+    """The three sweeps, each spending ``total_epochs`` spread over its points."""
     hand = [(s, {n: min(1.0, k * s) for n, k in HAND_SHAPE.items()}) for s in opts.hand_scales]
+    uniform_epochs = max(1, total_epochs // len(opts.uniform))
+    hand_epochs = max(1, total_epochs // len(hand))
+    imp_epochs = max(opts.imp_rounds, hand_epochs - hand_epochs % opts.imp_rounds)
+    sweeps = {
+        "one_shot_uniform": (
+            uniform_epochs,
+            [
+                magnitude(ctx, f"uniform {k:g}", dict.fromkeys(ctx.layers, k), uniform_epochs, 1)
+                for k in opts.uniform
+            ],
+        ),
+        "one_shot_hand": (
+            hand_epochs,
+            [magnitude(ctx, f"hand x{s:g}", keep, hand_epochs, 1) for s, keep in hand],
+        ),
+        "imp": (
+            imp_epochs,
+            [
+                magnitude(ctx, f"IMP hand x{s:g}", keep, imp_epochs, opts.imp_rounds)
+                for s, keep in hand
+            ],
+        ),
+    }
     return {
-        "one_shot_uniform": [
-            magnitude(ctx, f"uniform {k:g}", dict.fromkeys(ctx.layers, k), epochs, 1)
-            for k in opts.uniform
-        ],
-        "one_shot_hand": [magnitude(ctx, f"hand x{s:g}", keep, epochs, 1) for s, keep in hand],
-        "imp": [
-            magnitude(ctx, f"IMP hand x{s:g}", keep, epochs, opts.imp_rounds) for s, keep in hand
-        ],
+        name: {"epochs_per_point": e, "epochs": e * len(points), "points": points}
+        for name, (e, points) in sweeps.items()
     }
 
 
@@ -307,40 +447,102 @@ def summarise(
     }
 
 
+def dense_figures(ctx: StudyContext, seconds: float) -> dict[str, Any]:
+    return {
+        "test_accuracy": ctx.dense.test_accuracy,
+        "val_accuracy": ctx.dense.val_accuracy,
+        "storage_bits": ctx.dense.storage_bits,
+        "epochs": ctx.config.dense.train.epochs,
+        "prepare_seconds": seconds,
+    }
+
+
+def run_seed(opts: Options, seed: int, tmp: Path) -> dict[str, Any]:
+    """Every variant and baseline for one seed, with their summaries."""
+    cache = tmp / f"cache-{seed}"  # one dense model and one sensitivity pass per seed
+    methods: dict[str, dict[str, Any]] = {}
+    contexts = {}
+    for variant in opts.variants:
+        log(f"seed {seed}: study variant {variant}")
+        contexts[variant], methods[variant] = run_variant(opts, seed, variant, tmp, cache)
+    ctx = contexts["study"]
+    study = methods["study"]["figures"]
+    per_epoch = study["sensitivity_seconds"] / study["epoch_seconds"]
+    sensitivity_epochs = math.ceil(per_epoch) if math.isfinite(per_epoch) else 0
+    total = study["epochs"] + sensitivity_epochs
+    for name, sweep in baselines(ctx, opts, total).items():
+        methods[name] = sweep
+    dense = dense_figures(ctx, methods[opts.variants[0]]["figures"]["prepare_seconds"])
+    for m in methods.values():
+        m["summary"] = {
+            acc: summarise(m["points"], dense, f"{acc}_accuracy", opts.hv_drop)
+            for acc in ("test", "val")
+        }
+    return {
+        "seed": seed,
+        "dense": dense,
+        "data": {
+            "train": len(ctx.data.y_train),
+            "val": len(ctx.data.y_val),
+            "test": len(ctx.data.y_test),
+        },
+        "study_config": ctx.config.resolved_dict(),
+        "sensitivity_epochs": sensitivity_epochs,
+        "total_epochs": total,
+        "methods": methods,
+    }
+
+
+def aggregate(seeds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean and standard deviation over the seeds of every method's figures."""
+    out: dict[str, Any] = {}
+    for name in seeds[0]["methods"]:
+        runs = [s["methods"][name] for s in seeds]
+        figures: dict[str, Any] = {}
+        for acc in ("test", "val"):
+            figures[f"{acc}_hypervolume"] = _spread(
+                [r["summary"][acc]["hypervolume"] for r in runs]
+            )
+            for drop in DROPS:
+                ratios = [
+                    (r["summary"][acc]["at_drop"][str(drop)] or {"ratio": 1.0})["ratio"]
+                    for r in runs
+                ]
+                figures[f"{acc}_ratio_{drop}"] = _spread(ratios)
+        figures["points"] = _spread([len(r["points"]) for r in runs])
+        figures["epochs"] = _spread(
+            [r.get("epochs", r.get("figures", {}).get("epochs", 0)) for r in runs]
+        )
+        out[name] = figures
+    return out
+
+
+def _spread(values: Sequence[float]) -> dict[str, float]:
+    values = [float(v) for v in values]
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.mean(values), "std": std, "values": values}
+
+
+def paired_margins(seeds: Sequence[Mapping[str, Any]], acc: str = "test") -> dict[str, Any]:
+    """Per baseline: the study's hypervolume minus the baseline's, paired by seed."""
+    out = {}
+    for name in BASELINES:
+        diffs = [
+            s["methods"]["study"]["summary"][acc]["hypervolume"]
+            - s["methods"][name]["summary"][acc]["hypervolume"]
+            for s in seeds
+        ]
+        spread = _spread(diffs)
+        out[name] = {**spread, "above_by_one_std": spread["mean"] - spread["std"] > 0}
+    return out
+
+
 def run_benchmark(opts: Options, command: str) -> dict[str, Any]:
     torch.set_num_threads(opts.threads)
     clock = Clock(command, "cpu")
     with tempfile.TemporaryDirectory(prefix="bench-front-") as tmp:
-        tmp = Path(tmp)
-        config, layers = write_study(
-            read_study(opts.study, study_overrides(opts)), tmp / "study.yaml"
-        )
-        clock.record["machine"]["device"] = config.device
-        start = time.perf_counter()
-        ctx = prepare(config, layers, **stores(tmp), workdir=tmp / "work", cache_dir=tmp / "cache")
-        prepare_seconds = time.perf_counter() - start
-        log(f"dense model: test {pct(ctx.dense.test_accuracy)} ({prepare_seconds:.0f} s)")
-        epochs = epochs_per_point(config)
-        points = {"study": run_the_study(ctx), **baselines(ctx, opts, epochs)}
-    dense = {
-        "test_accuracy": ctx.dense.test_accuracy,
-        "val_accuracy": ctx.dense.val_accuracy,
-        "storage_bits": ctx.dense.storage_bits,
-        "epochs": config.dense.train.epochs,
-        "prepare_seconds": prepare_seconds,
-    }
-    methods = {
-        name: {
-            "title": METHODS[name],
-            "points": pts,
-            "epochs_per_point": epochs,
-            "summary": {
-                acc: summarise(pts, dense, f"{acc}_accuracy", opts.hv_drop)
-                for acc in ("test", "val")
-            },
-        }
-        for name, pts in points.items()
-    }
+        seeds = [run_seed(opts, seed, Path(tmp)) for seed in opts.seeds]
+    clock.record["machine"]["device"] = seeds[0]["study_config"]["device"]
     report = clock.finish()
     report.update(
         {
@@ -348,214 +550,14 @@ def run_benchmark(opts: Options, command: str) -> dict[str, Any]:
                 k: str(v) if isinstance(v, Path) else v
                 for k, v in dataclasses.asdict(opts).items()
             },
-            "study": config.resolved_dict(),
-            "data": {
-                "train": len(ctx.data.y_train),
-                "val": len(ctx.data.y_val),
-                "test": len(ctx.data.y_test),
-            },
-            "dense": dense,
+            "titles": {**VARIANTS, **BASELINES},
             "drops": list(DROPS),
-            "methods": methods,
+            "seeds": seeds,
+            "aggregate": aggregate(seeds),
+            "margins": paired_margins(seeds),
         }
     )
     return report
-
-
-# -------------------------------------------------------------------------------- the report
-
-
-def _keep(keep: Mapping[str, float]) -> str:
-    return " / ".join(f"{k:.3g}" for k in keep.values())
-
-
-def _best(s: Mapping[str, Any] | None) -> str:
-    return "none" if s is None else f"**{s['ratio']:.1f}x** ({pct(s['accuracy'])}, {s['label']})"
-
-
-def _summary_rows(report: Mapping[str, Any], acc: str) -> list[list[Any]]:
-    rows = []
-    for m in report["methods"].values():
-        s = m["summary"][acc]
-        rows.append(
-            [
-                m["title"],
-                len(m["points"]),
-                len(m["points"]) * m["epochs_per_point"],
-                f"{s['hypervolume']:.3f}",
-                *(_best(s["at_drop"][str(d)]) for d in report["drops"]),
-            ]
-        )
-    return rows
-
-
-def _winners(report: Mapping[str, Any], acc: str) -> str:
-    methods = report["methods"]
-    best_hv = max(methods, key=lambda n: methods[n]["summary"][acc]["hypervolume"])
-    parts = [f"highest hypervolume: {methods[best_hv]['title']}"]
-    for d in report["drops"]:
-        found = {n: m["summary"][acc]["at_drop"][str(d)] for n, m in methods.items()}
-        found = {n: s for n, s in found.items() if s is not None}
-        if found:
-            n = max(found, key=lambda k: found[k]["ratio"])
-            parts.append(
-                f"most compression within {100 * d:g} pt: {methods[n]['title']} "
-                f"({found[n]['ratio']:.1f}x)"
-            )
-    return "; ".join(parts) + "."
-
-
-def render_markdown(report: Mapping[str, Any]) -> str:
-    d, data = report["dense"], report["data"]
-    epochs = next(iter(report["methods"].values()))["epochs_per_point"]
-    study = report["study"]
-    drops = [f"≤ {100 * x:g} pt drop" for x in report["drops"]]
-    hv = report["options"]["hv_drop"]
-    head = ["method", "points", "epochs in all", "hypervolume", *drops]
-    lines = [
-        "# Front quality: LeNet-5 / Fashion-MNIST, pruning only",
-        "",
-        report_header(report),
-        "",
-        f"Data: {data['train']} training images (the study's `limit_train`), {data['val']} "
-        f"validation, {data['test']} test. Dense model ({d['epochs']} epochs, cached, shared by "
-        f"every method): test {pct(d['test_accuracy'])}, validation {pct(d['val_accuracy'])}, "
-        f"{d['storage_bits'] / 8192:.1f} KiB. Every point trains {epochs} epochs after the dense "
-        f"model: a study trial {study['pipeline']['admm_prune']['train']['epochs']} ADMM + "
-        f"{study['pipeline']['retrain']['epochs']} retraining epochs; one-shot pruning "
-        f"{epochs} retraining epochs; IMP {report['options']['imp_rounds']} rounds of "
-        f"{epochs // report['options']['imp_rounds']} epochs. The study ran "
-        f"{len(report['methods']['study']['points'])} completed trials of the "
-        f"{study['sampler']['name']} sampler (searching on validation accuracy).",
-        "",
-        "Storage is the whole model with indices (`storage_bits_with_index`, float32 "
-        "survivors); compression = dense storage / storage. Hypervolume: the exact area "
-        "dominated by a method's points in (log10 of storage / dense storage, accuracy in "
-        f"points), reference (dense storage, dense accuracy - {100 * hv:g} pt); unit "
-        "decade x point (1.0 = tenfold compression held over one point of accuracy).",
-        "",
-        "## On test accuracy (headline)",
-        "",
-        *table(head, _summary_rows(report, "test")),
-        "",
-        _winners(report, "test"),
-        "",
-        "## On validation accuracy (what the study optimised)",
-        "",
-        *table(head, _summary_rows(report, "val")),
-        "",
-        _winners(report, "val"),
-        "",
-        "## Settings that reach the best compression (test)",
-        "",
-    ]
-    rows = []
-    for m in report["methods"].values():
-        for drop in report["drops"]:
-            s = m["summary"]["test"]["at_drop"][str(drop)]
-            if s is not None:
-                rows.append(
-                    [
-                        m["title"],
-                        f"{100 * drop:g} pt",
-                        s["label"],
-                        _keep(s["keep"]),
-                        f"{s['ratio']:.1f}x",
-                        pct(s["accuracy"]),
-                    ]
-                )
-    lines += table(
-        ["method", "drop", "point", "kept conv1 / conv2 / fc1 / fc2", "compression", "test acc"],
-        rows,
-    )
-    lines += ["", "![fronts](front.png)", "", "## Every point", ""]
-    for m in report["methods"].values():
-        front = set(m["summary"]["test"]["front"])
-        lines += [
-            f"### {m['title']}",
-            "",
-            *table(
-                [
-                    "point",
-                    "kept conv1 / conv2 / fc1 / fc2",
-                    "KiB",
-                    "compression",
-                    "test acc",
-                    "val acc",
-                    "s",
-                    "test front",
-                ],
-                [
-                    [
-                        p["label"],
-                        _keep(p["keep"]),
-                        f"{p['storage_bits'] / 8192:.1f}",
-                        f"{p['ratio']:.1f}x",
-                        pct(p["test_accuracy"]),
-                        pct(p["val_accuracy"]),
-                        f"{p['seconds']:.0f}",
-                        "yes" if p["label"] in front else "",
-                    ]
-                    for p in sorted(m["points"], key=lambda p: p["storage_bits"])
-                ],
-            ),
-            "",
-        ]
-    return "\n".join(lines)
-
-
-def plot(report: Mapping[str, Any], png: Path) -> None:
-    """Test accuracy against storage (log) for every method: all points faint, fronts joined."""
-    d = report["dense"]
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for m, color in zip(report["methods"].values(), plt.cm.tab10.colors, strict=False):
-        pts = m["points"]
-        ax.scatter(
-            [p["storage_bits"] / 8192 for p in pts],
-            [100 * p["test_accuracy"] for p in pts],
-            s=14,
-            color=color,
-            alpha=0.35,
-        )
-        front = [p for p in pts if p["label"] in set(m["summary"]["test"]["front"])]
-        front.sort(key=lambda p: p["storage_bits"])
-        hv = m["summary"]["test"]["hypervolume"]
-        ax.plot(
-            [p["storage_bits"] / 8192 for p in front],
-            [100 * p["test_accuracy"] for p in front],
-            "o-",
-            color=color,
-            drawstyle="steps-post",
-            label=f"{m['title']} (HV {hv:.2f})",
-        )
-    ax.scatter(
-        [d["storage_bits"] / 8192],
-        [100 * d["test_accuracy"]],
-        marker="*",
-        s=160,
-        color="black",
-        label="dense float32",
-        zorder=5,
-    )
-    for drop, style in zip(report["drops"], (":", "--"), strict=True):
-        ax.axhline(
-            100 * (d["test_accuracy"] - drop),
-            color="0.4",
-            linestyle=style,
-            lw=1,
-            label=f"dense - {100 * drop:g} pt",
-        )
-    ax.set_xscale("log")
-    low = 100 * (d["test_accuracy"] - 3 * report["options"]["hv_drop"])
-    ax.set_ylim(bottom=max(low, ax.get_ylim()[0]))
-    ax.set_xlabel("storage with indices (KiB, log scale)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("LeNet-5 / Fashion-MNIST: pruning fronts at equal epochs per point")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -565,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run_benchmark(opts, command)
     write_outputs(opts.out, "front", report, render_markdown(report))
     plot(report, opts.out / "front.png")
+    log(f"done in {report['total_seconds']:.0f} s")
     return 0
 
 

@@ -123,6 +123,7 @@ def run_config(opts: Options, sampler: str, seed: int, base: Mapping[str, Any]) 
             "population_size": population if sampler == "nsga2" else None,
         },
         "enqueue": [],
+        "search.seed_from_sensitivity": False,  # the samplers alone, from their first trial
         "budget": {"trials": opts.trials, "timeout_s": None},
         **(SMOKE_STUDY if opts.smoke else {}),
     }

@@ -139,6 +139,7 @@ def study_data(opts: Options, name: str, suffix: str, **changes: Any) -> dict[st
     if opts.limit_train is not None and name == "lenet5-fashion":
         overrides["dataset.limit_train"] = opts.limit_train
     overrides["device"] = opts.device
+    overrides["search.seed_from_sensitivity"] = False  # throughput of the trials themselves
     return read_study(path, {**overrides, "name": f"{name}-{suffix}", **changes})
 
 

@@ -23,6 +23,7 @@ def tiny_study(tmp_path):
             data["pipeline"][stage]["train"]["epochs"] = 1
         data["pipeline"]["retrain"]["epochs"] = 1
         data["budget"] = {"trials": 3}
+        data["sensitivity"] = {"keep_points": 3}  # a quick sensitivity pass
         data.update(changes)
         path = tmp_path / "study.yaml"
         path.write_text(yaml.safe_dump(data))

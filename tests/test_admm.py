@@ -14,19 +14,34 @@ from admmsearch.masking import prune_
 
 
 def test_rho_schedule_example_from_docstring() -> None:
-    s = RhoSchedule(1e-3, 2.0, every=2, maximum=1e-2)
-    assert [s.at(k) for k in range(10)] == pytest.approx(
-        [1e-3, 1e-3, 2e-3, 2e-3, 4e-3, 4e-3, 8e-3, 8e-3, 1e-2, 1e-2]
-    )
+    s = RhoSchedule(1e-3, 1e-1, updates=3)
+    assert s.update_steps(10) == [3, 6, 10]
+    assert [s.at(k, 10) for k in range(4)] == pytest.approx([1e-3, 1e-2, 1e-1, 1e-1])
+    assert s.growth(10) == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5, 7, 19, 20, 21, 64, 1000])
+def test_rho_schedule_spreads_its_updates_over_any_stage(steps: int) -> None:
+    s = RhoSchedule(2e-3, 0.5, updates=20)
+    due = s.update_steps(steps)
+    n = min(20, steps)
+    assert len(due) == len(set(due)) == n and due[-1] == steps and due[0] >= 1
+    gaps = [b - a for a, b in zip([0, *due], due, strict=False)]
+    assert max(gaps) - min(gaps) <= 1  # evenly spread
+    rhos = [s.at(k, steps) for k in range(n)]
+    assert rhos[0] == pytest.approx(2e-3)
+    if n > 1:
+        assert rhos[-1] == pytest.approx(0.5)
+        assert all(b > a for a, b in zip(rhos, rhos[1:], strict=False))
 
 
 @pytest.mark.parametrize(
     "kwargs,field",
     [
-        ({"initial": 0}, "initial"),
-        ({"multiplier": 0.5}, "multiplier"),
-        ({"every": 0}, "every"),
-        ({"initial": 1.0, "maximum": 0.1}, "maximum"),
+        ({"start": 0}, "start"),
+        ({"end": -1.0}, "end"),
+        ({"updates": 0}, "updates"),
+        ({"updates": 2.5}, "updates"),
     ],
 )
 def test_rho_schedule_rejects_bad_values(kwargs, field) -> None:
@@ -60,7 +75,7 @@ def test_update_follows_scaled_admm_and_rescales_dual() -> None:
     layer = nn.Linear(3, 1, bias=False)
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([[1.0, -0.2, 0.5]]))
-    state = AdmmState({"fc": layer}, {"fc": Sparsity(1)}, RhoSchedule(0.1, 2.0, every=1))
+    state = AdmmState({"fc": layer}, {"fc": Sparsity(1)}, RhoSchedule(0.1, 0.2, updates=2))
     r = state.update()
     w = layer.weight.detach()
     z = torch.tensor([[1.0, 0.0, 0.0]])
@@ -85,9 +100,9 @@ def test_admm_drives_weights_to_the_set(kind: str) -> None:
         "fixed-levels": lambda w: UniformQuantization(2).fixed(w),
     }[kind]
     constraints = {n: make(m.weight.detach()) for n, m in layers.items()}
-    state = AdmmState(layers, constraints, RhoSchedule(1e-2, 1.5, maximum=1.0))
+    state = AdmmState(layers, constraints, RhoSchedule(1e-2, 1.0, updates=24))
     opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
-    for _ in range(16):
+    for _ in range(24):
         for i in range(0, 512, 8):  # enough steps per update to nearly solve the W-subproblem
             loss = F.cross_entropy(model(x[i : i + 8]), y[i : i + 8]) + state.penalty()
             opt.zero_grad()
@@ -108,7 +123,9 @@ def test_closed_form_gradient_equals_autograd_of_the_penalty(masked: bool) -> No
     if masked:
         prune_({"0": model[0]}, {"0": torch.rand(5, 6) > 0.4})
     state = AdmmState(
-        layers, {"0": Sparsity(keep=0.5), "2": Sparsity(keep=0.3)}, RhoSchedule(0.3, 2.0)
+        layers,
+        {"0": Sparsity(keep=0.5), "2": Sparsity(keep=0.3)},
+        RhoSchedule(0.3, 0.6, updates=2),
     )
     state.update()  # nonzero U, rescaled by the rho change
     params = [p for p in model.parameters() if p.requires_grad]
@@ -123,3 +140,12 @@ def test_closed_form_gradient_equals_autograd_of_the_penalty(masked: bool) -> No
     for p, want in zip(params, expected, strict=True):
         got = p.grad if p.grad is not None else torch.zeros_like(p)
         assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_the_rho_schedule_example_in_its_docstring_runs() -> None:
+    import doctest
+
+    from admmsearch import admm
+
+    result = doctest.testmod(admm)
+    assert result.attempted >= 2 and result.failed == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,7 @@ def test_writes_markdown_and_json_with_every_section(smoke_report) -> None:
         "machine",
         "config",
         "dense",
+        "seeds",
         "comparison",
         "joint",
         "epoch_timing",
@@ -59,23 +61,42 @@ def test_writes_markdown_and_json_with_every_section(smoke_report) -> None:
         assert key in report
     assert report["machine"]["torch_threads"] == 2 and report["machine"]["device"] == "cpu"
     assert {c["targets"] for c in report["comparison"]} == {"paper", "harsh"}
+    assert [r["seed"] for r in report["seeds"]] == report["config"]["seeds"]
+    assert len(report["seeds"]) >= 2
 
 
 def test_comparison_hits_the_targets_with_sane_figures(smoke_report) -> None:
     _, report = smoke_report
-    assert 0 <= report["dense"]["test_accuracy"] <= 1
-    for c in report["comparison"]:
-        assert set(c["methods"]) == {"admm", "one_shot"}
-        assert sum(c["epochs"]["admm"]) == sum(c["epochs"]["one_shot"])
-        for m in c["methods"].values():
-            assert all(0 <= a <= 1 for a in _accuracies(m))
-            assert m["nonzeros"] == c["target_nonzeros"]
-            assert m["dense_test_accuracy"] == report["dense"]["test_accuracy"]
-            assert m["accuracy_drop"] == pytest.approx(
-                m["dense_test_accuracy"] - m["test_accuracy"]
-            )
-            assert m["weight_ratio_no_index"] >= m["weight_ratio_with_index"] > 1
-            assert m["wall_seconds"] > 0
+    for run in report["seeds"]:
+        assert 0 <= run["dense"]["test_accuracy"] <= 1
+        for c in run["comparison"]:
+            assert set(c["methods"]) == {"admm", "one_shot"}
+            assert sum(c["epochs"]["admm"]) == sum(c["epochs"]["one_shot"])
+            for m in c["methods"].values():
+                assert all(0 <= a <= 1 for a in _accuracies(m))
+                assert m["nonzeros"] == c["target_nonzeros"]
+                assert m["dense_test_accuracy"] == run["dense"]["test_accuracy"]
+                assert m["accuracy_drop"] == pytest.approx(
+                    m["dense_test_accuracy"] - m["test_accuracy"]
+                )
+                assert m["weight_ratio_no_index"] >= m["weight_ratio_with_index"] > 1
+                assert m["wall_seconds"] > 0
+
+
+def test_comparison_means_recompute_over_seeds(smoke_report) -> None:
+    _, report = smoke_report
+    for i, c in enumerate(report["comparison"]):
+        per_seed = [run["comparison"][i] for run in report["seeds"]]
+        for method, figures in c["methods"].items():
+            values = [p["methods"][method]["test_accuracy"] for p in per_seed]
+            assert figures["test_accuracy"]["values"] == values
+            assert figures["test_accuracy"]["mean"] == pytest.approx(statistics.mean(values))
+            assert figures["test_accuracy"]["std"] == pytest.approx(statistics.stdev(values))
+        diff = [
+            p["methods"]["admm"]["test_accuracy"] - p["methods"]["one_shot"]["test_accuracy"]
+            for p in per_seed
+        ]
+        assert c["admm_minus_one_shot"]["mean"] == pytest.approx(statistics.mean(diff))
 
 
 def test_joint_pipeline_is_quantized_and_its_file_matches_the_accounting(smoke_report) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -79,63 +80,113 @@ def test_front_writes_every_section(front) -> None:
     for heading in (
         "# Front quality",
         "## On test accuracy",
+        "## Ablation",
         "## On validation accuracy",
-        "## Settings that reach",
-        "## Every point",
+        "## Every seed",
         "--smoke",
         "front.png",
     ):
         assert heading in markdown
     assert (out / "front.png").stat().st_size > 0
-    for key in ("command", "date", "machine", "total_seconds", "dense", "methods"):
+    for key in ("command", "date", "machine", "total_seconds", "seeds", "aggregate", "margins"):
         assert key in report
     assert report["machine"]["load_start"] is not None and report["machine"]["cores"] >= 1
-    assert set(report["methods"]) == {"study", "one_shot_uniform", "one_shot_hand", "imp"}
+    methods = {"plain", "distinct", "seeding", "study", "one_shot_uniform", "one_shot_hand", "imp"}
+    assert [s["seed"] for s in report["seeds"]] == report["options"]["seeds"]
+    assert len(report["seeds"]) >= 2
+    for s in report["seeds"]:
+        assert set(s["methods"]) == methods
+    assert set(report["aggregate"]) == methods
 
 
-def test_front_methods_get_equal_epochs_and_consistent_points(front) -> None:
+def test_front_baselines_spend_the_studys_total_epochs(front) -> None:
     _, _, report = front
-    dense = report["dense"]
-    methods = report["methods"]
-    assert len({m["epochs_per_point"] for m in methods.values()}) == 1
-    assert 1 <= len(methods["study"]["points"]) <= report["study"]["budget"]["trials"]
-    for m in methods.values():
-        assert m["points"]
-        for p in m["points"]:
-            assert 0 <= p["test_accuracy"] <= 1 and 0 <= p["val_accuracy"] <= 1
-            assert p["ratio"] == pytest.approx(dense["storage_bits"] / p["storage_bits"])
-            assert all(0 < k <= 1 for k in p["keep"].values())
-    hand = [p["keep"] for p in methods["one_shot_hand"]["points"]]
-    imp = [p["keep"] for p in methods["imp"]["points"]]
-    for a, b in zip(hand, imp, strict=True):  # IMP reaches the same targets in rounds
-        assert a == pytest.approx(b, abs=1e-3)
+    rounds = report["options"]["imp_rounds"]
+    for s in report["seeds"]:
+        study = s["methods"]["study"]["figures"]
+        trials = s["study_config"]["budget"]["trials"]
+        assert study["trials"] == trials and study["seeded"] >= 1
+        assert s["total_epochs"] == study["epochs"] + s["sensitivity_epochs"]
+        total = s["total_epochs"]
+        for name in ("one_shot_uniform", "one_shot_hand", "imp"):
+            m = s["methods"][name]
+            points = len(m["points"])
+            assert m["epochs"] == m["epochs_per_point"] * points
+            step = rounds if name == "imp" else 1  # IMP's epochs split evenly into rounds
+            assert total - step * points < m["epochs"] <= max(total, step * points)
+        assert s["methods"]["imp"]["epochs_per_point"] % rounds == 0
+        for variant in ("plain", "distinct", "seeding", "study"):
+            assert s["methods"][variant]["figures"]["trials"] == trials
+        assert s["methods"]["distinct"]["figures"]["duplicates"] == 0
+        assert s["methods"]["plain"]["figures"]["seeded"] == 0
+
+
+def test_front_points_are_consistent(front) -> None:
+    _, _, report = front
+    for s in report["seeds"]:
+        dense = s["dense"]
+        for m in s["methods"].values():
+            assert m["points"]
+            for p in m["points"]:
+                assert 0 <= p["test_accuracy"] <= 1 and 0 <= p["val_accuracy"] <= 1
+                assert p["ratio"] == pytest.approx(dense["storage_bits"] / p["storage_bits"])
+                assert all(0 < k <= 1 for k in p["keep"].values())
+        hand = [p["keep"] for p in s["methods"]["one_shot_hand"]["points"]]
+        imp = [p["keep"] for p in s["methods"]["imp"]["points"]]
+        for a, b in zip(hand, imp, strict=True):  # IMP reaches the same targets in rounds
+            assert a == pytest.approx(b, abs=1e-3)
 
 
 @pytest.mark.parametrize("accuracy", ["test", "val"])
 def test_front_hypervolumes_and_fronts_recompute(front, accuracy) -> None:
     _, _, report = front
-    dense, key = report["dense"], f"{accuracy}_accuracy"
-    for m in report["methods"].values():
-        s, points = m["summary"][accuracy], m["points"]
-        ref = (s["reference"]["log10_storage_ratio"], s["reference"]["accuracy_points"])
-        assert ref[1] == pytest.approx(100 * (dense[key] - report["options"]["hv_drop"]))
-        xy = [
-            (math.log10(p["storage_bits"] / dense["storage_bits"]), 100 * p[key]) for p in points
+    key = f"{accuracy}_accuracy"
+    for seed in report["seeds"]:
+        dense = seed["dense"]
+        for m in seed["methods"].values():
+            s, points = m["summary"][accuracy], m["points"]
+            ref = (s["reference"]["log10_storage_ratio"], s["reference"]["accuracy_points"])
+            assert ref[1] == pytest.approx(100 * (dense[key] - report["options"]["hv_drop"]))
+            xy = [
+                (math.log10(p["storage_bits"] / dense["storage_bits"]), 100 * p[key])
+                for p in points
+            ]
+            assert s["hypervolume"] >= 0
+            assert s["hypervolume"] == pytest.approx(hypervolume_by_levels(xy, ref), abs=1e-9)
+            by_label = {p["label"]: (p["storage_bits"], p[key]) for p in points}
+            front = [by_label[label] for label in s["front"]]
+            assert front and all(not dominated(p, q) for p in front for q in by_label.values())
+            for label, p in by_label.items():
+                if label not in s["front"]:
+                    assert any(dominated(p, q) or p == q for q in front)
+            for drop, best in s["at_drop"].items():
+                ok = [p for p in points if dense[key] - p[key] <= float(drop) + 1e-12]
+                if not ok:
+                    assert best is None
+                    continue
+                assert best["ratio"] == pytest.approx(max(p["ratio"] for p in ok))
+
+
+def test_front_means_and_margins_recompute_over_seeds(front) -> None:
+    _, _, report = front
+    seeds = report["seeds"]
+    for name, figures in report["aggregate"].items():
+        values = [s["methods"][name]["summary"]["test"]["hypervolume"] for s in seeds]
+        hv = figures["test_hypervolume"]
+        assert hv["mean"] == pytest.approx(sum(values) / len(values))
+        assert hv["std"] == pytest.approx(statistics.stdev(values))
+        for drop in report["drops"]:
+            best = [s["methods"][name]["summary"]["test"]["at_drop"][str(drop)] for s in seeds]
+            ratios = [1.0 if b is None else b["ratio"] for b in best]
+            assert figures[f"test_ratio_{drop}"]["mean"] == pytest.approx(statistics.mean(ratios))
+    for name, margin in report["margins"].items():
+        diffs = [
+            s["methods"]["study"]["summary"]["test"]["hypervolume"]
+            - s["methods"][name]["summary"]["test"]["hypervolume"]
+            for s in seeds
         ]
-        assert s["hypervolume"] >= 0
-        assert s["hypervolume"] == pytest.approx(hypervolume_by_levels(xy, ref), abs=1e-9)
-        by_label = {p["label"]: (p["storage_bits"], p[key]) for p in points}
-        front = [by_label[label] for label in s["front"]]
-        assert front and all(not dominated(p, q) for p in front for q in by_label.values())
-        for label, p in by_label.items():
-            if label not in s["front"]:
-                assert any(dominated(p, q) or p == q for q in front)
-        for drop, best in s["at_drop"].items():
-            ok = [p for p in points if dense[key] - p[key] <= float(drop) + 1e-12]
-            if not ok:
-                assert best is None
-                continue
-            assert best["ratio"] == pytest.approx(max(p["ratio"] for p in ok))
+        assert margin["mean"] == pytest.approx(statistics.mean(diffs))
+        assert margin["above_by_one_std"] == (margin["mean"] - margin["std"] > 0)
 
 
 # ---------------------------------------------------------------------------------- search

@@ -95,7 +95,7 @@ def test_export_by_trial_then_compress_reproduces_it(finished) -> None:
     settings = yaml.safe_load((work / "best.yaml").read_text())
     assert settings["trial"] == number
     assert set(settings["layers"]) == {"conv1", "conv2", "fc1", "fc2"}
-    assert "initial" in settings["pipeline"]["admm_prune"]["rho"]
+    assert "start" in settings["pipeline"]["admm_prune"]["rho"]
     exported = settings["metrics"]
 
     run = _run(["compress", "best.yaml", "--out", "best.admm", "--format", "json"], work, env)

@@ -141,7 +141,7 @@ def test_conversions_to_engine_settings() -> None:
     assert dense_settings(cfg) == TrainSettings(epochs=7, lr=0.05, batch_size=32)
     p = base_pipeline(cfg)
     assert p.pretrain is None and p.admm_quantize is None
-    assert p.retrain == TrainSettings(epochs=1)
+    assert p.retrain == TrainSettings(epochs=1, keep_best=True)  # retraining keeps its best
     assert p.admm_prune is not None and p.quant_retrain is not None
     assert (p.seed, p.index_format) == (3, "csr")
 
@@ -251,11 +251,19 @@ def test_not_a_study_file(tmp_path: Path, text: str, expected: str) -> None:
         ({"search": {"layers": {"fc1": {"bits": 4, "clusters": 8}}}}, "give bits or clusters"),
         ({"search": {"admm_epochs": -1}}, "search.admm_epochs: must be >= 0, got -1"),
         ({"search": {"lr": 0}}, "search.lr: must be > 0, got 0"),
-        ({"search": {"rho_multiplier": 0.5}}, "search.rho_multiplier: must be >= 1, got 0.5"),
-        ({"search": {"rho_every": {"low": 0, "high": 2}}}, "search.rho_every.low: must be >= 1"),
+        ({"search": {"rho_end": 0}}, "search.rho_end: must be > 0, got 0"),
+        (
+            {"search": {"admm_updates": {"low": 0, "high": 2}}},
+            "search.admm_updates.low: must be >= 1",
+        ),
+        (
+            {"search": {"rho_multiplier": 1.5, "rho_every": 1}},
+            "search: the rho schedule is now described over the stage: replace rho_multiplier "
+            "-> rho_end, rho_every -> admm_updates",
+        ),
         ({"search": {"admm_epochs": {"low": 0, "high": 4, "log": True}}}, "needs low > 0, got 0"),
         ({"search": {"keep": {"low": 0.1, "high": 1, "log": True, "step": 0.1}}}, "log and step"),
-        ({"search": {"rho_initial": 2.0}}, "search.rho_initial: goes up to 2.0, above pipeline."),
+        ({"search": {"rho_initial": 2.0}}, "replace rho_initial -> rho_start"),
         (
             {
                 "search": {"admm_epochs": 2},
@@ -269,9 +277,16 @@ def test_not_a_study_file(tmp_path: Path, text: str, expected: str) -> None:
             "must be one of sgd, adam, adamw, got 'lion'",
         ),
         (
-            {"pipeline": {"admm_prune": {"rho": {"initial": 2.0}}}},
-            "pipeline.admm_prune.rho: maximum",
+            {"pipeline": {"admm_prune": {"rho": {"initial": 2.0, "end": 1.0}}}},
+            "pipeline.admm_prune: rho: initial, multiplier, every and maximum (the old schedule) "
+            "cannot be mixed with start, end and updates",
         ),
+        (
+            {"pipeline": {"admm_quantize": {"update_every": 39}}},
+            "pipeline.admm_quantize: update_every: replaced by rho.updates",
+        ),
+        ({"pipeline": {"admm_prune": {"rho": {"updates": 0}}}}, "rho.updates: must be >= 1"),
+        ({"pipeline": {"retrain": {"keep_best": "yes"}}}, "retrain.keep_best: must be a valid"),
         (
             {"pipeline": {"quant_retrain": {"shares": [0.5, 0.9]}}},
             "must rise strictly and end at 1.0",
@@ -386,3 +401,24 @@ def test_groups_take_globs_and_keep_model_order() -> None:
         ("fc1", ("fc1",)),
         ("fc2", ("fc2",)),
     ]
+
+
+def test_old_rho_keys_are_read_as_the_new_schedule_with_a_warning(tmp_path) -> None:
+    """Study files written before the schedule was described over the stage keep working: one
+    update per epoch, rho from ``initial`` to the last epoch's value, and a warning saying so."""
+    from admmsearch.config.sections import LegacyScheduleWarning
+
+    old = {"initial": 1e-2, "multiplier": 2.0, "every": 1, "maximum": 0.05}
+    data = {
+        "name": "old-keys",
+        "model": "digits-cnn",
+        "dataset": "digits",
+        "pipeline": {"admm_prune": {"train": {"epochs": 5}, "rho": old}, "admm_quantize": {}},
+    }
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.warns(LegacyScheduleWarning, match="read as"):
+        config = load_study(path)
+    rho = config.pipeline.admm_prune.rho
+    # epochs 0..4 trained with 0.01, 0.02, 0.04, then capped: 0.05, 0.05
+    assert (rho.start, rho.end, rho.updates) == (1e-2, 0.05, 5)

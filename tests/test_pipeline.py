@@ -38,7 +38,7 @@ def digits():
 def fast_settings(**overrides) -> PipelineSettings:
     admm = AdmmSettings(
         train=TrainSettings(epochs=3, lr=0.02, batch_size=32),
-        rho=RhoSchedule(1e-2, 2.0, maximum=0.5),
+        rho=RhoSchedule(1e-2, 0.5, updates=12),
     )
     base = dict(
         pretrain=TrainSettings(epochs=6, lr=0.05, batch_size=32),

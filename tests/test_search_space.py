@@ -20,8 +20,9 @@ SEARCH: dict[str, Any] = {
     "bits": {"choices": [2, 4, 8, None]},
     "groups": {"fc": ["fc1", "fc2"]},
     "layers": {"conv1": {"keep": {"low": 0.5, "high": 0.9}, "bits": 8}},
-    "rho_initial": {"low": 1e-4, "high": 1e-2, "log": True},
-    "rho_multiplier": 1.7,
+    "rho_start": {"low": 1e-4, "high": 1e-2, "log": True},
+    "rho_end": 0.7,
+    "admm_updates": {"choices": [8, 16]},
     "admm_epochs": {"low": 1, "high": 4},
     "retrain_epochs": 2,
     "lr": {"choices": [0.01, 0.02]},
@@ -54,7 +55,8 @@ def test_param_names_are_as_documented() -> None:
         "bits.conv2",
         "keep.fc",
         "bits.fc",
-        "rho_initial",
+        "rho_start",
+        "admm_updates",
         "admm_epochs",
         "lr",
     ]
@@ -84,11 +86,12 @@ def test_a_group_shares_one_setting() -> None:
 
 def test_fixed_knobs_are_applied_but_not_suggested() -> None:
     for trial, settings in trials(config(), n=5):
-        assert "rho_multiplier" not in trial.params and "retrain_epochs" not in trial.params
+        assert "rho_end" not in trial.params and "retrain_epochs" not in trial.params
         p = settings.pipeline
         for stage in (p.admm_prune, p.admm_quantize):
-            assert stage.rho.multiplier == 1.7
-            assert stage.rho.initial == trial.params["rho_initial"]
+            assert stage.rho.end == 0.7
+            assert stage.rho.start == trial.params["rho_start"]
+            assert stage.rho.updates == trial.params["admm_updates"]
             assert stage.train.epochs == trial.params["admm_epochs"]
             assert stage.train.lr == trial.params["lr"]
         assert p.retrain.epochs == 2 and p.retrain.lr == trial.params["lr"]

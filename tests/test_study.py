@@ -23,12 +23,12 @@ STUDY = {
     "pipeline": {
         "admm_prune": {
             "train": {"epochs": 2, "lr": 0.02, "batch_size": 32},
-            "rho": {"initial": 0.01, "multiplier": 2.0, "every": 1, "maximum": 1.0},
+            "rho": {"start": 0.01, "end": 1.0, "updates": 8},
         },
         "retrain": {"epochs": 1, "lr": 0.01, "batch_size": 32},
         "admm_quantize": {
             "train": {"epochs": 1, "lr": 0.01, "batch_size": 32},
-            "rho": {"initial": 0.01, "multiplier": 2.0, "every": 1, "maximum": 1.0},
+            "rho": {"start": 0.01, "end": 1.0, "updates": 8},
         },
         "quant_retrain": {
             "train": {"epochs": 1, "lr": 0.005, "batch_size": 32},

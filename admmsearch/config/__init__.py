@@ -15,7 +15,7 @@ A searchable setting (a *knob*) is written as a fixed value, a range ``{low, hig
 or ``{choices: [...]}``. :func:`knob_specs` lists every knob of a study under the Optuna
 parameter name that :mod:`admmsearch.search_space` suggests it as: ``keep.<unit>``,
 ``bits.<unit>`` or ``clusters.<unit>`` per *unit* (a layer, or a group of tied layers), then the
-global knobs ``rho_initial``, ``rho_multiplier``, ``rho_every``, ``admm_epochs``,
+global knobs ``rho_start``, ``rho_end``, ``admm_updates``, ``admm_epochs``,
 ``retrain_epochs`` and ``lr``. Example::
 
     >>> c = StudyConfig.model_validate({"name": "x", "model": "digits-cnn", "dataset": "digits",

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from .values import Bits, Clusters, Count, Fraction, Multiplier, Positive, PositiveInt, _Model
+from .values import Bits, Clusters, Count, Fraction, Positive, PositiveInt, _Model
 
 _FIXED, _RANGE, _CHOICES = "~fixed", "~range", "~choices"  # union tags, dropped from error paths
 V = TypeVar("V")
@@ -89,7 +89,6 @@ KeepKnob = _knob(Fraction, FloatRange)
 BitsKnob = _knob(Bits, IntRange, Bits | None)  # None: float32, no quantization
 ClustersKnob = _knob(Clusters, IntRange, Clusters | None)  # None: clustering off
 PositiveKnob = _knob(Positive, FloatRange)
-MultiplierKnob = _knob(Multiplier, FloatRange)
 CountKnob = _knob(Count, IntRange)
 PositiveIntKnob = _knob(PositiveInt, IntRange)
 

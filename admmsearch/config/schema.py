@@ -20,11 +20,9 @@ from pydantic import (
 from ..redact import redact_url
 from .knobs import (
     BitsKnob,
-    Choices,
     ClustersKnob,
     CountKnob,
     KeepKnob,
-    MultiplierKnob,
     PositiveIntKnob,
     PositiveKnob,
 )
@@ -45,15 +43,21 @@ from .values import (
 
 #: Which pipeline stages each global knob sets, and the field within the stage.
 KNOB_TARGETS: dict[str, dict[str, str]] = {
-    "rho_initial": {"admm_prune": "rho.initial", "admm_quantize": "rho.initial"},
-    "rho_multiplier": {"admm_prune": "rho.multiplier", "admm_quantize": "rho.multiplier"},
-    "rho_every": {"admm_prune": "rho.every", "admm_quantize": "rho.every"},
+    "rho_start": {"admm_prune": "rho.start", "admm_quantize": "rho.start"},
+    "rho_end": {"admm_prune": "rho.end", "admm_quantize": "rho.end"},
+    "admm_updates": {"admm_prune": "rho.updates", "admm_quantize": "rho.updates"},
     "admm_epochs": {"admm_prune": "train.epochs", "admm_quantize": "train.epochs"},
     "retrain_epochs": {"retrain": "epochs"},
     "lr": {"admm_prune": "train.lr", "retrain": "lr", "admm_quantize": "train.lr"},
 }
 #: Knobs that act on the pipeline rather than on a layer, in suggestion order.
 GLOBAL_KNOBS = tuple(KNOB_TARGETS)
+#: Knobs of the rho schedule before it was described over the stage, and their successors.
+LEGACY_KNOBS = {
+    "rho_initial": "rho_start",
+    "rho_multiplier": "rho_end",
+    "rho_every": "admm_updates",
+}
 _FINGERPRINT_VERSION = 1  # bump when the code that trains the dense model changes its result
 
 
@@ -90,12 +94,40 @@ class SearchConfig(_Model):
     structured: bool = False
     groups: dict[Name, Annotated[tuple[str, ...], Field(min_length=1)]] = {}
     layers: dict[str, LayerOverride] = {}
-    rho_initial: PositiveKnob | None = None
-    rho_multiplier: MultiplierKnob | None = None
-    rho_every: PositiveIntKnob | None = None
+    rho_start: PositiveKnob | None = None
+    rho_end: PositiveKnob | None = None
+    admm_updates: PositiveIntKnob | None = None
     admm_epochs: CountKnob | None = None
     retrain_epochs: CountKnob | None = None
     lr: PositiveKnob | None = None
+    seed_from_sensitivity: Annotated[bool, Strict()] = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_legacy_knobs(cls, data: Any) -> Any:
+        old = [k for k in LEGACY_KNOBS if isinstance(data, dict) and k in data]
+        if old:
+            new = ", ".join(f"{k} -> {LEGACY_KNOBS[k]}" for k in old)
+            raise ValueError(
+                f"the rho schedule is now described over the stage: replace {new} "
+                "(rho goes from rho_start to rho_end over admm_updates Z/U updates)"
+            )
+        return data
+
+
+class SensitivityConfig(_Model):
+    """The sensitivity pass (``admmsearch sensitivity``; a new study's first step when
+    ``search.seed_from_sensitivity``) and the trials it seeds.
+
+    ``keep_points`` keep ratios are measured per unit, spread over its keep range, on the first
+    ``samples`` validation images (null: all); ``budgets`` storage budgets, log-spaced over the
+    storage the search space spans, each give one seeded trial (at most half of
+    ``budget.trials``).
+    """
+
+    keep_points: Annotated[int, Strict(), _bound(2, 64)] = 8
+    samples: PositiveInt | None = 2000
+    budgets: Count = 4
 
 
 class ConstraintsConfig(_Model):
@@ -177,6 +209,7 @@ class StudyConfig(_Model):
     dense: DenseConfig = {}
     pipeline: PipelineConfig = {}
     search: SearchConfig = {}
+    sensitivity: SensitivityConfig = {}
     objectives: Annotated[tuple[Objective, ...], Field(min_length=1)] = (
         "val_accuracy",
         "storage_bits_with_index",
@@ -246,17 +279,7 @@ class StudyConfig(_Model):
 
 
 def _check_target(knob: str, spec: Any, targets: Mapping[str, str], p: PipelineConfig) -> None:
-    """A set knob needs one enabled stage to act on; rho_initial must stay under rho.maximum."""
+    """A set knob needs one enabled stage to act on."""
     stages = [s for s in targets if getattr(p, s) is not None]
     if not stages:
         raise ValueError(f"search.{knob}: sets {' and '.join(targets)}, but all are null")
-    if knob != "rho_initial":
-        return
-    top = max(spec.choices) if isinstance(spec, Choices) else getattr(spec, "high", spec)
-    for stage in stages:
-        maximum = getattr(p, stage).rho.maximum
-        if top > maximum:
-            raise ValueError(
-                f"search.rho_initial: goes up to {top}, above pipeline.{stage}.rho.maximum "
-                f"({maximum}); raise the maximum or lower the range"
-            )

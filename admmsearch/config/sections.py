@@ -3,12 +3,14 @@ model and the pipeline's stages, each convertible to the engine's settings."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Annotated, Any
 
 from pydantic import Strict, field_validator, model_validator
 
 from ..admm import RhoSchedule
 from ..data import DATASETS
+from ..errors import AdmmSearchWarning
 from ..models import MODELS
 from ..pipeline import AdmmSettings, QuantRetrainSettings
 from ..train import TrainSettings
@@ -16,7 +18,6 @@ from .values import (
     Count,
     Fraction,
     IndexFormat,
-    Multiplier,
     NonNegative,
     Optimizer,
     Positive,
@@ -37,44 +38,122 @@ class TrainConfig(_Model):
     weight_decay: NonNegative = TrainSettings.weight_decay
     schedule: Schedule = TrainSettings.schedule
     batch_size: PositiveInt = TrainSettings.batch_size
+    keep_best: Annotated[bool, Strict()] = TrainSettings.keep_best
 
     def settings(self) -> TrainSettings:
         return TrainSettings(**self.model_dump())
 
 
+class RetrainConfig(TrainConfig):
+    """A retraining stage: as :class:`TrainConfig`, but by default it ends with the weights of
+    its epoch of best validation accuracy (``keep_best: true``), so retraining does no harm."""
+
+    keep_best: Annotated[bool, Strict()] = True
+
+
+class LegacyScheduleWarning(AdmmSearchWarning):
+    """A study file's ADMM stage uses the old rho keys; it is read in the new ones."""
+
+
+#: Keys of the rho schedule before it was described over the stage, and what replaced them.
+LEGACY_RHO = {
+    "initial": "rho.start",
+    "multiplier": "rho.end",
+    "every": "rho.updates",
+    "maximum": "rho.end",
+}
+
+
+def legacy_rho(rho: dict[str, Any], epochs: Any) -> dict[str, Any]:
+    """A schedule written with the old keys (``rho = min(maximum, initial * multiplier **
+    (updates // every))``, one Z/U update at the end of each epoch), as the new keys, with a
+    :class:`LegacyScheduleWarning` saying so: ``start = initial``, ``updates = epochs`` (one
+    update per epoch, as before) and ``end`` the rho of the last epoch. With ``every: 1`` and
+    ``maximum`` not reached the two schedules are the same.
+
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     legacy_rho({"initial": 0.01, "multiplier": 2.0, "every": 1, "maximum": 1.0}, 4)
+    {'start': 0.01, 'end': 0.08, 'updates': 4}
+
+    Raises:
+        ValueError: old and new keys are mixed, or a value is not a number.
+    """
+    mixed = [k for k in rho if k not in LEGACY_RHO]
+    values = {"initial": 1e-3, "multiplier": 1.5, "every": 1, "maximum": 1.0, **rho}
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values.values())
+    if mixed or not numbers or not isinstance(epochs, int) or isinstance(epochs, bool):
+        raise ValueError(
+            "rho: initial, multiplier, every and maximum (the old schedule) cannot be mixed "
+            "with start, end and updates; write {start, end, updates}"
+        )
+    updates = max(1, epochs)
+    steps = (updates - 1) // max(1, int(values["every"]))
+    end = min(values["maximum"], values["initial"] * values["multiplier"] ** steps)
+    new = {"start": values["initial"], "end": end, "updates": updates}
+    warnings.warn(
+        f"rho: {dict(rho)} uses the old schedule keys; read as {new} (one Z/U update per "
+        "epoch, as before); write start, end and updates instead",
+        LegacyScheduleWarning,
+        stacklevel=2,
+    )
+    return new
+
+
 class RhoConfig(_Model):
-    """ADMM penalty: rho = min(maximum, initial * multiplier ** (updates // every))."""
+    """rho over an ADMM stage: ``start`` to ``end`` (geometric) across ``updates`` Z/U updates
+    spread evenly over the stage's optimizer steps; see :class:`~admmsearch.admm.RhoSchedule`."""
 
-    initial: Positive = RhoSchedule.initial
-    multiplier: Multiplier = RhoSchedule.multiplier
-    every: PositiveInt = RhoSchedule.every
-    maximum: Positive = RhoSchedule.maximum
+    start: Positive = RhoSchedule.start
+    end: Positive = RhoSchedule.end
+    updates: PositiveInt = RhoSchedule.updates
 
-    @model_validator(mode="after")
-    def _capped_above_start(self) -> RhoConfig:
-        if self.maximum < self.initial:
-            raise ValueError(f"maximum ({self.maximum}) must be >= initial ({self.initial})")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _no_legacy_keys(cls, data: Any) -> Any:
+        old = [k for k in LEGACY_RHO if isinstance(data, dict) and k in data]
+        if old:
+            raise ValueError(
+                f"{', '.join(old)}: replaced by start, end and updates (rho goes from start to "
+                "end over the stage's updates, spread evenly over its steps); e.g. "
+                "{start: 5.0e-3, end: 1.0, updates: 20}"
+            )
+        return data
 
     def settings(self) -> RhoSchedule:
         return RhoSchedule(**self.model_dump())
 
 
 class AdmmConfig(_Model):
-    """An ADMM stage; ``update_every``: optimizer steps between Z/U updates (None: each epoch)."""
+    """An ADMM stage: its training and its rho schedule (which also says how many Z/U
+    updates the stage makes)."""
 
     train: TrainConfig = {}
     rho: RhoConfig = {}
-    update_every: PositiveInt | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_update_every(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "update_every" in data:
+            raise ValueError(
+                "update_every: replaced by rho.updates, the number of Z/U updates over the "
+                "whole stage (spread evenly over its optimizer steps)"
+            )
+        rho = data.get("rho") if isinstance(data, dict) else None
+        if isinstance(rho, dict) and any(k in rho for k in LEGACY_RHO):
+            train = data.get("train") if isinstance(data.get("train"), dict) else {}
+            return {**data, "rho": legacy_rho(rho, train.get("epochs", TrainSettings.epochs))}
+        return data
 
     def settings(self) -> AdmmSettings:
-        return AdmmSettings(self.train.settings(), self.rho.settings(), self.update_every)
+        return AdmmSettings(self.train.settings(), self.rho.settings())
 
 
 class QuantRetrainConfig(_Model):
     """Iterative hard quantization: each round freezes a growing share, then retrains the rest."""
 
-    train: TrainConfig = {"epochs": 1}
+    train: RetrainConfig = {"epochs": 1}
     shares: tuple[Fraction, ...] = (0.5, 0.75, 0.9, 1.0)
 
     @field_validator("shares")
@@ -97,7 +176,7 @@ class PipelineConfig(_Model):
     """
 
     admm_prune: AdmmConfig | None = {}
-    retrain: TrainConfig | None = {}
+    retrain: RetrainConfig | None = {}
     admm_quantize: AdmmConfig | None = {}
     quant_retrain: QuantRetrainConfig | None = {}
     progressive_steps: PositiveInt = 1

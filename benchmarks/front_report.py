@@ -1,0 +1,212 @@
+"""The report of ``bench_front.py``: markdown tables (mean +- std over seeds, the ablation,
+every seed) and the plot of the first seed's test fronts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from common import pct, report_header, table  # noqa: E402
+
+__all__ = ["plot", "render_markdown"]
+
+
+def _ms(figure: Mapping[str, float], digits: int = 3, suffix: str = "") -> str:
+    return f"{figure['mean']:.{digits}f}{suffix} ± {figure['std']:.{digits}f}{suffix}"
+
+
+def _headline_rows(report: Mapping[str, Any], names: list[str], acc: str) -> list[list[Any]]:
+    agg, titles = report["aggregate"], report["titles"]
+    return [
+        [
+            titles[n],
+            f"{agg[n]['points']['mean']:.0f}",
+            f"{agg[n]['epochs']['mean']:.0f}",
+            _ms(agg[n][f"{acc}_hypervolume"]),
+            *(_ms(agg[n][f"{acc}_ratio_{d}"], 1, "x") for d in report["drops"]),
+        ]
+        for n in names
+    ]
+
+
+def _ablation_rows(report: Mapping[str, Any], variants: list[str]) -> list[list[Any]]:
+    rows = []
+    for name in variants:
+        runs = [s["methods"][name]["figures"] for s in report["seeds"]]
+        a = report["aggregate"][name]
+        sens = [r["sensitivity_seconds"] for r in runs if r["sensitivity_seconds"] is not None]
+        rows.append(
+            [
+                report["titles"][name],
+                sum(r["duplicates"] for r in runs),
+                sum(r["seeded"] for r in runs),
+                _ms(a["test_hypervolume"]),
+                *(_ms(a[f"test_ratio_{d}"], 1, "x") for d in report["drops"]),
+                _ms(a["val_hypervolume"]),
+                f"{sum(r['trial_seconds'] for r in runs) / len(runs):.0f}",
+                f"{sum(sens) / len(sens):.0f}" if sens else "–",
+            ]
+        )
+    return rows
+
+
+def _seed_rows(report: Mapping[str, Any]) -> list[list[Any]]:
+    rows = []
+    for s in report["seeds"]:
+        for name, m in s["methods"].items():
+            t = m["summary"]["test"]
+            best = [t["at_drop"][str(d)] for d in report["drops"]]
+            rows.append(
+                [
+                    s["seed"],
+                    report["titles"][name],
+                    len(m["points"]),
+                    f"{t['hypervolume']:.3f}",
+                    *(
+                        "1.0x (dense)" if b is None else f"{b['ratio']:.1f}x ({b['label']})"
+                        for b in best
+                    ),
+                ]
+            )
+    return rows
+
+
+def _margins(report: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for name, m in report["margins"].items():
+        verdict = "yes" if m["above_by_one_std"] else "**no**"
+        lines.append(
+            f"* study − {report['titles'][name]}: {m['mean']:+.3f} ± {m['std']:.3f} "
+            f"(paired by seed); above by more than one standard deviation: {verdict}"
+        )
+    return lines
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    first = report["seeds"][0]
+    study = first["study_config"]
+    variants = [
+        n for n in report["titles"] if n in first["methods"] and n in report["options"]["variants"]
+    ]
+    baselines = [n for n in first["methods"] if n not in variants]
+    drops = [f"≤ {100 * x:g} pt drop" for x in report["drops"]]
+    head = ["method", "points", "epochs in all", "hypervolume", *drops]
+    o, d, data = report["options"], first["dense"], first["data"]
+    per_trial = (
+        study["pipeline"]["admm_prune"]["train"]["epochs"] + study["pipeline"]["retrain"]["epochs"]
+    )
+    totals = ", ".join(
+        f"seed {s['seed']}: {s['total_epochs']} ({s['sensitivity_epochs']} for the "
+        "sensitivity pass)"
+        for s in report["seeds"]
+    )
+    lines = [
+        "# Front quality: LeNet-5 / Fashion-MNIST, pruning only, at equal total training",
+        "",
+        report_header(report),
+        "",
+        f"Seeds {', '.join(str(s) for s in o['seeds'])} (each: dense model, data split, "
+        f"sampler, stages). Data: {data['train']} training images, {data['val']} validation, "
+        f"{data['test']} test. Dense model of seed {first['seed']}: {d['epochs']} epochs, test "
+        f"{pct(d['test_accuracy'])}, validation {pct(d['val_accuracy'])}, "
+        f"{d['storage_bits'] / 8192:.1f} KiB. Each study variant: {study['budget']['trials']} "
+        f"trials of {per_trial} epochs ({study['sampler']['name']} sampler), run in two halves "
+        "(a resume). Total epochs of the study, which every baseline sweep spends too, spread "
+        f"over its points: {totals}.",
+        "",
+        "Storage is the whole model with indices; compression = dense storage / storage. "
+        "Hypervolume: the area dominated in (log10 of storage / dense storage, accuracy in "
+        f"points) above dense accuracy - {100 * o['hv_drop']:g} pt. Figures are mean ± "
+        "standard deviation over the seeds; a method with no point within a drop counts 1x "
+        "there (the dense model).",
+        "",
+        "## On test accuracy (headline)",
+        "",
+        *table(head, _headline_rows(report, ["study", *baselines], "test")),
+        "",
+        *_margins(report),
+        "",
+        "## Ablation: what each part adds (test accuracy)",
+        "",
+        *table(
+            [
+                "variant",
+                "repeated settings",
+                "seeded trials",
+                "hypervolume",
+                *drops,
+                "hypervolume (val)",
+                "s / trial",
+                "sensitivity s",
+            ],
+            _ablation_rows(report, variants),
+        ),
+        "",
+        "Repeated settings: trials whose params equal an earlier trial's, summed over seeds.",
+        "",
+        "## On validation accuracy (what the study optimised)",
+        "",
+        *table(head, _headline_rows(report, [*variants, *baselines], "val")),
+        "",
+        "![fronts](front.png)",
+        "",
+        "## Every seed (test accuracy)",
+        "",
+        *table(["seed", "method", "points", "hypervolume", *drops], _seed_rows(report)),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(report: Mapping[str, Any], png) -> None:
+    """Test accuracy against storage (log) for every method of the first seed."""
+    first = report["seeds"][0]
+    d = first["dense"]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors = plt.cm.tab10.colors
+    for (name, m), color in zip(first["methods"].items(), colors, strict=False):
+        pts = m["points"]
+        ax.scatter(
+            [p["storage_bits"] / 8192 for p in pts],
+            [100 * p["test_accuracy"] for p in pts],
+            s=12,
+            color=color,
+            alpha=0.35,
+        )
+        labels = set(m["summary"]["test"]["front"])
+        front = sorted((p for p in pts if p["label"] in labels), key=lambda p: p["storage_bits"])
+        hv = m["summary"]["test"]["hypervolume"]
+        ax.plot(
+            [p["storage_bits"] / 8192 for p in front],
+            [100 * p["test_accuracy"] for p in front],
+            "o-",
+            color=color,
+            drawstyle="steps-post",
+            label=f"{report['titles'][name]} (HV {hv:.2f})",
+        )
+    ax.scatter(
+        [d["storage_bits"] / 8192],
+        [100 * d["test_accuracy"]],
+        marker="*",
+        s=160,
+        color="black",
+        label="dense float32",
+        zorder=5,
+    )
+    for drop, style in zip(report["drops"], (":", "--"), strict=True):
+        ax.axhline(100 * (d["test_accuracy"] - drop), color="0.4", linestyle=style, lw=1)
+    ax.set_xscale("log")
+    low = 100 * (d["test_accuracy"] - 3 * report["options"]["hv_drop"])
+    ax.set_ylim(bottom=max(low, ax.get_ylim()[0]))
+    ax.set_xlabel("storage with indices (KiB, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"LeNet-5 / Fashion-MNIST, seed {first['seed']}: fronts at equal total epochs")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)

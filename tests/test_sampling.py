@@ -1,0 +1,109 @@
+"""Every trial new: per-trial seeding across processes, resumes and workers; reproducible alone."""
+
+from __future__ import annotations
+
+import itertools
+
+import optuna
+import pytest
+
+from admmsearch.config import validate_study
+from admmsearch.sampling import PerTrialSampler, trial_seed
+from admmsearch.study import prepare, run_parallel, run_study
+
+
+def _random(seed: int | None) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _draw(study: optuna.Study) -> tuple[float, int]:
+    trial = study.ask()
+    params = (trial.suggest_float("x", 0, 1), trial.suggest_categorical("b", [2, 3, 4, 8]))
+    study.tell(trial, params[0])
+    return params
+
+
+def test_trial_seed_depends_on_seed_and_number() -> None:
+    seeds = {trial_seed(s, n) for s in range(3) for n in range(50)}
+    assert len(seeds) == 150 and all(0 <= s < 2**32 for s in seeds)
+    assert trial_seed(7, 3) == trial_seed(7, 3)
+
+
+def test_two_processes_on_one_storage_draw_different_settings(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    name = "two"
+    optuna.create_study(study_name=name, storage=url)
+    # Two processes of one study: each loads it with its own sampler built from the same seed.
+    a, b = (
+        optuna.load_study(study_name=name, storage=url, sampler=PerTrialSampler(_random, 0))
+        for _ in range(2)
+    )
+    drawn = [_draw(s) for s in (a, b, a, b, b, a)]
+    assert len(set(drawn)) == len(drawn)
+
+
+def test_a_fresh_study_with_a_seed_draws_the_same_settings() -> None:
+    def run(seed: int) -> list[tuple[float, int]]:
+        study = optuna.create_study(sampler=PerTrialSampler(_random, seed))
+        return [_draw(study) for _ in range(5)]
+
+    assert run(3) == run(3)
+    assert run(3) != run(4)
+
+
+def test_resuming_continues_the_sequence_of_a_single_run() -> None:
+    """Trial n draws with the seed of n whichever process runs it: stopping after two trials
+    and resuming gives the settings one uninterrupted run gives."""
+    storage = optuna.storages.InMemoryStorage()
+    first = optuna.create_study(storage=storage, sampler=PerTrialSampler(_random, 1))
+    drawn = [_draw(first) for _ in range(2)]
+    again = optuna.load_study(
+        study_name=first.study_name, storage=storage, sampler=PerTrialSampler(_random, 1)
+    )
+    drawn += [_draw(again) for _ in range(2)]
+    alone = optuna.create_study(sampler=PerTrialSampler(_random, 1))
+    assert drawn == [_draw(alone) for _ in range(4)]
+
+
+def _marked(trial: optuna.trial.FrozenTrial) -> bool:
+    """Trials allowed to repeat settings: enqueued ones and retries, which say so."""
+    attrs = trial.user_attrs
+    return any(key in attrs for key in ("enqueued", "seeded", "retry_of"))
+
+
+def _assert_no_unmarked_duplicates(study: optuna.Study) -> None:
+    trials = [t for t in study.trials if t.params]
+    for s, t in itertools.combinations(trials, 2):
+        if s.params == t.params:
+            assert _marked(s) or _marked(t), f"trials {s.number} and {t.number} repeat settings"
+    assert sum(not _marked(t) for t in trials) >= 2  # the sampler drew some of them
+
+
+def _context(tmp_path, path):
+    config, layers = validate_study(path)
+    return prepare(
+        config,
+        layers,
+        storage=f"sqlite:///{tmp_path / 'o.db'}",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+        workdir=tmp_path / "work",
+    )
+
+
+@pytest.mark.slow
+def test_a_resumed_study_draws_new_settings(tmp_path, tiny_study) -> None:
+    path = tiny_study(enqueue=[], sampler={"name": "tpe"}, budget={"trials": 4})
+    run_study(_context(tmp_path, path), trials=2)
+    study = run_study(_context(tmp_path, path), trials=4)  # a second `admmsearch run`
+    assert len(study.trials) == 4
+    _assert_no_unmarked_duplicates(study)
+
+
+@pytest.mark.slow
+def test_two_workers_draw_new_settings(tmp_path, tiny_study) -> None:
+    path = tiny_study(enqueue=[], sampler={"name": "nsga2", "population_size": 4})
+    ctx = _context(tmp_path, path)
+    run_parallel(path, ctx, jobs=2, trials=4)
+    study = optuna.load_study(study_name=ctx.config.name, storage=ctx.storage)
+    assert len(study.trials) == 4
+    _assert_no_unmarked_duplicates(study)

@@ -1,0 +1,103 @@
+"""Budgeted seeding: a new study's first trials come from the sensitivity pass, each within its
+budget and inside the search space, tagged as seeded in Optuna, MLflow and `show`."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from click.testing import CliRunner
+
+from admmsearch.cli import main
+from admmsearch.config import load_study, validate_study
+from admmsearch.config.knobs import contains
+from admmsearch.config.units import knob_specs, unit_spaces
+from admmsearch.data import load_dataset
+from admmsearch.objective import build_model
+from admmsearch.seeding import seed_count, seeds
+from admmsearch.sensitivity import measure
+from admmsearch.study import prepare, run_study
+from admmsearch.tracking import search_runs
+from admmsearch.train import TrainSettings, fit
+
+
+@pytest.fixture()
+def digits_study(tiny_study):
+    config, layers = validate_study(tiny_study())
+    d = config.dataset
+    data = load_dataset(d.name, seed=config.seed, limit_train=d.limit_train)
+    model = build_model(config, data)
+    fit(model, data, TrainSettings(epochs=4, lr=0.05, batch_size=32), seed=0)
+    return config, layers, data, model
+
+
+def test_seed_count_is_on_by_default_and_at_most_half_the_budget(tiny_study) -> None:
+    assert seed_count(load_study(tiny_study(budget={"trials": 20}))) == 4
+    assert seed_count(load_study(tiny_study(budget={"trials": 5}))) == 2
+    assert seed_count(load_study(tiny_study(budget={"timeout_s": 60}))) == 4
+    off = tiny_study(search={"keep": 0.5, "seed_from_sensitivity": False})
+    assert seed_count(load_study(off)) == 0
+
+
+def test_seeds_lie_in_the_search_space_and_within_their_budgets(digits_study) -> None:
+    config, layers, data, model = digits_study
+    result = measure(model, data, unit_spaces(config, layers), keep_points=4)
+    found = seeds(result, config, layers, count=3)
+    assert 1 <= len(found) <= 3
+    specs = knob_specs(config, layers)
+    budgets = [s.attrs["seeded"]["budget_bits"] for s in found]
+    assert budgets == sorted(budgets)
+    for seed in found:
+        assert set(seed.params) == {n for n in specs if n.startswith(("keep.", "bits."))}
+        assert all(contains(specs[n], v) for n, v in seed.params.items())
+        attrs = seed.attrs["seeded"]
+        assert attrs["predicted_storage_bits"] <= attrs["budget_bits"]
+    assert len({tuple(sorted(s.params.items())) for s in found}) == len(found)
+
+
+def _context(tmp_path, path):
+    config, layers = validate_study(path)
+    return prepare(
+        config,
+        layers,
+        storage=f"sqlite:///{tmp_path / 'o.db'}",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+        workdir=tmp_path / "work",
+    )
+
+
+@pytest.mark.slow
+def test_a_new_study_runs_its_seeds_first_and_says_so(tmp_path, tiny_study) -> None:
+    path = tiny_study(budget={"trials": 4}, sensitivity={"keep_points": 4})
+    ctx = _context(tmp_path, path)
+    study = run_study(ctx)
+    origins = [
+        "seeded" if "seeded" in t.user_attrs else "enqueued" if "enqueued" in t.user_attrs else ""
+        for t in study.trials
+    ]
+    assert origins == ["enqueued", "seeded", "seeded", ""]  # the study file's, 2 seeds, 1 drawn
+    first, second = (t.user_attrs["seeded"] for t in study.trials[1:3])
+    assert first["budget_bits"] < second["budget_bits"]  # the smallest budget first
+    for seeded in (first, second):
+        assert seeded["predicted_storage_bits"] <= seeded["budget_bits"]
+    runs = search_runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", ctx.config.name)
+    trials = runs[runs["tags.admmsearch.role"] == "trial"].sort_values("tags.admmsearch.trial")
+    assert list(trials["tags.admmsearch.origin"]) == ["enqueued", "seeded", "seeded", "sampled"]
+    parent = runs[runs["tags.admmsearch.role"] == "study"].iloc[0]
+    assert parent["metrics.sensitivity_seconds"] > 0
+    shown = CliRunner().invoke(main, ["show", ctx.config.name, "--storage", ctx.storage])
+    assert shown.exit_code == 0, shown.output
+    assert "seeded trials    1 (" in shown.output and "2 (" in shown.output
+    again = run_study(_context(tmp_path, path), trials=5)  # resumed: no new seeds
+    assert sum("seeded" in t.user_attrs for t in again.trials) == 2
+
+
+@pytest.mark.slow
+def test_seeding_can_be_turned_off(tmp_path, tiny_study) -> None:
+    search = {**load_study(tiny_study()).search.model_dump(mode="json")}
+    search["seed_from_sensitivity"] = False
+    path = tiny_study(budget={"trials": 2}, enqueue=[], search=search)
+    ctx = _context(tmp_path, path)
+    study = run_study(ctx)
+    assert not any("seeded" in t.user_attrs for t in study.trials)
+    assert "sensitivity" not in study.user_attrs
+    assert optuna.trial.TrialState.COMPLETE in {t.state for t in study.trials}
