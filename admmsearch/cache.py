@@ -56,7 +56,7 @@ __all__ = [
     "save_pruned",
 ]
 
-_PRUNED_FORMAT = "admmsearch-pruned/1"
+_PRUNED_FORMAT = "admmsearch-pruned/2"  # 2: stages keep their projection and kept epoch
 _PICKLED = "it holds pickled Python objects, which admmsearch does not unpickle"
 
 
@@ -353,6 +353,10 @@ def load_pruned(path: Path, expected: Mapping[str, torch.Tensor]) -> PrunedState
     return state
 
 
+def _optional(kind: type, value: Any) -> Any:
+    return None if value is None else kind(value)
+
+
 def _stage_dict(stage: StageResult) -> dict[str, Any]:
     data = asdict(stage)
     data["residuals"] = [asdict(r) for r in stage.residuals]
@@ -376,6 +380,8 @@ def _pruned_from(obj: Any) -> PrunedState:
                 Residuals(int(r["update"]), float(r["rho"]), dict(r["primal"]), dict(r["dual"]))
                 for r in s["residuals"]
             ),
+            projected_val_accuracy=_optional(float, s["projected_val_accuracy"]),
+            kept_epoch=_optional(int, s["kept_epoch"]),
         )
         for s in json.loads(obj["stages"])
     )

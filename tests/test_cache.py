@@ -39,6 +39,15 @@ def pruned_state(model: torch.nn.Module) -> PrunedState:
     stages = (
         StageResult("dense", 0.9, 0.88, 1.5, {"fc1": {"nonzeros": 8192.0}}, (0.3, 0.2)),
         StageResult("admm_prune", 0.85, 0.84, 2.0, {"fc1": {"keep": 0.5}}, (0.4,), (residual,)),
+        StageResult(
+            "retrain",
+            0.86,
+            0.85,
+            1.0,
+            {"fc1": {"keep": 0.5}},
+            projected_val_accuracy=0.8,
+            kept_epoch=2,
+        ),
     )
     return PrunedState(stages, {"fc1": mask}, weights)
 

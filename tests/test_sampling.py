@@ -81,6 +81,7 @@ def _assert_no_unmarked_duplicates(study: optuna.Study) -> None:
 
 def _context(tmp_path, path):
     config, layers = validate_study(path)
+    (tmp_path / "mlruns").mkdir(exist_ok=True)
     return prepare(
         config,
         layers,

@@ -56,6 +56,7 @@ def test_seeds_lie_in_the_search_space_and_within_their_budgets(digits_study) ->
 
 def _context(tmp_path, path):
     config, layers = validate_study(path)
+    (tmp_path / "mlruns").mkdir(exist_ok=True)
     return prepare(
         config,
         layers,
