@@ -59,7 +59,7 @@ Optimizer = Annotated[str, Strict(), one_of(OPTIMIZERS)]
 Schedule = Annotated[str, Strict(), one_of(SCHEDULES)]
 IndexFormat = Annotated[str, Strict(), one_of(INDEX_FORMATS)]
 HookName = Annotated[
-    str, Strict(), matches(r"[^:]+:[^:]+", "package.module:function or path/file.py:function")
+    str, Strict(), matches(r".+:[^:]+", "package.module:function or path/file.py:function")
 ]
 
 

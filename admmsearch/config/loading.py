@@ -1,5 +1,5 @@
 """Reading a study file: YAML in, a :class:`StudyConfig` out, errors one line per bad field;
-then the conversions of a loaded study to the engine's settings."""
+then the engine's settings a loaded study holds."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
 from ..errors import AdmmSearchError, ConfigError
-from ..fields import report_errors
 from ..registry import add_search_dir
 from ..settings import PipelineSettings, TrainSettings
 from .schema import StudyConfig
@@ -51,10 +49,7 @@ def load_study(path: str | Path) -> StudyConfig:
     path = Path(path)
     data = read_yaml(path, "study file")
     add_search_dir(path.parent)
-    try:
-        return StudyConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_report(path, exc)) from None
+    return StudyConfig.parse(data, str(path))
 
 
 def validate_study(path: str | Path) -> tuple[StudyConfig, list[str]]:
@@ -125,10 +120,6 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
         return str(exc)
     what = ", ".join(t for t in (getattr(exc, "context", None), exc.problem) if t)
     return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
-
-
-def _report(path: Path, exc: ValidationError) -> str:
-    return report_errors(str(path), exc)
 
 
 # --- the engine's settings of a study ---
