@@ -22,66 +22,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .constraints import Constraint
-from .errors import ConfigError
 from .masking import Masked
+from .settings import RhoSchedule
 
 __all__ = ["AdmmState", "Residuals", "RhoSchedule"]
-
-
-@dataclass(frozen=True)
-class RhoSchedule:
-    """rho over one ADMM stage: from ``start`` to ``end`` across the stage's ``updates`` Z/U
-    updates, which are spread evenly over its optimizer steps.
-
-    The stage's S optimizer steps are cut into ``n = min(updates, S)`` intervals, update k
-    (k = 1..n) coming after step ``k * S // n``, so the last one comes after the last step. rho
-    is constant within an interval and grows geometrically from one to the next: interval k
-    (k = 0..n-1) trains with ``start * growth ** k``, ``growth = (end / start) ** (1 / (n - 1))``,
-    so the first trains with ``start`` and the last with ``end`` (with one update, rho stays
-    ``start``). Whenever rho changes the scaled dual U is rescaled (see :class:`AdmmState`).
-
-    Example: RhoSchedule(1e-3, 1e-1, updates=3) over 10 steps updates Z and U after steps 3,
-    6 and 10, training with rho 1e-3, 1e-2 and 1e-1 in the three intervals.
-
-    >>> s = RhoSchedule(1e-3, 1e-1, updates=3)
-    >>> s.update_steps(10), [round(s.at(k, 10), 6) for k in range(3)]
-    ([3, 6, 10], [0.001, 0.01, 0.1])
-    """
-
-    start: float = 5e-3
-    end: float = 1.0
-    updates: int = 20
-
-    def __post_init__(self) -> None:
-        if not self.start > 0:
-            raise ConfigError(f"rho.start: must be > 0, got {self.start}")
-        if not self.end > 0:
-            raise ConfigError(f"rho.end: must be > 0, got {self.end}")
-        if isinstance(self.updates, bool) or not (
-            isinstance(self.updates, int) and self.updates >= 1
-        ):
-            raise ConfigError(f"rho.updates: must be an integer >= 1, got {self.updates!r}")
-
-    def count(self, steps: int) -> int:
-        """Z/U updates in a stage of ``steps`` optimizer steps: at most one per step."""
-        return min(self.updates, steps)
-
-    def update_steps(self, steps: int) -> list[int]:
-        """After which optimizer steps (1-based) the updates come, evenly spread."""
-        n = self.count(steps)
-        return [k * steps // n for k in range(1, n + 1)]
-
-    def growth(self, steps: int) -> float:
-        """The factor rho grows by from one update to the next."""
-        n = self.count(steps)
-        return 1.0 if n <= 1 else (self.end / self.start) ** (1 / (n - 1))
-
-    def at(self, updates_done: int, steps: int) -> float:
-        """rho while training after ``updates_done`` updates, in a stage of ``steps`` steps."""
-        n = self.count(steps)
-        if n <= 1:
-            return self.start
-        return self.start * self.growth(steps) ** min(updates_done, n - 1)
 
 
 @dataclass(frozen=True)

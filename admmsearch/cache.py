@@ -37,6 +37,7 @@ from .admm import Residuals
 from .config import StudyConfig, dense_settings
 from .data import DataSplits
 from .errors import AdmmSearchWarning, ConfigError, DivergenceError
+from .hooks import load_recipe
 from .models import create_model
 from .packing import ModelMeta, encode_model
 from .pipeline import PipelineResult, PrunedState, StageResult
@@ -167,8 +168,16 @@ def data_digest(data: DataSplits) -> str:
 
 def _train_dense(model: nn.Module, data: DataSplits, config: StudyConfig) -> None:
     settings = dense_settings(config)
+    recipe = load_recipe(config.training)
     try:
-        fit(model, data.to(config.device), settings, seed=config.seed * 1000)
+        fit(
+            model,
+            data.to(config.device),
+            settings,
+            seed=config.seed * 1000,
+            recipe=recipe,
+            stage="dense",
+        )
     except DivergenceError as exc:
         raise DivergenceError(
             f"dense model: training diverged ({exc}) with dense.train.lr {settings.lr:g}; "
@@ -297,22 +306,17 @@ def _save_atomic(obj: object, path: Path) -> None:
 
 
 def pruning_key(settings: TrialSettings, dense: DenseModel) -> str:
-    """Hash of everything the pruning stages depend on: dense model, pruning plan and stages."""
+    """Hash of everything the pruning stages depend on: dense model, pruning plan, stages and
+    training hooks."""
     p = settings.pipeline
+    stages = (p.pretrain, p.admm_prune, p.retrain, p.progressive_steps, p.seed, p.fold_batchnorm)
+    if p.training.named:  # left out otherwise: the keys of studies without hooks stay the same
+        stages = (*stages, p.training)
     text = json.dumps(
         {
             "dense": dense.path.name,
             "plan": {n: [lp.keep, lp.structured] for n, lp in settings.plan.layers.items()},
-            "stages": repr(
-                (
-                    p.pretrain,
-                    p.admm_prune,
-                    p.retrain,
-                    p.progressive_steps,
-                    p.seed,
-                    p.fold_batchnorm,
-                )
-            ),
+            "stages": repr(stages),
         },
         sort_keys=True,
     )

@@ -18,11 +18,12 @@ import pandas as pd
 from pydantic import ValidationError
 
 from .config import StudyConfig, validate_study
-from .config.loading import report_errors
 from .errors import ConfigError, StoreError, StudyNotFoundError
+from .fields import report_errors
 from .front import front_frame
+from .record import Metric, StudyAttr, TrialAttr, kib
 from .redact import redact_text, redact_url
-from .study import TIMEOUT_ATTR, finished_count, resolve_storage, resolve_tracking
+from .study import finished_count, resolve_storage, resolve_tracking
 
 __all__ = ["OpenedStudy", "front_table", "open_existing", "study_names", "study_rows"]
 
@@ -81,14 +82,14 @@ def open_existing(
         )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=name, storage=url)
-    recorded = study.user_attrs.get("config")
+    recorded = study.user_attrs.get(StudyAttr.CONFIG)
     if recorded is None:
         raise StudyNotFoundError(
             f"study {name!r} in {redact_url(url)} was not made by "
             "admmsearch (it has no recorded study file)"
         )
     config = file_config or _recorded_config(name, recorded)
-    layers = list(study.user_attrs.get("layers", []))
+    layers = list(study.user_attrs.get(StudyAttr.LAYERS, []))
     return OpenedStudy(study, config, layers, url, resolve_tracking(file_config, tracking_uri))
 
 
@@ -121,12 +122,12 @@ def study_state(study: optuna.Study, budget: int | None) -> str:
         return "running"
     if budget is not None and finished_count(study) >= budget:
         return "finished"
-    return "stopped (timeout)" if study.user_attrs.get(TIMEOUT_ATTR) else "stopped"
+    return "stopped (timeout)" if study.user_attrs.get(StudyAttr.STOPPED_BY_TIMEOUT) else "stopped"
 
 
 def timeout_note(study: optuna.Study, budget: int | None) -> str | None:
     """How the last run's timeout stopped the study, or None when it did not."""
-    note = study.user_attrs.get(TIMEOUT_ATTR)
+    note = study.user_attrs.get(StudyAttr.STOPPED_BY_TIMEOUT)
     if not note or study_state(study, budget) != "stopped (timeout)":
         return None
     of = f" of {budget}" if budget else ""
@@ -141,7 +142,7 @@ def study_rows(storage: str) -> pd.DataFrame:
     rows = []
     for name in study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
-        recorded = study.user_attrs.get("config") or {}
+        recorded = study.user_attrs.get(StudyAttr.CONFIG) or {}
         budget = (recorded.get("budget") or {}).get("trials")
         objectives = list(recorded.get("objectives") or [])
         row: dict[str, Any] = {
@@ -165,9 +166,9 @@ def _front_ends(study: optuna.Study, objectives: list[str]) -> dict[str, Any]:
     if frame.empty:
         return ends
     ends["front"] = len(frame)
-    ends["best_val_accuracy"] = round(float(frame["val_accuracy"].max()), 4)
-    if frame["storage_bits_with_index"].notna().any():
-        ends["smallest_kib"] = round(float(frame["storage_bits_with_index"].min()) / 8192, 2)
+    ends["best_val_accuracy"] = round(float(frame[Metric.VAL_ACCURACY].max()), 4)
+    if frame[Metric.STORAGE_BITS].notna().any():
+        ends["smallest_kib"] = round(kib(float(frame[Metric.STORAGE_BITS].min())), 2)
     return ends
 
 
@@ -180,13 +181,13 @@ def front_table(study: optuna.Study, objectives: list[str]) -> pd.DataFrame:
     table = pd.DataFrame(
         {
             "trial": frame["trial"],
-            "val_accuracy": frame["val_accuracy"].round(4),
-            "test_accuracy": frame["test_accuracy"].round(4),
-            "accuracy_drop": frame["accuracy_drop"].round(4),
-            "storage_kib": (frame["storage_bits_with_index"] / 8192).round(3),
-            "payload_kib": (pd.to_numeric(frame["payload_bits"]) / 8192).round(3),
-            "ratio_with_index": frame["compression_ratio_with_index"].round(1),
-            "weight_ratio_no_index": frame["weight_ratio_no_index"].round(1),
+            "val_accuracy": frame[Metric.VAL_ACCURACY].round(4),
+            "test_accuracy": frame[Metric.TEST_ACCURACY].round(4),
+            "accuracy_drop": frame[Metric.ACCURACY_DROP].round(4),
+            "storage_kib": kib(frame[Metric.STORAGE_BITS]).round(3),
+            "payload_kib": kib(pd.to_numeric(frame[Metric.PAYLOAD_BITS])).round(3),
+            "ratio_with_index": frame[Metric.COMPRESSION_RATIO].round(1),
+            "weight_ratio_no_index": frame[Metric.WEIGHT_RATIO_NO_INDEX].round(1),
             "feasible": frame["feasible"],
         }
     )
@@ -196,7 +197,7 @@ def front_table(study: optuna.Study, objectives: list[str]) -> pd.DataFrame:
 def describe(opened: OpenedStudy) -> list[tuple[str, str]]:
     """Key facts of a study, in reading order, for ``show``."""
     study, config = opened.study, opened.config
-    dense = study.user_attrs.get("dense", {})
+    dense = study.user_attrs.get(StudyAttr.DENSE, {})
     counts = state_counts(study)
     budget = config.budget.trials
     facts = [
@@ -236,7 +237,7 @@ def describe(opened: OpenedStudy) -> list[tuple[str, str]]:
                 "dense model",
                 f"val {dense['val_accuracy']:.4f}, "
                 f"test {dense['test_accuracy']:.4f}, "
-                f"{dense['storage_bits'] / 8192:.1f} KiB",
+                f"{kib(dense['storage_bits']):.1f} KiB",
             )
         )
     return facts
@@ -245,9 +246,9 @@ def describe(opened: OpenedStudy) -> list[tuple[str, str]]:
 def seeded_trials(study: optuna.Study) -> list[tuple[int, float]]:
     """(trial number, storage budget in KiB) of every trial seeded from the sensitivity pass."""
     return [
-        (t.number, float(t.user_attrs["seeded"].get("budget_kib", float("nan"))))
+        (t.number, float(t.user_attrs[TrialAttr.SEEDED].get("budget_kib", float("nan"))))
         for t in study.get_trials(deepcopy=False)
-        if isinstance(t.user_attrs.get("seeded"), dict)
+        if isinstance(t.user_attrs.get(TrialAttr.SEEDED), dict)
     ]
 
 
@@ -259,9 +260,9 @@ def failed_trials(study: optuna.Study) -> list[tuple[int, str]]:
 
 
 def _reason(trial: optuna.trial.FrozenTrial) -> str:
-    if reason := trial.user_attrs.get("fail_reason"):
+    if reason := trial.user_attrs.get(TrialAttr.FAIL_REASON):
         return str(reason)
-    if trial.user_attrs.get("interrupted"):
+    if trial.user_attrs.get(TrialAttr.INTERRUPTED):
         return "interrupted (Ctrl-C or the worker stopped); its params were queued again"
     if trial.system_attrs.get("fail_reason"):  # Optuna's own, e.g. a lost heartbeat
         return str(trial.system_attrs["fail_reason"]).strip().splitlines()[0]

@@ -12,47 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import click
-import torch
 from tqdm.auto import tqdm
 
-from .admm import RhoSchedule
 from .catalog import describe, failed_trials, front_table, open_existing, study_rows
+from .compress import Compressed, FromModel, FromSettings, read_plan
+from .compress import compress as compress_once
 from .config import validate_study
-from .config.loading import read_yaml
-from .data import load_dataset
 from .devices import worker_devices
-from .errors import AdmmSearchError, AdmmSearchWarning, ConfigError, NoTrialError
-from .export import (
-    POLICIES,
-    choose_trial,
-    read_settings,
-    reproduce,
-    settings_document,
-    write_settings,
-)
+from .errors import AdmmSearchError, AdmmSearchWarning, NoTrialError
+from .export import POLICIES, choose_trial, settings_document, write_settings
 from .front import plot_front, trials_frame
-from .models import compressible_layers, create_model
-from .packing import ModelMeta, pack_model
-from .pipeline import (
-    AdmmSettings,
-    PipelineHooks,
-    PipelineResult,
-    PipelineSettings,
-    QuantRetrainSettings,
-    run_pipeline,
-)
-from .plan import Plan
-from .preflight import check_device, check_store_folder
+from .preflight import check_store_folder
+from .record import BITS_PER_BYTE, BITS_PER_KIB, Metric, StudyAttr, TrialAttr, kib
 from .redact import redact_text, redact_url
-from .study import (
-    prepare,
-    resolve_cache_dir,
-    resolve_storage,
-    resolve_tracking,
-    run_parallel,
-    run_study,
-)
-from .train import TrainSettings
+from .study import prepare, resolve_storage, resolve_tracking, run_parallel, run_study
 
 __all__ = ["main"]
 
@@ -163,17 +136,6 @@ def _thread_failed(args: threading.ExceptHookArgs) -> None:
     )
 
 
-def _load_plan(path: Path | None, keep: float | None, bits: int | None, layers: list[str]) -> Plan:
-    if path is not None:
-        data = read_yaml(path, "plan file")
-        try:
-            return Plan.from_dict(data)
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-    setting = {k: v for k, v in (("keep", keep), ("bits", bits)) if v is not None}
-    return Plan.uniform(layers, **setting)
-
-
 @main.command()
 @click.argument("settings", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -197,13 +159,13 @@ def _load_plan(path: Path | None, keep: float | None, bits: int | None, layers: 
 )
 @click.option(
     "--keep",
-    type=float,
+    type=click.FloatRange(0, 1, min_open=True),
     default=None,
     help="Without SETTINGS or --plan: keep ratio of every layer [default: 0.1].",
 )
 @click.option(
     "--bits",
-    type=int,
+    type=click.IntRange(1, 16),
     default=None,
     help="Without SETTINGS or --plan: bits of every layer [default: 4].",
 )
@@ -246,8 +208,6 @@ def compress(
     --plan or to a uniform --keep/--bits.
     """
     _check_out_folder(out)
-    if device is not None:
-        check_device(device, "--device")
     if settings is not None:
         given = [
             f"--{n}"
@@ -266,38 +226,21 @@ def compress(
                 f"{', '.join(given)} cannot be combined with SETTINGS "
                 "(edit the settings file instead)"
             )
-        _compress_settings(settings, device, out, fmt, cache_dir)
-        return
-    seed = 0 if seed is None else seed
-    device = device or "cpu"
-    torch.manual_seed(seed)
-    data = load_dataset(dataset or "digits", seed=seed)
-    model = create_model(
-        model_name or "digits-cnn", num_classes=data.num_classes, input_shape=data.input_shape
-    )
-    plan = _load_plan(
-        plan_path,
-        0.1 if keep is None else keep,
-        4 if bits is None else bits,
-        list(compressible_layers(model)),
-    )
-    result = run_pipeline(
-        model,
-        data,
-        plan,
-        _settings(seed),
-        device=device,
-        hooks=PipelineHooks(on_epoch=_echo_epoch),
-    )
-    meta = ModelMeta(
-        model=model_name or "digits-cnn",
-        num_classes=data.num_classes,
-        input_shape=data.input_shape,
-        folded=bool(result.folding.pairs),
-        normalisation=data.normalisation,
-    )
-    info = pack_model(model.cpu(), [s.name for s in result.storage.layers], out, meta=meta)
-    _print_result(result, info.file_bytes, info.header_bytes, out, fmt)
+        source: FromSettings | FromModel = FromSettings(settings, cache_dir)
+    else:
+        given_model = {
+            k: v
+            for k, v in (("model", model_name), ("dataset", dataset), ("seed", seed))
+            if v is not None
+        }
+        plan = None if plan_path is None else read_plan(plan_path)
+        uniform = {"keep": 0.1 if keep is None else keep, "bits": 4 if bits is None else bits}
+        source = FromModel(plan=plan, **uniform, **given_model)
+    done = compress_once(source, out, device=device, on_epoch=_echo_epoch)
+    if settings is not None:
+        _print_reproduction(done, settings, out, fmt)
+    else:
+        _print_result(done, out, fmt)
 
 
 def _uncompressed_line(uncompressed: dict[str, str]) -> str:
@@ -318,46 +261,38 @@ def _echo_epoch(stage: str, epoch: int, loss: float) -> None:
     click.echo(f"  {stage:<16} epoch {epoch + 1:>3}  loss {loss:.4f}", err=True)
 
 
-def _compress_settings(
-    path: Path, device: str | None, out: Path, fmt: str, cache_dir: Path | None
-) -> None:
-    config, layers, doc = read_settings(path)
-    cache = resolve_cache_dir(config, cache_dir, ".admmsearch")
-    done = reproduce(config, layers, cache_dir=cache, device=device, on_epoch=_echo_epoch)
-    try:
-        out.write_bytes(done.packed)
-    except OSError as exc:
-        raise AdmmSearchError(f"cannot write packed model {out}: {exc}") from None
-    info = done.info
+def _print_reproduction(done: Compressed, settings: Path, out: Path, fmt: str) -> None:
+    """The result of a settings file, held against the figures its trial recorded."""
+    doc = done.document or {}
     exported = doc.get("metrics", {})
     if fmt == "json":
         click.echo(
             json.dumps(
                 {
-                    "settings": str(path),
-                    "study": doc["study"],
+                    "settings": str(settings),
+                    "study": doc.get("study"),
                     "trial": doc.get("trial"),
                     "metrics": done.metrics,
                     "exported": exported,
                     "uncompressed_layers": dict(done.result.uncompressed),
                     "file": str(out),
-                    "file_bytes": info.file_bytes,
-                    "header_bytes": info.header_bytes,
+                    "file_bytes": done.info.file_bytes,
+                    "header_bytes": done.info.header_bytes,
                 },
                 indent=2,
             )
         )
         return
-    _print_result(done.result, info.file_bytes, info.header_bytes, out, fmt)
+    _print_result(done, out, fmt)
     click.echo("")
-    click.echo(f"against trial {doc.get('trial')} of study {doc['study']} (exported figures):")
+    click.echo(f"against trial {doc.get('trial')} of study {doc.get('study')} (exported figures):")
     for key in (
-        "val_accuracy",
-        "test_accuracy",
-        "accuracy_drop",
-        "storage_bits_with_index",
-        "payload_bits",
-        "compression_ratio_with_index",
+        Metric.VAL_ACCURACY,
+        Metric.TEST_ACCURACY,
+        Metric.ACCURACY_DROP,
+        Metric.STORAGE_BITS,
+        Metric.PAYLOAD_BITS,
+        Metric.COMPRESSION_RATIO,
     ):
         if key in exported and key in done.metrics:
             click.echo(f"  {key:<30} {done.metrics[key]:>14.4f}  exported {exported[key]:>14.4f}")
@@ -630,7 +565,7 @@ def pareto(
     opened = open_existing(study, storage=storage, tracking_uri=tracking_uri)
     if out is not None and out.suffix in (".png", ".html"):
         frame = trials_frame(opened.study, list(opened.config.objectives))
-        dense = opened.study.user_attrs.get("dense")
+        dense = opened.study.user_attrs.get(StudyAttr.DENSE)
         if dense is None:
             raise AdmmSearchError(f"study {opened.config.name!r} has no dense model recorded")
         png, html = (
@@ -692,7 +627,7 @@ def export(
     if (number is None) == (policy is None):
         raise click.UsageError("give exactly one of --trial N and --policy")
     opened = open_existing(study, storage=storage, tracking_uri=tracking_uri)
-    bits = None if max_storage_kib is None else max_storage_kib * 8192
+    bits = None if max_storage_kib is None else max_storage_kib * BITS_PER_KIB
     trial, why = choose_trial(
         opened, number=number, policy=policy, max_drop=max_drop, max_storage_bits=bits
     )
@@ -700,13 +635,14 @@ def export(
     if out is None:
         click.echo(text, nl=False)
         return
-    m = trial.user_attrs["metrics"]
-    payload = f", payload {m['payload_bits'] / 8192:.2f} KiB" if "payload_bits" in m else ""
+    m = trial.user_attrs[TrialAttr.METRICS]
+    payload = m.get(Metric.PAYLOAD_BITS)
+    payload = "" if payload is None else f", payload {kib(payload):.2f} KiB"
     click.echo(
         f"wrote {out}: trial {trial.number} ({why}): val accuracy "
-        f"{m['val_accuracy']:.4f} (drop {m['accuracy_drop']:+.4f}), "
-        f"packed file {m['storage_bits_with_index'] / 8192:.2f} KiB{payload} "
-        f"({m['compression_ratio_with_index']:.1f}x)"
+        f"{m[Metric.VAL_ACCURACY]:.4f} (drop {m[Metric.ACCURACY_DROP]:+.4f}), "
+        f"packed file {kib(m[Metric.STORAGE_BITS]):.2f} KiB{payload} "
+        f"({m[Metric.COMPRESSION_RATIO]:.1f}x)"
     )
 
 
@@ -731,25 +667,9 @@ def _print_front(study, objectives: list[str]) -> None:
     click.echo(table.to_string(index=False))
 
 
-def _settings(seed: int) -> PipelineSettings:
-    """Stage settings that suit the small reference models (a few minutes on a CPU)."""
-    admm = AdmmSettings(
-        train=TrainSettings(epochs=8, lr=0.02, batch_size=32),
-        rho=RhoSchedule(1e-2, 1.0, updates=32),
-    )
-    return PipelineSettings(
-        pretrain=TrainSettings(epochs=15, lr=0.05, batch_size=32),
-        admm_prune=admm,
-        retrain=TrainSettings(epochs=4, lr=0.01, batch_size=32),
-        admm_quantize=admm,
-        quant_retrain=QuantRetrainSettings(TrainSettings(epochs=2, lr=0.005, batch_size=32)),
-        seed=seed,
-    )
-
-
-def _print_result(
-    result: PipelineResult, file_bytes: int, header_bytes: int, out: Path, fmt: str
-) -> None:
+def _print_result(done: Compressed, out: Path, fmt: str) -> None:
+    """Every stage, the storage per layer and the packed file's size."""
+    result, file_bytes, header_bytes = done.result, done.info.file_bytes, done.info.header_bytes
     summary = result.storage.summary()
     if fmt == "json":
         stages = [
@@ -784,7 +704,7 @@ def _print_result(
     click.echo(result.storage.to_frame().to_string(index=False))
     click.echo("")
     click.echo(_uncompressed_line(result.uncompressed))
-    file_ratio = result.storage.model_dense_bits / (8 * file_bytes)
+    file_ratio = result.storage.model_dense_bits / (BITS_PER_BYTE * file_bytes)
     click.echo(
         f"weights: {result.storage.weight_ratio_no_index:.1f}x smaller without indices, "
         f"{result.storage.weight_ratio_with_index:.1f}x with indices; "
@@ -793,7 +713,7 @@ def _print_result(
     click.echo(
         f"wrote {out}: {file_bytes} bytes = {header_bytes} header + "
         f"{file_bytes - header_bytes} payload "
-        f"(accounted {summary['model_stored_bits'] / 8:.0f} bytes)"
+        f"(accounted {summary[Metric.MODEL_STORED_BITS] / BITS_PER_BYTE:.0f} bytes)"
     )
 
 

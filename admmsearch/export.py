@@ -2,9 +2,11 @@
 
 A settings file is a small study of its own with nothing left to search: the model, data and
 dense training of the study, the trial's pipeline (its rho schedule, epochs and learning rates
-written in) and one fixed setting per layer (keep ratio and bits or clusters), plus the trial's
-metrics so that ``compress`` can show how close a reproduction came. Editing a layer's keep
-ratio or bits in the file and running ``compress`` applies the edited setting.
+written in), its training hooks if any, and the trial's plan: its ``layers:`` block is a plan
+file's (:class:`~admmsearch.plan.Plan`; keep ratio and bits or clusters per layer), read by the
+same rules. The trial's metrics come along so that ``compress`` can show how close a
+reproduction came. Editing a layer's keep ratio or bits in the file and running ``compress``
+applies the edited setting.
 
 Export checks its own work: the settings read back from the document must be exactly the
 settings the trial ran with.
@@ -12,39 +14,33 @@ settings the trial ran with.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 import yaml
 from pydantic import ValidationError
-from torch import nn
 
 from .catalog import OpenedStudy
 from .config import GLOBAL_KNOBS, KNOB_TARGETS, StudyConfig, check_layers, knob_specs
-from .config.loading import read_yaml, report_errors
-from .data import load_dataset
+from .config.loading import read_yaml
 from .errors import ConfigError, NoTrialError
+from .fields import report_errors
 from .front import feasible
-from .objective import build_model, dense_model, packed_meta, trial_metrics
-from .packing import PackInfo, encode_model
-from .pipeline import PipelineHooks, PipelineResult, run_pipeline
-from .preflight import check_checkpoint, check_device
+from .plan import Plan
+from .record import Metric, TrialAttr, kib
 from .registry import add_search_dir
-from .search_space import TrialSettings, settings_from_params
+from .search_space import settings_from_params
 
 __all__ = [
+    "EXPORTED_METRICS",
+    "FORMAT",
     "POLICIES",
-    "Reproduction",
     "choose_trial",
     "read_settings",
-    "reproduce",
+    "settings_config",
     "settings_document",
     "write_settings",
 ]
@@ -53,25 +49,25 @@ FORMAT = "admmsearch-settings/1"
 POLICIES = ("max-compression", "max-accuracy")
 #: Metrics copied into the settings file (all of them are in the trial's MLflow run).
 EXPORTED_METRICS = (
-    "val_accuracy",
-    "test_accuracy",
-    "dense_val_accuracy",
-    "dense_test_accuracy",
-    "accuracy_drop",
-    "test_accuracy_drop",
-    "storage_bits_with_index",
-    "payload_bits",
-    "header_bits",
-    "data_bits",
-    "stored_bits",
-    "bias_bits",
-    "other_bits",
-    "dense_weight_bits",
-    "model_dense_bits",
-    "weight_ratio_no_index",
-    "weight_ratio_with_index",
-    "compression_ratio_with_index",
-    "weight_sparsity",
+    Metric.VAL_ACCURACY,
+    Metric.TEST_ACCURACY,
+    Metric.DENSE_VAL_ACCURACY,
+    Metric.DENSE_TEST_ACCURACY,
+    Metric.ACCURACY_DROP,
+    Metric.TEST_ACCURACY_DROP,
+    Metric.STORAGE_BITS,
+    Metric.PAYLOAD_BITS,
+    Metric.HEADER_BITS,
+    Metric.DATA_BITS,
+    Metric.STORED_BITS,
+    Metric.BIAS_BITS,
+    Metric.OTHER_BITS,
+    Metric.DENSE_WEIGHT_BITS,
+    Metric.MODEL_DENSE_BITS,
+    Metric.WEIGHT_RATIO_NO_INDEX,
+    Metric.WEIGHT_RATIO_WITH_INDEX,
+    Metric.COMPRESSION_RATIO,
+    Metric.WEIGHT_SPARSITY,
 )
 _DONE = optuna.trial.TrialState.COMPLETE
 
@@ -104,7 +100,7 @@ def choose_trial(
     done = [
         t
         for t in study.get_trials(deepcopy=False, states=(_DONE,))
-        if "metrics" in t.user_attrs and feasible(t)
+        if TrialAttr.METRICS in t.user_attrs and feasible(t)
     ]
     limits = opened.config.constraints
     if policy == "max-compression":
@@ -114,10 +110,10 @@ def choose_trial(
         return _best(
             done,
             name,
-            lambda m: m["accuracy_drop"] <= bound + 1e-12,
-            lambda m: (m["storage_bits_with_index"], -m["val_accuracy"]),
+            lambda m: m[Metric.ACCURACY_DROP] <= bound + 1e-12,
+            lambda m: (m[Metric.STORAGE_BITS], -m[Metric.VAL_ACCURACY]),
             f"accuracy drop <= {bound:g}",
-            "accuracy_drop",
+            Metric.ACCURACY_DROP,
             min,
         )
     if policy == "max-accuracy":
@@ -130,10 +126,10 @@ def choose_trial(
         return _best(
             done,
             name,
-            lambda m: m["storage_bits_with_index"] <= bound,
-            lambda m: (-m["val_accuracy"], m["storage_bits_with_index"]),
-            f"storage <= {bound / 8192:g} KiB",
-            "storage_bits_with_index",
+            lambda m: m[Metric.STORAGE_BITS] <= bound,
+            lambda m: (-m[Metric.VAL_ACCURACY], m[Metric.STORAGE_BITS]),
+            f"storage <= {kib(bound):g} KiB",
+            Metric.STORAGE_BITS,
             min,
         )
     if policy is None:
@@ -148,8 +144,8 @@ def _numbered(study: optuna.Study, name: str, number: int) -> optuna.trial.Froze
             f"--trial: study {name!r} has no trial {number} (trials 0 to {len(trials) - 1})"
         )
     trial = trials[number]
-    if trial.state != _DONE or "metrics" not in trial.user_attrs:
-        why = trial.user_attrs.get("fail_reason", "")
+    if trial.state != _DONE or TrialAttr.METRICS not in trial.user_attrs:
+        why = trial.user_attrs.get(TrialAttr.FAIL_REASON, "")
         raise NoTrialError(
             f"--trial: trial {number} of study {name!r} is "
             f"{trial.state.name.lower()}{f' ({why})' if why else ''}, "
@@ -167,22 +163,22 @@ def _best(
     closest: str,
     pick: Callable,
 ) -> tuple[optuna.trial.FrozenTrial, str]:
-    chosen = [t for t in done if meets(t.user_attrs["metrics"])]
+    chosen = [t for t in done if meets(t.user_attrs[TrialAttr.METRICS])]
     if not chosen:
         if not done:
             raise NoTrialError(f"study {name!r} has no completed feasible trial yet")
-        near = pick(done, key=lambda t: t.user_attrs["metrics"][closest])
-        value = near.user_attrs["metrics"][closest]
+        near = pick(done, key=lambda t: t.user_attrs[TrialAttr.METRICS][closest])
+        value = near.user_attrs[TrialAttr.METRICS][closest]
         shown = (
-            f"storage {value / 8192:.3f} KiB"
-            if closest.startswith("storage")
+            f"storage {kib(value):.3f} KiB"
+            if closest == Metric.STORAGE_BITS
             else f"{closest.replace('_', ' ')} {value:.4f}"
         )
         raise NoTrialError(
             f"no completed trial of study {name!r} has {bound} "
             f"(closest: trial {near.number} with {shown})"
         )
-    best = min(chosen, key=lambda t: rank(t.user_attrs["metrics"]))
+    best = min(chosen, key=lambda t: rank(t.user_attrs[TrialAttr.METRICS]))
     return best, f"best of {len(chosen)} completed trials with {bound}"
 
 
@@ -196,7 +192,7 @@ def settings_document(
     config, layers = opened.config, opened.layers
     original = settings_from_params(trial.params, config, layers)
     resolved = config.resolved_dict()
-    metrics = trial.user_attrs["metrics"]
+    metrics = trial.user_attrs[TrialAttr.METRICS]
     doc = {
         "format": FORMAT,
         "study": config.name,
@@ -204,13 +200,15 @@ def settings_document(
         "chosen_by": chosen_by,
         "metrics": {k: _plain(metrics[k]) for k in EXPORTED_METRICS if k in metrics},
         # the input normalisation the trial's model expects (also in its packed file's header)
-        "normalisation": trial.user_attrs.get("normalisation"),
-        "layers": _layer_settings(original),
+        "normalisation": trial.user_attrs.get(TrialAttr.NORMALISATION),
+        "layers": original.plan.to_dict()["layers"],  # a plan file's layers: block
         "pipeline": _pipeline_with_knobs(resolved["pipeline"], config, layers, trial.params),
         "params": {k: _plain(v) for k, v in trial.params.items()},
     }
     for key in ("seed", "model", "dataset", "device", "dense"):
         doc[key] = resolved[key]
+    if config.training.named:
+        doc["training"] = resolved["training"]
     replayed, replayed_layers = settings_config(doc, source="export")
     if settings_from_params({}, replayed, replayed_layers) != original:
         raise ConfigError(
@@ -218,20 +216,6 @@ def settings_document(
             "unchanged; please report this as a bug"
         )
     return doc
-
-
-def _layer_settings(settings: TrialSettings) -> dict[str, dict[str, Any]]:
-    out = {}
-    for name, lp in settings.plan.layers.items():
-        entry: dict[str, Any] = {"keep": 1.0 if lp.keep is None else lp.keep}
-        if lp.clusters is not None:
-            entry["clusters"] = lp.clusters
-        else:
-            entry["bits"] = lp.bits
-        if lp.structured:
-            entry["structured"] = True
-        out[name] = entry
-    return out
 
 
 def _pipeline_with_knobs(
@@ -290,7 +274,7 @@ def _yaml_section(key: str, value: Any) -> str:
     """One top-level entry; per-layer settings and stage settings one line each, for reading."""
     flow = (
         None
-        if key in ("layers", "pipeline", "model", "dataset", "dense", "normalisation")
+        if key in ("layers", "pipeline", "model", "dataset", "dense", "normalisation", "training")
         else False
     )
     return yaml.safe_dump({key: value}, sort_keys=False, width=120, default_flow_style=flow)
@@ -317,13 +301,21 @@ def read_settings(path: Path) -> tuple[StudyConfig, list[str], dict[str, Any]]:
 
 
 def settings_config(doc: Mapping[str, Any], source: str) -> tuple[StudyConfig, list[str]]:
-    """The study a settings document describes: its layers fixed, nothing searched."""
+    """The study a settings document describes: its layers fixed by its plan, nothing searched.
+
+    The ``layers:`` block is read as a plan file's (:meth:`Plan.from_dict`), so both accept
+    and refuse the same settings.
+
+    Raises:
+        ConfigError: a required field is missing or a field is bad; each named.
+    """
     for key in ("study", "layers", "pipeline", "model", "dataset"):
         if key not in doc:
             raise ConfigError(f"{source}: {key}: required field is missing")
     layers = doc["layers"]
     if not isinstance(layers, dict) or not layers:
         raise ConfigError(f"{source}: layers: must map each layer to its settings")
+    plan = Plan.from_dict({"layers": layers}, source)
     study = {
         "name": doc["study"],
         "seed": doc.get("seed", 0),
@@ -331,89 +323,19 @@ def settings_config(doc: Mapping[str, Any], source: str) -> tuple[StudyConfig, l
         "dataset": doc["dataset"],
         "device": doc.get("device", "cpu"),
         "dense": doc.get("dense", {}),
-        "layers": list(layers),
+        "layers": list(plan.layers),
         "pipeline": doc["pipeline"],
-        "search": {"keep": 1.0, "bits": None, "layers": layers},
+        "training": doc.get("training", {}),
+        "search": {"keep": 1.0, "bits": None, "layers": plan.to_dict()["layers"]},
         "budget": {"trials": 1},
     }
     try:
         config = StudyConfig.model_validate(study)
     except ValidationError as exc:
-        raise ConfigError(report_errors(source, exc, rename={"search.layers": "layers"})) from None
-    names = list(layers)
+        raise ConfigError(report_errors(source, exc)) from None
+    names = list(plan.layers)
     try:
         check_layers(config, names)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return config, names
-
-
-# --- applying settings once ---
-
-
-@dataclass(frozen=True)
-class Reproduction:
-    """The result of applying settings once: the pipeline's figures, the compressed model and
-    its packed file's bytes (the model rebuilds from them alone)."""
-
-    result: PipelineResult
-    metrics: dict[str, float]
-    model: nn.Module
-    packed: bytes
-    info: PackInfo
-
-
-def reproduce(
-    config: StudyConfig,
-    layers: list[str],
-    *,
-    cache_dir: Path,
-    device: str | None = None,
-    on_epoch: Callable[[str, int, float], None] | None = None,
-) -> Reproduction:
-    """Run the fixed study's pipeline once from its (cached) dense model, like a trial does.
-
-    The result's ``dense`` stage reports the seconds spent getting the dense model (training
-    it, or reading the cache or checkpoint).
-    """
-    if device is not None:
-        config = config.model_copy(update={"device": device})
-    check_device(config.device, "--device" if device is not None else "device")
-    d = config.dataset
-    data = load_dataset(
-        d.name,
-        val_fraction=d.val_fraction,
-        seed=config.seed,
-        root=d.root,
-        download=d.download,
-        limit_train=d.limit_train,
-        num_classes=d.num_classes,
-        normalise=d.normalise,
-    )
-    check_checkpoint(config, data)
-    dense = dense_model(config, data, cache_dir, layers)
-    settings = settings_from_params({}, config, layers)
-    model = build_model(config, data)
-    model.load_state_dict(dense.state)
-    result = run_pipeline(
-        model,
-        data,
-        settings.plan,
-        settings.pipeline,
-        layer_patterns=list(layers),
-        device=config.device,
-        hooks=PipelineHooks(on_epoch=on_epoch),
-    )
-    first, *rest = result.stages
-    result = dataclasses.replace(
-        result, stages=(dataclasses.replace(first, seconds=dense.seconds), *rest)
-    )
-    model = model.to(torch.device("cpu"))
-    meta = packed_meta(config, data, result)
-    packed, info = encode_model(model, layers, settings.pipeline.index_format, meta)
-    metrics = {
-        k: float(v)
-        for k, v in trial_metrics(result, dense, info).items()
-        if isinstance(v, int | float) and math.isfinite(float(v))
-    }
-    return Reproduction(result, metrics, model, packed, info)

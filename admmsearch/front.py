@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .record import Metric, TrialAttr  # noqa: E402
+
 __all__ = ["feasible", "front_frame", "front_trials", "plot_front", "trials_frame"]
 
 _DONE = optuna.trial.TrialState.COMPLETE
@@ -36,19 +38,19 @@ def trials_frame(study: optuna.Study, objectives: list[str]) -> pd.DataFrame:
     front = {t.number for t in front_trials(study)}
     rows = []
     for t in study.get_trials(deepcopy=False, states=(_DONE,)):
-        metrics: dict[str, Any] = t.user_attrs.get("metrics", {})
+        metrics: dict[str, Any] = t.user_attrs.get(TrialAttr.METRICS, {})
         row = {"trial": t.number}
         row.update(dict(zip(objectives, t.values, strict=True)))
         for key in (
-            "val_accuracy",
-            "test_accuracy",
-            "accuracy_drop",
-            "storage_bits_with_index",
-            "payload_bits",
-            "compression_ratio_with_index",
-            "data_bits",
-            "weight_ratio_no_index",
-            "weight_ratio_with_index",
+            Metric.VAL_ACCURACY,
+            Metric.TEST_ACCURACY,
+            Metric.ACCURACY_DROP,
+            Metric.STORAGE_BITS,
+            Metric.PAYLOAD_BITS,
+            Metric.COMPRESSION_RATIO,
+            Metric.DATA_BITS,
+            Metric.WEIGHT_RATIO_NO_INDEX,
+            Metric.WEIGHT_RATIO_WITH_INDEX,
         ):
             row.setdefault(key, metrics.get(key))
         row["feasible"] = feasible(t)
@@ -64,7 +66,7 @@ def front_frame(study: optuna.Study, objectives: list[str]) -> pd.DataFrame:
     if frame.empty:
         return frame
     frame = frame[frame["front"]].drop(columns=["front"])
-    key = "storage_bits_with_index" if "storage_bits_with_index" in frame else objectives[0]
+    key = Metric.STORAGE_BITS if Metric.STORAGE_BITS in frame else objectives[0]
     return frame.sort_values(key).reset_index(drop=True)
 
 

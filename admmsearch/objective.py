@@ -29,6 +29,7 @@ from .data import DataSplits
 from .errors import DivergenceError, TrackingError
 from .packing import PackInfo, pack_model
 from .pipeline import PipelineHooks, PipelineResult, StageResult, run_pipeline
+from .record import BITS_PER_BYTE, Metric, TrialAttr, per_stage
 from .registry import one_line
 from .search_space import TrialSettings, suggest
 from .tracking import REASON_TAG, Tracker
@@ -54,8 +55,12 @@ def collapsed(accuracy: float, num_classes: int) -> bool:
     return not math.isfinite(accuracy) or accuracy <= 1.2 / num_classes
 
 
-def trial_metrics(result: PipelineResult, dense: DenseModel, packed: PackInfo) -> dict[str, float]:
-    """Flat metrics of one finished pipeline: accuracy, drop from dense, storage and ratios.
+def trial_metrics(
+    result: PipelineResult, dense: DenseModel | StageResult, packed: PackInfo
+) -> dict[str, float]:
+    """Flat metrics of one finished pipeline (:class:`~admmsearch.record.Metric`): accuracy,
+    drop from ``dense`` (the study's dense model, or the pipeline's own dense stage), storage
+    and ratios.
 
     ``storage_bits_with_index`` is the packed file's whole size in bits (what is deployed);
     ``payload_bits`` is the accounting's figure beside it (the file without its header and byte
@@ -63,28 +68,29 @@ def trial_metrics(result: PipelineResult, dense: DenseModel, packed: PackInfo) -
     model's bits over the file's.
     """
     final = result.final
-    file_bits = 8 * packed.file_bytes
+    file_bits = BITS_PER_BYTE * packed.file_bytes
     metrics = {
-        "val_accuracy": final.val_accuracy,
-        "test_accuracy": final.test_accuracy,
-        "dense_val_accuracy": dense.val_accuracy,
-        "dense_test_accuracy": dense.test_accuracy,
-        "accuracy_drop": dense.val_accuracy - final.val_accuracy,
-        "test_accuracy_drop": dense.test_accuracy - final.test_accuracy,
-        "storage_bits_with_index": file_bits,
-        "payload_bits": result.storage.model_stored_bits,
-        "header_bits": 8 * packed.header_bytes,
-        "compression_ratio_with_index": result.storage.model_dense_bits / file_bits,
+        Metric.VAL_ACCURACY: final.val_accuracy,
+        Metric.TEST_ACCURACY: final.test_accuracy,
+        Metric.DENSE_VAL_ACCURACY: dense.val_accuracy,
+        Metric.DENSE_TEST_ACCURACY: dense.test_accuracy,
+        Metric.ACCURACY_DROP: dense.val_accuracy - final.val_accuracy,
+        Metric.TEST_ACCURACY_DROP: dense.test_accuracy - final.test_accuracy,
+        Metric.STORAGE_BITS: file_bits,
+        Metric.PAYLOAD_BITS: result.storage.model_stored_bits,
+        Metric.HEADER_BITS: BITS_PER_BYTE * packed.header_bytes,
+        Metric.COMPRESSION_RATIO: result.storage.model_dense_bits / file_bits,
     }
     metrics.update(result.storage.summary())
     for stage in result.stages:
-        metrics[f"val_accuracy.{stage.name}"] = stage.val_accuracy
-        metrics[f"test_accuracy.{stage.name}"] = stage.test_accuracy
-        metrics[f"seconds.{stage.name}"] = stage.seconds
+        metrics[per_stage(Metric.VAL_ACCURACY, stage.name)] = stage.val_accuracy
+        metrics[per_stage(Metric.TEST_ACCURACY, stage.name)] = stage.test_accuracy
+        metrics[per_stage(Metric.SECONDS, stage.name)] = stage.seconds
     metrics.update(convergence_metrics(result))
     for row in result.storage.layers:
-        metrics[f"sparsity.{row.name}"] = row.sparsity
-        metrics[f"bits_per_nonzero.{row.name}"] = (row.stored_bits - row.index_bits) / row.nonzeros
+        metrics[per_stage(Metric.SPARSITY, row.name)] = row.sparsity
+        per_nonzero = (row.stored_bits - row.index_bits) / row.nonzeros
+        metrics[per_stage(Metric.BITS_PER_NONZERO, row.name)] = per_nonzero
     return metrics
 
 
@@ -102,16 +108,20 @@ def convergence_metrics(result: PipelineResult) -> dict[str, float]:
     out: dict[str, float] = {}
     for before, stage in zip(result.stages, result.stages[1:], strict=False):
         if stage.projected_val_accuracy is not None:
-            out[f"val_accuracy.before_projection.{stage.name}"] = before.val_accuracy
-            out[f"val_accuracy.after_projection.{stage.name}"] = stage.projected_val_accuracy
-            out[f"projection_loss.{stage.name}"] = (
+            out[f"{Metric.VAL_ACCURACY}.before_projection.{stage.name}"] = before.val_accuracy
+            out[f"{Metric.VAL_ACCURACY}.after_projection.{stage.name}"] = (
+                stage.projected_val_accuracy
+            )
+            out[per_stage(Metric.PROJECTION_LOSS, stage.name)] = (
                 before.val_accuracy - stage.projected_val_accuracy
             )
     for stage in result.stages:
         if stage.residuals:
-            out[f"primal_residual_final.{stage.name}"] = stage.residuals[-1].primal_total
+            out[per_stage(Metric.PRIMAL_RESIDUAL_FINAL, stage.name)] = stage.residuals[
+                -1
+            ].primal_total
         if stage.kept_epoch is not None:
-            out[f"kept_epoch.{stage.name}"] = float(stage.kept_epoch)
+            out[per_stage(Metric.KEPT_EPOCH, stage.name)] = float(stage.kept_epoch)
     return out
 
 
@@ -119,14 +129,17 @@ def origin_tags(attrs: dict[str, Any]) -> dict[str, str]:
     """Where a trial's settings came from, as MLflow tags: ``admmsearch.origin`` is
     ``seeded`` (with ``admmsearch.seeded_budget_kib``), ``enqueued``, ``retry`` (with
     ``admmsearch.retry_of``) or ``sampled``."""
-    if "seeded" in attrs:
+    if TrialAttr.SEEDED in attrs:
         return {
             "admmsearch.origin": "seeded",
-            "admmsearch.seeded_budget_kib": str(attrs["seeded"].get("budget_kib")),
+            "admmsearch.seeded_budget_kib": str(attrs[TrialAttr.SEEDED].get("budget_kib")),
         }
-    if "retry_of" in attrs:
-        return {"admmsearch.origin": "retry", "admmsearch.retry_of": str(attrs["retry_of"])}
-    return {"admmsearch.origin": "enqueued" if "enqueued" in attrs else "sampled"}
+    if TrialAttr.RETRY_OF in attrs:
+        return {
+            "admmsearch.origin": "retry",
+            "admmsearch.retry_of": str(attrs[TrialAttr.RETRY_OF]),
+        }
+    return {"admmsearch.origin": "enqueued" if TrialAttr.ENQUEUED in attrs else "sampled"}
 
 
 def _params(settings: TrialSettings) -> dict[str, Any]:
@@ -135,7 +148,7 @@ def _params(settings: TrialSettings) -> dict[str, Any]:
     for name, lp in settings.plan.layers.items():
         out.update(
             {
-                f"keep.{name}": lp.keep if lp.keep is not None else 1.0,
+                f"keep.{name}": lp.keep,
                 f"bits.{name}": lp.bits,
                 f"clusters.{name}": lp.clusters,
                 f"structured.{name}": lp.structured,
@@ -228,7 +241,7 @@ class Objective:
         run_id = None
         try:
             run_id = self.tracker.trial_run(self.parent_run, trial.number)
-            trial.set_user_attr("mlflow_run_id", run_id)
+            trial.set_user_attr(TrialAttr.MLFLOW_RUN_ID, run_id)
             self.tracker.log(
                 run_id,
                 params={**_params(settings), **data_params(self.data)},
@@ -238,7 +251,7 @@ class Objective:
             self.tracker.finish(run_id)
         except (DivergenceError, optuna.TrialPruned) as exc:
             reason = str(exc) or type(exc).__name__
-            trial.set_user_attr("fail_reason", reason)
+            trial.set_user_attr(TrialAttr.FAIL_REASON, reason)
             self._end_run(run_id, "FAILED", reason)
             raise
         except TrackingError as exc:
@@ -248,7 +261,7 @@ class Objective:
             raise
         except Exception as exc:  # a failure, not Ctrl-C: its reason goes where `show` reads it
             reason = one_line(exc)
-            trial.set_user_attr("fail_reason", reason)
+            trial.set_user_attr(TrialAttr.FAIL_REASON, reason)
             self._end_run(run_id, "FAILED", reason)
             raise
         except BaseException:  # Ctrl-C or the process told to stop: queued again on resume
@@ -274,7 +287,7 @@ class Objective:
         hooks = PipelineHooks(on_epoch=self.on_epoch, on_stage=self._check_collapse)
         cache = self.stage_dir / f"pruned-{pruning_key(settings, self.dense)}.pt"
         pruned = load_pruned(cache, self.dense.state)
-        trial.set_user_attr("pruning_cache_hit", pruned is not None)
+        trial.set_user_attr(TrialAttr.PRUNING_CACHE_HIT, pruned is not None)
         result = run_pipeline(
             model,
             self.data,
@@ -292,10 +305,10 @@ class Objective:
         packed = pack_model(model.cpu(), self.layers, path, settings.pipeline.index_format, meta)
         metrics = trial_metrics(result, self.dense, packed)
         self._set_constraints(trial, metrics)
-        trial.set_user_attr("packed_model", str(path))
+        trial.set_user_attr(TrialAttr.PACKED_MODEL, str(path))
         norm = self.data.normalisation
-        trial.set_user_attr("normalisation", None if norm is None else norm.to_dict())
-        trial.set_user_attr("metrics", {k: float(v) for k, v in metrics.items()})
+        trial.set_user_attr(TrialAttr.NORMALISATION, None if norm is None else norm.to_dict())
+        trial.set_user_attr(TrialAttr.METRICS, {str(k): float(v) for k, v in metrics.items()})
         self.tracker.log(run_id, metrics=metrics, series=_series(result))
         self.tracker.log_frame(run_id, layer_table(result), "layers.csv")
         return tuple(float(metrics[name]) for name in self.config.objectives)
@@ -312,18 +325,17 @@ class Objective:
     def _set_constraints(self, trial: optuna.Trial, metrics: dict[str, float]) -> None:
         c = self.config.constraints
         if c.max_accuracy_drop is not None:
-            trial.set_constraint("accuracy_drop", metrics["accuracy_drop"] - c.max_accuracy_drop)
+            drop = metrics[Metric.ACCURACY_DROP] - c.max_accuracy_drop
+            trial.set_constraint("accuracy_drop", drop)
         if c.max_storage_bits is not None:
-            trial.set_constraint(
-                "storage_bits", metrics["storage_bits_with_index"] - c.max_storage_bits
-            )
+            trial.set_constraint("storage_bits", metrics[Metric.STORAGE_BITS] - c.max_storage_bits)
 
 
 def _requeue(trial: optuna.Trial, reason: str) -> None:
     """Mark a trial stopped by something other than its settings: it does not count and its
     params are queued again (best effort: the storage may be what failed)."""
     try:
-        trial.set_user_attr("interrupted", True)
-        trial.set_user_attr("fail_reason", reason)
+        trial.set_user_attr(TrialAttr.INTERRUPTED, True)
+        trial.set_user_attr(TrialAttr.FAIL_REASON, reason)
     except Exception:  # noqa: BLE001 - the original failure is what the caller raises
         pass

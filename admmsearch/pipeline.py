@@ -7,7 +7,9 @@
 Each stage is optional and returns a ``StageResult`` with its accuracy, time and per-layer
 figures. Without the ADMM pruning stage the hard prune is one-shot magnitude pruning, the
 classic baseline. With ``progressive_steps > 1`` the pruning target is reached in steps whose
-keep ratios fall geometrically, each step starting from the last one's pruned model.
+keep ratios fall geometrically, each step starting from the last one's pruned model. Every
+training stage runs the user's training hooks (``settings.training``, see
+:mod:`admmsearch.hooks`). The settings types live in :mod:`admmsearch.settings`.
 """
 
 from __future__ import annotations
@@ -22,16 +24,18 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .admm import AdmmState, Residuals, RhoSchedule
+from .admm import AdmmState, Residuals
 from .constraints import Constraint, nearest_codes
 from .data import DataSplits
-from .errors import ConfigError, DivergenceError
+from .errors import DivergenceError
 from .fold import Folding, fold_batchnorm
+from .hooks import load_recipe
 from .masking import Quantized, finalize, mask_of, prune_, quantize_
 from .models import compressible_layers, output_channels, uncompressed_layers
 from .plan import LayerPlan, Plan
+from .settings import AdmmSettings, PipelineSettings, QuantRetrainSettings, TrainSettings
 from .storage import StorageReport, model_storage
-from .train import TrainSettings, evaluate, fit, fit_best
+from .train import evaluate, fit, fit_best
 
 __all__ = [
     "AdmmSettings",
@@ -45,49 +49,6 @@ __all__ = [
     "run_pipeline",
     "stage_steps",
 ]
-
-
-@dataclass(frozen=True)
-class AdmmSettings:
-    """An ADMM stage: training, and rho from start to end over the stage's Z/U updates."""
-
-    train: TrainSettings = field(default_factory=TrainSettings)
-    rho: RhoSchedule = field(default_factory=RhoSchedule)
-
-
-@dataclass(frozen=True)
-class QuantRetrainSettings:
-    """Iterative quantization: freeze a growing share of each layer, retrain the rest."""
-
-    train: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=1, keep_best=True))
-    shares: tuple[float, ...] = (0.5, 0.75, 0.9, 1.0)
-
-    def __post_init__(self) -> None:
-        s = self.shares
-        rising = all(0 <= a < b for a, b in zip((0.0, *s), s, strict=False))
-        if not s or s[-1] != 1.0 or not rising:
-            raise ConfigError(f"shares: must rise strictly within (0, 1] and end at 1.0, got {s}")
-
-
-@dataclass(frozen=True)
-class PipelineSettings:
-    """Which stages run and how; a stage set to None is skipped."""
-
-    pretrain: TrainSettings | None = field(default_factory=lambda: TrainSettings(epochs=5))
-    admm_prune: AdmmSettings | None = field(default_factory=AdmmSettings)
-    retrain: TrainSettings | None = field(default_factory=lambda: TrainSettings(keep_best=True))
-    admm_quantize: AdmmSettings | None = field(default_factory=AdmmSettings)
-    quant_retrain: QuantRetrainSettings | None = field(default_factory=QuantRetrainSettings)
-    progressive_steps: int = 1
-    seed: int = 0
-    index_format: str = "gap"
-    fold_batchnorm: bool = True  # fold Conv -> BatchNorm pairs after the dense stage
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.progressive_steps, int) and self.progressive_steps >= 1):
-            raise ConfigError(
-                f"progressive_steps: must be an integer >= 1, got {self.progressive_steps!r}"
-            )
 
 
 @dataclass(frozen=True)
@@ -170,6 +131,7 @@ class _Run:
     ) -> None:
         self.model, self.data, self.plan, self.s = model, data, plan, s
         self.layers, self.hooks = layers, hooks
+        self.recipe = load_recipe(s.training)
         self.stages: list[StageResult] = []
         self.folding = Folding()
         self.projected: float | None = None  # set by a hard projection, read by record()
@@ -238,7 +200,13 @@ class _Run:
         try:
             if s.keep_best and penalty is None:
                 losses, self.kept_epoch, self.kept_accuracy = fit_best(
-                    self.model, self.data, s, seed=self.seed() + 7919 * round_, on_epoch=on_epoch
+                    self.model,
+                    self.data,
+                    s,
+                    seed=self.seed() + 7919 * round_,
+                    on_epoch=on_epoch,
+                    recipe=self.recipe,
+                    stage=name,
                 )
                 return losses
             return fit(
@@ -250,6 +218,8 @@ class _Run:
                 after_backward=after_backward,
                 on_step=on_step,
                 on_epoch=on_epoch,
+                recipe=self.recipe,
+                stage=name,
             )
         except DivergenceError as exc:
             raise DivergenceError(f"stage {name}: {exc}") from exc

@@ -1,60 +1,71 @@
 """The per-layer compression plan: for each layer, how many weights to keep and how many bits.
 
 A plan is plain data (it round-trips through dicts, hence YAML and JSON) and turns into the
-constraint sets each stage of the pipeline projects on.
+constraint sets each stage of the pipeline projects on. A plan file, a settings file's
+``layers:`` block and a study's fixed per-layer settings follow the same rules: ``keep`` in
+(0, 1], ``bits`` in [1, 16], ``clusters`` in [2, 65536], not both bits and clusters. The
+module imports no torch; the constraints are built when asked for.
 
 Example:
     >>> plan = Plan.from_dict({"layers": {"fc1": {"keep": 0.08, "bits": 3}}})
     >>> plan.layers["fc1"].keep, plan.to_dict()["version"]
     (0.08, 1)
+    >>> Plan.from_dict({"layers": {"fc1": {"clusters": 1}}}, "plan.yaml")
+    Traceback (most recent call last):
+    ...
+    admmsearch.errors.ConfigError: plan.yaml: layers.fc1.clusters: must be in [2, 65536], got 1
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
+from pydantic import field_validator, model_validator
 
-from .constraints import (
-    Clustering,
-    Constraint,
-    OnSupport,
-    Quantizer,
-    Sparsity,
-    StructuredSparsity,
-    UniformQuantization,
-)
-from .errors import ConfigError, ConstraintError, LayerError
+from .errors import ConstraintError, LayerError
+from .fields import Bits, Clusters, Fraction, FrozenModel, StrictBool
+
+if TYPE_CHECKING:
+    import torch
+
+    from .constraints import Constraint, Quantizer, Sparsity, StructuredSparsity
 
 __all__ = ["LayerPlan", "PLAN_VERSION", "Plan"]
 
 PLAN_VERSION = 1
-_FIELDS = ("keep", "structured", "bits", "clusters")
 
 
-@dataclass(frozen=True)
-class LayerPlan:
+class LayerPlan(FrozenModel):
     """One layer's target.
 
     Attributes:
         keep: fraction of weights (or of output channels when ``structured``) kept, in (0, 1];
-            None or 1.0 means the layer is not pruned.
+            1.0 (the default; ``null`` reads as it) means the layer is not pruned.
         structured: prune whole filters / rows instead of single weights.
         bits: uniform quantization of the kept weights to this many bits; None = float32.
         clusters: weight clustering to this many learned centroids instead of ``bits``.
     """
 
-    keep: float | None = None
-    structured: bool = False
-    bits: int | None = None
-    clusters: int | None = None
+    keep: Fraction = 1.0
+    structured: StrictBool = False
+    bits: Bits | None = None
+    clusters: Clusters | None = None
+
+    @field_validator("keep", mode="before")
+    @classmethod
+    def _null_keeps_all(cls, keep: Any) -> Any:
+        return 1.0 if keep is None else keep
+
+    @model_validator(mode="after")
+    def _one_quantizer(self) -> LayerPlan:
+        if self.bits is not None and self.clusters is not None:
+            raise ValueError("give either bits or clusters, not both")
+        return self
 
     @property
     def prunes(self) -> bool:
-        return self.keep is not None and self.keep < 1.0
+        return self.keep < 1.0
 
     @property
     def quantizes(self) -> bool:
@@ -66,6 +77,8 @@ class LayerPlan:
         ``axis`` and ``groups`` place the output channels of structured pruning (see
         :func:`admmsearch.models.output_channels`; ``(1, groups)`` for transposed convolutions).
         """
+        from .constraints import Sparsity, StructuredSparsity
+
         if not self.prunes:
             return None
         if self.structured:
@@ -74,19 +87,40 @@ class LayerPlan:
 
     def quantizer(self, sparse: bool) -> Quantizer | None:
         """The quantization constraint; on pruned layers the levels serve only the survivors."""
+        from .constraints import Clustering, UniformQuantization
+
         if self.clusters is not None:
             return Clustering(self.clusters)
         if self.bits is not None:
             return UniformQuantization(self.bits, zero=not sparse)
         return None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The layer as a plan file writes it: ``keep`` and ``bits`` (or ``clusters``) always,
+        ``structured`` when true."""
+        entry: dict[str, Any] = {"keep": self.keep}
+        if self.clusters is not None:
+            entry["clusters"] = self.clusters
+        else:
+            entry["bits"] = self.bits
+        if self.structured:
+            entry["structured"] = True
+        return entry
 
-@dataclass(frozen=True)
-class Plan:
+
+class Plan(FrozenModel):
     """Map from layer name to LayerPlan; layers not named are left uncompressed."""
 
-    layers: Mapping[str, LayerPlan] = field(default_factory=dict)
-    version: int = PLAN_VERSION
+    layers: dict[str, LayerPlan] = {}
+    version: Literal[1] = PLAN_VERSION
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _names_and_empty_layers(cls, layers: Any) -> Any:
+        """Layer names as strings (YAML reads ``0:`` as a number); ``fc1:`` alone is ``{}``."""
+        if not isinstance(layers, Mapping):
+            return layers
+        return {str(k): {} if v is None else v for k, v in layers.items()}
 
     @classmethod
     def uniform(cls, names: Iterable[str], **setting: Any) -> Plan:
@@ -94,34 +128,25 @@ class Plan:
         return cls.from_dict({"layers": {name: dict(setting) for name in names}})
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
-        """Validate a plain mapping; errors name the field (``layers.fc1.keep``) and the value."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"plan: expected a mapping, got {type(data).__name__}")
-        unknown = set(data) - {"layers", "version"}
-        if unknown:
-            raise ConfigError(
-                f"plan: unknown field(s) {sorted(unknown)}; allowed: layers, version"
-            )
-        version = data.get("version", PLAN_VERSION)
-        if version != PLAN_VERSION:
-            raise ConfigError(f"plan.version: unsupported version {version!r}, expected 1")
-        layers = data.get("layers", {})
-        if not isinstance(layers, Mapping):
-            raise ConfigError("plan.layers: expected a mapping from layer name to settings")
-        return cls({str(k): _layer_from_dict(f"layers.{k}", v) for k, v in layers.items()})
+    def from_dict(cls, data: Any, source: str = "plan") -> Plan:
+        """Validate a plain mapping (a plan file's content, read from ``source``).
+
+        Raises:
+            ConfigError: one line per bad field after ``source``, named by its dotted path
+                (``plan.yaml: layers.fc1.keep: must be in (0, 1], got 1.5``).
+        """
+        return cls.parse(data, source)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": self.version,
-            "layers": {
-                name: {k: getattr(lp, k) for k in _FIELDS if getattr(lp, k) not in (None, False)}
-                for name, lp in self.layers.items()
-            },
+            "layers": {name: lp.to_dict() for name, lp in self.layers.items()},
         }
 
     def check_layers(self, valid: Iterable[str], numel: Mapping[str, int] | None = None) -> None:
         """Every planned layer must exist and keep at least one weight."""
+        from .constraints import Sparsity
+
         valid = list(valid)
         for name in self.layers:
             if name not in valid:
@@ -148,6 +173,8 @@ class Plan:
 
     def quant_constraints(self, masks: Mapping[str, torch.Tensor | None]) -> dict[str, Constraint]:
         """Quantization constraints; a layer with a mask is quantized on its survivors only."""
+        from .constraints import OnSupport
+
         out: dict[str, Constraint] = {}
         for name, lp in self.layers.items():
             mask = masks.get(name)
@@ -155,38 +182,3 @@ class Plan:
             if quantizer is not None:
                 out[name] = quantizer if mask is None else OnSupport(quantizer, mask)
         return out
-
-
-def _layer_from_dict(where: str, data: Any) -> LayerPlan:
-    if data is None:
-        return LayerPlan()
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of {', '.join(_FIELDS)}")
-    unknown = set(data) - set(_FIELDS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: {_FIELDS}")
-    keep = data.get("keep")
-    if keep is not None:
-        if isinstance(keep, bool) or not isinstance(keep, int | float) or math.isnan(keep):
-            raise ConfigError(f"{where}.keep: expected a number in (0, 1], got {keep!r}")
-        if not 0.0 < keep <= 1.0:
-            raise ConfigError(f"{where}.keep: must be in (0, 1], got {keep}")
-        keep = float(keep)
-    bits, clusters = data.get("bits"), data.get("clusters")
-    _check_int(f"{where}.bits", bits, 1, 16)
-    _check_int(f"{where}.clusters", clusters, 1, 65536)
-    if bits is not None and clusters is not None:
-        raise ConfigError(f"{where}: give either bits or clusters, not both")
-    structured = data.get("structured", False)
-    if not isinstance(structured, bool):
-        raise ConfigError(f"{where}.structured: expected true or false, got {structured!r}")
-    return LayerPlan(keep=keep, structured=structured, bits=bits, clusters=clusters)
-
-
-def _check_int(where: str, value: Any, low: int, high: int) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if not low <= value <= high:
-        raise ConfigError(f"{where}: must be in [{low}, {high}], got {value}")

@@ -26,8 +26,10 @@ from .cache import build_model, read_checkpoint
 from .config import StudyConfig
 from .data import DataSplits
 from .errors import AdmmSearchError, ConfigError, DatasetError, StoreError, UserCodeError
+from .record import StudyAttr
 from .redact import redact_text, redact_url
 from .registry import one_line
+from .settings import TrainingHooks
 from .workers import StorageLock
 
 __all__ = [
@@ -43,7 +45,16 @@ __all__ = [
 
 #: The sections of a study file that define its trials; a study resumed under the same name
 #: must keep them (budget, sampler, constraints, workers and stores may change).
-DEFINITION = ("model", "dataset", "seed", "dense", "objectives", "search", "pipeline")
+DEFINITION = (
+    "model",
+    "dataset",
+    "seed",
+    "dense",
+    "objectives",
+    "search",
+    "pipeline",
+    "training",
+)
 _DATASET_KEYS = ("name", "val_fraction", "limit_train", "root", "num_classes", "normalise")
 
 
@@ -197,7 +208,7 @@ def definition_differences(
     """What differs between ``config`` and the study stored under its name, one phrase each."""
     now_directions = [d.lower() for d in config.directions]
     stored_directions = [d.name.lower() for d in study.directions]
-    recorded = study.user_attrs.get("config")
+    recorded = study.user_attrs.get(StudyAttr.CONFIG)
     if recorded is None:  # not recorded (an older or foreign study): only its directions
         if stored_directions == now_directions:
             return []
@@ -212,7 +223,7 @@ def definition_differences(
     for key in DEFINITION:
         if old.get(key) != new[key]:
             out.append(_first_difference(key, old.get(key), new[key]))
-    stored_layers = study.user_attrs.get("layers")
+    stored_layers = study.user_attrs.get(StudyAttr.LAYERS)
     if stored_layers is not None and list(stored_layers) != list(layers):
         out.append(f"layers: stored {list(stored_layers)}, now {list(layers)}")
     return out
@@ -228,6 +239,7 @@ def _raw_definition(recorded: Mapping[str, Any]) -> dict[str, Any]:
     data = json.loads(json.dumps(dict(recorded)))
     if isinstance(data.get("dataset"), Mapping):
         data["dataset"] = {k: data["dataset"].get(k) for k in _DATASET_KEYS}
+    data.setdefault("training", TrainingHooks().model_dump(mode="json"))  # recorded before hooks
     return {key: data.get(key) for key in DEFINITION}
 
 

@@ -31,7 +31,6 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,8 +51,8 @@ from .config import (
     unit_spaces,
 )
 from .errors import ConfigError
-from .pipeline import PipelineSettings
 from .plan import LayerPlan, Plan
+from .settings import PipelineSettings
 
 __all__ = ["TrialSettings", "param_names", "settings_from_params", "suggest"]
 
@@ -78,7 +77,7 @@ def suggest(
     """
     values = {name: _draw(trial, name, spec) for name, spec in knob_specs(config, layers).items()}
     unit_of = {layer: unit for unit in unit_spaces(config, layers) for layer in unit.layers}
-    plan = Plan({layer: _layer_plan(unit_of[layer], values) for layer in layers})
+    plan = Plan(layers={layer: _layer_plan(unit_of[layer], values) for layer in layers})
     return TrialSettings(plan, _with_knobs(base_pipeline(config), values))
 
 
@@ -136,14 +135,14 @@ def _with_knobs(pipeline: PipelineSettings, values: Mapping[str, Any]) -> Pipeli
             current = stages.get(stage, getattr(pipeline, stage))
             if current is not None:
                 stages[stage] = _replace_at(current, field.split("."), values[knob])
-    return dataclasses.replace(pipeline, **stages)
+    return pipeline.replace(**stages)
 
 
 def _replace_at(settings: Any, path: Sequence[str], value: Any) -> Any:
-    """A copy of the frozen dataclass ``settings`` with the field at ``path`` set to ``value``."""
+    """A copy of the frozen settings ``settings`` with the field at ``path`` set to ``value``."""
     head, *rest = path
     new = _replace_at(getattr(settings, head), rest, value) if rest else value
-    return dataclasses.replace(settings, **{head: new})
+    return settings.replace(**{head: new})
 
 
 def _list(names: Sequence[str]) -> str:

@@ -24,6 +24,7 @@ import torch
 from .allocation import Allocation, Option, allocate_many, log_budgets
 from .config import StudyConfig, UnitSpace, is_searched, unit_spaces
 from .objective import build_model
+from .record import StudyAttr, TrialAttr, kib
 from .sensitivity import Sensitivity, cached_sensitivity
 from .sensitivity.plot import write_sensitivity
 
@@ -64,9 +65,9 @@ def study_sensitivity(ctx: StudyContext) -> Sensitivity:
         samples=config.sensitivity.samples,
         index_format=config.pipeline.index_format,
     )
-    if ctx.study.user_attrs.get("sensitivity") != result.key:
+    if ctx.study.user_attrs.get(StudyAttr.SENSITIVITY) != result.key:
         log_sensitivity(ctx, result)
-        ctx.study.set_user_attr("sensitivity", result.key)
+        ctx.study.set_user_attr(StudyAttr.SENSITIVITY, result.key)
     return result
 
 
@@ -139,7 +140,7 @@ def seeds(
             continue
         params = _params(units, allocation)
         if params and all(params != s.params for s in out):
-            out.append(Seed(params, {"seeded": _attrs(allocation, result)}))
+            out.append(Seed(params, {TrialAttr.SEEDED: _attrs(allocation, result)}))
     return out
 
 
@@ -158,7 +159,7 @@ def _params(units: Sequence[UnitSpace], allocation: Allocation) -> dict[str, Any
 def _attrs(allocation: Allocation, result: Sensitivity) -> dict[str, float]:
     return {
         "budget_bits": allocation.budget_bits,
-        "budget_kib": round(allocation.budget_bits / 8192, 3),
+        "budget_kib": round(kib(allocation.budget_bits), 3),
         "predicted_storage_bits": allocation.storage_bits,
         "predicted_val_accuracy": result.dense_val_accuracy - allocation.loss,
     }

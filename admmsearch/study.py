@@ -39,6 +39,7 @@ from .preflight import (
     check_splits,
     check_store_folder,
 )
+from .record import DenseFigures, Metric, StudyAttr, TrialAttr
 from .sampling import PerTrialSampler
 from .seeding import Seed, study_seeds
 from .tracking import REASON_TAG, Tracker, default_tracking_uri
@@ -70,7 +71,7 @@ __all__ = [
 
 DEFAULT_STORAGE_FILE = "admmsearch.db"
 #: Study attribute set when a run stopped at its timeout before the budget was spent.
-TIMEOUT_ATTR = "stopped_by_timeout"
+TIMEOUT_ATTR = StudyAttr.STOPPED_BY_TIMEOUT
 _POLL_S = 5.0  # a worker waiting on others' trials looks again this often (or each heartbeat)
 
 
@@ -200,26 +201,24 @@ def prepare(
         end_stale_runs(tracker, study)
         check_reuse(config, layers, storage, study)  # again: another start may have won the race
         # What `show`, `pareto` and `export` need to read the study back by its name alone.
-        study.set_user_attr("config", config.resolved_dict())
-        study.set_user_attr("layers", list(layers))
+        study.set_user_attr(StudyAttr.CONFIG, config.resolved_dict())
+        study.set_user_attr(StudyAttr.LAYERS, list(layers))
         parent = tracker.study_run(
-            config.resolved_dict(), study.user_attrs.get("mlflow_parent_run_id")
+            config.resolved_dict(), study.user_attrs.get(StudyAttr.MLFLOW_PARENT_RUN_ID)
         )
-        study.set_user_attr("mlflow_parent_run_id", parent)
-    study.set_user_attr(
-        "dense",
-        {
-            "val_accuracy": dense.val_accuracy,
-            "test_accuracy": dense.test_accuracy,
-            "storage_bits": dense.storage_bits,
-        },
+        study.set_user_attr(StudyAttr.MLFLOW_PARENT_RUN_ID, parent)
+    figures = DenseFigures(
+        val_accuracy=dense.val_accuracy,
+        test_accuracy=dense.test_accuracy,
+        storage_bits=dense.storage_bits,
     )
+    study.set_user_attr(StudyAttr.DENSE, figures)
     tracker.log_dict(parent, {"compressed": layers, "uncompressed": uncompressed}, "layers.json")
     tracker.log(
         parent,
         metrics={
-            "dense_val_accuracy": dense.val_accuracy,
-            "dense_test_accuracy": dense.test_accuracy,
+            Metric.DENSE_VAL_ACCURACY: dense.val_accuracy,
+            Metric.DENSE_TEST_ACCURACY: dense.test_accuracy,
             "dense_storage_bits": dense.storage_bits,
         },
     )
@@ -245,7 +244,7 @@ def end_stale_runs(tracker: Tracker, study: optuna.Study) -> int:
     worker lost the tracking server, or died before ending it), tagged with the trial's
     ``fail_reason`` or its state; returns how many were ended."""
     finished = {
-        t.number: t.user_attrs.get("fail_reason")
+        t.number: t.user_attrs.get(TrialAttr.FAIL_REASON)
         or f"trial ended {t.state.name} in Optuna while its run was still open"
         for t in study.get_trials(deepcopy=False)
         if t.state.is_finished()
@@ -310,37 +309,40 @@ def _queue_first_trials(ctx: StudyContext, seeds: Sequence[Seed] = ()) -> None:
     study = ctx.study
     if not study.get_trials(deepcopy=False):
         for i, params in enumerate(ctx.config.enqueue):
-            study.enqueue_trial(dict(params), user_attrs={"enqueued": i}, skip_if_exists=True)
+            study.enqueue_trial(
+                dict(params), user_attrs={TrialAttr.ENQUEUED: i}, skip_if_exists=True
+            )
         for seed in seeds:
             study.enqueue_trial(seed.params, user_attrs=seed.attrs, skip_if_exists=True)
         return
-    requeued = set(study.user_attrs.get("requeued", []))
+    requeued = set(study.user_attrs.get(StudyAttr.REQUEUED, []))
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
-        if t.user_attrs.get("interrupted") and t.number not in requeued:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        if t.user_attrs.get(TrialAttr.INTERRUPTED) and t.number not in requeued:
+            study.enqueue_trial(t.params, user_attrs={TrialAttr.RETRY_OF: t.number})
             requeued.add(t.number)
-    study.set_user_attr("requeued", sorted(requeued))
+    study.set_user_attr(StudyAttr.REQUEUED, sorted(requeued))
 
 
 def update_front(ctx: StudyContext) -> None:
     """Write the front (CSV, PNG, HTML) into the parent run; log front trials' packed models."""
     frame = trials_frame(ctx.study, list(ctx.config.objectives))
-    dense = ctx.study.user_attrs["dense"]
+    dense = ctx.study.user_attrs[StudyAttr.DENSE]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         frame.to_csv(tmp / "front.csv", index=False)
         plot_front(frame, dense, tmp / "front.png", tmp / "front.html")
         for name in ("front.csv", "front.png", "front.html"):
             ctx.tracker.log_file(ctx.parent_run, tmp / name)
-    logged = set(ctx.study.user_attrs.get("front_models_logged", []))
+    logged = set(ctx.study.user_attrs.get(StudyAttr.FRONT_MODELS_LOGGED, []))
     front = frame[frame["front"]]["trial"].tolist() if not frame.empty else []
     for number in front:
         trial = ctx.study.trials[number]
-        run_id, path = trial.user_attrs.get("mlflow_run_id"), trial.user_attrs.get("packed_model")
+        run_id = trial.user_attrs.get(TrialAttr.MLFLOW_RUN_ID)
+        path = trial.user_attrs.get(TrialAttr.PACKED_MODEL)
         if number not in logged and run_id and path and Path(path).exists():
             ctx.tracker.log_file(run_id, path, "model")
             logged.add(number)
-    ctx.study.set_user_attr("front_models_logged", sorted(logged))
+    ctx.study.set_user_attr(StudyAttr.FRONT_MODELS_LOGGED, sorted(logged))
 
 
 def _storage_errors(run: Callable[..., optuna.Study]) -> Callable[..., optuna.Study]:
@@ -490,7 +492,7 @@ def _fail_unless_finished(ctx: StudyContext, claimed: Claim) -> None:
 def _taken_for_lost(ctx: StudyContext, claimed: Claim) -> None:
     """Our heartbeats lapsed (a stall, a database outage) and another worker failed and queued
     this trial again: its retry counts, so this run's result is dropped and its run killed."""
-    run_id = claimed.trial.user_attrs.get("mlflow_run_id")
+    run_id = claimed.trial.user_attrs.get(TrialAttr.MLFLOW_RUN_ID)
     if run_id:
         ctx.tracker.log(run_id, tags={REASON_TAG: "lost: heartbeats lapsed; retried elsewhere"})
         ctx.tracker.finish(run_id, "KILLED")

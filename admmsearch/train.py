@@ -1,59 +1,29 @@
 """Seeded plain training loops: one epoch, evaluation, and a stage's worth of epochs.
 
 Every call to ``fit`` builds a fresh optimizer, so momentum never carries over from one stage
-to the next (it could otherwise push pruned weights or frozen levels around).
+to the next (it could otherwise push pruned weights or frozen levels around). The user's
+training hooks (:mod:`admmsearch.hooks`: batch transform, loss, step) come in as a ``recipe``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .data import DataSplits, batches
-from .errors import ConfigError, DivergenceError
+from .errors import DivergenceError
+from .hooks import Recipe, StepInput
 from .masking import codebook_parameters
+from .settings import TrainSettings
 
 CHECK_EVERY = 50  # steps between NaN/inf checks of the loss (each check waits for the device)
 
 __all__ = ["TrainSettings", "evaluate", "fit", "fit_best", "train_epoch"]
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "step")
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """How one stage trains: epochs, optimizer and learning-rate schedule.
-
-    ``keep_best``: end with the weights of the epoch of best validation accuracy rather than
-    the last epoch's (see :func:`fit_best`); the retraining stages do by default.
-    """
-
-    epochs: int = 3
-    lr: float = 0.01
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
-    batch_size: int = 64
-    keep_best: bool = False
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.epochs, int) and self.epochs >= 0):
-            raise ConfigError(f"epochs: must be an integer >= 0, got {self.epochs!r}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr: must be > 0, got {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer: must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule: must be one of {SCHEDULES}, got {self.schedule!r}")
-        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise ConfigError(f"batch_size: must be an integer >= 1, got {self.batch_size!r}")
+_OWN = Recipe()  # no user hooks: cross-entropy on the batches as they come
 
 
 def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
@@ -90,15 +60,21 @@ def train_epoch(
     penalty: Callable[[], torch.Tensor | None] | None = None,
     after_backward: Callable[[], None] | None = None,
     on_step: Callable[[], None] | None = None,
+    recipe: Recipe = _OWN,
+    stage: str = "train",
+    epoch: int = 0,
 ) -> float:
-    """One pass over the training split; returns the mean cross-entropy (penalty excluded).
+    """One pass over the training split; returns the mean training loss (penalty excluded):
+    cross-entropy, or the recipe's loss.
 
-    ``penalty`` is added to the loss; ``after_backward`` may add gradients in place (the ADMM
-    term in closed form). The loss is summed on the device and checked for NaN/inf every
-    ``CHECK_EVERY`` steps, so the host never waits for the device inside the loop.
+    Each batch goes through the recipe's transform, then its step (or the model and its
+    loss); ``penalty`` is added to that loss; ``after_backward`` may add gradients in place
+    (the ADMM term in closed form). The loss is summed on the device and checked for NaN/inf
+    every ``CHECK_EVERY`` steps, so the host never waits for the device inside the loop.
 
     Raises:
         DivergenceError: the loss became NaN or infinite.
+        UserCodeError: a hook of the recipe raised or returned the wrong thing.
     """
     model.train()
     total = torch.zeros((), device=data.x_train.device)
@@ -111,7 +87,8 @@ def train_epoch(
         generator=generator,
         augment=data.augment,
     ):
-        loss = F.cross_entropy(model(x), y)
+        x, y = recipe.batch(x, y, generator)
+        loss = recipe.step_loss(StepInput(model, x, y, recipe.loss_of, generator, stage, epoch))
         extra = None if penalty is None else penalty()
         objective = loss if extra is None else loss + extra
         optimizer.zero_grad(set_to_none=True)
@@ -158,8 +135,13 @@ def fit(
     after_backward: Callable[[], None] | None = None,
     on_step: Callable[[], None] | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
+    recipe: Recipe = _OWN,
+    stage: str = "train",
 ) -> list[float]:
-    """Train ``s.epochs`` epochs with a fresh optimizer; returns the mean loss of each epoch."""
+    """Train ``s.epochs`` epochs with a fresh optimizer; returns the mean loss of each epoch.
+
+    ``recipe`` holds the user's training hooks; ``stage`` names the stage to a custom step.
+    """
     optimizer = make_optimizer(model, s)
     base = [g["lr"] for g in optimizer.param_groups]
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -176,6 +158,9 @@ def fit(
             penalty=penalty,
             after_backward=after_backward,
             on_step=on_step,
+            recipe=recipe,
+            stage=stage,
+            epoch=epoch,
         )
         losses.append(loss)
         if on_epoch is not None:
@@ -190,6 +175,8 @@ def fit_best(
     *,
     seed: int,
     on_epoch: Callable[[int, float], None] | None = None,
+    recipe: Recipe = _OWN,
+    stage: str = "train",
 ) -> tuple[list[float], int, float | None]:
     """:func:`fit`, then go back to the weights of the epoch with the best validation accuracy.
 
@@ -212,7 +199,7 @@ def fit_best(
         if on_epoch is not None:
             on_epoch(epoch, loss)
 
-    losses = fit(model, data, s, seed=seed, on_epoch=keep)
+    losses = fit(model, data, s, seed=seed, on_epoch=keep, recipe=recipe, stage=stage)
     if best is None:
         return losses, 0, None
     model.load_state_dict(best[2])

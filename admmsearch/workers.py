@@ -39,6 +39,7 @@ from filelock import FileLock
 from optuna.trial import FrozenTrial, TrialState
 
 from .errors import StoreError
+from .record import TrialAttr
 from .redact import redact_text, redact_url
 
 __all__ = [
@@ -283,11 +284,11 @@ class LostTrials:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         again = copy.copy(trial)  # the retry starts clean: no stale run id or worker
-        again.user_attrs = {"retry_of": trial.number}
+        again.user_attrs = {TrialAttr.RETRY_OF: trial.number}
         with warnings.catch_warnings():  # the retry first: it must not wait on MLflow
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self._retry(study, again)
-        worker = trial.user_attrs.get("worker") or {}
+        worker = trial.user_attrs.get(TrialAttr.WORKER) or {}
         self._end_runs(
             trial.number,
             f"lost: no heartbeat from worker {worker.get('host', '?')} "
@@ -314,7 +315,9 @@ def budget_counts(trials: Iterable[FrozenTrial]) -> tuple[int, int]:
     counted = sum(
         1
         for t in trials
-        if t.state in COUNTED and t.number not in retried and not t.user_attrs.get("interrupted")
+        if t.state in COUNTED
+        and t.number not in retried
+        and not t.user_attrs.get(TrialAttr.INTERRUPTED)
     )
     running = sum(1 for t in trials if t.state == TrialState.RUNNING)
     return counted, running
@@ -365,5 +368,5 @@ def _start(study: optuna.Study, storage: optuna.storages.RDBStorage) -> Claim:
     study_id = storage.get_study_id_from_name(study.study_name)
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
     storage.record_heartbeat(trial_id)
-    trial.set_user_attr("worker", worker_info())
+    trial.set_user_attr(TrialAttr.WORKER, worker_info())
     return Claim(trial, trial_id)

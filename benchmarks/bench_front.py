@@ -70,6 +70,7 @@ from admmsearch.config import StudyConfig
 from admmsearch.objective import build_model
 from admmsearch.pipeline import PipelineHooks, PipelineSettings, run_pipeline
 from admmsearch.plan import LayerPlan, Plan
+from admmsearch.record import Metric, TrialAttr, per_stage
 from admmsearch.seeding import study_sensitivity
 from admmsearch.study import StudyContext, prepare, run_study
 
@@ -245,7 +246,7 @@ def run_variant(
     figures = {
         "trials": len(done),
         "duplicates": duplicates(done),
-        "seeded": sum("seeded" in t.user_attrs for t in done),
+        "seeded": sum(TrialAttr.SEEDED in t.user_attrs for t in done),
         "epochs": len(done) * epochs_per_trial(config),
         "wall_seconds": wall,
         "prepare_seconds": prepare_seconds,
@@ -286,8 +287,8 @@ def epochs_per_trial(config: StudyConfig) -> int:
 def epoch_seconds(trials: Sequence[optuna.trial.FrozenTrial], config: StudyConfig) -> float:
     """Mean training time of one epoch in the trials' stages (evaluation excluded)."""
     seconds = [
-        t.user_attrs["metrics"].get("seconds.admm_prune", 0.0)
-        + t.user_attrs["metrics"].get("seconds.retrain", 0.0)
+        t.user_attrs[TrialAttr.METRICS].get(per_stage(Metric.SECONDS, "admm_prune"), 0.0)
+        + t.user_attrs[TrialAttr.METRICS].get(per_stage(Metric.SECONDS, "retrain"), 0.0)
         for t in trials
     ]
     return _mean(seconds) / max(epochs_per_trial(config), 1)
@@ -298,15 +299,15 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def trial_point(t: optuna.trial.FrozenTrial, ctx: StudyContext) -> dict[str, Any]:
-    m = t.user_attrs["metrics"]
+    m = t.user_attrs[TrialAttr.METRICS]
     keep = {n: 1.0 - m[f"sparsity.{n}"] for n in ctx.layers}
-    origin = "seeded" if "seeded" in t.user_attrs else "sampled"
+    origin = "seeded" if TrialAttr.SEEDED in t.user_attrs else "sampled"
     return _point(
         f"trial {t.number}",
         keep,
         m["test_accuracy"],
-        m["val_accuracy"],
-        int(m["storage_bits_with_index"]),
+        m[Metric.VAL_ACCURACY],
+        int(m[Metric.STORAGE_BITS]),
         ctx,
         trial_seconds(t),
         trial=t.number,
@@ -344,7 +345,7 @@ def magnitude(
 ) -> dict[str, Any]:
     """Magnitude pruning from the dense model to ``keep``: one-shot (``rounds`` 1) or IMP,
     ``epochs`` retraining epochs in all, keeping each round's best epoch."""
-    retrain = dataclasses.replace(ctx.config.pipeline.retrain.settings(), epochs=epochs // rounds)
+    retrain = ctx.config.pipeline.retrain.replace(epochs=epochs // rounds)
     settings = PipelineSettings(
         pretrain=None,
         admm_prune=None,
@@ -357,7 +358,7 @@ def magnitude(
     )
     model = build_model(ctx.config, ctx.data)
     model.load_state_dict(ctx.dense.state)
-    plan = Plan({n: LayerPlan(keep=min(1.0, k)) for n, k in keep.items()})
+    plan = Plan(layers={n: LayerPlan(keep=min(1.0, k)) for n, k in keep.items()})
     start = time.perf_counter()
     result = run_pipeline(
         model,

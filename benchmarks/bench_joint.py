@@ -54,6 +54,8 @@ from common import (  # noqa: E402
     write_study,
 )
 
+from admmsearch.record import Metric, StudyAttr, TrialAttr, kib  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 STUDY = HERE / "studies" / "joint-fashion.yaml"
 SMOKE_STUDY = {
@@ -74,13 +76,13 @@ SMOKE_STUDY = {
 _STORE_VARIABLES = ("ADMMSEARCH_STORAGE", "MLFLOW_TRACKING_URI", "ADMMSEARCH_CACHE_DIR")
 #: Figures compared between the trial (as exported) and its reproduction by ``compress``.
 COMPARED = (
-    "val_accuracy",
-    "test_accuracy",
-    "storage_bits_with_index",
-    "data_bits",
-    "weight_ratio_no_index",
-    "weight_ratio_with_index",
-    "compression_ratio_with_index",
+    Metric.VAL_ACCURACY,
+    Metric.TEST_ACCURACY,
+    Metric.STORAGE_BITS,
+    Metric.DATA_BITS,
+    Metric.WEIGHT_RATIO_NO_INDEX,
+    Metric.WEIGHT_RATIO_WITH_INDEX,
+    Metric.COMPRESSION_RATIO,
 )
 
 
@@ -154,15 +156,15 @@ def completed(name: str, storage: str) -> tuple[list[dict[str, Any]], dict[str, 
     study = optuna.load_study(study_name=name, storage=storage)
     rows = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        m = t.user_attrs["metrics"]
+        m = t.user_attrs[TrialAttr.METRICS]
         rows.append({"trial": t.number, "params": dict(t.params), "metrics": m})
-    return rows, study.user_attrs["dense"]
+    return rows, study.user_attrs[StudyAttr.DENSE]
 
 
 def best_without_index(rows: Sequence[Mapping[str, Any]], max_drop: float) -> int | None:
     """The trial with the highest weight compression without indices within ``max_drop``."""
-    ok = [r for r in rows if r["metrics"]["accuracy_drop"] <= max_drop + 1e-12]
-    best = max(ok, key=lambda r: r["metrics"]["weight_ratio_no_index"], default=None)
+    ok = [r for r in rows if r["metrics"][Metric.ACCURACY_DROP] <= max_drop + 1e-12]
+    best = max(ok, key=lambda r: r["metrics"][Metric.WEIGHT_RATIO_NO_INDEX], default=None)
     return None if best is None else best["trial"]
 
 
@@ -287,7 +289,7 @@ def _chosen_md(title: str, c: Mapping[str, Any], dense: Mapping[str, float]) -> 
         f"{100 * (dense['test_accuracy'] - e['test_accuracy']):+.2f} pt). Weights "
         f"**{e['weight_ratio_no_index']:.1f}x** smaller without indices, "
         f"**{e['weight_ratio_with_index']:.1f}x** with; whole model "
-        f"{e['compression_ratio_with_index']:.1f}x ({e['storage_bits_with_index'] / 8192:.2f} "
+        f"{e['compression_ratio_with_index']:.1f}x ({kib(e[Metric.STORAGE_BITS]):.2f} "
         f"KiB). Packed file {c['file_bytes']} bytes ({c['header_bytes']} header).",
         "",
         *_layers_md(c),
@@ -312,7 +314,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"trials of {study['budget']['trials']} ({study['sampler']['name']}, "
         f"{report['study_seconds']:.0f} s), {study['dataset']['limit_train']} training images. "
         f"Dense model: validation {pct(dense['val_accuracy'])}, test "
-        f"{pct(dense['test_accuracy'])}, {dense['storage_bits'] / 8192:.1f} KiB. Trials are "
+        f"{pct(dense['test_accuracy'])}, {kib(dense['storage_bits']):.1f} KiB. Trials are "
         f"chosen on validation accuracy (drop <= {100 * report['options']['max_drop']:g} pt); "
         "the test accuracy is only reported.",
         "",

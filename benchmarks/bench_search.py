@@ -51,6 +51,7 @@ from common import (  # noqa: E402
     write_study,
 )
 
+from admmsearch.record import kib  # noqa: E402
 from admmsearch.study import prepare, run_study  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -292,7 +293,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"Study `{Path(o['study']).name}` without its enqueued first trial, {o['trials']} "
         f"trials per run, sampler seeds {', '.join(map(str, o['seeds']))}; NSGA-II population "
         f"{o['population'] or 'as in the study file'}. Dense model: validation "
-        f"{pct(first['dense']['val_accuracy'])}, {first['dense']['storage_bits'] / 8192:.1f} "
+        f"{pct(first['dense']['val_accuracy'])}, {kib(first['dense']['storage_bits']):.1f} "
         "KiB. Hypervolume in (log10 storage with indices / dense, validation accuracy in "
         f"points), reference (dense storage, dense accuracy - "
         f"{100 * first['max_accuracy_drop']:g} pt = the study's feasibility limit); unit "

@@ -57,6 +57,7 @@ from common import (  # noqa: E402
 )
 
 from admmsearch.config import Choices, knob_specs  # noqa: E402
+from admmsearch.record import TrialAttr  # noqa: E402
 from admmsearch.study import StudyContext, prepare, run_parallel, run_study  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,7 +169,7 @@ def trial_figures(study: optuna.Study) -> dict[str, Any]:
         "trial_seconds": seconds,
         "mean_trial_seconds": statistics.fmean(seconds) if seconds else None,
         "split": time_split(done),
-        "cache_hits": sum(bool(t.user_attrs.get("pruning_cache_hit")) for t in done),
+        "cache_hits": sum(bool(t.user_attrs.get(TrialAttr.PRUNING_CACHE_HIT)) for t in done),
         "distinct_params": len({json.dumps(t.params, sort_keys=True) for t in done}),
     }
 
@@ -179,12 +180,12 @@ def time_split(done: list[optuna.trial.FrozenTrial]) -> dict[str, Any] | None:
     A stage-cache hit carries the pruning stages' times of the trial it reuses, so hits are
     left out.
     """
-    ran = [t for t in done if not t.user_attrs.get("pruning_cache_hit")]
+    ran = [t for t in done if not t.user_attrs.get(TrialAttr.PRUNING_CACHE_HIT)]
     if not ran:
         return None
     stages: dict[str, list[float]] = {}
     for t in ran:
-        for key, value in t.user_attrs["metrics"].items():
+        for key, value in t.user_attrs[TrialAttr.METRICS].items():
             if key.startswith("seconds."):
                 stages.setdefault(key.split(".", 1)[1], []).append(value)
     seconds = [trial_seconds(t) for t in ran]
@@ -294,7 +295,7 @@ def stage_cache(study: optuna.Study) -> dict[str, Any]:
     seconds = [trial_seconds(t) for t in (miss, hit)]
     skipped = {
         k.split(".", 1)[1]: v
-        for k, v in miss.user_attrs["metrics"].items()
+        for k, v in miss.user_attrs[TrialAttr.METRICS].items()
         if k.startswith("seconds.") and k.split(".", 1)[1] in ("admm_prune", "retrain")
     }
     return {
@@ -302,7 +303,7 @@ def stage_cache(study: optuna.Study) -> dict[str, Any]:
         "hit_trial_seconds": seconds[1],
         "saved_seconds": seconds[0] - seconds[1],
         "skipped_stage_seconds": skipped,
-        "hit_flags": [t.user_attrs["pruning_cache_hit"] for t in (miss, hit)],
+        "hit_flags": [t.user_attrs[TrialAttr.PRUNING_CACHE_HIT] for t in (miss, hit)],
         "params": [miss.params, hit.params],
     }
 

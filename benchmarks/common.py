@@ -34,7 +34,7 @@ import optuna
 import torch
 import yaml
 
-from admmsearch.config import StudyConfig, validate_study
+from admmsearch.config import StudyConfig, load_study, validate_study
 from admmsearch.data import DataSplits, load_dataset
 
 __all__ = [
@@ -134,7 +134,7 @@ def read_study(path: str | Path, overrides: Mapping[str, Any] | None = None) -> 
     ``overrides`` maps dotted paths to values, e.g. ``{"dataset.limit_train": 512}``; a path
     through a null section creates it.
     """
-    data = StudyConfig.model_validate(yaml.safe_load(Path(path).read_text())).resolved_dict()
+    data = load_study(path).resolved_dict()  # admmsearch's one YAML reader
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, last = dotted.split(".")

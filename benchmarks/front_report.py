@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from common import pct, report_header, table  # noqa: E402
 
+from admmsearch.record import kib  # noqa: E402
+
 __all__ = ["plot", "render_markdown"]
 
 
@@ -113,7 +115,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"sampler, stages). Data: {data['train']} training images, {data['val']} validation, "
         f"{data['test']} test. Dense model of seed {first['seed']}: {d['epochs']} epochs, test "
         f"{pct(d['test_accuracy'])}, validation {pct(d['val_accuracy'])}, "
-        f"{d['storage_bits'] / 8192:.1f} KiB. Each study variant: {study['budget']['trials']} "
+        f"{kib(d['storage_bits']):.1f} KiB. Each study variant: {study['budget']['trials']} "
         f"trials of {per_trial} epochs ({study['sampler']['name']} sampler), run in two halves "
         "(a resume). Total epochs of the study, which every baseline sweep spends too, spread "
         f"over its points: {totals}.",
@@ -171,7 +173,7 @@ def plot(report: Mapping[str, Any], png) -> None:
     for (name, m), color in zip(first["methods"].items(), colors, strict=False):
         pts = m["points"]
         ax.scatter(
-            [p["storage_bits"] / 8192 for p in pts],
+            [kib(p["storage_bits"]) for p in pts],
             [100 * p["test_accuracy"] for p in pts],
             s=12,
             color=color,
@@ -181,7 +183,7 @@ def plot(report: Mapping[str, Any], png) -> None:
         front = sorted((p for p in pts if p["label"] in labels), key=lambda p: p["storage_bits"])
         hv = m["summary"]["test"]["hypervolume"]
         ax.plot(
-            [p["storage_bits"] / 8192 for p in front],
+            [kib(p["storage_bits"]) for p in front],
             [100 * p["test_accuracy"] for p in front],
             "o-",
             color=color,
@@ -189,7 +191,7 @@ def plot(report: Mapping[str, Any], png) -> None:
             label=f"{report['titles'][name]} (HV {hv:.2f})",
         )
     ax.scatter(
-        [d["storage_bits"] / 8192],
+        [kib(d["storage_bits"])],
         [100 * d["test_accuracy"]],
         marker="*",
         s=160,

@@ -45,7 +45,7 @@ def test_rho_schedule_spreads_its_updates_over_any_stage(steps: int) -> None:
     ],
 )
 def test_rho_schedule_rejects_bad_values(kwargs, field) -> None:
-    with pytest.raises(ConfigError, match=f"rho.{field}"):
+    with pytest.raises(ConfigError, match=f"^RhoSchedule: {field}: must be"):
         RhoSchedule(**kwargs)
 
 
@@ -145,7 +145,7 @@ def test_closed_form_gradient_equals_autograd_of_the_penalty(masked: bool) -> No
 def test_the_rho_schedule_example_in_its_docstring_runs() -> None:
     import doctest
 
-    from admmsearch import admm
+    from admmsearch import settings
 
-    result = doctest.testmod(admm)
+    result = doctest.testmod(settings)
     assert result.attempted >= 2 and result.failed == 0

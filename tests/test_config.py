@@ -406,7 +406,7 @@ def test_groups_take_globs_and_keep_model_order() -> None:
 def test_old_rho_keys_are_read_as_the_new_schedule_with_a_warning(tmp_path) -> None:
     """Study files written before the schedule was described over the stage keep working: one
     update per epoch, rho from ``initial`` to the last epoch's value, and a warning saying so."""
-    from admmsearch.config.sections import LegacyScheduleWarning
+    from admmsearch.settings import LegacyScheduleWarning
 
     old = {"initial": 1e-2, "multiplier": 2.0, "every": 1, "maximum": 0.05}
     data = {

@@ -73,7 +73,8 @@ def test_an_admm_stage_of_any_length_makes_its_updates_from_rho_start_to_end(
 def test_the_default_schedule_converges_further_than_one_update_per_epoch(digits, dense) -> None:
     """Primal residual ||W - Z|| at the end of a 2-epoch ADMM stage on digits."""
     train = TrainSettings(epochs=2, lr=0.02, batch_size=32)
-    once_per_epoch = RhoSchedule(RhoSchedule.start, RhoSchedule.start * 1.5, updates=2)
+    start = RhoSchedule().start
+    once_per_epoch = RhoSchedule(start, start * 1.5, updates=2)
     final = {}
     for name, rho in (("default", RhoSchedule()), ("per_epoch", once_per_epoch)):
         result = run_pipeline(

@@ -1,20 +1,17 @@
 """Reading a study file: YAML in, a :class:`StudyConfig` out, errors one line per bad field;
-then the conversions of a loaded study to the engine's settings."""
+then the engine's settings a loaded study holds."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
 from ..errors import AdmmSearchError, ConfigError
-from ..pipeline import PipelineSettings
 from ..registry import add_search_dir
-from ..train import TrainSettings
+from ..settings import PipelineSettings, TrainSettings
 from .schema import StudyConfig
 from .units import check_layers, normalise_enqueue, resolve_layers
 
@@ -52,14 +49,12 @@ def load_study(path: str | Path) -> StudyConfig:
     path = Path(path)
     data = read_yaml(path, "study file")
     add_search_dir(path.parent)
-    try:
-        return StudyConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_report(path, exc)) from None
+    return StudyConfig.parse(data, str(path))
 
 
 def validate_study(path: str | Path) -> tuple[StudyConfig, list[str]]:
-    """Load a study file and check it against its model's layers, before any training.
+    """Load a study file and check it against its model's layers, and that its training
+    hooks import and take their arguments, before any training.
 
     Enqueued params are normalised to the types of their search space (``4.0`` for an integer
     choice becomes ``4``).
@@ -67,10 +62,13 @@ def validate_study(path: str | Path) -> tuple[StudyConfig, list[str]]:
     Returns:
         The config and the names of the compressible layers it compresses.
     """
+    from ..hooks import load_recipe  # imports torch, as building the model does
+
     config = load_study(path)
     try:
         layers = resolve_layers(config)
         check_layers(config, layers)
+        load_recipe(config.training)
     except AdmmSearchError as exc:
         raise type(exc)(f"{path}: {exc}") from exc
     return normalise_enqueue(config, layers), layers
@@ -124,76 +122,18 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
 
 
-def _report(path: Path, exc: ValidationError) -> str:
-    return report_errors(str(path), exc)
-
-
-def report_errors(
-    source: str, exc: ValidationError, rename: Mapping[str, str] | None = None
-) -> str:
-    """One line per bad field: ``dotted.path: what is wrong, got value``, after ``source``.
-
-    ``rename`` maps a dotted prefix to the name the reader knows it by (when the data was
-    rearranged before validation).
-    """
-    lines = [_line(error) for error in exc.errors(include_url=False)]
-    for old, new in (rename or {}).items():
-        lines = [new + line[len(old) :] if line.startswith(old) else line for line in lines]
-    lines = list(dict.fromkeys(lines))
-    if len(lines) == 1:
-        return f"{source}: {lines[0]}"
-    return f"{source}: {len(lines)} problems:\n" + "\n".join(f"  {line}" for line in lines)
-
-
-_PHRASES = (
-    (re.compile(r"^Input should be"), "must be"),
-    (re.compile(r"a valid dictionary( or instance of \w+)?"), "a mapping"),
-    (re.compile(r"a valid tuple"), "a list"),
-    (re.compile(r"^(Tuple|List|Dictionary) should"), "must"),
-    (re.compile(r" after validation, not \d+"), ""),
-)
-
-
-def _line(error: Mapping[str, Any]) -> str:
-    where = ""
-    for part in error["loc"]:
-        if isinstance(part, int):
-            where += f"[{part}]"
-        elif not part.startswith("~") and part != "[key]":
-            where += f".{part}" if where else part
-    if error["type"] == "extra_forbidden":
-        text = "unknown field"
-    elif error["type"] == "missing":
-        text = "required field is missing"
-    else:
-        text = error["msg"].removeprefix("Value error, ")
-        for pattern, new in _PHRASES:
-            text = pattern.sub(new, text)
-        if not isinstance(error.get("input"), Mapping):
-            text += f", got {error['input']!r}"
-    return f"{where}: {text}" if where else text
-
-
-# --- conversions to the engine's settings ---
+# --- the engine's settings of a study ---
 
 
 def dense_settings(config: StudyConfig) -> TrainSettings:
-    """How to train the dense model when no checkpoint is given."""
-    return config.dense.train.settings()
+    """How to train the dense model when no checkpoint is given (``dense.train``)."""
+    return config.dense.train
 
 
 def base_pipeline(config: StudyConfig) -> PipelineSettings:
-    """Every trial's pipeline before its knobs are applied; ``pretrain`` is None because trials
-    start from the dense model (trained once with :func:`dense_settings`, or a checkpoint)."""
-    p = config.pipeline
+    """Every trial's pipeline before its knobs are applied: the study's compression stages,
+    seed and training hooks; ``pretrain`` is None because trials start from the dense model
+    (trained once with :func:`dense_settings`, or a checkpoint)."""
     return PipelineSettings(
-        pretrain=None,
-        admm_prune=None if p.admm_prune is None else p.admm_prune.settings(),
-        retrain=None if p.retrain is None else p.retrain.settings(),
-        admm_quantize=None if p.admm_quantize is None else p.admm_quantize.settings(),
-        quant_retrain=None if p.quant_retrain is None else p.quant_retrain.settings(),
-        progressive_steps=p.progressive_steps,
-        seed=config.seed,
-        index_format=p.index_format,
-        fold_batchnorm=p.fold_batchnorm,
+        **dict(config.pipeline), pretrain=None, seed=config.seed, training=config.training
     )

@@ -17,7 +17,9 @@ from pydantic import (
     model_validator,
 )
 
+from ..record import Metric
 from ..redact import redact_url
+from ..settings import CompressionSettings, TrainingHooks
 from .knobs import (
     BitsKnob,
     ClustersKnob,
@@ -26,19 +28,19 @@ from .knobs import (
     PositiveIntKnob,
     PositiveKnob,
 )
-from .sections import DatasetConfig, DenseConfig, ModelConfig, PipelineConfig
+from .sections import DatasetConfig, DenseConfig, ModelConfig
 from .values import (
     OBJECTIVES,
     Count,
     Device,
+    FrozenModel,
     Name,
     Objective,
     ParamValue,
     Positive,
     PositiveInt,
     SamplerName,
-    _bound,
-    _Model,
+    bound,
 )
 
 #: Which pipeline stages each global knob sets, and the field within the stage.
@@ -61,7 +63,7 @@ LEGACY_KNOBS = {
 _FINGERPRINT_VERSION = 1  # bump when the code that trains the dense model changes its result
 
 
-class LayerOverride(_Model):
+class LayerOverride(FrozenModel):
     """Settings of one layer or group; a field left out inherits the ``search`` default.
 
     Giving ``bits`` (or ``clusters: null``) makes the unit use bits even when clusters are
@@ -85,7 +87,7 @@ class LayerOverride(_Model):
         return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
 
 
-class SearchConfig(_Model):
+class SearchConfig(FrozenModel):
     """What each trial searches; ``groups`` tie layers (exact names or globs) to one setting."""
 
     keep: KeepKnob = {"low": 0.02, "high": 1.0, "log": True}
@@ -115,7 +117,7 @@ class SearchConfig(_Model):
         return data
 
 
-class SensitivityConfig(_Model):
+class SensitivityConfig(FrozenModel):
     """The sensitivity pass (``admmsearch sensitivity``; a new study's first step when
     ``search.seed_from_sensitivity``) and the trials it seeds.
 
@@ -125,19 +127,19 @@ class SensitivityConfig(_Model):
     ``budget.trials``).
     """
 
-    keep_points: Annotated[int, Strict(), _bound(2, 64)] = 8
+    keep_points: Annotated[int, Strict(), bound(2, 64)] = 8
     samples: PositiveInt | None = 2000
     budgets: Count = 4
 
 
-class ConstraintsConfig(_Model):
+class ConstraintsConfig(FrozenModel):
     """Feasibility limits; ``max_accuracy_drop`` is dense minus final val accuracy, in [0, 1]."""
 
-    max_accuracy_drop: Annotated[float, Strict(), _bound(0, 1)] | None = None
+    max_accuracy_drop: Annotated[float, Strict(), bound(0, 1)] | None = None
     max_storage_bits: PositiveInt | None = None
 
 
-class SamplerConfig(_Model):
+class SamplerConfig(FrozenModel):
     """The Optuna sampler; ``seed`` null means the study seed.
 
     The default, TPE, is the one ``benchmarks/bench_search.py`` favours: from 20 trials on it
@@ -146,7 +148,7 @@ class SamplerConfig(_Model):
 
     name: SamplerName = "tpe"
     seed: Count | None = None
-    population_size: Annotated[int, Strict(), _bound(2)] | None = None
+    population_size: Annotated[int, Strict(), bound(2)] | None = None
 
     @model_validator(mode="after")
     def _population_for_nsga2(self) -> SamplerConfig:
@@ -155,7 +157,7 @@ class SamplerConfig(_Model):
         return self
 
 
-class BudgetConfig(_Model):
+class BudgetConfig(FrozenModel):
     """When the study stops: after ``trials`` trials or ``timeout_s`` seconds, whichever first."""
 
     trials: PositiveInt | None = None
@@ -168,7 +170,7 @@ class BudgetConfig(_Model):
         return self
 
 
-class WorkersConfig(_Model):
+class WorkersConfig(FrozenModel):
     """How the workers sharing a study watch each other, and where they share the dense cache.
 
     A running trial records a heartbeat every ``heartbeat_interval_s``; a trial without one for
@@ -197,8 +199,13 @@ class WorkersConfig(_Model):
         return self
 
 
-class StudyConfig(_Model):
-    """A whole study file, validated. See ``studies/*.yaml`` for commented examples."""
+class StudyConfig(FrozenModel):
+    """A whole study file, validated. See ``studies/*.yaml`` for commented examples.
+
+    ``pipeline`` and ``training`` are the engine's own types
+    (:class:`~admmsearch.settings.CompressionSettings`,
+    :class:`~admmsearch.settings.TrainingHooks`), as is ``dense.train``.
+    """
 
     name: Name
     seed: Count = 0
@@ -207,12 +214,13 @@ class StudyConfig(_Model):
     layers: Annotated[tuple[str, ...], Field(min_length=1)] | None = None
     device: Device = "cpu"
     dense: DenseConfig = {}
-    pipeline: PipelineConfig = {}
+    pipeline: CompressionSettings = {}
+    training: TrainingHooks = {}
     search: SearchConfig = {}
     sensitivity: SensitivityConfig = {}
     objectives: Annotated[tuple[Objective, ...], Field(min_length=1)] = (
-        "val_accuracy",
-        "storage_bits_with_index",
+        Metric.VAL_ACCURACY,
+        Metric.STORAGE_BITS,
     )
     constraints: ConstraintsConfig = {}
     sampler: SamplerConfig = {}
@@ -266,6 +274,7 @@ class StudyConfig(_Model):
         Search, pipeline and bookkeeping settings do not enter it, so changing them reuses the
         cached dense model; nor does ``layers``: which layers are compressed does not change how
         the dense model trains (an exported settings file lists the layers a study left null).
+        The training hooks enter it by name when any is set (not the code behind the name).
         """
         keep = {
             "model": True,
@@ -273,12 +282,16 @@ class StudyConfig(_Model):
             "seed": True,
             "dense": True,
         }
+        if self.training.named:  # left out otherwise: studies without hooks keep their cache
+            keep["training"] = True
         data = self.model_dump(mode="json", include=keep)
         text = json.dumps({"v": _FINGERPRINT_VERSION, **data}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _check_target(knob: str, spec: Any, targets: Mapping[str, str], p: PipelineConfig) -> None:
+def _check_target(
+    knob: str, spec: Any, targets: Mapping[str, str], p: CompressionSettings
+) -> None:
     """A set knob needs one enabled stage to act on."""
     stages = [s for s in targets if getattr(p, s) is not None]
     if not stages:

@@ -1,0 +1,115 @@
+"""The per-layer plan: one set of rules for a plan file, a settings file and a study file."""
+
+from __future__ import annotations
+
+import doctest
+from pathlib import Path
+
+import pytest
+import yaml
+
+from admmsearch import plan as plan_module
+from admmsearch.compress import read_plan
+from admmsearch.config import load_study
+from admmsearch.errors import ConfigError
+from admmsearch.export import FORMAT, read_settings
+from admmsearch.plan import LayerPlan, Plan
+from admmsearch.search_space import settings_from_params
+
+LAYERS_BLOCK = """\
+layers:
+  conv1: {keep: 5e-1, bits: 4}
+  conv2: {keep: 0.25, clusters: 8, structured: true}
+  fc1: {keep: 5e-2, bits: 2}
+  fc2:
+"""
+
+
+def settings_file(folder: Path, layers_block: str) -> Path:
+    """A settings file as ``export`` writes one, with ``layers_block`` as its plan."""
+    head = {
+        "format": FORMAT,
+        "study": "s",
+        "trial": 0,
+        "chosen_by": "test",
+        "seed": 0,
+        "model": {"name": "digits-cnn"},
+        "dataset": {"name": "digits"},
+        "pipeline": {},
+    }
+    path = folder / "best.yaml"
+    path.write_text(yaml.safe_dump(head) + layers_block)
+    return path
+
+
+def plan_file(folder: Path, layers_block: str) -> Path:
+    path = folder / "plan.yaml"
+    path.write_text(layers_block)
+    return path
+
+
+def settings_plan(path: Path) -> Plan:
+    """The plan ``compress SETTINGS`` applies (as :func:`admmsearch.compress.reproduce`)."""
+    config, layers, _ = read_settings(path)
+    return settings_from_params({}, config, layers).plan
+
+
+def test_the_examples_in_the_docstring_run() -> None:
+    result = doctest.testmod(plan_module)
+    assert result.attempted >= 3 and result.failed == 0
+
+
+def test_a_plan_file_and_a_settings_file_with_the_same_layers_give_the_same_plan(
+    tmp_path: Path,
+) -> None:
+    from_plan = read_plan(plan_file(tmp_path, LAYERS_BLOCK))
+    assert from_plan == settings_plan(settings_file(tmp_path, LAYERS_BLOCK))
+    assert from_plan.layers["fc1"] == LayerPlan(keep=0.05, bits=2)  # 5e-2 is a number
+    assert from_plan.layers["fc2"] == LayerPlan()  # nothing given: kept whole, float32
+
+
+def test_a_settings_file_embeds_the_plan_in_the_plan_format(tmp_path: Path) -> None:
+    plan = read_plan(plan_file(tmp_path, LAYERS_BLOCK))
+    block = yaml.safe_dump({"layers": plan.to_dict()["layers"]})
+    assert settings_plan(settings_file(tmp_path, block)) == plan
+    assert Plan.from_dict(plan.to_dict()) == plan
+    assert plan.to_dict()["layers"]["fc2"] == {"keep": 1.0, "bits": None}
+
+
+@pytest.mark.parametrize(
+    "layer,problem",
+    [
+        ("{clusters: 1}", "clusters: must be in [2, 65536], got 1"),
+        ("{bits: 17}", "bits: must be in [1, 16], got 17"),
+        ("{keep: 0}", "keep: must be in (0, 1], got 0"),
+        ("{keep: '0.5'}", "keep: must be a valid number, got '0.5'"),
+        ("{keep: 0.5, bits: 4, clusters: 8}", "give either bits or clusters, not both"),
+        ("{keep: 0.5, sparsity: 0.5}", "sparsity: unknown field"),
+    ],
+)
+def test_plan_and_settings_files_refuse_the_same_values(tmp_path: Path, layer, problem) -> None:
+    block = f"layers:\n  fc1: {layer}\n"
+    for path in (plan_file(tmp_path, block), settings_file(tmp_path, block)):
+        with pytest.raises(ConfigError) as info:
+            read_plan(path) if path.name == "plan.yaml" else read_settings(path)
+        assert str(info.value).startswith(f"{path}: layers.fc1")
+        assert str(info.value).endswith(problem)
+
+
+def test_a_study_file_refuses_one_cluster_as_a_plan_file_does(tmp_path: Path) -> None:
+    """cases: ``clusters: 1`` was accepted in a plan file and refused in a study file."""
+    path = tmp_path / "study.yaml"
+    data = {"name": "s", "model": "digits-cnn", "dataset": "digits"}
+    path.write_text(yaml.safe_dump({**data, "search": {"layers": {"fc1": {"clusters": 1}}}}))
+    with pytest.raises(ConfigError, match=r"clusters: must be in \[2, 65536\], got 1"):
+        load_study(path)
+    with pytest.raises(ConfigError, match=r"clusters: must be in \[2, 65536\], got 1"):
+        read_plan(plan_file(tmp_path, "layers:\n  fc1: {clusters: 1}\n"))
+
+
+def test_layer_names_are_strings_and_a_bad_version_is_named() -> None:
+    assert list(Plan.from_dict({"layers": {0: {"keep": 0.5}}}).layers) == ["0"]
+    with pytest.raises(ConfigError, match="^plan: version: must be 1, got 2"):
+        Plan.from_dict({"version": 2, "layers": {}})
+    with pytest.raises(ConfigError, match="^plan: layers: must be a mapping"):
+        Plan.from_dict({"layers": ["fc1"]})
