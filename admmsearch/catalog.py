@@ -24,7 +24,19 @@ from .front import front_frame
 from .redact import redact_text, redact_url
 from .study import TIMEOUT_ATTR, finished_count, resolve_storage, resolve_tracking
 
-__all__ = ["OpenedStudy", "front_table", "open_existing", "study_names", "study_rows"]
+__all__ = [
+    "OpenedStudy",
+    "describe",
+    "failed_trials",
+    "is_study_file",
+    "open_existing",
+    "seeded_trials",
+    "state_counts",
+    "study_names",
+    "study_rows",
+    "study_state",
+    "timeout_note",
+]
 
 _STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
@@ -169,28 +181,6 @@ def _front_ends(study: optuna.Study, objectives: list[str]) -> dict[str, Any]:
     if frame["storage_bits_with_index"].notna().any():
         ends["smallest_kib"] = round(float(frame["storage_bits_with_index"].min()) / 8192, 2)
     return ends
-
-
-def front_table(study: optuna.Study, objectives: list[str]) -> pd.DataFrame:
-    """The front as people read it: accuracy, drop, the packed file in KiB (with its payload,
-    the storage accounting, beside it) and the ratios."""
-    frame = front_frame(study, objectives)
-    if frame.empty:
-        return frame
-    table = pd.DataFrame(
-        {
-            "trial": frame["trial"],
-            "val_accuracy": frame["val_accuracy"].round(4),
-            "test_accuracy": frame["test_accuracy"].round(4),
-            "accuracy_drop": frame["accuracy_drop"].round(4),
-            "storage_kib": (frame["storage_bits_with_index"] / 8192).round(3),
-            "payload_kib": (pd.to_numeric(frame["payload_bits"]) / 8192).round(3),
-            "ratio_with_index": frame["compression_ratio_with_index"].round(1),
-            "weight_ratio_no_index": frame["weight_ratio_no_index"].round(1),
-            "feasible": frame["feasible"],
-        }
-    )
-    return table.reset_index(drop=True)
 
 
 def describe(opened: OpenedStudy) -> list[tuple[str, str]]:

@@ -32,6 +32,7 @@ from .config.loading import read_yaml, report_errors
 from .data import load_dataset
 from .errors import ConfigError, NoTrialError
 from .front import feasible
+from .names import POLICIES
 from .objective import build_model, dense_model, packed_meta, trial_metrics
 from .packing import PackInfo, encode_model
 from .pipeline import PipelineHooks, PipelineResult, run_pipeline
@@ -45,12 +46,12 @@ __all__ = [
     "choose_trial",
     "read_settings",
     "reproduce",
+    "settings_config",
     "settings_document",
     "write_settings",
 ]
 
 FORMAT = "admmsearch-settings/1"
-POLICIES = ("max-compression", "max-accuracy")
 #: Metrics copied into the settings file (all of them are in the trial's MLflow run).
 EXPORTED_METRICS = (
     "val_accuracy",

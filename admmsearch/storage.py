@@ -79,6 +79,7 @@ from .coding import (
     value_coding_bits,
 )
 from .errors import ConstraintError, LayerError
+from .names import INDEX_FORMATS
 
 __all__ = [
     "INDEX_FORMATS",
@@ -92,7 +93,6 @@ __all__ = [
     "value_coding_bits",
 ]
 
-INDEX_FORMATS = ("gap", "csr")
 _PARAMETRIZED_KEY = re.compile(r"^(?:(.*)\.)?parametrizations\.([^.]+)\.")
 
 

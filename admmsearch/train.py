@@ -17,13 +17,19 @@ from torch import nn
 from .data import DataSplits, batches
 from .errors import ConfigError, DivergenceError
 from .masking import codebook_parameters
+from .names import OPTIMIZERS, SCHEDULES
 
 CHECK_EVERY = 50  # steps between NaN/inf checks of the loss (each check waits for the device)
 
-__all__ = ["TrainSettings", "evaluate", "fit", "fit_best", "train_epoch"]
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "step")
+__all__ = [
+    "CHECK_EVERY",
+    "TrainSettings",
+    "evaluate",
+    "fit",
+    "fit_best",
+    "make_optimizer",
+    "train_epoch",
+]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,22 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from .values import Bits, Clusters, Count, Fraction, Positive, PositiveInt, _Model
+from .values import Bits, Clusters, Count, Fraction, FrozenModel, Positive, PositiveInt
+
+__all__ = [
+    "BitsKnob",
+    "Choices",
+    "ClustersKnob",
+    "CountKnob",
+    "FloatRange",
+    "IntRange",
+    "KeepKnob",
+    "PositiveIntKnob",
+    "PositiveKnob",
+    "contains",
+    "is_searched",
+    "normalise",
+]
 
 _FIXED, _RANGE, _CHOICES = "~fixed", "~range", "~choices"  # union tags, dropped from error paths
 V = TypeVar("V")
@@ -26,7 +41,7 @@ def _check_range(low: float, high: float, log: bool, stepped: bool) -> None:
         raise ValueError("log and step cannot be combined")
 
 
-class FloatRange(_Model, Generic[V]):
+class FloatRange(FrozenModel, Generic[V]):
     """Searched with ``trial.suggest_float``; ``log`` samples evenly on a log scale."""
 
     low: V
@@ -40,7 +55,7 @@ class FloatRange(_Model, Generic[V]):
         return self
 
 
-class IntRange(_Model, Generic[V]):
+class IntRange(FrozenModel, Generic[V]):
     """Searched with ``trial.suggest_int``."""
 
     low: V
@@ -54,7 +69,7 @@ class IntRange(_Model, Generic[V]):
         return self
 
 
-class Choices(_Model, Generic[V]):
+class Choices(FrozenModel, Generic[V]):
     """Searched with ``trial.suggest_categorical``; ``None`` may be a choice where allowed."""
 
     choices: tuple[V, ...] = Field(min_length=1)

@@ -6,17 +6,28 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
 
 from ..errors import AdmmSearchError, ConfigError
-from ..pipeline import PipelineSettings
 from ..registry import add_search_dir
-from ..train import TrainSettings
 from .schema import StudyConfig
+
+if TYPE_CHECKING:
+    from ..pipeline import PipelineSettings
+    from ..train import TrainSettings
 from .units import check_layers, normalise_enqueue, resolve_layers
+
+__all__ = [
+    "base_pipeline",
+    "dense_settings",
+    "load_study",
+    "read_yaml",
+    "report_errors",
+    "validate_study",
+]
 
 
 class _StudyLoader(yaml.SafeLoader):
@@ -185,6 +196,8 @@ def dense_settings(config: StudyConfig) -> TrainSettings:
 def base_pipeline(config: StudyConfig) -> PipelineSettings:
     """Every trial's pipeline before its knobs are applied; ``pretrain`` is None because trials
     start from the dense model (trained once with :func:`dense_settings`, or a checkpoint)."""
+    from ..pipeline import PipelineSettings
+
     p = config.pipeline
     return PipelineSettings(
         pretrain=None,

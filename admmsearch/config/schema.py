@@ -31,15 +31,29 @@ from .values import (
     OBJECTIVES,
     Count,
     Device,
+    FrozenModel,
     Name,
     Objective,
     ParamValue,
     Positive,
     PositiveInt,
     SamplerName,
-    _bound,
-    _Model,
+    bound,
 )
+
+__all__ = [
+    "GLOBAL_KNOBS",
+    "KNOB_TARGETS",
+    "LEGACY_KNOBS",
+    "BudgetConfig",
+    "ConstraintsConfig",
+    "LayerOverride",
+    "SamplerConfig",
+    "SearchConfig",
+    "SensitivityConfig",
+    "StudyConfig",
+    "WorkersConfig",
+]
 
 #: Which pipeline stages each global knob sets, and the field within the stage.
 KNOB_TARGETS: dict[str, dict[str, str]] = {
@@ -61,7 +75,7 @@ LEGACY_KNOBS = {
 _FINGERPRINT_VERSION = 1  # bump when the code that trains the dense model changes its result
 
 
-class LayerOverride(_Model):
+class LayerOverride(FrozenModel):
     """Settings of one layer or group; a field left out inherits the ``search`` default.
 
     Giving ``bits`` (or ``clusters: null``) makes the unit use bits even when clusters are
@@ -85,7 +99,7 @@ class LayerOverride(_Model):
         return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
 
 
-class SearchConfig(_Model):
+class SearchConfig(FrozenModel):
     """What each trial searches; ``groups`` tie layers (exact names or globs) to one setting."""
 
     keep: KeepKnob = {"low": 0.02, "high": 1.0, "log": True}
@@ -115,7 +129,7 @@ class SearchConfig(_Model):
         return data
 
 
-class SensitivityConfig(_Model):
+class SensitivityConfig(FrozenModel):
     """The sensitivity pass (``admmsearch sensitivity``; a new study's first step when
     ``search.seed_from_sensitivity``) and the trials it seeds.
 
@@ -125,19 +139,19 @@ class SensitivityConfig(_Model):
     ``budget.trials``).
     """
 
-    keep_points: Annotated[int, Strict(), _bound(2, 64)] = 8
+    keep_points: Annotated[int, Strict(), bound(2, 64)] = 8
     samples: PositiveInt | None = 2000
     budgets: Count = 4
 
 
-class ConstraintsConfig(_Model):
+class ConstraintsConfig(FrozenModel):
     """Feasibility limits; ``max_accuracy_drop`` is dense minus final val accuracy, in [0, 1]."""
 
-    max_accuracy_drop: Annotated[float, Strict(), _bound(0, 1)] | None = None
+    max_accuracy_drop: Annotated[float, Strict(), bound(0, 1)] | None = None
     max_storage_bits: PositiveInt | None = None
 
 
-class SamplerConfig(_Model):
+class SamplerConfig(FrozenModel):
     """The Optuna sampler; ``seed`` null means the study seed.
 
     The default, TPE, is the one ``benchmarks/bench_search.py`` favours: from 20 trials on it
@@ -146,7 +160,7 @@ class SamplerConfig(_Model):
 
     name: SamplerName = "tpe"
     seed: Count | None = None
-    population_size: Annotated[int, Strict(), _bound(2)] | None = None
+    population_size: Annotated[int, Strict(), bound(2)] | None = None
 
     @model_validator(mode="after")
     def _population_for_nsga2(self) -> SamplerConfig:
@@ -155,7 +169,7 @@ class SamplerConfig(_Model):
         return self
 
 
-class BudgetConfig(_Model):
+class BudgetConfig(FrozenModel):
     """When the study stops: after ``trials`` trials or ``timeout_s`` seconds, whichever first."""
 
     trials: PositiveInt | None = None
@@ -168,7 +182,7 @@ class BudgetConfig(_Model):
         return self
 
 
-class WorkersConfig(_Model):
+class WorkersConfig(FrozenModel):
     """How the workers sharing a study watch each other, and where they share the dense cache.
 
     A running trial records a heartbeat every ``heartbeat_interval_s``; a trial without one for
@@ -197,7 +211,7 @@ class WorkersConfig(_Model):
         return self
 
 
-class StudyConfig(_Model):
+class StudyConfig(FrozenModel):
     """A whole study file, validated. See ``studies/*.yaml`` for commented examples."""
 
     name: Name

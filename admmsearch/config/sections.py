@@ -9,26 +9,40 @@ from typing import Annotated, Any
 from pydantic import Strict, field_validator, model_validator
 
 from ..admm import RhoSchedule
-from ..data import DATASETS
 from ..errors import AdmmSearchWarning
-from ..models import MODELS
+from ..names import known_datasets, known_models
 from ..pipeline import AdmmSettings, QuantRetrainSettings
 from ..train import TrainSettings
 from .values import (
     Count,
     Fraction,
+    FrozenModel,
     IndexFormat,
     NonNegative,
     Optimizer,
     Positive,
     PositiveInt,
     Schedule,
-    _bound,
-    _Model,
+    bound,
 )
 
+__all__ = [
+    "LEGACY_RHO",
+    "AdmmConfig",
+    "DatasetConfig",
+    "DenseConfig",
+    "LegacyScheduleWarning",
+    "ModelConfig",
+    "PipelineConfig",
+    "QuantRetrainConfig",
+    "RetrainConfig",
+    "RhoConfig",
+    "TrainConfig",
+    "legacy_rho",
+]
 
-class TrainConfig(_Model):
+
+class TrainConfig(FrozenModel):
     """One training stage; the fields and defaults of :class:`~admmsearch.train.TrainSettings`."""
 
     epochs: Count = TrainSettings.epochs
@@ -101,7 +115,7 @@ def legacy_rho(rho: dict[str, Any], epochs: Any) -> dict[str, Any]:
     return new
 
 
-class RhoConfig(_Model):
+class RhoConfig(FrozenModel):
     """rho over an ADMM stage: ``start`` to ``end`` (geometric) across ``updates`` Z/U updates
     spread evenly over the stage's optimizer steps; see :class:`~admmsearch.admm.RhoSchedule`."""
 
@@ -125,7 +139,7 @@ class RhoConfig(_Model):
         return RhoSchedule(**self.model_dump())
 
 
-class AdmmConfig(_Model):
+class AdmmConfig(FrozenModel):
     """An ADMM stage: its training and its rho schedule (which also says how many Z/U
     updates the stage makes)."""
 
@@ -150,7 +164,7 @@ class AdmmConfig(_Model):
         return AdmmSettings(self.train.settings(), self.rho.settings())
 
 
-class QuantRetrainConfig(_Model):
+class QuantRetrainConfig(FrozenModel):
     """Iterative hard quantization: each round freezes a growing share, then retrains the rest."""
 
     train: RetrainConfig = {"epochs": 1}
@@ -168,7 +182,7 @@ class QuantRetrainConfig(_Model):
         return QuantRetrainSettings(self.train.settings(), self.shares)
 
 
-class PipelineConfig(_Model):
+class PipelineConfig(FrozenModel):
     """Every trial's stages before the searched knobs are applied; null skips a stage.
 
     ``fold_batchnorm`` folds each Conv -> BatchNorm pair of the dense model before compression,
@@ -184,7 +198,7 @@ class PipelineConfig(_Model):
     fold_batchnorm: bool = True
 
 
-class ModelConfig(_Model):
+class ModelConfig(FrozenModel):
     """A registered model name, ``torchvision:<name>`` or ``package.module:function``."""
 
     name: Annotated[str, Strict()]
@@ -193,15 +207,15 @@ class ModelConfig(_Model):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if ":" not in name and name not in MODELS:
+        if ":" not in name and name not in (known := known_models()):
             raise ValueError(
-                f"unknown model; known: {', '.join(MODELS.names())}, "
+                f"unknown model; known: {', '.join(known)}, "
                 "torchvision:<name> or package.module:function"
             )
         return name
 
 
-class DatasetConfig(_Model):
+class DatasetConfig(FrozenModel):
     """A registered dataset, a ``.npz`` file or ``package.module:function``; see load_dataset.
 
     ``normalise`` (default true) standardises the arrays with the training split's per-channel
@@ -209,7 +223,7 @@ class DatasetConfig(_Model):
     """
 
     name: Annotated[str, Strict()]
-    val_fraction: Annotated[float, Strict(), _bound(0, 1, open_high=True)] = 0.1
+    val_fraction: Annotated[float, Strict(), bound(0, 1, open_high=True)] = 0.1
     limit_train: PositiveInt | None = None
     root: str | None = None
     download: bool = True
@@ -219,15 +233,16 @@ class DatasetConfig(_Model):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if ":" not in name and not name.endswith(".npz") and name not in DATASETS:
+        known = known_datasets()
+        if ":" not in name and not name.endswith(".npz") and name not in known:
             raise ValueError(
-                f"unknown dataset; known: {', '.join(DATASETS.names())}, "
+                f"unknown dataset; known: {', '.join(known)}, "
                 "a .npz file or package.module:function"
             )
         return name
 
 
-class DenseConfig(_Model):
+class DenseConfig(FrozenModel):
     """The dense model every trial starts from: a checkpoint, else trained once and cached."""
 
     checkpoint: str | None = None

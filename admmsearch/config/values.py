@@ -14,8 +14,30 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Strict
 
-from ..storage import INDEX_FORMATS
-from ..train import OPTIMIZERS, SCHEDULES
+from ..names import INDEX_FORMATS, OPTIMIZERS, SCHEDULES
+
+__all__ = [
+    "OBJECTIVES",
+    "SAMPLERS",
+    "Bits",
+    "Clusters",
+    "Count",
+    "Device",
+    "Fraction",
+    "FrozenModel",
+    "IndexFormat",
+    "Multiplier",
+    "Name",
+    "NonNegative",
+    "Objective",
+    "Optimizer",
+    "ParamValue",
+    "Positive",
+    "PositiveInt",
+    "SamplerName",
+    "Schedule",
+    "bound",
+]
 
 #: Objectives a study may optimise, with their Optuna direction.
 OBJECTIVES = {
@@ -26,7 +48,7 @@ OBJECTIVES = {
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 
 
-def _bound(
+def bound(
     low: float, high: float | None = None, *, open_low: bool = False, open_high: bool = False
 ) -> AfterValidator:
     """Check a finite number lies in [low, high]; ``open_*`` excludes that end."""
@@ -70,14 +92,14 @@ def _matches(pattern: str, what: str) -> AfterValidator:
 
 
 # Strict numbers: a float field takes ints too, but neither takes bools or strings.
-Fraction = Annotated[float, Strict(), _bound(0, 1, open_low=True)]
-Positive = Annotated[float, Strict(), _bound(0, open_low=True)]
-NonNegative = Annotated[float, Strict(), _bound(0)]
-Multiplier = Annotated[float, Strict(), _bound(1)]
-Count = Annotated[int, Strict(), _bound(0)]
-PositiveInt = Annotated[int, Strict(), _bound(1)]
-Bits = Annotated[int, Strict(), _bound(1, 16)]
-Clusters = Annotated[int, Strict(), _bound(2, 65536)]
+Fraction = Annotated[float, Strict(), bound(0, 1, open_low=True)]
+Positive = Annotated[float, Strict(), bound(0, open_low=True)]
+NonNegative = Annotated[float, Strict(), bound(0)]
+Multiplier = Annotated[float, Strict(), bound(1)]
+Count = Annotated[int, Strict(), bound(0)]
+PositiveInt = Annotated[int, Strict(), bound(1)]
+Bits = Annotated[int, Strict(), bound(1, 16)]
+Clusters = Annotated[int, Strict(), bound(2, 65536)]
 Name = Annotated[
     str,
     Strict(),
@@ -103,7 +125,7 @@ def _number_or_none(value: Any) -> Any:
 ParamValue = Annotated[Any, AfterValidator(_number_or_none)]  # an enqueued parameter's value
 
 
-class _Model(BaseModel):
+class FrozenModel(BaseModel):
     """Frozen, no unknown fields, defaults validated like user input."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)

@@ -1,0 +1,63 @@
+"""The names a study file may use for built-in things, without importing torch.
+
+Reading and checking a study file needs these names but none of the code behind them: the
+models and datasets they name are built by :mod:`admmsearch.models` and :mod:`admmsearch.data`
+(which import torch), each registering exactly the names listed here (a test checks it).
+
+>>> "digits-cnn" in MODEL_NAMES, DATASET_SHAPES["digits"]
+(True, ((1, 8, 8), 10))
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = [
+    "DATASET_NAMES",
+    "DATASET_SHAPES",
+    "INDEX_FORMATS",
+    "MODEL_NAMES",
+    "OPTIMIZERS",
+    "POLICIES",
+    "SCHEDULES",
+    "known_datasets",
+    "known_models",
+]
+
+#: Registered model names (see :data:`admmsearch.models.MODELS`).
+MODEL_NAMES = ("digits-cnn", "lenet-300-100", "lenet5", "resnet20", "vgg16")
+#: Sample shape (channels, height, width) and class count of each registered dataset.
+DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
+    "digits": ((1, 8, 8), 10),
+    "mnist": ((1, 28, 28), 10),
+    "fashion-mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+}
+#: Registered dataset names (see :data:`admmsearch.data.DATASETS`).
+DATASET_NAMES = tuple(sorted(DATASET_SHAPES))
+#: Optimizers a training stage may use.
+OPTIMIZERS = ("sgd", "adam", "adamw")
+#: Learning-rate schedules a training stage may use.
+SCHEDULES = ("constant", "cosine", "step")
+#: How ``admmsearch export --policy`` chooses a trial from the front.
+POLICIES = ("max-compression", "max-accuracy")
+#: How the positions of the kept weights are stored: gaps between them, or CSR.
+INDEX_FORMATS = ("gap", "csr")
+
+
+def known_models() -> list[str]:
+    """The model names a study may give: the built-in ones, and any a program registered since
+    (registering one imports :mod:`admmsearch.models`; this never does)."""
+    return _registered("admmsearch.models", "MODELS", MODEL_NAMES)
+
+
+def known_datasets() -> list[str]:
+    """The dataset names a study may give, as :func:`known_models`."""
+    return _registered("admmsearch.data", "DATASETS", DATASET_NAMES)
+
+
+def _registered(module: str, registry: str, builtin: tuple[str, ...]) -> list[str]:
+    loaded = sys.modules.get(module)
+    if loaded is None or not hasattr(loaded, registry):
+        return sorted(builtin)
+    return getattr(loaded, registry).names()
