@@ -288,12 +288,14 @@ def write_settings(doc: Mapping[str, Any], path: Path | None) -> str:
 
 
 def _yaml_section(key: str, value: Any) -> str:
-    """One top-level entry; per-layer settings and stage settings one line each, for reading."""
-    flow = (
-        None
-        if key in ("layers", "pipeline", "model", "dataset", "dense", "normalisation")
-        else False
-    )
+    """One top-level entry; per-layer settings and stage settings one line each, for reading.
+
+    Only a mapping is written in that style: a null (``normalisation`` of a study that does not
+    normalise) written so would be ``{normalisation: null}``, which is no YAML after the block
+    entries before it.
+    """
+    sections = ("layers", "pipeline", "model", "dataset", "dense", "normalisation")
+    flow = None if key in sections and isinstance(value, Mapping) else False
     return yaml.safe_dump({key: value}, sort_keys=False, width=120, default_flow_style=flow)
 
 
