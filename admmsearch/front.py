@@ -9,7 +9,8 @@ the size on a log axis: interactive HTML from its plotly variant, PNG from its m
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -172,6 +173,20 @@ def _dense(study: optuna.Study, dense: Mapping[str, float] | None) -> Mapping[st
     return dense
 
 
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Optuna's plots without its notes: the experimental ``targets`` warning, and the log line
+    for a study with no feasible trial yet (the figure shows that)."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
 def _targets(trial: optuna.trial.FrozenTrial) -> tuple[float, float]:
     """Where a trial is drawn: its packed file in KiB, its validation accuracy."""
     metrics = trial.user_attrs.get("metrics", {})
@@ -194,8 +209,7 @@ def front_figure(study: optuna.Study, dense: Mapping[str, float] | None = None) 
     import plotly.graph_objects as go
 
     dense = _dense(study, dense)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with _quiet():
         fig = optuna.visualization.plot_pareto_front(study, targets=_targets, target_names=_AXES)
     fig.add_trace(
         go.Scatter(
@@ -238,8 +252,7 @@ def _plot_png(study: optuna.Study, dense: Mapping[str, float], png: Path) -> Non
     import matplotlib
     import matplotlib.pyplot as plt
 
-    with matplotlib.rc_context(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with matplotlib.rc_context(), _quiet():
         ax = optuna.visualization.matplotlib.plot_pareto_front(
             study, targets=_targets, target_names=_AXES
         )

@@ -122,3 +122,19 @@ def test_write_front_refuses_what_it_cannot_write(tmp_path: Path) -> None:
     with pytest.raises(AdmmSearchError, match="no dense model recorded"):
         write_front(_study(dense=None), tmp_path / "front.png", OBJECTIVES)
     assert not list(tmp_path.iterdir())
+
+
+def test_the_figure_of_a_study_without_a_feasible_trial_logs_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    study = _study(trials=TRIALS[3:])  # one trial, infeasible
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            write_front(study, tmp_path / "front.png", OBJECTIVES)
+    finally:
+        optuna.logging.disable_propagation()
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("optuna")] == []
+    assert optuna.logging.get_verbosity() == optuna.logging.WARNING
+    assert (tmp_path / "front.png").exists() and (tmp_path / "front.html").exists()
