@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from admmsearch import data, export, models, storage, train
+from admmsearch import data, export, models
 from admmsearch.config import StudyConfig
 from admmsearch.names import (
     DATASET_NAMES,
     DATASET_SHAPES,
-    INDEX_FORMATS,
     MODEL_NAMES,
-    OPTIMIZERS,
     POLICIES,
-    SCHEDULES,
     known_datasets,
     known_models,
 )
@@ -23,8 +20,7 @@ from admmsearch.names import (
 def test_the_built_in_names_are_the_registered_ones() -> None:
     assert sorted(MODEL_NAMES) == models.MODELS.names()
     assert sorted(DATASET_NAMES) == data.DATASETS.names()
-    assert storage.INDEX_FORMATS is INDEX_FORMATS and export.POLICIES is POLICIES
-    assert train.OPTIMIZERS is OPTIMIZERS and train.SCHEDULES is SCHEDULES
+    assert export.POLICIES is POLICIES
 
 
 def test_the_built_in_shapes_are_the_datasets_own() -> None:
