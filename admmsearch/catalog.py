@@ -25,7 +25,19 @@ from .record import Metric, StudyAttr, TrialAttr, kib
 from .redact import redact_text, redact_url
 from .study import finished_count, resolve_storage, resolve_tracking
 
-__all__ = ["OpenedStudy", "front_table", "open_existing", "study_names", "study_rows"]
+__all__ = [
+    "OpenedStudy",
+    "describe",
+    "failed_trials",
+    "is_study_file",
+    "open_existing",
+    "seeded_trials",
+    "state_counts",
+    "study_names",
+    "study_rows",
+    "study_state",
+    "timeout_note",
+]
 
 _STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
@@ -170,28 +182,6 @@ def _front_ends(study: optuna.Study, objectives: list[str]) -> dict[str, Any]:
     if frame[Metric.STORAGE_BITS].notna().any():
         ends["smallest_kib"] = round(kib(float(frame[Metric.STORAGE_BITS].min())), 2)
     return ends
-
-
-def front_table(study: optuna.Study, objectives: list[str]) -> pd.DataFrame:
-    """The front as people read it: accuracy, drop, the packed file in KiB (with its payload,
-    the storage accounting, beside it) and the ratios."""
-    frame = front_frame(study, objectives)
-    if frame.empty:
-        return frame
-    table = pd.DataFrame(
-        {
-            "trial": frame["trial"],
-            "val_accuracy": frame[Metric.VAL_ACCURACY].round(4),
-            "test_accuracy": frame[Metric.TEST_ACCURACY].round(4),
-            "accuracy_drop": frame[Metric.ACCURACY_DROP].round(4),
-            "storage_kib": kib(frame[Metric.STORAGE_BITS]).round(3),
-            "payload_kib": kib(pd.to_numeric(frame[Metric.PAYLOAD_BITS])).round(3),
-            "ratio_with_index": frame[Metric.COMPRESSION_RATIO].round(1),
-            "weight_ratio_no_index": frame[Metric.WEIGHT_RATIO_NO_INDEX].round(1),
-            "feasible": frame["feasible"],
-        }
-    )
-    return table.reset_index(drop=True)
 
 
 def describe(opened: OpenedStudy) -> list[tuple[str, str]]:

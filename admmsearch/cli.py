@@ -9,23 +9,17 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from tqdm.auto import tqdm
 
-from .catalog import describe, failed_trials, front_table, open_existing, study_rows
-from .compress import Compressed, FromModel, FromSettings, read_plan
-from .compress import compress as compress_once
-from .config import validate_study
-from .devices import worker_devices
 from .errors import AdmmSearchError, AdmmSearchWarning, NoTrialError
-from .export import POLICIES, choose_trial, settings_document, write_settings
-from .front import plot_front, trials_frame
-from .preflight import check_store_folder
-from .record import BITS_PER_BYTE, BITS_PER_KIB, Metric, StudyAttr, TrialAttr, kib
+from .names import POLICIES
+from .record import BITS_PER_BYTE, BITS_PER_KIB, Metric, TrialAttr, kib
 from .redact import redact_text, redact_url
-from .study import prepare, resolve_storage, resolve_tracking, run_parallel, run_study
+
+if TYPE_CHECKING:  # each command imports what it runs, so that --help stays quick
+    from .compression import Compressed
 
 __all__ = ["main"]
 
@@ -112,6 +106,7 @@ def _remember_url(ctx: click.Context, param: click.Parameter, value: str | None)
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 def main(debug: bool) -> None:
     """Per-layer joint pruning and quantization of neural networks by ADMM."""
+    os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; workers inherit it
     if debug:  # e.g. each failed heartbeat, with its traceback
         logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
         logging.getLogger("admmsearch").setLevel(logging.DEBUG)
@@ -207,6 +202,9 @@ def compress(
     the result with the figures it recorded. Without it, train the model and compress it to
     --plan or to a uniform --keep/--bits.
     """
+    from .compression import FromModel, FromSettings, read_plan
+    from .compression import compress as compress_once
+
     _check_out_folder(out)
     if settings is not None:
         given = [
@@ -340,6 +338,8 @@ def _per_device_option(fn):
 
 def _devices(config, per_device: int | None, jobs: int) -> list[str] | None:
     """One device per worker process when several trials share devices, else None."""
+    from .devices import worker_devices
+
     count = per_device if per_device is not None else config.workers.per_device
     if count == 1 and config.device != "cuda":
         return None
@@ -353,6 +353,8 @@ def _devices(config, per_device: int | None, jobs: int) -> list[str] | None:
 
 def _epoch_bar(enabled: bool):
     """A second progress bar for the epochs inside the current trial."""
+    from tqdm.auto import tqdm
+
     bar = tqdm(desc="epochs", unit="epoch", position=1, leave=False, disable=not enabled)
 
     def on_epoch(stage: str, epoch: int, loss: float) -> None:
@@ -391,6 +393,9 @@ def run(
     cache_dir: Path | None,
 ) -> None:
     """Launch (or resume) the study in STUDY_FILE; print its Pareto front at the end."""
+    from .config import validate_study
+    from .study import prepare, run_parallel, run_study
+
     config, layers = validate_study(study_file)
     devices = _devices(config, per_device, jobs)
     ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri, cache_dir=cache_dir)
@@ -430,6 +435,9 @@ def worker(
 
     --trials is the total over all workers, not this worker's share.
     """
+    from .config import validate_study
+    from .study import prepare, run_parallel, run_study
+
     config, layers = validate_study(study_file)
     devices = _devices(config, per_device, 1)
     ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri, cache_dir=cache_dir)
@@ -468,8 +476,10 @@ def sensitivity(
     """Per-layer sensitivity of the study's dense model: validation accuracy with each layer
     (or tied group) alone pruned to each keep ratio, or quantized to each bit width, of the
     study's range; nothing retrained. Cached, and logged to the study's MLflow parent run."""
+    from .config import validate_study
     from .seeding import study_sensitivity
     from .sensitivity.plot import write_sensitivity
+    from .study import prepare
 
     config, layers = validate_study(study_file)
     ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri, cache_dir=cache_dir)
@@ -503,6 +513,9 @@ def sensitivity(
 )
 def list_(storage: str | None, fmt: str) -> None:
     """The studies in a storage: state, trial counts and the ends of each Pareto front."""
+    from .catalog import study_rows
+    from .study import resolve_storage
+
     url = resolve_storage(None, storage)
     rows = study_rows(url)
     if rows.empty:
@@ -516,6 +529,9 @@ def list_(storage: str | None, fmt: str) -> None:
 @_study_options
 def show(study: str, storage: str | None, tracking_uri: str | None) -> None:
     """One study (a study file or a study name): settings, trial counts, front, failures."""
+    from .catalog import describe, failed_trials, open_existing
+    from .front import front_table
+
     opened = open_existing(study, storage=storage, tracking_uri=tracking_uri)
     facts = describe(opened)
     width = max(len(k) for k, _ in facts)
@@ -532,9 +548,6 @@ def show(study: str, storage: str | None, tracking_uri: str | None) -> None:
         click.echo("failed or stopped trials:")
         for number, reason in failures:
             click.echo(f"  trial {number}: {reason}")
-
-
-_FRONT_SUFFIXES = (".csv", ".json", ".png", ".html")
 
 
 @main.command()
@@ -556,34 +569,25 @@ def pareto(
     study: str, storage: str | None, tracking_uri: str | None, fmt: str, out: Path | None
 ) -> None:
     """The Pareto front of STUDY (validation accuracy against the packed file's size)."""
-    if out is not None and out.suffix not in _FRONT_SUFFIXES:
+    from .catalog import open_existing
+    from .front import FRONT_SUFFIXES, front_table, write_front
+
+    if out is not None and out.suffix not in FRONT_SUFFIXES:
         raise click.BadParameter(
-            f"{out}: writes only {', '.join(_FRONT_SUFFIXES)} files; name it so",
+            f"{out}: writes only {', '.join(FRONT_SUFFIXES)} files; name it so",
             param_hint="'--out'",
         )
     _check_out_folder(out)
     opened = open_existing(study, storage=storage, tracking_uri=tracking_uri)
-    if out is not None and out.suffix in (".png", ".html"):
-        frame = trials_frame(opened.study, list(opened.config.objectives))
-        dense = opened.study.user_attrs.get(StudyAttr.DENSE)
-        if dense is None:
-            raise AdmmSearchError(f"study {opened.config.name!r} has no dense model recorded")
-        png, html = (
-            (out, out.with_suffix(".html"))
-            if out.suffix == ".png"
-            else (out.with_suffix(".png"), out)
-        )
-        plot_front(frame, dense, png, html)
-        click.echo(f"wrote {png} and {html}")
+    if out is not None:
+        written = write_front(opened.study, out, list(opened.config.objectives))
+        names = " and ".join(str(p) for p in written.paths)
+        trials = "" if out.suffix in (".png", ".html") else f" ({written.trials} trials)"
+        click.echo(f"wrote {names}{trials}")
         return
     table = front_table(opened.study, list(opened.config.objectives))
     if table.empty:
         raise NoTrialError(f"study {opened.config.name!r} has no feasible completed trial yet")
-    if out is not None:
-        fmt = "json" if out.suffix == ".json" else "csv"
-        out.write_text(_frame_text(table, fmt))
-        click.echo(f"wrote {out} ({len(table)} trials)")
-        return
     _echo_frame(table, fmt)
 
 
@@ -624,6 +628,9 @@ def export(
     out: Path | None,
 ) -> None:
     """Export a trial's per-layer settings and metrics, chosen by --trial or --policy."""
+    from .catalog import open_existing
+    from .export import choose_trial, settings_document, write_settings
+
     if (number is None) == (policy is None):
         raise click.UsageError("give exactly one of --trial N and --policy")
     opened = open_existing(study, storage=storage, tracking_uri=tracking_uri)
@@ -659,6 +666,8 @@ def _echo_frame(frame, fmt: str) -> None:
 
 
 def _print_front(study, objectives: list[str]) -> None:
+    from .front import front_table
+
     table = front_table(study, objectives)
     if table.empty:
         click.echo("no feasible finished trial yet")
@@ -833,6 +842,7 @@ def ui(
 
     STUDY is a study file or a study name; without it the default stores are used.
     """
+    from .preflight import check_store_folder
     from .ui import serve_ui
 
     storage, tracking_uri = _stores(study, storage, tracking_uri)
@@ -849,6 +859,9 @@ def ui(
 
 def _stores(study: str | None, storage: str | None, tracking_uri: str | None) -> tuple[str, str]:
     """Optuna storage and MLflow URI: the options, else the study file's, else the defaults."""
+    from .config import validate_study
+    from .study import resolve_storage, resolve_tracking
+
     config = None
     if study is not None and (study.endswith((".yaml", ".yml")) or Path(study).is_file()):
         config, _ = validate_study(Path(study))

@@ -7,8 +7,8 @@ levels and per-weight codes behind the projection, used to freeze weights on the
 
 Example:
     >>> import torch
-    >>> Sparsity(keep=0.5).project(torch.tensor([0.1, -2.0, 0.3, 1.0]))
-    tensor([ 0.0000, -2.0000,  0.0000,  1.0000])
+    >>> Sparsity(keep=0.5).project(torch.tensor([0.1, -2.0, 0.3, 1.0])).tolist()
+    [0.0, -2.0, 0.0, 1.0]
 """
 
 from __future__ import annotations

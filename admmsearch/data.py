@@ -30,7 +30,14 @@ from .errors import AdmmSearchError, ConfigError, DatasetError, UserCodeError
 from .normalise import Normalisation
 from .registry import Registry, import_object, one_line
 
-__all__ = ["DATASETS", "DataSplits", "RawData", "batches", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "SYSTEM_FASHION_DIR",
+    "DataSplits",
+    "RawData",
+    "batches",
+    "load_dataset",
+]
 
 #: Where the Debian package ``dataset-fashion-mnist`` puts its files.
 SYSTEM_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -14,10 +14,11 @@ On a GPU each process may take at most its share of the device's memory
 (:func:`share_device`), so one trial cannot starve the others. Where NVIDIA's Multi-Process
 Service runs (``nvidia-cuda-mps-control -d``, started by whoever administers the machine), the
 processes' kernels run side by side instead of taking turns; admmsearch does not start it.
+(The second example needs a second GPU.)
 
 >>> worker_devices("cpu", 3)
 ['cpu', 'cpu', 'cpu']
->>> worker_devices("cuda:1", 2)
+>>> worker_devices("cuda:1", 2)  # doctest: +SKIP
 ['cuda:1', 'cuda:1']
 """
 

@@ -29,6 +29,7 @@ from .config.loading import read_yaml
 from .errors import ConfigError, NoTrialError
 from .fields import report_errors
 from .front import feasible
+from .names import POLICIES
 from .plan import Plan
 from .record import Metric, TrialAttr, kib
 from .registry import add_search_dir
@@ -46,7 +47,6 @@ __all__ = [
 ]
 
 FORMAT = "admmsearch-settings/1"
-POLICIES = ("max-compression", "max-accuracy")
 #: Metrics copied into the settings file (all of them are in the trial's MLflow run).
 EXPORTED_METRICS = (
     Metric.VAL_ACCURACY,
@@ -271,12 +271,14 @@ def write_settings(doc: Mapping[str, Any], path: Path | None) -> str:
 
 
 def _yaml_section(key: str, value: Any) -> str:
-    """One top-level entry; per-layer settings and stage settings one line each, for reading."""
-    flow = (
-        None
-        if key in ("layers", "pipeline", "model", "dataset", "dense", "normalisation", "training")
-        else False
-    )
+    """One top-level entry; per-layer settings and stage settings one line each, for reading.
+
+    Only a mapping is written in that style: a null (``normalisation`` of a study that does not
+    normalise) written so would be ``{normalisation: null}``, which is no YAML after the block
+    entries before it.
+    """
+    sections = ("layers", "pipeline", "model", "dataset", "dense", "normalisation", "training")
+    flow = None if key in sections and isinstance(value, Mapping) else False
     return yaml.safe_dump({key: value}, sort_keys=False, width=120, default_flow_style=flow)
 
 

@@ -42,6 +42,8 @@ __all__ = [
     "convergence_metrics",
     "data_params",
     "dense_model",
+    "layer_table",
+    "origin_tags",
     "packed_meta",
     "trial_metrics",
 ]

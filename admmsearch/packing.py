@@ -46,6 +46,7 @@ __all__ = [
     "PackInfo",
     "PackedFile",
     "encode_model",
+    "load_state",
     "pack_model",
     "read_model_file",
     "read_packed",

@@ -61,6 +61,7 @@ __all__ = [
     "finished_count",
     "make_sampler",
     "open_study",
+    "prepare",
     "resolve_cache_dir",
     "resolve_storage",
     "resolve_tracking",
@@ -326,11 +327,10 @@ def _queue_first_trials(ctx: StudyContext, seeds: Sequence[Seed] = ()) -> None:
 def update_front(ctx: StudyContext) -> None:
     """Write the front (CSV, PNG, HTML) into the parent run; log front trials' packed models."""
     frame = trials_frame(ctx.study, list(ctx.config.objectives))
-    dense = ctx.study.user_attrs[StudyAttr.DENSE]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         frame.to_csv(tmp / "front.csv", index=False)
-        plot_front(frame, dense, tmp / "front.png", tmp / "front.html")
+        plot_front(ctx.study, tmp / "front.png", tmp / "front.html")
         for name in ("front.csv", "front.png", "front.html"):
             ctx.tracker.log_file(ctx.parent_run, tmp / name)
     logged = set(ctx.study.user_attrs.get(StudyAttr.FRONT_MODELS_LOGGED, []))

@@ -25,24 +25,28 @@ import string
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
-
-import mlflow
-import pandas as pd
-import requests
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import TrackingError
 from .redact import redact_text, redact_url
 
+if TYPE_CHECKING:  # mlflow loads on first use: importing this module stays cheap
+    import pandas as pd
+
 __all__ = [
     "HTTP_DEFAULTS",
     "KEYS_ARTIFACT",
+    "PARENT_TAG",
+    "REASON_TAG",
+    "ROLE_TAG",
+    "STUDY_TAG",
+    "TRIAL_TAG",
     "Tracker",
+    "artifact_root",
     "default_tracking_uri",
     "mlflow_key",
     "search_runs",
+    "set_mlflow_defaults",
 ]
 
 STUDY_TAG = "admmsearch.study"
@@ -95,6 +99,8 @@ def _escape(char: str) -> str:
 def _unreachable(exc: BaseException) -> str | None:
     """Why the server could not be reached (``Connection refused``, ``timed out``), or None
     when ``exc`` (or what caused it) is no connection failure or timeout."""
+    import requests
+
     chain, seen, found = exc, set(), False
     reason = None
     while chain is not None and id(chain) not in seen:
@@ -115,6 +121,9 @@ def _store_errors(method: _Fn) -> _Fn:
 
     @functools.wraps(method)
     def wrapper(self: Tracker, *args: Any, **kwargs: Any) -> Any:
+        import mlflow
+        import requests
+
         try:
             return method(self, *args, **kwargs)
         except (mlflow.exceptions.MlflowException, requests.exceptions.RequestException) as exc:
@@ -144,8 +153,14 @@ def default_tracking_uri(root: str | Path = "mlruns") -> str:
     return f"sqlite:///{root / 'mlflow.db'}"
 
 
-def _artifact_root(uri: str) -> str | None:
-    """Artifacts of an embedded SQLite store live beside the database file."""
+def artifact_root(uri: str) -> str | None:
+    """Where the artifacts of a tracking store live: for an embedded SQLite store, the folder
+    ``artifacts`` beside the database file (as a ``file://`` URI); None for any other store,
+    whose server decides.
+
+    >>> artifact_root("sqlite:////data/mlruns/mlflow.db"), artifact_root("http://host:5000")
+    ('file:///data/mlruns/artifacts', None)
+    """
     if uri.startswith("sqlite:///"):
         return (Path(uri[len("sqlite:///") :]).parent / "artifacts").as_uri()
     return None
@@ -162,6 +177,9 @@ class Tracker:
 
     @_store_errors
     def _open(self) -> None:
+        from mlflow.tracking import MlflowClient
+
+        set_mlflow_defaults()
         self.client = MlflowClient(self.uri)
         self.experiment_id = self._experiment()
 
@@ -170,7 +188,9 @@ class Tracker:
         found = self.client.get_experiment_by_name(self.study_name)
         if found is not None:
             return found.experiment_id
-        root = _artifact_root(self.uri)
+        import mlflow
+
+        root = artifact_root(self.uri)
         location = None if root is None else f"{root}/{self.study_name}"
         try:
             return self.client.create_experiment(self.study_name, artifact_location=location)
@@ -187,6 +207,8 @@ class Tracker:
 
         Callers that may race (several workers starting at once) hold the storage lock.
         """
+        import mlflow
+
         if known is not None:
             try:
                 if self.client.get_run(known).info.experiment_id == self.experiment_id:
@@ -240,6 +262,8 @@ class Tracker:
         Keys go through :func:`mlflow_key`; where one changes, the run's ``mlflow_keys.json``
         maps it back.
         """
+        from mlflow.entities import Metric, Param, RunTag
+
         names = [*(params or {}), *(metrics or {}), *(series or {}), *(tags or {})]
         key = {name: mlflow_key(name) for name in names}
         items: list[Any] = [Param(key[k], str(v)) for k, v in (params or {}).items()]
@@ -335,6 +359,10 @@ class Tracker:
 
 def search_runs(tracking_uri: str, study_name: str) -> pd.DataFrame:
     """Every run of a study as MLflow's own ``search_runs`` frame (for readers and tests)."""
+    import mlflow
+    import pandas as pd
+
+    set_mlflow_defaults()
     mlflow.set_tracking_uri(tracking_uri)
     experiment = mlflow.get_experiment_by_name(study_name)
     if experiment is None:
@@ -349,9 +377,17 @@ def _finite(value: Any) -> bool:
         return False
 
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-for _name, _value in HTTP_DEFAULTS.items():
-    os.environ.setdefault(_name, _value)
-# MLflow prints "View run at <tracking URI>" when a run ends on a server: noise in a worker's
-# log, and it would show a password written in the URI.
-os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+def set_mlflow_defaults() -> None:
+    """MLflow's settings where the user set none, before MLflow is used: the bounded HTTP
+    retries and timeouts of :data:`HTTP_DEFAULTS`, no artifact progress bar, and no "View run
+    at <tracking URI>" line when a run ends on a server (noise in a worker's log, and it would
+    show a password written in the URI). They go into ``os.environ``, where MLflow reads them
+    (and worker processes inherit them)."""
+    for name, value in {**HTTP_DEFAULTS, **_QUIET}.items():
+        os.environ.setdefault(name, value)
+
+
+_QUIET = {
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}

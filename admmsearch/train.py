@@ -21,7 +21,15 @@ from .settings import TrainSettings
 
 CHECK_EVERY = 50  # steps between NaN/inf checks of the loss (each check waits for the device)
 
-__all__ = ["TrainSettings", "evaluate", "fit", "fit_best", "train_epoch"]
+__all__ = [
+    "CHECK_EVERY",
+    "TrainSettings",
+    "evaluate",
+    "fit",
+    "fit_best",
+    "make_optimizer",
+    "train_epoch",
+]
 
 _OWN = Recipe()  # no user hooks: cross-entropy on the batches as they come
 

@@ -45,7 +45,7 @@ from pathlib import Path
 from .dashboard import STORAGE_ENV
 from .errors import UIError
 from .redact import redact_text, redact_url
-from .tracking import _artifact_root
+from .tracking import artifact_root
 
 __all__ = ["READY_TIMEOUT_S", "serve_ui"]
 
@@ -149,7 +149,7 @@ def _mlflow_specs(
         "--workers",
         "1",
     ]
-    root = _artifact_root(tracking_uri)
+    root = artifact_root(tracking_uri)
     if root is not None:
         command += ["--default-artifact-root", root]
     command += _allowed_hosts(host)

@@ -25,15 +25,9 @@ Writes ``OUT/engine.md`` and ``OUT/engine.json`` and prints the markdown.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
-import datetime
-import json
-import os
-import platform
 import random
-import shlex
 import statistics
 import sys
 import tempfile
@@ -42,8 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import common
 import numpy as np
 import torch
+from common import Clock, argument_parser, load_average, pct, report_header, sized, table
 from torch import nn
 
 from admmsearch.admm import AdmmState, RhoSchedule
@@ -82,6 +78,7 @@ FULL = {
     "limit_train": None,
     "limit_eval": None,
     "timing_repeats": 3,
+    "seeds": "0,1,2",
 }
 SMOKE = {
     "dense_epochs": 1,
@@ -91,8 +88,8 @@ SMOKE = {
     "limit_train": 512,
     "limit_eval": 1000,
     "timing_repeats": 2,
+    "seeds": "0,1",
 }
-SEEDS = {"full": "0,1,2", "smoke": "0,1"}
 
 
 @dataclass(frozen=True)
@@ -120,42 +117,35 @@ class BenchConfig:
 
 def parse_args(argv: list[str]) -> BenchConfig:
     """Command line -> BenchConfig; ``--smoke`` changes the defaults, explicit flags still win."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argument_parser(__doc__, smoke="< 1 min", threads=True, device=True)
     p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--device", default="cpu")
-    for name in FULL:
+    for name in tuple(FULL)[:-1]:  # every size but the seeds
         flag = "--" + name.replace("_", "-")
         p.add_argument(
             flag, type=int, default=None, help=f"default {FULL[name]} ({SMOKE[name]} with --smoke)"
         )
-    p.add_argument("--seeds", help=f"seeds (default {SEEDS['full']}; {SEEDS['smoke']} smoke)")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
+    p.add_argument("--seeds", help=f"seeds (default {FULL['seeds']}; {SMOKE['seeds']} smoke)")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--targets", default=",".join(TARGETS), help=f"from {', '.join(TARGETS)}")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    p.add_argument("--smoke", action="store_true", help="tiny run (< 1 min) to check the script")
     a = p.parse_args(argv)
-    defaults = SMOKE if a.smoke else FULL
-    sized = {
-        name: defaults[name] if getattr(a, name) is None else getattr(a, name) for name in FULL
-    }
+    sizes = sized(a, SMOKE, FULL)
     targets = tuple(t for t in a.targets.split(",") if t)
     if not targets or any(t not in TARGETS for t in targets):
         p.error(f"--targets: choose from {', '.join(TARGETS)}, got {a.targets!r}")
-    seeds = a.seeds or SEEDS["smoke" if a.smoke else "full"]
+    seeds = tuple(int(x) for x in sizes.pop("seeds").split(",") if x)
     return BenchConfig(
         dataset=a.dataset,
         device=a.device,
-        seeds=tuple(int(x) for x in seeds.split(",") if x),
-        seed=int(seeds.split(",")[0]),
+        seeds=seeds,
+        seed=seeds[0],
         threads=a.threads,
         lr=a.lr,
         batch_size=a.batch_size,
         targets=targets,
         out=a.out,
         smoke=a.smoke,
-        **sized,
+        **sizes,
     )
 
 
@@ -269,9 +259,8 @@ def run_method(
 
 
 def log(what: str, accuracy: float | None = None) -> None:
-    """Progress on stderr, so a long run can be followed; stdout keeps only the markdown."""
-    figure = "" if accuracy is None else f" test {100 * accuracy:.2f} %"
-    print(f"[{time.strftime('%H:%M:%S')}] {what}{figure}", file=sys.stderr, flush=True)
+    """Progress on stderr (:func:`common.log`), with a test accuracy where one is given."""
+    common.log(what + ("" if accuracy is None else f" test {100 * accuracy:.2f} %"))
 
 
 def method_figures(result: PipelineResult, wall: float) -> dict[str, Any]:
@@ -374,7 +363,7 @@ def time_epochs(cfg: BenchConfig, data: DataSplits, dense: nn.Module) -> dict[st
         k: torch.optim.SGD(m.parameters(), lr=cfg.lr, momentum=0.9) for k, m in models.items()
     }
     warm = dataclasses.replace(data, x_train=data.x_train[:1024], y_train=data.y_train[:1024])
-    load_start = _load()
+    load_start = load_average()
     for repeat in range(-1, cfg.timing_repeats):  # repeat -1 warms up on a slice, untimed
         order = ("plain", "admm") if repeat % 2 == 0 else ("admm", "plain")
         for kind in order:
@@ -402,7 +391,7 @@ def time_epochs(cfg: BenchConfig, data: DataSplits, dense: nn.Module) -> dict[st
         "batch_size": cfg.batch_size,
         "targets": cfg.targets[0],
         "load_start": load_start,
-        "load_end": _load(),
+        "load_end": load_average(),
     }
 
 
@@ -435,28 +424,6 @@ def _timed_epoch(
 def _sync(device: str) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
-
-
-def machine_info(cfg: BenchConfig) -> dict[str, Any]:
-    return {
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": cfg.device,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run_seed(cfg: BenchConfig) -> tuple[DataSplits, nn.Module, dict[str, Any]]:
@@ -507,8 +474,7 @@ def _spread(values: list[float]) -> dict[str, Any]:
 def run_benchmark(cfg: BenchConfig, command: str) -> dict[str, Any]:
     """Every section of the benchmark, as one JSON-ready dict."""
     torch.set_num_threads(cfg.threads)
-    started = datetime.datetime.now().astimezone()
-    machine = {**machine_info(cfg), "load_start": _load()}
+    clock = Clock(command, cfg.device)
     runs, first = [], None
     for seed in cfg.seeds:
         seeded = dataclasses.replace(cfg, seed=seed)
@@ -516,10 +482,7 @@ def run_benchmark(cfg: BenchConfig, command: str) -> dict[str, Any]:
         runs.append(record)
         first = first or (seeded, data, dense)
     seeded, data, dense = first
-    report = {
-        "command": command,
-        "date": started.isoformat(timespec="seconds"),
-        "machine": machine,
+    sections = {
         "config": {
             k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(cfg).items()
         },
@@ -530,29 +493,10 @@ def run_benchmark(cfg: BenchConfig, command: str) -> dict[str, Any]:
         "joint": run_joint(seeded, data, dense),
         "epoch_timing": time_epochs(seeded, data, dense),
     }
-    report["total_seconds"] = (datetime.datetime.now().astimezone() - started).total_seconds()
-    report["machine"]["load_end"] = _load()
-    return report
-
-
-def _load() -> list[float] | None:
-    """1, 5 and 15 minute load averages: other work on the machine skews every time figure."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
+    return {**clock.finish(), **sections}
 
 
 # ---------------------------------------------------------------------------------- markdown
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f} %"
 
 
 def _ms(figure: dict[str, Any], scale: float = 100.0, unit: str = " %") -> str:
@@ -573,7 +517,7 @@ def _comparison_md(c: dict[str, Any], runs: list[dict[str, Any]], index: int) ->
                 f"{a} + {r}",
                 _ms(m["test_accuracy"]),
                 _ms(m["accuracy_drop"], unit=" pt"),
-                ", ".join(_pct(v) for v in m["test_accuracy"]["values"]),
+                ", ".join(pct(v) for v in m["test_accuracy"]["values"]),
                 f"{ratio[method]:.1f}x",
                 f"{m['wall_seconds']['mean']:.0f}",
                 _ms(m["val_accuracy"]),
@@ -584,7 +528,7 @@ def _comparison_md(c: dict[str, Any], runs: list[dict[str, Any]], index: int) ->
     head = [f"### Targets `{c['targets']}`: keep {keep} (nonzeros {counts})", ""]
     return [
         *head,
-        *_table(
+        *table(
             [
                 "method",
                 "ADMM + retrain epochs",
@@ -604,56 +548,57 @@ def _comparison_md(c: dict[str, Any], runs: list[dict[str, Any]], index: int) ->
 
 
 def _joint_md(j: dict[str, Any]) -> list[str]:
-    stages = _table(
+    summary = (
+        f"Test accuracy {pct(j['test_accuracy'])} (dense {pct(j['dense_test_accuracy'])}, "
+        f"drop {100 * j['accuracy_drop']:+.2f} pt); weights {j['weight_ratio_no_index']:.1f}x "
+        f"without indices, {j['weight_ratio_with_index']:.1f}x with; whole model "
+        f"{j['storage']['model_ratio']:.1f}x; wall {j['wall_seconds']:.0f} s."
+    )
+    return [summary, "", *_joint_stages_md(j), "", *_joint_layers_md(j), "", _packed_md(j)]
+
+
+def _joint_stages_md(j: dict[str, Any]) -> list[str]:
+    return table(
         ["stage", "test acc", "val acc", "s"],
         [
-            [s["name"], _pct(s["test_accuracy"]), _pct(s["val_accuracy"]), f"{s['seconds']:.0f}"]
+            [s["name"], pct(s["test_accuracy"]), pct(s["val_accuracy"]), f"{s['seconds']:.0f}"]
             for s in j["stages"]
         ],
     )
-    layers = _table(
+
+
+_LAYER_COLUMNS = {
+    "layer": "name",
+    "keep": "keep",
+    "bits": "bits",
+    "nonzeros": "nonzeros",
+    "distinct": "distinct",
+    "encoding": "encoding",
+    "bits no idx": "data_bits",
+    "bits with idx": "stored_bits",
+}
+
+
+def _joint_layers_md(j: dict[str, Any]) -> list[str]:
+    rows = [
         [
-            "layer",
-            "keep",
-            "bits",
-            "nonzeros",
-            "distinct",
-            "encoding",
-            "bits no idx",
-            "bits with idx",
-            "ratio no idx",
-            "ratio with idx",
-        ],
-        [
-            [
-                x["name"],
-                x["keep"],
-                x["bits"],
-                x["nonzeros"],
-                x["distinct"],
-                x["encoding"],
-                x["data_bits"],
-                x["stored_bits"],
-                f"{x['ratio_no_index']:.1f}x",
-                f"{x['ratio_with_index']:.1f}x",
-            ]
-            for x in j["layers"]
-        ],
-    )
-    p, s = j["packed"], j["storage"]
-    summary = (
-        f"Test accuracy {_pct(j['test_accuracy'])} (dense {_pct(j['dense_test_accuracy'])}, "
-        f"drop {100 * j['accuracy_drop']:+.2f} pt); weights {j['weight_ratio_no_index']:.1f}x "
-        f"without indices, {j['weight_ratio_with_index']:.1f}x with; whole model "
-        f"{s['model_ratio']:.1f}x; wall {j['wall_seconds']:.0f} s."
-    )
-    packed = (
+            *(x[key] for key in _LAYER_COLUMNS.values()),
+            f"{x['ratio_no_index']:.1f}x",
+            f"{x['ratio_with_index']:.1f}x",
+        ]
+        for x in j["layers"]
+    ]
+    return table([*_LAYER_COLUMNS, "ratio no idx", "ratio with idx"], rows)
+
+
+def _packed_md(j: dict[str, Any]) -> str:
+    p = j["packed"]
+    return (
         f"Packed file: {p['file_bytes']} bytes = {p['header_bytes']} header + "
         f"{p['payload_bytes']} payload; accounted {p['accounted_bytes']:.1f} bytes "
         f"(bits / 8); payload - accounted = {p['payload_bytes'] - p['accounted_bytes']:.1f}"
         f" bytes of padding over {p['weight_streams']} weight streams."
     )
-    return [summary, "", *stages, "", *layers, "", packed]
 
 
 def _timing_md(t: dict[str, Any]) -> list[str]:
@@ -663,7 +608,7 @@ def _timing_md(t: dict[str, Any]) -> list[str]:
     ]
     verdict = "within" if t["within_target"] else "OVER"
     return [
-        *_table(["epoch", "median s", "runs s"], rows),
+        *table(["epoch", "median s", "runs s"], rows),
         "",
         f"ADMM / plain = **{t['ratio']:.3f}x** ({verdict} the {t['target_ratio']}x target); "
         f"{t['train_samples']} samples, batch {t['batch_size']}, penalty over "
@@ -673,20 +618,17 @@ def _timing_md(t: dict[str, Any]) -> list[str]:
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    m, d = report["machine"], report["dense"]
+    d = report["dense"]
     lines = [
         "# Engine benchmark: LeNet-5",
         "",
-        f"`{report['command']}` · {report['date']} · {m['cpu']} ({m['cores']} cores), "
-        f"{m['torch_threads']} torch threads, device {m['device']}, torch {m['torch']} · "
-        f"total {report['total_seconds']:.0f} s · load average (1/5/15 min) "
-        f"{m['load_start']} at start, {m['load_end']} at end",
+        report_header(report),
         "",
         f"Data: {report['config']['dataset']}, {report['data']['train']} train / "
         f"{report['data']['val']} val / {report['data']['test']} test. Dense models (one per "
         f"seed, {d['epochs']} epochs): test "
         + ", ".join(
-            f"{_pct(r['dense']['test_accuracy'])} (seed {r['seed']})" for r in report["seeds"]
+            f"{pct(r['dense']['test_accuracy'])} (seed {r['seed']})" for r in report["seeds"]
         )
         + f"; the first took {d['seconds']:.0f} s. Figures are mean ± standard deviation over "
         "the seeds; both methods' retraining keeps its best validation epoch.",
@@ -707,16 +649,9 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    cfg = parse_args(argv)
-    command = shlex.join(["python", "benchmarks/bench_engine.py", *argv])
-    report = run_benchmark(cfg, command)
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / "engine.json").write_text(json.dumps(report, indent=2) + "\n")
-    markdown = render_markdown(report)
-    (cfg.out / "engine.md").write_text(markdown)
-    print(markdown)
-    return 0
+    return common.main(
+        argv, script="bench_engine.py", parse=parse_args, run=run_benchmark, render=render_markdown
+    )
 
 
 if __name__ == "__main__":

@@ -35,12 +35,9 @@ Writes ``OUT/front.md``, ``OUT/front.json`` and ``OUT/front.png`` and prints the
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import math
-import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -49,10 +46,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import common
 import optuna
 import torch
 from common import (
     Clock,
+    argument_parser,
     best_within_drop,
     hypervolume_2d,
     log,
@@ -60,7 +59,6 @@ from common import (
     read_study,
     stores,
     trial_seconds,
-    write_outputs,
     write_study,
 )
 from front_report import plot, render_markdown
@@ -131,7 +129,7 @@ class Options:
 
 def parse_args(argv: list[str]) -> Options:
     """Command line -> Options; ``--smoke`` changes the defaults, explicit flags still win."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argument_parser(__doc__, smoke="about 2 min", threads=True)
     p.add_argument("--study", type=Path, default=STUDY, help="study file (default: %(default)s)")
     p.add_argument("--seeds", help=f"study seeds (default {FULL['seeds']})")
     p.add_argument("--trials", type=int, help="trials per study (default: the study's budget)")
@@ -150,9 +148,6 @@ def parse_args(argv: list[str]) -> Options:
         default=0.02,
         help="hypervolume reference: dense accuracy minus this (default 0.02)",
     )
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    p.add_argument("--smoke", action="store_true", help="tiny run (about 2 min) to check it")
     a = p.parse_args(argv)
     sizes = SMOKE if a.smoke else FULL
     imp_rounds = a.imp_rounds or sizes["imp_rounds"]
@@ -562,14 +557,14 @@ def run_benchmark(opts: Options, command: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    opts = parse_args(argv)
-    command = shlex.join(["python", "benchmarks/bench_front.py", *argv])
-    report = run_benchmark(opts, command)
-    write_outputs(opts.out, "front", report, render_markdown(report))
-    plot(report, opts.out / "front.png")
-    log(f"done in {report['total_seconds']:.0f} s")
-    return 0
+    return common.main(
+        argv,
+        script="bench_front.py",
+        parse=parse_args,
+        run=run_benchmark,
+        render=render_markdown,
+        plot=plot,
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ Writes ``OUT/joint.md``, ``OUT/joint.json`` and ``OUT/joint.png`` and prints the
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -36,23 +35,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-import yaml  # noqa: E402
-from common import (  # noqa: E402
+import common
+import optuna
+import yaml
+from common import (
     Clock,
+    argument_parser,
+    figure,
     log,
     pct,
     read_study,
     report_header,
+    save_figure,
     stores,
     table,
-    write_outputs,
     write_study,
 )
+from matplotlib.ticker import FuncFormatter
 
 from admmsearch.record import Metric, StudyAttr, TrialAttr, kib  # noqa: E402
 
@@ -97,15 +96,12 @@ class Options:
 
 
 def parse_args(argv: list[str]) -> Options:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argument_parser(__doc__, device=True)
     p.add_argument("--study", type=Path, default=STUDY, help="study file (default: %(default)s)")
     p.add_argument("--trials", type=int, help="study trials (default: the study's budget)")
     p.add_argument(
         "--max-drop", type=float, help="validation accuracy drop allowed (default 0.01)"
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    p.add_argument("--smoke", action="store_true", help="tiny run (< 2 min) to check the script")
     a = p.parse_args(argv)
     max_drop = a.max_drop if a.max_drop is not None else (1.0 if a.smoke else 0.01)
     return Options(a.study, a.trials, max_drop, a.device, a.out, a.smoke)
@@ -302,54 +298,17 @@ def _chosen_md(title: str, c: Mapping[str, Any], dense: Mapping[str, float]) -> 
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
-    dense, study = report["dense"], report["study"]
-    calls = [f"    {c['command']}    # {c['seconds']:.0f} s" for c in report["cli"]]
-    chosen = report["chosen"]
+    dense, chosen = report["dense"], report["chosen"]
     lines = [
         "# Joint pruning + quantization: LeNet-5 / Fashion-MNIST",
         "",
         report_header(report),
         "",
-        f"Study `{Path(report['options']['study']).name}`: {len(report['trials'])} completed "
-        f"trials of {study['budget']['trials']} ({study['sampler']['name']}, "
-        f"{report['study_seconds']:.0f} s), {study['dataset']['limit_train']} training images. "
-        f"Dense model: validation {pct(dense['val_accuracy'])}, test "
-        f"{pct(dense['test_accuracy'])}, {kib(dense['storage_bits']):.1f} KiB. Trials are "
-        f"chosen on validation accuracy (drop <= {100 * report['options']['max_drop']:g} pt); "
-        "the test accuracy is only reported.",
-        "",
-        "Commands (in a temporary folder `$TMP` holding the study file with its stores):",
-        "",
-        *calls,
+        *_setup_md(report),
         "",
         "## Best storage reduction",
         "",
-        *table(
-            [
-                "within the drop",
-                "trial",
-                "weights, no index",
-                "weights, with index",
-                "whole model, with index",
-                "val acc",
-                "test acc",
-            ],
-            [
-                [
-                    label,
-                    c["trial"],
-                    f"{c['exported']['weight_ratio_no_index']:.1f}x",
-                    f"{c['exported']['weight_ratio_with_index']:.1f}x",
-                    f"{c['exported']['compression_ratio_with_index']:.1f}x",
-                    pct(c["exported"]["val_accuracy"]),
-                    pct(c["exported"]["test_accuracy"]),
-                ]
-                for label, c in (
-                    ("smallest storage with indices", chosen["with_index"]),
-                    ("most compression without indices", chosen["no_index"]),
-                )
-            ],
-        ),
+        *_best_md(chosen),
         "",
         "![trials](joint.png)",
         "",
@@ -364,10 +323,56 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _setup_md(report: Mapping[str, Any]) -> list[str]:
+    """The study, the dense model and the commands that were run."""
+    dense, study = report["dense"], report["study"]
+    return [
+        f"Study `{Path(report['options']['study']).name}`: {len(report['trials'])} completed "
+        f"trials of {study['budget']['trials']} ({study['sampler']['name']}, "
+        f"{report['study_seconds']:.0f} s), {study['dataset']['limit_train']} training images. "
+        f"Dense model: validation {pct(dense['val_accuracy'])}, test "
+        f"{pct(dense['test_accuracy'])}, {kib(dense['storage_bits']):.1f} KiB. Trials are "
+        f"chosen on validation accuracy (drop <= {100 * report['options']['max_drop']:g} pt); "
+        "the test accuracy is only reported.",
+        "",
+        "Commands (in a temporary folder `$TMP` holding the study file with its stores):",
+        "",
+        *(f"    {c['command']}    # {c['seconds']:.0f} s" for c in report["cli"]),
+    ]
+
+
+def _best_md(chosen: Mapping[str, Any]) -> list[str]:
+    head = [
+        "within the drop",
+        "trial",
+        "weights, no index",
+        "weights, with index",
+        "whole model, with index",
+        "val acc",
+        "test acc",
+    ]
+    rows = [
+        [
+            label,
+            c["trial"],
+            f"{c['exported']['weight_ratio_no_index']:.1f}x",
+            f"{c['exported']['weight_ratio_with_index']:.1f}x",
+            f"{c['exported']['compression_ratio_with_index']:.1f}x",
+            pct(c["exported"]["val_accuracy"]),
+            pct(c["exported"]["test_accuracy"]),
+        ]
+        for label, c in (
+            ("smallest storage with indices", chosen["with_index"]),
+            ("most compression without indices", chosen["no_index"]),
+        )
+    ]
+    return table(head, rows)
+
+
 def plot(report: Mapping[str, Any], png: Path) -> None:
     """Validation accuracy against weight compression, without and with indices."""
     dense, rows = report["dense"], report["trials"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = figure(7, 4.5)
     for key, color, label in (
         ("weight_ratio_no_index", "tab:orange", "without indices"),
         ("weight_ratio_with_index", "tab:blue", "with indices"),
@@ -404,27 +409,26 @@ def plot(report: Mapping[str, Any], png: Path) -> None:
     )
     ax.set_xscale("log")
     # Plain numbers on the log axis; of the minor ticks only 2x and 5x a decade get a label.
-    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(
-        plt.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else "")
+        FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else "")
     )
     ax.set_xlabel("weight compression (x, log scale)")
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    save_figure(fig, png)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    opts = parse_args(argv)
-    command = shlex.join(["python", "benchmarks/bench_joint.py", *argv])
-    report = run_benchmark(opts, command)
-    write_outputs(opts.out, "joint", report, render_markdown(report))
-    plot(report, opts.out / "joint.png")
-    return 0
+    return common.main(
+        argv,
+        script="bench_joint.py",
+        parse=parse_args,
+        run=run_benchmark,
+        render=render_markdown,
+        plot=plot,
+    )
 
 
 if __name__ == "__main__":

@@ -19,11 +19,8 @@ Writes ``OUT/search.md``, ``OUT/search.json`` and ``OUT/search.png`` and prints 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
-import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -32,27 +29,28 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-import torch  # noqa: E402
-from common import (  # noqa: E402
+import common
+import optuna
+import torch
+from common import (
+    COLORS,
     Clock,
+    argument_parser,
+    figure,
     hypervolume_2d,
     log,
     pct,
     read_study,
     report_header,
+    save_figure,
+    sized,
     stores,
     table,
-    write_outputs,
     write_study,
 )
 
-from admmsearch.record import kib  # noqa: E402
-from admmsearch.study import prepare, run_study  # noqa: E402
+from admmsearch.record import kib
+from admmsearch.study import prepare, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "studies" / "digits-quick.yaml"
@@ -83,27 +81,24 @@ class Options:
 
 def parse_args(argv: list[str]) -> Options:
     """Command line -> Options; ``--smoke`` changes the defaults, explicit flags still win."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argument_parser(__doc__, smoke="< 1 min", threads=True)
     p.add_argument("--study", type=Path, default=STUDY, help="study file (default: %(default)s)")
     p.add_argument("--samplers", default=",".join(SAMPLERS), help="from nsga2, tpe, random, gp")
     p.add_argument("--seeds", help=f"sampler seeds (default {FULL['seeds']})")
     p.add_argument("--trials", type=int, help=f"trials per run (default {FULL['trials']})")
     p.add_argument("--checkpoints", help=f"n reported (default {FULL['checkpoints']})")
     p.add_argument("--population", type=int, help="NSGA-II population (default: the study's)")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    p.add_argument("--smoke", action="store_true", help="tiny run (< 1 min) to check the script")
     a = p.parse_args(argv)
-    sizes = SMOKE if a.smoke else FULL
-    trials = a.trials or sizes["trials"]
-    checkpoints = tuple(int(x) for x in (a.checkpoints or sizes["checkpoints"]).split(","))
+    sizes = sized(a, SMOKE, FULL)
+    trials = sizes["trials"]
+    checkpoints = tuple(int(x) for x in sizes["checkpoints"].split(","))
     samplers = tuple(s for s in a.samplers.split(",") if s)
     if any(s not in (*SAMPLERS, "gp") for s in samplers):
         p.error(f"--samplers: choose from nsga2, tpe, random, gp; got {a.samplers!r}")
     return Options(
         study=a.study,
         samplers=samplers,
-        seeds=tuple(int(x) for x in (a.seeds or sizes["seeds"]).split(",")),
+        seeds=tuple(int(x) for x in sizes["seeds"].split(",")),
         trials=trials,
         checkpoints=tuple(c for c in checkpoints if c <= trials),
         population=a.population,
@@ -262,7 +257,6 @@ def run_benchmark(opts: Options, command: str) -> dict[str, Any]:
 
 def render_markdown(report: Mapping[str, Any]) -> str:
     o, samplers = report["options"], report["samplers"]
-    first = report["runs"][0]
     head = [
         "sampler",
         *(f"n = {n}" for n in o["checkpoints"]),
@@ -290,14 +284,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
         report_header(report),
         "",
-        f"Study `{Path(o['study']).name}` without its enqueued first trial, {o['trials']} "
-        f"trials per run, sampler seeds {', '.join(map(str, o['seeds']))}; NSGA-II population "
-        f"{o['population'] or 'as in the study file'}. Dense model: validation "
-        f"{pct(first['dense']['val_accuracy'])}, {kib(first['dense']['storage_bits']):.1f} "
-        "KiB. Hypervolume in (log10 storage with indices / dense, validation accuracy in "
-        f"points), reference (dense storage, dense accuracy - "
-        f"{100 * first['max_accuracy_drop']:g} pt = the study's feasibility limit); unit "
-        "decade x point. Mean ± standard deviation over the seeds.",
+        *_setup_md(report),
         "",
         *table(head, rows),
         "",
@@ -321,10 +308,25 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _setup_md(report: Mapping[str, Any]) -> list[str]:
+    """The study, the runs and how the hypervolume is measured."""
+    o, first = report["options"], report["runs"][0]
+    return [
+        f"Study `{Path(o['study']).name}` without its enqueued first trial, {o['trials']} "
+        f"trials per run, sampler seeds {', '.join(map(str, o['seeds']))}; NSGA-II population "
+        f"{o['population'] or 'as in the study file'}. Dense model: validation "
+        f"{pct(first['dense']['val_accuracy'])}, {kib(first['dense']['storage_bits']):.1f} "
+        "KiB. Hypervolume in (log10 storage with indices / dense, validation accuracy in "
+        f"points), reference (dense storage, dense accuracy - "
+        f"{100 * first['max_accuracy_drop']:g} pt = the study's feasibility limit); unit "
+        "decade x point. Mean ± standard deviation over the seeds.",
+    ]
+
+
 def plot(report: Mapping[str, Any], png: Path) -> None:
     """Mean hypervolume against trials per sampler, shaded between the seeds' min and max."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (name, v), color in zip(report["samplers"].items(), plt.cm.tab10.colors, strict=False):
+    fig, ax = figure(7, 4.5)
+    for (name, v), color in zip(report["samplers"].items(), COLORS, strict=False):
         curves = [r["curve"] for r in report["runs"] if r["sampler"] == name]
         n = range(1, len(v["mean_curve"]) + 1)
         ax.fill_between(
@@ -340,19 +342,18 @@ def plot(report: Mapping[str, Any], png: Path) -> None:
     ax.set_title("Front hypervolume after n trials (shaded: min-max over seeds)")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    save_figure(fig, png)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    opts = parse_args(argv)
-    command = shlex.join(["python", "benchmarks/bench_search.py", *argv])
-    report = run_benchmark(opts, command)
-    write_outputs(opts.out, "search", report, render_markdown(report))
-    plot(report, opts.out / "search.png")
-    return 0
+    return common.main(
+        argv,
+        script="bench_search.py",
+        parse=parse_args,
+        run=run_benchmark,
+        render=render_markdown,
+        plot=plot,
+    )
 
 
 if __name__ == "__main__":

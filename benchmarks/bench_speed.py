@@ -24,11 +24,9 @@ Writes ``OUT/speed.md``, ``OUT/speed.json`` and ``OUT/speed.png`` and prints the
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
-import shlex
 import shutil
 import statistics
 import sys
@@ -38,27 +36,26 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-import torch  # noqa: E402
-from common import (  # noqa: E402
+import common
+import optuna
+import torch
+from common import (
     Clock,
+    argument_parser,
+    figure,
     log,
     read_study,
     report_header,
+    save_figure,
     stores,
     table,
     trial_seconds,
-    write_outputs,
     write_study,
 )
 
-from admmsearch.config import Choices, knob_specs  # noqa: E402
-from admmsearch.record import TrialAttr  # noqa: E402
-from admmsearch.study import StudyContext, prepare, run_parallel, run_study  # noqa: E402
+from admmsearch.config import Choices, knob_specs
+from admmsearch.record import TrialAttr
+from admmsearch.study import StudyContext, prepare, run_parallel, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = {
@@ -109,7 +106,7 @@ class Options:
 
 def parse_args(argv: list[str]) -> Options:
     """Command line -> Options; ``--smoke`` changes the defaults, explicit flags still win."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argument_parser(__doc__, device=True)
     p.add_argument("--studies", default=",".join(STUDIES), help="from %(default)s")
     p.add_argument(
         "--trials",
@@ -121,10 +118,7 @@ def parse_args(argv: list[str]) -> Options:
     p.add_argument(
         "--limit-train", type=int, help="training images of lenet5-fashion (default 10000)"
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--engine-json", type=Path, default=ENGINE_JSON)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    p.add_argument("--smoke", action="store_true", help="tiny run (< 2 min) to check the script")
     a = p.parse_args(argv)
     studies = tuple(s for s in a.studies.split(",") if s)
     if not studies or any(s not in STUDIES for s in studies):
@@ -358,6 +352,7 @@ def _engine_md(e: Mapping[str, Any] | None) -> list[str]:
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
+    studies = report["studies"]
     lines = [
         "# Speed: workers, caches and the ADMM epoch",
         "",
@@ -365,40 +360,61 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
         "## Trials per hour",
         "",
+        *_throughput_md(studies),
+        "",
+        "## Dense-model cache",
+        "",
+        *_dense_cache_md(studies),
+        "",
+        "## Stage cache (pruned model reused)",
+        "",
+        *_stage_cache_md(studies),
+        "",
+        "## Where a trial's time goes",
+        "",
+        *_split_md(studies),
+        "",
+        "## ADMM epoch against a plain epoch",
+        "",
+        *_engine_md(report["engine"]),
+        "",
     ]
-    rows = []
-    for s in report["studies"]:
-        for t in s["throughput"]:
-            rows.append(
-                [
-                    s["study"],
-                    s["train_images"],
-                    t["jobs"],
-                    _MODES[t["mode"]],
-                    t["finished"],
-                    t["distinct_params"],
-                    t["cache_hits"],
-                    f"{t['wall_seconds']:.0f}",
-                    _s(t["mean_trial_seconds"]),
-                    f"**{t['trials_per_hour']:.0f}**",
-                ]
-            )
-    lines += table(
+    return "\n".join(lines)
+
+
+_THROUGHPUT_HEAD = [
+    "study",
+    "train images",
+    "workers",
+    "trials from",
+    "trials",
+    "distinct params",
+    "stage-cache hits",
+    "wall s",
+    "mean trial s",
+    "trials / hour",
+]
+
+
+def _throughput_md(studies: Sequence[Mapping[str, Any]]) -> list[str]:
+    rows = [
         [
-            "study",
-            "train images",
-            "workers",
-            "trials from",
-            "trials",
-            "distinct params",
-            "stage-cache hits",
-            "wall s",
-            "mean trial s",
-            "trials / hour",
-        ],
-        rows,
-    )
-    lines += [
+            s["study"],
+            s["train_images"],
+            t["jobs"],
+            _MODES[t["mode"]],
+            t["finished"],
+            t["distinct_params"],
+            t["cache_hits"],
+            f"{t['wall_seconds']:.0f}",
+            _s(t["mean_trial_seconds"]),
+            f"**{t['trials_per_hour']:.0f}**",
+        ]
+        for s in studies
+        for t in s["throughput"]
+    ]
+    return [
+        *table(_THROUGHPUT_HEAD, rows),
         "",
         "Each study's first 2-worker run replays the params of its 1-worker trials (same "
         "work, fresh stage cache); each worker has 1 torch thread, the single worker 2. "
@@ -409,32 +425,30 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "the same settings twice.",
         "",
         "![trials per hour](speed.png)",
-        "",
-        "## Dense-model cache",
-        "",
     ]
-    lines += table(
-        ["study", "dense epochs", "prepare, cold s", "prepare, cached s", "saved s"],
+
+
+def _dense_cache_md(studies: Sequence[Mapping[str, Any]]) -> list[str]:
+    rows = [
         [
-            [
-                s["study"],
-                s["dense_cache"]["dense_epochs"],
-                f"{s['dense_cache']['cold_prepare_seconds']:.1f}",
-                f"{s['dense_cache']['warm_prepare_seconds']:.1f}",
-                f"**{s['dense_cache']['saved_seconds']:.1f}**",
-            ]
-            for s in report["studies"]
-        ],
-    )
-    lines += [
+            s["study"],
+            s["dense_cache"]["dense_epochs"],
+            f"{s['dense_cache']['cold_prepare_seconds']:.1f}",
+            f"{s['dense_cache']['warm_prepare_seconds']:.1f}",
+            f"**{s['dense_cache']['saved_seconds']:.1f}**",
+        ]
+        for s in studies
+    ]
+    return [
+        *table(["study", "dense epochs", "prepare, cold s", "prepare, cached s", "saved s"], rows),
         "",
         "Saved once per study, and again by every extra worker and resumed run.",
-        "",
-        "## Stage cache (pruned model reused)",
-        "",
     ]
+
+
+def _stage_cache_md(studies: Sequence[Mapping[str, Any]]) -> list[str]:
     rows = []
-    for s in report["studies"]:
+    for s in studies:
         c = s["stage_cache"]
         skipped = " + ".join(f"{k} {v:.1f}" for k, v in c["skipped_stage_seconds"].items())
         rows.append(
@@ -446,24 +460,13 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                 skipped or "–",
             ]
         )
-    lines += table(
-        ["study", "trial, miss s", "trial, hit s", "saved s", "pruning stages of the miss s"], rows
-    )
-    lines += [
+    head = ["study", "trial, miss s", "trial, hit s", "saved s", "pruning stages of the miss s"]
+    return [
+        *table(head, rows),
         "",
         "The two trials share their keep ratios and differ in bits (or clusters); "
         "the hit also evaluates and quantizes, so its saving is the pruning stages' time.",
-        "",
-        "## Where a trial's time goes",
-        "",
-        *_split_md(report["studies"]),
-        "",
-        "## ADMM epoch against a plain epoch",
-        "",
-        *_engine_md(report["engine"]),
-        "",
     ]
-    return "\n".join(lines)
 
 
 def _split_md(studies: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -507,9 +510,7 @@ def _bar_label(run: Mapping[str, Any]) -> str:
 
 
 def plot(report: Mapping[str, Any], png: Path) -> None:
-    fig, axes = plt.subplots(
-        1, len(report["studies"]), figsize=(4 * len(report["studies"]), 3.5), squeeze=False
-    )
+    fig, axes = figure(4 * len(report["studies"]), 3.5, 1, len(report["studies"]), squeeze=False)
     for ax, s in zip(axes[0], report["studies"], strict=True):
         t = s["throughput"]
         ax.bar(
@@ -519,20 +520,19 @@ def plot(report: Mapping[str, Any], png: Path) -> None:
         )
         ax.set_title(s["study"])
         ax.set_ylabel("trials / hour")
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    save_figure(fig, png)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    opts = parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
-    command = shlex.join(["python", "benchmarks/bench_speed.py", *argv])
-    report = run_benchmark(opts, command)
-    write_outputs(opts.out, "speed", report, render_markdown(report))
-    plot(report, opts.out / "speed.png")
-    return 0
+    return common.main(
+        argv,
+        script="bench_speed.py",
+        parse=parse_args,
+        run=run_benchmark,
+        render=render_markdown,
+        plot=plot,
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,16 @@
-"""What the study benchmarks share: the machine record, study files with overrides, the exact
-2-D hypervolume and Pareto front, markdown tables and the report files.
+"""The benchmark harness: what every ``benchmarks/bench_<name>.py`` script shares.
+
+* the command line: :func:`argument_parser` (``--out`` and ``--smoke``, with ``--threads`` and
+  ``--device`` where a script asks) and :func:`sized` (a flag given wins, else the smoke or the
+  full default);
+* the run: :func:`main` parses, runs, writes ``OUT/<stem>.json`` and ``OUT/<stem>.md``, prints
+  the markdown and draws ``OUT/<stem>.png``; :class:`Clock` records the command, date, machine
+  and load for the report's header line (:func:`report_header`);
+* the figures: :func:`figure` and :func:`save_figure` (matplotlib without pyplot, so no backend
+  is chosen or changed), :data:`COLORS`;
+* the study files: :func:`read_study` with overrides, :func:`write_study`;
+* fronts: the exact 2-D hypervolume and Pareto front (checked against Optuna's in the tests);
+* markdown: :func:`table`, :func:`pct`.
 
 The scripts run as ``python benchmarks/bench_<name>.py``, which puts this folder on
 ``sys.path``; they import this module as ``common``.
@@ -18,44 +29,131 @@ reference in either coordinate adds nothing.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime
 import json
 import os
 import platform
+import shlex
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mlflow
-import optuna
-import torch
 import yaml
 
 from admmsearch.config import StudyConfig, load_study, validate_study
-from admmsearch.data import DataSplits, load_dataset
+
+if TYPE_CHECKING:
+    import optuna
+    from matplotlib.figure import Figure
+
+    from admmsearch.data import DataSplits
 
 __all__ = [
+    "COLORS",
+    "RESULTS",
     "SMOKE_EVAL",
     "Clock",
+    "argument_parser",
     "best_within_drop",
     "fashion_mnist_small",
+    "figure",
     "hypervolume_2d",
     "load_average",
     "log",
     "machine_info",
+    "main",
     "pareto_indices",
     "pct",
     "read_study",
     "report_header",
+    "save_figure",
+    "sized",
     "stores",
     "table",
     "trial_seconds",
     "write_outputs",
     "write_study",
 ]
+
+
+#: Where the reports go unless ``--out`` says otherwise.
+RESULTS = Path("benchmarks/results")
+#: The colours of the figures' series, in order (matplotlib's tab10).
+COLORS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def argument_parser(
+    doc: str | None, *, smoke: str = "< 2 min", threads: bool = False, device: bool = False
+) -> argparse.ArgumentParser:
+    """The parser every benchmark starts from: its description is the first paragraph of
+    ``doc`` (the script's docstring); ``--out`` (default ``benchmarks/results``) and
+    ``--smoke`` (a tiny run taking ``smoke``, to check the script); ``--threads`` (torch
+    threads, default every core) and ``--device`` (default cpu) where asked for."""
+    p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    if threads:
+        p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
+    if device:
+        p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="report folder (%(default)s)")
+    p.add_argument("--smoke", action="store_true", help=f"tiny run ({smoke}) to check the script")
+    return p
+
+
+def sized(
+    args: argparse.Namespace, smoke: Mapping[str, Any], full: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The run's sizes: for each key of ``full``, the flag of that name where it was given
+    (not None), else the ``smoke`` default under ``--smoke``, else the ``full`` one.
+
+    >>> a = argparse.Namespace(smoke=True, trials=None, seeds="3")
+    >>> sized(a, {"trials": 4, "seeds": "0"}, {"trials": 50, "seeds": "0,1"})
+    {'trials': 4, 'seeds': '3'}
+    """
+    sizes = smoke if args.smoke else full
+    return {k: v if (v := getattr(args, k, None)) is not None else sizes[k] for k in full}
+
+
+def main(
+    argv: list[str] | None,
+    *,
+    script: str,
+    parse: Callable[[list[str]], Any],
+    run: Callable[[Any, str], dict[str, Any]],
+    render: Callable[[dict[str, Any]], str],
+    plot: Callable[[dict[str, Any], Path], None] | None = None,
+    stem: str | None = None,
+) -> int:
+    """Run one benchmark script: parse ``argv`` (``sys.argv[1:]`` when None), run it with the
+    command line as the report records it, write ``OUT/<stem>.json`` and ``OUT/<stem>.md``
+    (``stem``: the script's name after ``bench_``), print the markdown, and draw
+    ``OUT/<stem>.png`` when ``plot`` is given. Returns the exit status (0)."""
+    argv = sys.argv[1:] if argv is None else argv
+    opts = parse(argv)
+    stem = stem or Path(script).stem.removeprefix("bench_")
+    report = run(opts, shlex.join(["python", f"benchmarks/{script}", *argv]))
+    write_outputs(opts.out, stem, report, render(report))
+    if plot is not None:
+        plot(report, opts.out / f"{stem}.png")
+    log(f"done in {report['total_seconds']:.0f} s")
+    return 0
 
 
 def log(what: str) -> None:
@@ -83,6 +181,10 @@ def _cpu_model() -> str:
 
 def machine_info(device: str) -> dict[str, Any]:
     """CPU, cores, torch threads, device and the versions that shape every figure."""
+    import mlflow
+    import optuna
+    import torch
+
     return {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
@@ -163,6 +265,8 @@ def fashion_mnist_small() -> DataSplits:
     A study names it as the dataset ``common:fashion_mnist_small``; its ``limit_train`` still
     cuts the training split.
     """
+    from admmsearch.data import load_dataset
+
     data = load_dataset("fashion-mnist", download=False)
     n = SMOKE_EVAL
     return dataclasses.replace(
@@ -226,6 +330,24 @@ def best_within_drop(
     """The point of highest ``ratio`` whose ``accuracy`` lost at most ``drop`` from dense."""
     ok = [p for p in points if dense_accuracy - p[accuracy] <= drop + 1e-12]
     return max(ok, key=lambda p: (p["ratio"], p[accuracy])) if ok else None
+
+
+# --------------------------------------------------------------------------------- figures
+
+
+def figure(width: float, height: float, rows: int = 1, cols: int = 1, **kw: Any) -> tuple:
+    """A figure of ``width`` x ``height`` inches and its axes (``Figure.subplots``), drawn by
+    matplotlib without pyplot: no backend is chosen, nothing global changes."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots(rows, cols, **kw)
+
+
+def save_figure(fig: Figure, png: Path) -> None:
+    """Lay the figure out tightly and write it as a 120 dpi PNG."""
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
 
 
 # -------------------------------------------------------------------------------- markdown

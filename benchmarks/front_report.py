@@ -6,11 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from common import pct, report_header, table  # noqa: E402
+from common import COLORS, figure, pct, report_header, save_figure, table
 
 from admmsearch.record import kib  # noqa: E402
 
@@ -90,41 +86,18 @@ def _margins(report: Mapping[str, Any]) -> list[str]:
 
 def render_markdown(report: Mapping[str, Any]) -> str:
     first = report["seeds"][0]
-    study = first["study_config"]
     variants = [
         n for n in report["titles"] if n in first["methods"] and n in report["options"]["variants"]
     ]
     baselines = [n for n in first["methods"] if n not in variants]
     drops = [f"≤ {100 * x:g} pt drop" for x in report["drops"]]
     head = ["method", "points", "epochs in all", "hypervolume", *drops]
-    o, d, data = report["options"], first["dense"], first["data"]
-    per_trial = (
-        study["pipeline"]["admm_prune"]["train"]["epochs"] + study["pipeline"]["retrain"]["epochs"]
-    )
-    totals = ", ".join(
-        f"seed {s['seed']}: {s['total_epochs']} ({s['sensitivity_epochs']} for the "
-        "sensitivity pass)"
-        for s in report["seeds"]
-    )
     lines = [
         "# Front quality: LeNet-5 / Fashion-MNIST, pruning only, at equal total training",
         "",
         report_header(report),
         "",
-        f"Seeds {', '.join(str(s) for s in o['seeds'])} (each: dense model, data split, "
-        f"sampler, stages). Data: {data['train']} training images, {data['val']} validation, "
-        f"{data['test']} test. Dense model of seed {first['seed']}: {d['epochs']} epochs, test "
-        f"{pct(d['test_accuracy'])}, validation {pct(d['val_accuracy'])}, "
-        f"{kib(d['storage_bits']):.1f} KiB. Each study variant: {study['budget']['trials']} "
-        f"trials of {per_trial} epochs ({study['sampler']['name']} sampler), run in two halves "
-        "(a resume). Total epochs of the study, which every baseline sweep spends too, spread "
-        f"over its points: {totals}.",
-        "",
-        "Storage is the whole model with indices; compression = dense storage / storage. "
-        "Hypervolume: the area dominated in (log10 of storage / dense storage, accuracy in "
-        f"points) above dense accuracy - {100 * o['hv_drop']:g} pt. Figures are mean ± "
-        "standard deviation over the seeds; a method with no point within a drop counts 1x "
-        "there (the dense model).",
+        *_setup_md(report),
         "",
         "## On test accuracy (headline)",
         "",
@@ -134,21 +107,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
         "## Ablation: what each part adds (test accuracy)",
         "",
-        *table(
-            [
-                "variant",
-                "repeated settings",
-                "seeded trials",
-                "hypervolume",
-                *drops,
-                "hypervolume (val)",
-                "s / trial",
-                "sensitivity s",
-            ],
-            _ablation_rows(report, variants),
-        ),
-        "",
-        "Repeated settings: trials whose params equal an earlier trial's, summed over seeds.",
+        *_ablation_md(report, variants, drops),
         "",
         "## On validation accuracy (what the study optimised)",
         "",
@@ -164,13 +123,61 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _setup_md(report: Mapping[str, Any]) -> list[str]:
+    """What was run: seeds, data, the dense model, the study's budget, the hypervolume."""
+    first = report["seeds"][0]
+    study = first["study_config"]
+    o, d, data = report["options"], first["dense"], first["data"]
+    per_trial = (
+        study["pipeline"]["admm_prune"]["train"]["epochs"] + study["pipeline"]["retrain"]["epochs"]
+    )
+    totals = ", ".join(
+        f"seed {s['seed']}: {s['total_epochs']} ({s['sensitivity_epochs']} for the "
+        "sensitivity pass)"
+        for s in report["seeds"]
+    )
+    return [
+        f"Seeds {', '.join(str(s) for s in o['seeds'])} (each: dense model, data split, "
+        f"sampler, stages). Data: {data['train']} training images, {data['val']} validation, "
+        f"{data['test']} test. Dense model of seed {first['seed']}: {d['epochs']} epochs, test "
+        f"{pct(d['test_accuracy'])}, validation {pct(d['val_accuracy'])}, "
+        f"{kib(d['storage_bits']):.1f} KiB. Each study variant: {study['budget']['trials']} "
+        f"trials of {per_trial} epochs ({study['sampler']['name']} sampler), run in two halves "
+        "(a resume). Total epochs of the study, which every baseline sweep spends too, spread "
+        f"over its points: {totals}.",
+        "",
+        "Storage is the whole model with indices; compression = dense storage / storage. "
+        "Hypervolume: the area dominated in (log10 of storage / dense storage, accuracy in "
+        f"points) above dense accuracy - {100 * o['hv_drop']:g} pt. Figures are mean ± "
+        "standard deviation over the seeds; a method with no point within a drop counts 1x "
+        "there (the dense model).",
+    ]
+
+
+def _ablation_md(report: Mapping[str, Any], variants: list[str], drops: list[str]) -> list[str]:
+    head = [
+        "variant",
+        "repeated settings",
+        "seeded trials",
+        "hypervolume",
+        *drops,
+        "hypervolume (val)",
+        "s / trial",
+        "sensitivity s",
+    ]
+    return [
+        *table(head, _ablation_rows(report, variants)),
+        "",
+        "Repeated settings: trials whose params equal an earlier trial's, summed over seeds.",
+    ]
+
+
 def plot(report: Mapping[str, Any], png) -> None:
     """Test accuracy against storage (log) for every method of the first seed."""
     first = report["seeds"][0]
     d = first["dense"]
-    fig, ax = plt.subplots(figsize=(8, 5))
-    colors = plt.cm.tab10.colors
-    for (name, m), color in zip(first["methods"].items(), colors, strict=False):
+    fig, ax = figure(8, 5)
+    for (name, m), color in zip(first["methods"].items(), COLORS, strict=False):
         pts = m["points"]
         ax.scatter(
             [kib(p["storage_bits"]) for p in pts],
@@ -209,6 +216,4 @@ def plot(report: Mapping[str, Any], png) -> None:
     ax.set_title(f"LeNet-5 / Fashion-MNIST, seed {first['seed']}: fronts at equal total epochs")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    save_figure(fig, png)

@@ -1,13 +1,37 @@
-"""Fixtures shared by test files."""
+"""Fixtures shared by test files; torch runs on one thread (the tests' models are tiny, and
+threads only contend with the other tests and processes on the machine)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
+torch.set_num_threads(1)
+
 QUICK = Path(__file__).resolve().parents[1] / "studies" / "digits-quick.yaml"
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """sklearn's digits as seeded splits (seed 0)."""
+    from admmsearch.data import load_dataset
+
+    return load_dataset("digits", seed=0)
+
+
+@pytest.fixture(scope="session")
+def dense_digits(digits):
+    """The state of a digits-cnn trained 6 epochs (seed 0): a dense model to compress."""
+    from admmsearch.models import create_model
+    from admmsearch.train import TrainSettings, fit
+
+    torch.manual_seed(0)
+    model = create_model("digits-cnn", num_classes=10, input_shape=digits.input_shape)
+    fit(model, digits, TrainSettings(epochs=6, lr=0.05, batch_size=32), seed=0)
+    return model.state_dict()
 
 
 @pytest.fixture()

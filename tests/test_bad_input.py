@@ -434,6 +434,7 @@ def test_user_code_resolves_from_the_study_folder_and_as_a_file(tmp_path: Path, 
         assert layers == ["1"]
 
 
+@pytest.mark.slow
 def test_a_damaged_dense_cache_is_one_warning_line_and_the_study_goes_on(work) -> None:
     """Runs last: it adds a trial to ``good``. The cache file is garbage; the dense model is
     trained again, the CLI says so in one line, and the trial completes."""

@@ -19,6 +19,8 @@ import pytest
 from admmsearch.data import load_dataset
 from admmsearch.errors import DatasetError
 
+pytestmark = pytest.mark.slow  # subprocesses or real studies, every test
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

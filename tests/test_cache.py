@@ -174,7 +174,7 @@ def test_the_dense_cache_follows_the_data_not_only_its_name(tmp_path, tiny_study
 def test_compress_on_exported_settings_reuses_the_study_dense_model(tmp_path, tiny_study) -> None:
     """cases/23: the study left ``layers`` null, the settings file lists them; the same dense
     model must have the same cache file, and the ``dense`` row reports the time spent on it."""
-    from admmsearch.compress import reproduce
+    from admmsearch.compression import reproduce
     from admmsearch.export import settings_config
 
     config = load_study(tiny_study(search={"keep": 0.5, "bits": 4}))

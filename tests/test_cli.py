@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from admmsearch.cli import main
@@ -44,6 +45,7 @@ def test_bad_plan_is_one_line_error(tmp_path) -> None:
     assert result.stderr.strip() == f"error: {plan}: layers.fc1.keep: must be in (0, 1], got 1.5"
 
 
+@pytest.mark.slow
 def test_unknown_layer_and_dataset_name_the_fault_as_subprocess(tmp_path) -> None:
     plan = tmp_path / "plan.yaml"
     plan.write_text("layers:\n  fc9: {keep: 0.5}\n")
@@ -67,6 +69,7 @@ def test_unknown_layer_and_dataset_name_the_fault_as_subprocess(tmp_path) -> Non
     assert run.returncode == 2 and "unknown dataset 'nosuch'" in run.stderr
 
 
+@pytest.mark.slow
 def test_run_study_as_subprocess_prints_the_front(tmp_path) -> None:
     import yaml
 

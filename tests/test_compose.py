@@ -93,6 +93,7 @@ def test_mlflow_server_keeps_runs_in_postgres_and_serves_artifacts_from_a_volume
     assert set(COMPOSE["volumes"]) >= {"postgres", "mlartifacts", "workdir"}
 
 
+@pytest.mark.slow
 def test_dashboard_reads_the_workers_storage_with_real_options() -> None:
     command = SERVICES["dashboard"]["command"]
     assert command[0] == "optuna-dashboard"
@@ -133,6 +134,7 @@ def _compose_tool() -> list[str] | None:
     return None
 
 
+@pytest.mark.slow
 def test_compose_config_accepts_the_file(monkeypatch) -> None:
     tool = _compose_tool()
     if tool is None:

@@ -125,6 +125,7 @@ def _stores(tmp_path: Path) -> dict[str, object]:
     }
 
 
+@pytest.mark.slow
 def test_a_dense_model_at_chance_is_refused_before_any_study(tmp_path, tiny_study) -> None:
     """A checkpoint whose last layer gives every class the same score predicts one class:
     every trial would fail the collapse check, so the start is refused up front, no study made."""
@@ -143,6 +144,7 @@ def test_a_dense_model_at_chance_is_refused_before_any_study(tmp_path, tiny_stud
     )
 
 
+@pytest.mark.slow
 def test_show_gives_each_failure_its_reason_and_a_timeout_stop(tmp_path, tiny_study) -> None:
     """A trial that dies of an error (not a divergence) keeps the error as its reason, and a
     run stopped by its timeout before the budget says so in `show` and `list`."""

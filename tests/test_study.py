@@ -14,6 +14,8 @@ from admmsearch.front import trials_frame
 from admmsearch.study import finished_count, prepare, run_study
 from admmsearch.tracking import search_runs
 
+pytestmark = pytest.mark.slow  # subprocesses or real studies, every test
+
 STUDY = {
     "name": "digits-test",
     "seed": 0,

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 
 import optuna
@@ -27,7 +25,14 @@ from admmsearch import tracking
 from admmsearch.cli import main
 from admmsearch.errors import TrackingError
 from admmsearch.study import finished_count
-from admmsearch.tracking import HTTP_DEFAULTS, KEYS_ARTIFACT, Tracker, mlflow_key, search_runs
+from admmsearch.tracking import (
+    HTTP_DEFAULTS,
+    KEYS_ARTIFACT,
+    Tracker,
+    mlflow_key,
+    search_runs,
+    set_mlflow_defaults,
+)
 
 # A torch module name is any non-empty string without "."; qualified names join them with ".".
 MODULE_NAME = st.text(st.characters(blacklist_characters="."), min_size=1, max_size=90)
@@ -61,15 +66,15 @@ def test_keys_examples_and_the_long_name_rule() -> None:
         _mlflow_accepts(mlflow_key(key))
 
 
-@pytest.mark.slow
-def test_http_retries_are_bounded_unless_the_user_set_them() -> None:
-    env = {k: v for k, v in os.environ.items() if k not in HTTP_DEFAULTS}
-    env["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "7"  # the user's own setting wins
-    code = "import os, admmsearch.tracking as t; print([os.environ[k] for k in t.HTTP_DEFAULTS])"
-    run = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert run.stdout.strip() == "['3', '1', '7']", run.stderr
+def test_http_retries_are_bounded_unless_the_user_set_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key in HTTP_DEFAULTS:
+        monkeypatch.setenv(key, "x")  # so that monkeypatch restores the key's absence
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")  # the user's own setting wins
+    set_mlflow_defaults()
+    assert [os.environ[k] for k in HTTP_DEFAULTS] == ["3", "1", "7"]
 
 
 def test_an_unreachable_tracking_server_is_one_line_in_bounded_time() -> None:

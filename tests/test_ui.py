@@ -280,6 +280,7 @@ def test_ui_shows_the_study_runs_in_chromium_and_stops_cleanly(tmp_path, tiny_st
         assert_screenshot(shot)
 
 
+@pytest.mark.slow
 def test_ui_on_a_taken_port_is_a_one_line_error(tmp_path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -332,6 +333,7 @@ def test_dashboard_port_taken_or_shared_is_refused_before_starting(tmp_path) -> 
     assert not (tmp_path / "m.db").exists()
 
 
+@pytest.mark.slow
 def test_a_ui_that_dies_names_itself_and_its_log_without_the_password(
     tmp_path, monkeypatch
 ) -> None:
@@ -354,6 +356,7 @@ def test_a_ui_that_dies_names_itself_and_its_log_without_the_password(
     assert log.parent.parent == tmp_path and "Traceback" in log.read_text()
 
 
+@pytest.mark.slow
 def test_a_tracking_server_is_only_shown_with_its_password_masked() -> None:
     lines: list[str] = []
     serve_ui(

@@ -136,6 +136,7 @@ def test_sqlite_lock_is_held_by_one_holder_at_a_time(tmp_path) -> None:
     assert all(events[i][0] == events[i + 1][0] for i in range(0, 6, 2))
 
 
+@pytest.mark.slow
 def test_racing_workers_train_the_dense_model_once(tmp_path, tiny_study) -> None:
     config = load_study(tiny_study())
     layers = resolve_layers(config)
@@ -157,6 +158,7 @@ def test_racing_workers_train_the_dense_model_once(tmp_path, tiny_study) -> None
     assert [p.name for p in (tmp_path / "cache").iterdir() if p.suffix == ".tmp"] == []
 
 
+@pytest.mark.slow
 def test_lost_trial_is_failed_retried_with_its_params_and_its_run_killed(
     tmp_path, tiny_study
 ) -> None:
@@ -214,6 +216,7 @@ class _Stalled:
         pass
 
 
+@pytest.mark.slow
 def test_stalled_worker_drops_its_trial_once_another_retried_it(
     tmp_path, tiny_study, monkeypatch
 ) -> None:
@@ -252,6 +255,7 @@ def test_stalled_worker_drops_its_trial_once_another_retried_it(
     )
 
 
+@pytest.mark.slow
 def test_worker_error_masks_the_storage_password(tmp_path, tiny_study) -> None:
     """A real `admmsearch worker` that cannot reach its storage says so in one line, and
     neither its output nor its error shows the password."""

@@ -13,6 +13,21 @@ from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from ..fields import Bits, Clusters, Count, Fraction, FrozenModel, Positive, PositiveInt
 
+__all__ = [
+    "BitsKnob",
+    "Choices",
+    "ClustersKnob",
+    "CountKnob",
+    "FloatRange",
+    "IntRange",
+    "KeepKnob",
+    "PositiveIntKnob",
+    "PositiveKnob",
+    "contains",
+    "is_searched",
+    "normalise",
+]
+
 _FIXED, _RANGE, _CHOICES = "~fixed", "~range", "~choices"  # union tags, dropped from error paths
 V = TypeVar("V")
 

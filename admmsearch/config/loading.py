@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -13,7 +13,19 @@ from ..errors import AdmmSearchError, ConfigError
 from ..registry import add_search_dir
 from ..settings import PipelineSettings, TrainSettings
 from .schema import StudyConfig
+
+if TYPE_CHECKING:
+    from ..pipeline import PipelineSettings
+    from ..train import TrainSettings
 from .units import check_layers, normalise_enqueue, resolve_layers
+
+__all__ = [
+    "base_pipeline",
+    "dense_settings",
+    "load_study",
+    "read_yaml",
+    "validate_study",
+]
 
 
 class _StudyLoader(yaml.SafeLoader):

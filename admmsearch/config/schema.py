@@ -43,6 +43,20 @@ from .values import (
     bound,
 )
 
+__all__ = [
+    "GLOBAL_KNOBS",
+    "KNOB_TARGETS",
+    "LEGACY_KNOBS",
+    "BudgetConfig",
+    "ConstraintsConfig",
+    "LayerOverride",
+    "SamplerConfig",
+    "SearchConfig",
+    "SensitivityConfig",
+    "StudyConfig",
+    "WorkersConfig",
+]
+
 #: Which pipeline stages each global knob sets, and the field within the stage.
 KNOB_TARGETS: dict[str, dict[str, str]] = {
     "rho_start": {"admm_prune": "rho.start", "admm_quantize": "rho.start"},

@@ -11,7 +11,10 @@ from typing import Annotated, Any
 from pydantic import Strict, field_validator
 
 from ..fields import FrozenModel, PositiveInt, bound
+from ..names import known_datasets, known_models
 from ..settings import TrainSettings
+
+__all__ = ["DatasetConfig", "DenseConfig", "ModelConfig"]
 
 
 class ModelConfig(FrozenModel):
@@ -23,13 +26,9 @@ class ModelConfig(FrozenModel):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if ":" in name:
-            return name
-        from ..models import MODELS  # the registry (and torch): only for a registered name
-
-        if name not in MODELS:
+        if ":" not in name and name not in (known := known_models()):
             raise ValueError(
-                f"unknown model; known: {', '.join(MODELS.names())}, "
+                f"unknown model; known: {', '.join(known)}, "
                 "torchvision:<name> or package.module:function"
             )
         return name
@@ -53,13 +52,10 @@ class DatasetConfig(FrozenModel):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if ":" in name or name.endswith(".npz"):
-            return name
-        from ..data import DATASETS  # the registry (and torch): only for a registered name
-
-        if name not in DATASETS:
+        known = known_datasets()
+        if ":" not in name and not name.endswith(".npz") and name not in known:
             raise ValueError(
-                f"unknown dataset; known: {', '.join(DATASETS.names())}, "
+                f"unknown dataset; known: {', '.join(known)}, "
                 "a .npz file or package.module:function"
             )
         return name

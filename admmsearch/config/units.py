@@ -8,21 +8,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from ..data import load_dataset
 from ..errors import ConfigError, LayerError
-from ..models import compressible_layers, create_model
+from ..names import DATASET_SHAPES
 from .knobs import Choices, IntRange, contains, is_searched, normalise
 from .schema import GLOBAL_KNOBS, LayerOverride, SearchConfig, StudyConfig
 
-#: Sample shape and class count of the built-in datasets, so layers resolve without loading them.
-_BUILTIN_SHAPES = {
-    "digits": ((1, 8, 8), 10),
-    "mnist": ((1, 28, 28), 10),
-    "fashion-mnist": ((1, 28, 28), 10),
-    "cifar10": ((3, 32, 32), 10),
-}
+__all__ = [
+    "UnitSpace",
+    "check_layers",
+    "knob_specs",
+    "normalise_enqueue",
+    "resolve_layers",
+    "unit_spaces",
+]
 
 
 @dataclass(frozen=True)
@@ -196,6 +194,10 @@ def resolve_layers(config: StudyConfig) -> list[str]:
         LayerError: a ``layers`` pattern matches no compressible layer.
         ConfigError, RegistryError, DatasetError: the model or dataset cannot be built.
     """
+    import torch
+
+    from ..models import compressible_layers, create_model
+
     shape, classes = _input_spec(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -217,9 +219,11 @@ def resolve_layers(config: StudyConfig) -> list[str]:
 
 def _input_spec(config: StudyConfig) -> tuple[tuple[int, ...], int]:
     d = config.dataset
-    if d.name in _BUILTIN_SHAPES:
-        shape, classes = _BUILTIN_SHAPES[d.name]
+    if d.name in DATASET_SHAPES:  # known: layers resolve without loading the data
+        shape, classes = DATASET_SHAPES[d.name]
         return shape, d.num_classes or classes
+    from ..data import load_dataset
+
     data = load_dataset(
         d.name,
         val_fraction=d.val_fraction,

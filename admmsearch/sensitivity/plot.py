@@ -7,13 +7,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from .table import Sensitivity  # noqa: E402
+from ..record import kib
+from .table import Sensitivity
 
 __all__ = ["FILES", "curves", "write_sensitivity"]
 
@@ -48,7 +45,10 @@ def write_sensitivity(result: Sensitivity, folder: Path) -> list[Path]:
 
 
 def _png(frame: pd.DataFrame, dense: float, path: Path) -> None:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    from matplotlib.figure import Figure  # no pyplot: no backend, no global figure state
+
+    fig = Figure(figsize=(11, 4.2))
+    left, right = fig.subplots(1, 2, sharey=True)
     for unit, c in curves(frame).items():
         left.plot(c["keep"]["keep"], c["keep"]["val_accuracy"], "o-", ms=3, label=unit)
         right.plot(c["bits"]["bits"], c["bits"]["val_accuracy"], "o-", ms=3, label=unit)
@@ -63,10 +63,10 @@ def _png(frame: pd.DataFrame, dense: float, path: Path) -> None:
     fig.suptitle("Sensitivity: each unit compressed alone, nothing retrained")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _html(frame: pd.DataFrame, dense: float, path: Path) -> None:
+    import matplotlib
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -76,7 +76,7 @@ def _html(frame: pd.DataFrame, dense: float, path: Path) -> None:
         shared_yaxes=True,
         subplot_titles=("magnitude pruning, float32", "quantization, every weight kept"),
     )
-    palette = plt.cm.tab10.colors
+    palette = matplotlib.colormaps["tab10"].colors
     for i, (unit, c) in enumerate(curves(frame).items()):
         color = "rgb({:.0f},{:.0f},{:.0f})".format(*(255 * x for x in palette[i % 10]))
         for col, (x, part) in enumerate((("keep", c["keep"]), ("bits", c["bits"])), start=1):
@@ -89,7 +89,7 @@ def _html(frame: pd.DataFrame, dense: float, path: Path) -> None:
                     legendgroup=unit,
                     showlegend=col == 1,
                     line={"color": color},
-                    customdata=part[["storage_bits"]].to_numpy() / 8192,
+                    customdata=kib(part[["storage_bits"]].to_numpy()),
                     hovertemplate=f"{unit}<br>{x} %{{x:.4g}}<br>val acc %{{y:.4f}}"
                     "<br>%{customdata[0]:.2f} KiB<extra></extra>",
                 ),

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from admmsearch import record
-from admmsearch.compress import Compressed, FromModel, FromSettings, compress, read_plan
+from admmsearch.compression import Compressed, FromModel, FromSettings, compress, read_plan
 from admmsearch.config import OBJECTIVES
 from admmsearch.export import EXPORTED_METRICS, FORMAT
 from admmsearch.packing import read_model_file

@@ -1,0 +1,59 @@
+"""The names a study file may use for built-in things, without importing torch.
+
+Reading and checking a study file needs these names but none of the code behind them: the
+models and datasets they name are built by :mod:`admmsearch.models` and :mod:`admmsearch.data`
+(which import torch), each registering exactly the names listed here (a test checks it).
+
+>>> "digits-cnn" in MODEL_NAMES, DATASET_SHAPES["digits"]
+(True, ((1, 8, 8), 10))
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .settings import INDEX_FORMATS, OPTIMIZERS, SCHEDULES  # defined with the settings
+
+__all__ = [
+    "DATASET_NAMES",
+    "DATASET_SHAPES",
+    "INDEX_FORMATS",
+    "MODEL_NAMES",
+    "OPTIMIZERS",
+    "POLICIES",
+    "SCHEDULES",
+    "known_datasets",
+    "known_models",
+]
+
+#: Registered model names (see :data:`admmsearch.models.MODELS`).
+MODEL_NAMES = ("digits-cnn", "lenet-300-100", "lenet5", "resnet20", "vgg16")
+#: Sample shape (channels, height, width) and class count of each registered dataset.
+DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
+    "digits": ((1, 8, 8), 10),
+    "mnist": ((1, 28, 28), 10),
+    "fashion-mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+}
+#: Registered dataset names (see :data:`admmsearch.data.DATASETS`).
+DATASET_NAMES = tuple(sorted(DATASET_SHAPES))
+#: How ``admmsearch export --policy`` chooses a trial from the front.
+POLICIES = ("max-compression", "max-accuracy")
+
+
+def known_models() -> list[str]:
+    """The model names a study may give: the built-in ones, and any a program registered since
+    (registering one imports :mod:`admmsearch.models`; this never does)."""
+    return _registered("admmsearch.models", "MODELS", MODEL_NAMES)
+
+
+def known_datasets() -> list[str]:
+    """The dataset names a study may give, as :func:`known_models`."""
+    return _registered("admmsearch.data", "DATASETS", DATASET_NAMES)
+
+
+def _registered(module: str, registry: str, builtin: tuple[str, ...]) -> list[str]:
+    loaded = sys.modules.get(module)
+    if loaded is None or not hasattr(loaded, registry):
+        return sorted(builtin)
+    return getattr(loaded, registry).names()

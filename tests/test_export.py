@@ -1,0 +1,88 @@
+"""Exporting a trial (admmsearch.export), in-process: which trial each policy chooses, why, and
+the settings file written and read back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import create_trial
+
+from admmsearch.catalog import OpenedStudy
+from admmsearch.config import StudyConfig
+from admmsearch.errors import ConfigError, NoTrialError
+from admmsearch.export import choose_trial, read_settings, settings_document, write_settings
+
+LAYERS = ["conv1", "conv2", "fc1", "fc2"]
+DENSE = 0.97
+# (validation accuracy, packed bits): drops 0.01, 0.04, 0.10 from the dense 0.97
+TRIALS = [(0.96, 80_000), (0.93, 30_000), (0.87, 10_000)]
+
+
+def _opened(constraints: dict | None = None) -> OpenedStudy:
+    config = StudyConfig.model_validate(
+        {
+            "name": "exported",
+            "model": "digits-cnn",
+            "dataset": "digits",
+            "search": {"keep": 0.5, "bits": 4},
+            "constraints": constraints or {"max_accuracy_drop": 0.05},
+        }
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="exported", directions=["maximize", "minimize"])
+    for accuracy, bits in TRIALS:
+        metrics = {
+            "val_accuracy": accuracy,
+            "test_accuracy": accuracy - 0.01,
+            "accuracy_drop": round(DENSE - accuracy, 6),
+            "storage_bits_with_index": bits,
+            "compression_ratio_with_index": 800_000 / bits,
+        }
+        study.add_trial(create_trial(values=[accuracy, bits], user_attrs={"metrics": metrics}))
+    study.add_trial(create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={"x": 1}))
+    return OpenedStudy(study, config, LAYERS, "sqlite:///unused.db", "sqlite:///unused-ml.db")
+
+
+def test_max_compression_is_the_smallest_file_within_the_drop() -> None:
+    trial, why = choose_trial(_opened(), policy="max-compression")
+    assert trial.number == 1 and why == "best of 2 completed trials with accuracy drop <= 0.05"
+    trial, _ = choose_trial(_opened(), policy="max-compression", max_drop=0.2)
+    assert trial.number == 2
+
+
+def test_max_accuracy_is_the_best_accuracy_within_the_storage() -> None:
+    trial, why = choose_trial(_opened(), policy="max-accuracy", max_storage_bits=40_000)
+    assert trial.number == 1 and "storage <= " in why
+    with pytest.raises(ConfigError, match="needs --max-storage-kib"):
+        choose_trial(_opened(), policy="max-accuracy")
+
+
+def test_a_trial_by_number_must_be_a_completed_one() -> None:
+    assert choose_trial(_opened(), number=2)[0].number == 2
+    with pytest.raises(NoTrialError, match="trial 3 of study 'exported' is fail"):
+        choose_trial(_opened(), number=3)
+    with pytest.raises(NoTrialError, match="has no trial 9"):
+        choose_trial(_opened(), number=9)
+
+
+def test_no_trial_within_the_bound_names_the_closest() -> None:
+    with pytest.raises(NoTrialError, match=r"closest: trial 0 with accuracy drop 0\.0100"):
+        choose_trial(_opened(), policy="max-compression", max_drop=0.001)
+    with pytest.raises(ConfigError, match="unknown policy 'smallest'"):
+        choose_trial(_opened(), policy="smallest")
+
+
+@pytest.mark.parametrize("name", ["settings.yaml", "settings.json"])
+def test_the_settings_file_reads_back_as_written(tmp_path: Path, name: str) -> None:
+    opened = _opened()
+    trial, why = choose_trial(opened, policy="max-compression")
+    doc = settings_document(opened, trial, why)
+    assert doc["trial"] == 1 and doc["metrics"]["storage_bits_with_index"] == 30_000
+    assert doc["normalisation"] is None  # as a study with normalise: false records it
+    assert doc["layers"] == {layer: {"keep": 0.5, "bits": 4} for layer in LAYERS}
+    text = write_settings(doc, tmp_path / name)
+    assert (tmp_path / name).read_text() == text
+    config, layers, read = read_settings(tmp_path / name)
+    assert read == doc and layers == LAYERS and config.model.name == "digits-cnn"

@@ -1,0 +1,77 @@
+"""Training (admmsearch.train): settings checked, seeded plain loops, and retraining that ends
+on its best validation epoch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from admmsearch.errors import ConfigError, DivergenceError
+from admmsearch.models import create_model
+from admmsearch.train import TrainSettings, evaluate, fit, fit_best, make_optimizer
+
+
+def _model(state):
+    model = create_model("digits-cnn", num_classes=10, input_shape=(1, 8, 8))
+    model.load_state_dict(state)
+    return model
+
+
+def test_fit_best_ends_with_the_weights_of_its_best_validation_epoch(digits, dense_digits) -> None:
+    model = _model(dense_digits)
+    seen: list[tuple[float, dict]] = []
+
+    def watch(epoch: int, loss: float) -> None:
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        seen.append((evaluate(model, digits.x_val, digits.y_val), state))
+
+    # A high learning rate makes the epochs' validation accuracies go up and down.
+    s = TrainSettings(epochs=6, lr=0.3, batch_size=32, schedule="constant")
+    _, kept, accuracy = fit_best(model, digits, s, seed=1, on_epoch=watch)
+    accuracies = [a for a, _ in seen]
+    best = max(range(len(seen)), key=lambda i: (accuracies[i], i))
+    assert kept == best + 1
+    assert evaluate(model, digits.x_val, digits.y_val) == max(accuracies) == accuracy
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, seen[best][1][key]), key
+    assert kept < len(seen)  # this case does roll back to an earlier epoch
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"epochs": -1}, "epochs: must be an integer >= 0"),
+        ({"lr": 0.0}, "lr: must be > 0"),
+        ({"optimizer": "lion"}, "optimizer: must be one of"),
+        ({"schedule": "warm"}, "schedule: must be one of"),
+        ({"batch_size": 0}, "batch_size: must be an integer >= 1"),
+    ],
+)
+def test_bad_settings_name_the_field(change: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        TrainSettings(**change)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_codebooks_are_kept_out_of_weight_decay(name: str) -> None:
+    from admmsearch.masking import quantize_
+
+    model = create_model("digits-cnn", num_classes=10, input_shape=(1, 8, 8))
+    q = quantize_(model.fc2, torch.tensor([-0.1, 0.1]), "centroids")
+    optimizer = make_optimizer(model, TrainSettings(optimizer=name, weight_decay=1e-3))
+    decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert decay[id(q.grid)] == 0.0 and decay[id(model.fc1.weight)] == 1e-3
+    assert type(optimizer).__name__.lower() == name
+
+
+def test_fit_is_seeded_and_a_diverging_loss_is_refused(digits) -> None:
+    states = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = create_model("digits-cnn", num_classes=10, input_shape=digits.input_shape)
+        fit(model, digits, TrainSettings(epochs=1, lr=0.05, batch_size=64), seed=3)
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    model = create_model("digits-cnn", num_classes=10, input_shape=digits.input_shape)
+    with pytest.raises(DivergenceError):
+        fit(model, digits, TrainSettings(epochs=2, lr=1e6, batch_size=64), seed=0)
