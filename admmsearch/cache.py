@@ -374,7 +374,7 @@ def _pruned_from(obj: Any) -> PrunedState:
         StageResult(
             name=str(s["name"]),
             val_accuracy=float(s["val_accuracy"]),
-            test_accuracy=float(s["test_accuracy"]),
+            test_accuracy=_optional(float, s["test_accuracy"]),
             seconds=float(s["seconds"]),
             layers={
                 str(n): {str(k): float(v) for k, v in f.items()} for n, f in s["layers"].items()

@@ -241,6 +241,11 @@ def compress(
         _print_result(done, out, fmt)
 
 
+def _accuracy(value: float | None) -> str:
+    """An accuracy to four places, or a dash where it was not measured."""
+    return "–" if value is None else f"{value:.4f}"
+
+
 def _uncompressed_line(uncompressed: dict[str, str]) -> str:
     """One line naming the modules with a weight that stay uncompressed (stored raw)."""
     names = ", ".join(f"{name or '(model)'} ({kind})" for name, kind in uncompressed.items())
@@ -707,7 +712,8 @@ def _print_result(done: Compressed, out: Path, fmt: str) -> None:
     click.echo(f"{'stage':<16} {'val acc':>8} {'test acc':>8} {'seconds':>8}")
     for s in result.stages:
         click.echo(
-            f"{s.name:<16} {s.val_accuracy:>8.4f} {s.test_accuracy:>8.4f} {s.seconds:>8.1f}"
+            f"{s.name:<16} {s.val_accuracy:>8.4f} {_accuracy(s.test_accuracy):>8} "
+            f"{s.seconds:>8.1f}"
         )
     click.echo("")
     click.echo(result.storage.to_frame().to_string(index=False))

@@ -208,6 +208,7 @@ def reproduce(
         layer_patterns=list(layers),
         device=config.device,
         hooks=PipelineHooks(on_epoch=on_epoch),
+        dense_accuracy=(dense.val_accuracy, dense.test_accuracy),
     )
     first, *rest = result.stages
     result = dataclasses.replace(
@@ -215,7 +216,9 @@ def reproduce(
     )
     model = model.to(torch.device("cpu"))
     meta = packed_meta(config, data, result)
-    packed, info = encode_model(model, layers, settings.pipeline.index_format, meta)
+    packed, info = encode_model(
+        model, layers, settings.pipeline.index_format, meta, result.storage
+    )
     return Compressed(result, _finite(trial_metrics(result, dense, info)), model, packed, info)
 
 
@@ -245,7 +248,9 @@ def _compress_model(source: FromModel, device: str, on_epoch: OnEpoch | None) ->
         normalisation=data.normalisation,
     )
     model = model.cpu()
-    packed, info = encode_model(model, [s.name for s in result.storage.layers], meta=meta)
+    names = [s.name for s in result.storage.layers]
+    index = result.storage.index_format
+    packed, info = encode_model(model, names, index, meta=meta, report=result.storage)
     metrics = _finite(trial_metrics(result, result.dense, info))
     return Compressed(result, metrics, model, packed, info)
 

@@ -379,17 +379,35 @@ class Clustering(Quantizer):
         return Codebook(levels, nearest_codes(w.reshape(-1), levels).view_as(w))
 
     def _lloyd(self, x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+        """Lloyd's iterations from ``centroids`` until the codes stop changing.
+
+        A centroid that loses all its entries is dropped. To keep the host from waiting for the
+        device on every iteration, a dropped centroid becomes +inf, which sorts last and, its
+        midpoints being infinite, is nearest to no entry; the finite ones are kept at the end.
+        On a GPU the codes are compared every ``_CHECK_EVERY`` iterations: once they repeat,
+        further iterations change nothing, so the result is the same as checking each time.
+        """
         centroids = centroids.unique()
         codes = nearest_codes(x, centroids)
-        for _ in range(self.iterations):
+        every = _check_every(x.device)
+        gone = torch.full_like(centroids, float("inf"))
+        for i in range(self.iterations):
             sums = torch.zeros_like(centroids).index_add_(0, codes, x)
             counts = torch.zeros_like(centroids).index_add_(0, codes, torch.ones_like(x))
-            centroids = (sums[counts > 0] / counts[counts > 0]).sort().values
+            centroids = torch.where(counts > 0, sums / counts.clamp_min(1), gone).sort().values
             new = nearest_codes(x, centroids)
-            if new.shape == codes.shape and torch.equal(new, codes):
+            if (i + 1) % every == 0 and torch.equal(new, codes):
                 break
             codes = new
-        return centroids
+        return centroids[torch.isfinite(centroids)]
+
+
+_CHECK_EVERY = 8  # Lloyd's iterations between convergence checks on a GPU (each one syncs)
+
+
+def _check_every(device: torch.device) -> int:
+    """Iterations between Lloyd's convergence checks: each check waits for a GPU."""
+    return 1 if device.type == "cpu" else _CHECK_EVERY
 
 
 def _sse(x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,11 @@ from .config import StudyConfig
 from .data import DataSplits
 from .errors import DivergenceError, TrackingError
 from .packing import PackInfo, pack_model
-from .pipeline import PipelineHooks, PipelineResult, StageResult, run_pipeline
+from .pipeline import PipelineHooks, PipelineResult, PrunedState, StageResult, run_pipeline
 from .record import BITS_PER_BYTE, Metric, TrialAttr, per_stage
 from .registry import one_line
 from .search_space import TrialSettings, suggest
+from .timing import Timings, part
 from .tracking import REASON_TAG, Tracker
 
 __all__ = [
@@ -86,7 +88,8 @@ def trial_metrics(
     metrics.update(result.storage.summary())
     for stage in result.stages:
         metrics[per_stage(Metric.VAL_ACCURACY, stage.name)] = stage.val_accuracy
-        metrics[per_stage(Metric.TEST_ACCURACY, stage.name)] = stage.test_accuracy
+        if stage.test_accuracy is not None:  # measured after the last stage only
+            metrics[per_stage(Metric.TEST_ACCURACY, stage.name)] = stage.test_accuracy
         metrics[per_stage(Metric.SECONDS, stage.name)] = stage.seconds
     metrics.update(convergence_metrics(result))
     for row in result.storage.layers:
@@ -239,18 +242,25 @@ class Objective:
         exception fails the trial with its one-line reason (it counts: rerunning the same
         settings would fail the same way).
         """
-        settings = suggest(trial, self.config, self.layers)
+        start, timings = time.perf_counter(), Timings(self.config.device)
+        with timings.activate(), part("suggest"):
+            settings = suggest(trial, self.config, self.layers)
         run_id = None
         try:
-            run_id = self.tracker.trial_run(self.parent_run, trial.number)
-            trial.set_user_attr(TrialAttr.MLFLOW_RUN_ID, run_id)
-            self.tracker.log(
-                run_id,
-                params={**_params(settings), **data_params(self.data)},
-                tags=origin_tags(trial.user_attrs),
-            )
-            values = self._run(trial, settings, run_id)
-            self.tracker.finish(run_id)
+            with timings.activate():
+                with part("tracking"):
+                    run_id = self.tracker.trial_run(self.parent_run, trial.number)
+                    trial.set_user_attr(TrialAttr.MLFLOW_RUN_ID, run_id)
+                    self.tracker.log(
+                        run_id,
+                        params={**_params(settings), **data_params(self.data)},
+                        tags=origin_tags(trial.user_attrs),
+                    )
+                values = self._run(trial, settings, run_id)
+                with part("tracking"):
+                    self.tracker.finish(run_id)
+                    split = {**timings.seconds, "trial": time.perf_counter() - start}
+                    trial.set_user_attr(TrialAttr.TIMINGS, split)
         except (DivergenceError, optuna.TrialPruned) as exc:
             reason = str(exc) or type(exc).__name__
             trial.set_user_attr(TrialAttr.FAIL_REASON, reason)
@@ -288,8 +298,8 @@ class Objective:
         model.load_state_dict(self.dense.state)
         hooks = PipelineHooks(on_epoch=self.on_epoch, on_stage=self._check_collapse)
         cache = self.stage_dir / f"pruned-{pruning_key(settings, self.dense)}.pt"
-        pruned = load_pruned(cache, self.dense.state)
-        trial.set_user_attr(TrialAttr.PRUNING_CACHE_HIT, pruned is not None)
+        with part("cache"):
+            pruned = load_pruned(cache, self.dense.state)
         result = run_pipeline(
             model,
             self.data,
@@ -299,20 +309,31 @@ class Objective:
             device=self.config.device,
             hooks=hooks,
             pruned=pruned,
-            on_pruned=lambda state: save_pruned(state, cache),
+            on_pruned=lambda state: _timed_save(state, cache),
+            dense_accuracy=(self.dense.val_accuracy, self.dense.test_accuracy),
         )
         path = self.models_dir / f"trial-{trial.number}.admm"
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = packed_meta(self.config, self.data, result)
-        packed = pack_model(model.cpu(), self.layers, path, settings.pipeline.index_format, meta)
+        with part("pack"):
+            packed = pack_model(
+                model.cpu(),
+                self.layers,
+                path,
+                settings.pipeline.index_format,
+                meta,
+                result.storage,
+            )
         metrics = trial_metrics(result, self.dense, packed)
-        self._set_constraints(trial, metrics)
-        trial.set_user_attr(TrialAttr.PACKED_MODEL, str(path))
         norm = self.data.normalisation
-        trial.set_user_attr(TrialAttr.NORMALISATION, None if norm is None else norm.to_dict())
-        trial.set_user_attr(TrialAttr.METRICS, {str(k): float(v) for k, v in metrics.items()})
-        self.tracker.log(run_id, metrics=metrics, series=_series(result))
-        self.tracker.log_frame(run_id, layer_table(result), "layers.csv")
+        with part("tracking"):
+            self._set_constraints(trial, metrics)
+            trial.set_user_attr(TrialAttr.PRUNING_CACHE_HIT, pruned is not None)
+            trial.set_user_attr(TrialAttr.PACKED_MODEL, str(path))
+            trial.set_user_attr(TrialAttr.NORMALISATION, None if norm is None else norm.to_dict())
+            trial.set_user_attr(TrialAttr.METRICS, {str(k): float(v) for k, v in metrics.items()})
+            self.tracker.log(run_id, metrics=metrics, series=_series(result))
+            self.tracker.log_frame(run_id, layer_table(result), "layers.csv")
         return tuple(float(metrics[name]) for name in self.config.objectives)
 
     def _check_collapse(self, stage: StageResult) -> None:
@@ -331,6 +352,11 @@ class Objective:
             trial.set_constraint("accuracy_drop", drop)
         if c.max_storage_bits is not None:
             trial.set_constraint("storage_bits", metrics[Metric.STORAGE_BITS] - c.max_storage_bits)
+
+
+def _timed_save(state: PrunedState, path: Path) -> None:
+    with part("cache"):
+        save_pruned(state, path)
 
 
 def _requeue(trial: optuna.Trial, reason: str) -> None:

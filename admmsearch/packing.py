@@ -119,8 +119,13 @@ def encode_model(
     layer_names: Sequence[str],
     index_format: str = "gap",
     meta: ModelMeta | None = None,
+    report: StorageReport | None = None,
 ) -> tuple[bytes, PackInfo]:
     """The packed file's bytes for ``model``, ``layer_names``' weights compressed.
+
+    ``report``, the storage accounting of this model already made (by ``run_pipeline``), spares
+    computing it again when it covers the same layers in the same index format; the streams
+    are still checked against it bit for bit.
 
     Raises:
         PackError: the model still carries parametrizations, or a tensor cannot be stored.
@@ -129,7 +134,9 @@ def encode_model(
         raise PackError(
             "model still carries parametrizations; call finalize(model) before packing"
         )
-    report = model_storage(model, layer_names, index_format)
+    same = report is not None and report.index_format == index_format
+    if not same or [layer.name for layer in report.layers] != list(layer_names):
+        report = model_storage(model, layer_names, index_format)
     layers = {_state_key(layer.name, "weight"): layer for layer in report.layers}
     state = model.state_dict()
     if missing := sorted(set(layers) - set(state)):
@@ -153,13 +160,14 @@ def pack_model(
     path: str | Path,
     index_format: str = "gap",
     meta: ModelMeta | None = None,
+    report: StorageReport | None = None,
 ) -> PackInfo:
     """Write ``model``'s state_dict to ``path`` (see :func:`encode_model`).
 
     Raises:
         PackError: as :func:`encode_model`, or the file cannot be written.
     """
-    data, info = encode_model(model, layer_names, index_format, meta)
+    data, info = encode_model(model, layer_names, index_format, meta, report)
     path = Path(path)
     try:
         path.write_bytes(data)

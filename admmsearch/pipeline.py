@@ -15,9 +15,11 @@ training stage runs the user's training hooks (``settings.training``, see
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +37,7 @@ from .models import compressible_layers, output_channels, uncompressed_layers
 from .plan import LayerPlan, Plan
 from .settings import AdmmSettings, PipelineSettings, QuantRetrainSettings, TrainSettings
 from .storage import StorageReport, model_storage
+from .timing import Timings, active, part
 from .train import evaluate, fit, fit_best
 
 __all__ = [
@@ -55,6 +58,10 @@ __all__ = [
 class StageResult:
     """What one stage did: accuracy after it, its wall time and per-layer figures.
 
+    ``test_accuracy`` is measured for the dense stage (the reference of every drop) and after
+    the last stage (the pipeline's result) only; it is None for the stages in between, which
+    are judged on the validation split alone. ``seconds`` counts the stage's training steps.
+
     ``projected_val_accuracy``: for a stage that starts with a hard projection (the prune
     before masked retraining, the quantization before quantized retraining), the validation
     accuracy just after it, before any retraining. ``kept_epoch``: for a stage that keeps its
@@ -64,7 +71,7 @@ class StageResult:
 
     name: str
     val_accuracy: float
-    test_accuracy: float
+    test_accuracy: float | None
     seconds: float
     layers: Mapping[str, Mapping[str, float]]
     losses: tuple[float, ...] = ()
@@ -134,6 +141,8 @@ class _Run:
         self.recipe = load_recipe(s.training)
         self.stages: list[StageResult] = []
         self.folding = Folding()
+        self.timings = active() or Timings()  # run_pipeline activates one
+        self.dense_accuracy: tuple[float, float] | None = None  # (val, test), when known
         self.projected: float | None = None  # set by a hard projection, read by record()
         self.kept_epoch: int | None = None  # set by a keep_best training, read by record()
         self.kept_accuracy: float | None = None  # its validation accuracy, known already
@@ -152,19 +161,40 @@ class _Run:
             return self.kept_accuracy
         return evaluate(self.model, self.data.x_val, self.data.y_val)
 
+    def _test_accuracy(self) -> float:
+        return evaluate(self.model, self.data.x_test, self.data.y_test)
+
     def project_and_measure(self) -> None:
         """Note the validation accuracy right after a hard projection (before retraining)."""
         self.projected = evaluate(self.model, self.data.x_val, self.data.y_val)
 
-    def record(self, name: str, start: float, losses=(), residuals=(), extra=None) -> None:
-        seconds = time.perf_counter() - start  # training time only, not the evaluation below
+    def test_final(self) -> None:
+        """Measure the test accuracy of the last stage (the pipeline's result)."""
+        last = self.stages[-1]
+        if last.test_accuracy is None:
+            self.stages[-1] = dataclasses.replace(last, test_accuracy=self._test_accuracy())
+
+    def clock(self) -> tuple[float, float]:
+        """Where a stage starts: wall time, and the seconds spent outside training so far."""
+        return time.perf_counter(), sum(self.timings.seconds.values())
+
+    def record(
+        self, name: str, start: tuple[float, float], losses=(), residuals=(), extra=None
+    ) -> None:
+        # training time only: neither the evaluation below nor what the stage spent on
+        # evaluation (a best-epoch retraining) or codebooks (see admmsearch.timing)
+        wall, outside = start
+        seconds = time.perf_counter() - wall - (sum(self.timings.seconds.values()) - outside)
         figures = layer_figures(self.layers)
         for layer, values in (extra or {}).items():
             figures[layer].update(values)
+        known = self.dense_accuracy if name == "dense" and self.s.pretrain is None else None
+        if known is None and name == "dense":  # the reference every drop is measured from
+            known = (self._val_accuracy(), self._test_accuracy())
         result = StageResult(
             name=name,
-            val_accuracy=self._val_accuracy(),
-            test_accuracy=evaluate(self.model, self.data.x_test, self.data.y_test),
+            val_accuracy=known[0] if known else self._val_accuracy(),
+            test_accuracy=known[1] if known else None,
             seconds=seconds,
             layers=figures,
             losses=tuple(losses),
@@ -236,7 +266,7 @@ def _admm(run: _Run, name: str, constraints: Mapping[str, Constraint], s: AdmmSe
     Z and U are updated ``s.rho.updates`` times, spread evenly over the stage's optimizer steps
     (at most once a step), the last time after the last step.
     """
-    start = time.perf_counter()
+    start = run.clock()
     total = stage_steps(run.data, s.train)
     state = AdmmState(run.layers, constraints, s.rho, max(total, 1))
     due = set(s.rho.update_steps(total)) if total else set()
@@ -268,7 +298,7 @@ def _prune(run: _Run, constraints: Mapping[str, Constraint], tag: str) -> None:
     """ADMM pruning (if configured), hard prune to the masks, masked retraining (if configured)."""
     if run.s.admm_prune is not None:
         _admm(run, f"admm_prune{tag}", constraints, run.s.admm_prune)
-    start = time.perf_counter()
+    start = run.clock()
     with torch.no_grad():
         masks = {}
         for name, c in constraints.items():
@@ -288,15 +318,17 @@ def _quantize(run: _Run) -> None:
     if not constraints:
         return
     # ADMM and the hard quantization share levels fitted once to the pruned, retrained weights.
-    fixed = {n: c.fixed(run.layers[n].weight.detach()) for n, c in constraints.items()}
+    with part("codebook", sync=True):
+        fixed = {n: c.fixed(run.layers[n].weight.detach()) for n, c in constraints.items()}
     if run.s.admm_quantize is not None:
         _admm(run, "admm_quantize", fixed, run.s.admm_quantize)
     run.projected = _accuracy_on_levels(run, fixed)
-    start = time.perf_counter()
+    start = run.clock()
     quantized = {}
     for name, c in fixed.items():
         module = run.layers[name]
-        book = c.fit(module.weight.detach())
+        with part("codebook", sync=True):
+            book = c.fit(module.weight.detach())
         learn = "centroids" if run.plan.layers[name].clusters is not None else "scale"
         quantized[name] = quantize_(module, book.levels, learn, book.grid)
     s = run.s.quant_retrain or QuantRetrainSettings(train=TrainSettings(epochs=0), shares=(1.0,))
@@ -387,8 +419,13 @@ def run_pipeline(
     hooks: PipelineHooks | None = None,
     pruned: PrunedState | None = None,
     on_pruned: Callable[[PrunedState], None] | None = None,
+    dense_accuracy: tuple[float, float] | None = None,
 ) -> PipelineResult:
     """Compress ``model`` in place to ``plan``; returns every stage's figures and the storage.
+
+    Seconds outside the training steps are counted in the active
+    :class:`~admmsearch.timing.Timings` (a fresh one when none is active); each stage's
+    ``seconds`` are its training steps alone.
 
     The layers compressed are those ``layer_patterns`` select (see
     :func:`admmsearch.models.compressible_layers`; None: every convolution and linear layer)
@@ -397,7 +434,9 @@ def run_pipeline(
     dense and pruning stages are skipped. After the dense stage, Conv -> BatchNorm pairs are
     folded (``settings.fold_batchnorm``; see :mod:`admmsearch.fold`), so the compressed network
     is the deployed one. The model ends finalized: plain weight tensors with exact zeros and
-    exact levels.
+    exact levels. ``dense_accuracy`` (validation, test) of the model as given spares
+    evaluating it again when there is no ``pretrain`` stage; test accuracy is otherwise
+    measured once, after the last stage.
 
     Raises:
         LayerError: a pattern, or a layer the plan names, is not a module with a weight.
@@ -411,17 +450,22 @@ def run_pipeline(
     if named:
         layers = compressible_layers(model, [*layers, *named])
     plan.check_layers(layers, {n: m.weight.numel() for n, m in layers.items()})
-    run = _Run(model, data, plan, settings, layers, hooks or PipelineHooks())
-    if pruned is not None:
-        run.fold()  # the saved state is of the folded network
-        _restore(run, pruned)
-    else:
-        _dense_and_prune(run)
-        if on_pruned is not None:
-            on_pruned(_snapshot(run))
-    _quantize(run)
-    finalize(model)
-    storage = model_storage(model, list(layers), settings.index_format)
+    timings = active()
+    with nullcontext(timings) if timings else Timings(str(device)).activate():
+        run = _Run(model, data, plan, settings, layers, hooks or PipelineHooks())
+        run.dense_accuracy = dense_accuracy
+        if pruned is not None:
+            run.fold()  # the saved state is of the folded network
+            _restore(run, pruned)
+        else:
+            _dense_and_prune(run)
+            if on_pruned is not None:
+                on_pruned(_snapshot(run))
+        _quantize(run)
+        finalize(model)
+        run.test_final()
+        with part("accounting"):
+            storage = model_storage(model, list(layers), settings.index_format)
     return PipelineResult(
         tuple(run.stages),
         storage,
@@ -432,7 +476,7 @@ def run_pipeline(
 
 
 def _dense_and_prune(run: _Run) -> None:
-    start = time.perf_counter()
+    start = run.clock()
     s = run.s
     losses = [] if s.pretrain is None else run.train("dense", s.pretrain)
     run.record("dense", start, losses)

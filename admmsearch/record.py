@@ -105,6 +105,7 @@ class TrialAttr:
     SEEDED: Final = "seeded"  # its settings came from the sensitivity allocation
     ENQUEUED: Final = "enqueued"  # from the study file's ``enqueue`` (the entry's index)
     RETRY_OF: Final = "retry_of"  # the trial number it repeats
+    TIMINGS: Final = "timings"  # seconds per part of the trial (admmsearch.timing), training too
 
 
 class StudyAttr:

@@ -18,6 +18,7 @@ from .errors import DivergenceError
 from .hooks import Recipe, StepInput
 from .masking import codebook_parameters
 from .settings import TrainSettings
+from .timing import part
 
 CHECK_EVERY = 50  # steps between NaN/inf checks of the loss (each check waits for the device)
 
@@ -123,14 +124,18 @@ def _check_finite(total: torch.Tensor, objective: torch.Tensor | None, seen: int
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
-    """Top-1 accuracy of ``model`` on (x, y), in [0, 1]; counted on the device, one sync."""
+    """Top-1 accuracy of ``model`` on (x, y), in [0, 1]; counted on the device, one sync.
+
+    Its time goes to the ``evaluate`` part of the active :class:`~admmsearch.timing.Timings`.
+    """
     model.eval()
     if len(y) == 0:
         return float("nan")
-    correct = torch.zeros((), dtype=torch.long, device=y.device)
-    for xb, yb in batches(x, y, batch_size, shuffle=False):
-        correct += (model(xb).argmax(dim=1) == yb).sum()
-    return int(correct) / len(y)
+    with part("evaluate"):
+        correct = torch.zeros((), dtype=torch.long, device=y.device)
+        for xb, yb in batches(x, y, batch_size, shuffle=False):
+            correct += (model(xb).argmax(dim=1) == yb).sum()
+        return int(correct) / len(y)
 
 
 def fit(

@@ -210,3 +210,33 @@ def test_bad_arguments_raise(make) -> None:
 def test_layer_pruned_to_nothing_is_refused() -> None:
     with pytest.raises(ConstraintError, match="at least one must survive"):
         Sparsity(0.001).project(torch.ones(100))
+
+
+def _lloyd_reference(x: torch.Tensor, centroids: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Lloyd's algorithm written plainly: empty clusters dropped, checked every iteration."""
+    centroids = centroids.unique()
+    codes = nearest_codes(x, centroids)
+    for _ in range(iterations):
+        sums = torch.zeros_like(centroids).index_add_(0, codes, x)
+        counts = torch.zeros_like(centroids).index_add_(0, codes, torch.ones_like(x))
+        centroids = (sums[counts > 0] / counts[counts > 0]).sort().values
+        new = nearest_codes(x, centroids)
+        if new.shape == codes.shape and torch.equal(new, codes):
+            break
+        codes = new
+    return centroids
+
+
+@pytest.mark.parametrize("every", [1, 8])
+def test_lloyd_without_per_iteration_syncs_equals_the_plain_algorithm(monkeypatch, every) -> None:
+    """Dropped clusters as +inf and checks every 8 iterations (as on a GPU) change nothing."""
+    import admmsearch.constraints as constraints
+
+    monkeypatch.setattr(constraints, "_check_every", lambda device: every)
+    g = torch.Generator().manual_seed(3)
+    x = torch.cat([torch.randn(500, generator=g), 8 + torch.randn(20, generator=g)]).double()
+    k = Clustering(16)
+    for start in (torch.linspace(-4, 12, 16, dtype=x.dtype), torch.linspace(-20, 20, 16).double()):
+        got = k._lloyd(x, start)
+        assert torch.equal(got, _lloyd_reference(x, start, k.iterations))
+    assert len(k._lloyd(x, torch.linspace(-20, 20, 16).double())) < 16  # some were dropped

@@ -106,6 +106,9 @@ def test_study_end_to_end_is_tracked_and_has_its_front(mlruns) -> None:
         for layer in layers:
             assert f"params.keep.{layer}" in run and f"metrics.sparsity.{layer}" in run
         assert "metrics.primal_residual.admm_prune" in run
+        split = t.user_attrs["timings"]  # where the trial's time went (admmsearch.timing)
+        assert {"suggest", "tracking", "evaluate", "codebook", "accounting", "pack"} <= set(split)
+        assert split["trial"] >= sum(v for k, v in split.items() if k != "trial") > 0
     parent = study.user_attrs["mlflow_parent_run_id"]
     client = ctx.tracker.client
     names = {a.path for a in client.list_artifacts(parent)}

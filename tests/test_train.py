@@ -40,11 +40,11 @@ def test_fit_best_ends_with_the_weights_of_its_best_validation_epoch(digits, den
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"epochs": -1}, "epochs: must be an integer >= 0"),
+        ({"epochs": -1}, "TrainSettings: epochs: must be >= 0, got -1"),
         ({"lr": 0.0}, "lr: must be > 0"),
         ({"optimizer": "lion"}, "optimizer: must be one of"),
         ({"schedule": "warm"}, "schedule: must be one of"),
-        ({"batch_size": 0}, "batch_size: must be an integer >= 1"),
+        ({"batch_size": 0}, "TrainSettings: batch_size: must be >= 1, got 0"),
     ],
 )
 def test_bad_settings_name_the_field(change: dict, message: str) -> None:
