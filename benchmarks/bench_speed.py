@@ -11,12 +11,22 @@ cores; the override is printed), with fresh Optuna and MLflow stores:
   exactly the 1-worker trials' params (enqueued), from a fresh stage cache, so both measure
   the same work; worker start-up is included. Trials per hour = finished trials / wall time;
 * **stage cache**: two enqueued trials with the same keep ratios and different bits (or
-  clusters): the second reuses the first one's pruned model (user attr ``pruning_cache_hit``).
+  clusters): the second reuses the first one's pruned model (user attr ``pruning_cache_hit``);
+* **where a trial's time goes**: each trial's training stages against everything else in it,
+  split by :mod:`admmsearch.timing` (evaluation, codebooks, accounting, packing, tracking,
+  stage cache, suggestions); the goal is at most 15 % outside the training steps;
+* **trials at once on one device** (``--per-device 1,2,4,8,16``; by default on a GPU only):
+  for each N, a fresh study of ``max(trials, 2 N)`` trials with N worker processes on the
+  device (``run_parallel`` with ``admmsearch.devices.worker_devices``), trials drawn by the
+  random sampler (a trial's params depend only on the seed and its number, so every N draws
+  the same sequence), wall time including the workers' start; on a GPU also its mean utilisation and
+  peak memory, sampled by ``nvidia-smi`` every half second.
 
 The cost of an ADMM epoch against a plain one is measured by ``bench_engine.py``; its result
 is quoted from ``--engine-json``. Usage::
 
     python benchmarks/bench_speed.py                       # the full run (about 20 min, 2 cores)
+    python benchmarks/bench_speed.py --device cuda --out benchmarks/results/cuda  # one GPU
     python benchmarks/bench_speed.py --smoke --out /tmp/bench
 
 Writes ``OUT/speed.md``, ``OUT/speed.json`` and ``OUT/speed.png`` and prints the markdown.
@@ -29,6 +39,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,8 +65,10 @@ from common import (
 )
 
 from admmsearch.config import Choices, knob_specs
+from admmsearch.devices import worker_devices
 from admmsearch.record import TrialAttr
 from admmsearch.study import StudyContext, prepare, run_parallel, run_study
+from admmsearch.timing import PARTS
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = {
@@ -102,6 +115,7 @@ class Options:
     engine_json: Path
     out: Path
     smoke: bool
+    per_device: tuple[int, ...] = ()
 
 
 def parse_args(argv: list[str]) -> Options:
@@ -119,13 +133,28 @@ def parse_args(argv: list[str]) -> Options:
         "--limit-train", type=int, help="training images of lenet5-fashion (default 10000)"
     )
     p.add_argument("--engine-json", type=Path, default=ENGINE_JSON)
+    p.add_argument(
+        "--per-device",
+        help="trials at once on the device to measure, e.g. 1,2,4,8,16 (default: those on a "
+        "GPU, none on the CPU)",
+    )
     a = p.parse_args(argv)
     studies = tuple(s for s in a.studies.split(",") if s)
     if not studies or any(s not in STUDIES for s in studies):
         p.error(f"--studies: choose from {', '.join(STUDIES)}; got {a.studies!r}")
     sizes = (SMOKE if a.smoke else FULL)["trials"]
     trials = {s: a.trials or sizes[s] for s in studies}
-    return Options(studies, trials, a.limit_train, a.device, a.engine_json, a.out, a.smoke)
+    default = "1,2" if a.smoke else "1,2,4,8,16"
+    levels = a.per_device or (default if a.device.startswith("cuda") else "")
+    try:
+        per_device = tuple(int(n) for n in levels.split(",") if n)
+    except ValueError:
+        p.error(f"--per-device: a list of integers like 1,2,4; got {levels!r}")
+    if any(n < 1 for n in per_device):
+        p.error(f"--per-device: every level must be >= 1; got {levels!r}")
+    return Options(
+        studies, trials, a.limit_train, a.device, a.engine_json, a.out, a.smoke, per_device
+    )
 
 
 def study_data(opts: Options, name: str, suffix: str, **changes: Any) -> dict[str, Any]:
@@ -183,10 +212,15 @@ def time_split(done: list[optuna.trial.FrozenTrial]) -> dict[str, Any] | None:
             if key.startswith("seconds."):
                 stages.setdefault(key.split(".", 1)[1], []).append(value)
     seconds = [trial_seconds(t) for t in ran]
+    parts = {
+        name: statistics.fmean(t.user_attrs.get(TrialAttr.TIMINGS, {}).get(name, 0.0) for t in ran)
+        for name in PARTS
+    }
     return {
         "trials": len(ran),
         "trial_seconds": statistics.fmean(seconds),
         "stage_seconds": {k: statistics.fmean(v) for k, v in stages.items()},
+        "part_seconds": parts,
     }
 
 
@@ -280,7 +314,71 @@ def bench_study(opts: Options, name: str, tmp: Path) -> dict[str, Any]:
         "dense_cache": dense,
         "throughput": runs,
         "stage_cache": stage_cache(study3),
+        "per_device": [
+            per_device(opts, name, tmp, cold.dense.path, level) for level in opts.per_device
+        ],
     }
+
+
+def per_device(opts: Options, name: str, tmp: Path, dense: Path, level: int) -> dict[str, Any]:
+    """``level`` trials at once on the device: trials per hour, and the device's load."""
+    trials = max(opts.trials[name], 2 * level)
+    data = study_data(opts, name, f"at-once-{level}", enqueue=[], sampler={"name": "random"})
+    ctx, path, _ = open_context(data, tmp, tmp / f"work-at-once-{level}", dense_from=dense)
+    devices = worker_devices(opts.device, level)
+    with GpuLoad(opts.device) as load:
+        start = time.perf_counter()
+        study = run_parallel(path, ctx, len(devices), trials=trials, devices=devices)
+        wall = time.perf_counter() - start
+    run = throughput(f"{name}, {level} at once", level, study, wall, "sampler")
+    return {**run, "per_device": level, "gpu": load.summary()}
+
+
+class GpuLoad:
+    """Samples a GPU's utilisation (%) and memory (MiB) with ``nvidia-smi`` while it runs;
+    nothing on the CPU or where ``nvidia-smi`` is missing."""
+
+    def __init__(self, device: str, every_ms: int = 500) -> None:
+        index = device.partition(":")[2] or "0"
+        self.command = [
+            "nvidia-smi",
+            "--query-gpu=utilization.gpu,memory.used",
+            "--format=csv,noheader,nounits",
+            f"--id={index}",
+            f"--loop-ms={every_ms}",
+        ]
+        self.active = device.startswith("cuda") and shutil.which("nvidia-smi") is not None
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> GpuLoad:
+        if self.active:
+            self.process = subprocess.Popen(
+                self.command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.samples: list[tuple[float, float]] = []
+        if self.process is None:
+            return
+        self.process.terminate()
+        out, _ = self.process.communicate(timeout=10)
+        for line in out.splitlines():
+            try:
+                util, memory = (float(v) for v in line.split(","))
+            except ValueError:
+                continue
+            self.samples.append((util, memory))
+
+    def summary(self) -> dict[str, Any] | None:
+        if not getattr(self, "samples", None):
+            return None
+        utils, memory = zip(*self.samples, strict=True)
+        return {
+            "samples": len(utils),
+            "mean_utilisation_pct": statistics.fmean(utils),
+            "peak_memory_mib": max(memory),
+        }
 
 
 def stage_cache(study: optuna.Study) -> dict[str, Any]:
@@ -373,6 +471,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "## Where a trial's time goes",
         "",
         *_split_md(studies),
+        "",
+        "## Trials at once on one device",
+        "",
+        *_per_device_md(studies),
         "",
         "## ADMM epoch against a plain epoch",
         "",
@@ -470,7 +572,8 @@ def _stage_cache_md(studies: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _split_md(studies: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Mean seconds per training stage of the 1-worker trials, and the rest of a trial."""
+    """Mean seconds per training stage of the 1-worker trials, each part of the rest, and the
+    share of a trial outside the training steps."""
     rows = []
     for s in studies:
         split = s["throughput"][0].get("split")
@@ -478,27 +581,85 @@ def _split_md(studies: Sequence[Mapping[str, Any]]) -> list[str]:
             continue
         stages = {k: v for k, v in split["stage_seconds"].items() if round(v, 1) > 0}
         trained = sum(stages.values())
+        parts = split.get("part_seconds") or {}
+        outside = split["trial_seconds"] - trained
+        other = outside - sum(parts.values())
         rows.append(
             [
                 s["study"],
                 split["trials"],
                 " + ".join(f"{k} {v:.1f}" for k, v in stages.items()),
                 f"{trained:.1f}",
+                *(f"{parts.get(name, 0.0):.2f}" for name in PARTS),
+                f"{other:.2f}",
                 f"{split['trial_seconds']:.1f}",
-                f"{split['trial_seconds'] - trained:.1f}",
+                f"**{100 * outside / split['trial_seconds']:.1f} %**",
             ]
         )
     if not rows:
         return ["Not recorded in this run."]
-    header = ["study", "trials", "training stages, mean s", "training s", "trial s", "rest s"]
+    header = [
+        "study",
+        "trials",
+        "training stages, mean s",
+        "training s",
+        *(f"{name} s" for name in PARTS),
+        "other s",
+        "trial s",
+        "outside training",
+    ]
     return [
         *table(header, rows),
         "",
         "Means over the 1-worker trials that ran every stage (stage-cache hits left out). "
-        "Stage times count training alone; the rest is everything else in the trial: "
-        "the sampler's suggestions, fitting the codebooks that ADMM quantization projects "
-        "on, evaluating validation and test accuracy after every stage, storage accounting, "
-        "packing and tracking.",
+        "Stage times count their training steps alone; the parts are what "
+        "`admmsearch.timing` counts around them: evaluation (validation after every stage "
+        "and every epoch of a best-epoch retraining, right after each hard projection, test "
+        "after the last stage), fitting the codebooks the quantization stages use, the "
+        "storage accounting, packing the model file, tracking (MLflow and the trial's Optuna "
+        "records), the stage cache and the sampler; other is the rest of the trial (building "
+        "the model, the hard projections themselves, finalizing). Goal: at most 15 % outside "
+        "training.",
+    ]
+
+
+def _per_device_md(studies: Sequence[Mapping[str, Any]]) -> list[str]:
+    rows = []
+    for s in studies:
+        for r in s.get("per_device") or ():
+            gpu = r.get("gpu") or {}
+            rows.append(
+                [
+                    s["study"],
+                    r["per_device"],
+                    r["finished"],
+                    f"{r['wall_seconds']:.0f}",
+                    _s(r["mean_trial_seconds"]),
+                    f"**{r['trials_per_hour']:.0f}**",
+                    f"{gpu['mean_utilisation_pct']:.0f} %" if gpu else "–",
+                    f"{gpu['peak_memory_mib']:.0f}" if gpu else "–",
+                ]
+            )
+    if not rows:
+        return ["Not measured in this run (`--per-device 1,2,4,8,16`; by default on a GPU)."]
+    head = [
+        "study",
+        "trials at once",
+        "trials",
+        "wall s",
+        "mean trial s",
+        "trials / hour",
+        "GPU utilisation",
+        "GPU memory MiB",
+    ]
+    return [
+        *table(head, rows),
+        "",
+        "Each level is a fresh study drawing the same sequence of trials (random sampler, same "
+        "seed; a level of N runs at least 2 N of them), run by that many worker processes on "
+        "the device, each capped at its share of the GPU's memory; wall time includes starting "
+        "them. Utilisation is nvidia-smi's, sampled every "
+        "half second over the run.",
     ]
 
 

@@ -252,7 +252,7 @@ def test_search_curves_recompute_from_the_points(search) -> None:
 def speed(tmp_path_factory) -> tuple[Path, dict]:
     needs_fashion()
     out = tmp_path_factory.mktemp("speed")
-    run_smoke("bench_speed.py", out)
+    run_smoke("bench_speed.py", out, "--per-device", "2")
     return out, json.loads((out / "speed.json").read_text())
 
 
@@ -264,6 +264,7 @@ def test_speed_writes_every_section(speed) -> None:
         "## Dense-model cache",
         "## Stage cache",
         "## Where a trial's time goes",
+        "## Trials at once on one device",
         "## ADMM epoch against a plain epoch",
         "speed.png",
     ):
@@ -285,6 +286,14 @@ def test_speed_figures_are_consistent(speed) -> None:
             assert {"admm_prune", "retrain"} <= set(split["stage_seconds"])
             assert all(v >= 0 for v in split["stage_seconds"].values())
             assert sum(split["stage_seconds"].values()) <= split["trial_seconds"]
+            parts = split["part_seconds"]
+            assert {"evaluate", "tracking", "pack", "accounting"} <= set(parts)
+            assert sum(parts.values()) <= split["trial_seconds"] - sum(
+                split["stage_seconds"].values()
+            )
+        (at_once,) = s["per_device"]
+        assert at_once["per_device"] == 2 and at_once["finished"] >= 4
+        assert at_once["gpu"] is None  # on the CPU: no GPU to sample
         d = s["dense_cache"]
         assert d["trained_cold"] and not d["trained_warm"]
         assert d["saved_seconds"] == pytest.approx(
