@@ -19,8 +19,8 @@ cores; the override is printed), with fresh Optuna and MLflow stores:
   for each N, a fresh study of ``max(trials, 2 N)`` trials with N worker processes on the
   device (``run_parallel`` with ``admmsearch.devices.worker_devices``), trials drawn by the
   random sampler (a trial's params depend only on the seed and its number, so every N draws
-  the same sequence), wall time including the workers' start; on a GPU also its mean utilisation and
-  peak memory, sampled by ``nvidia-smi`` every half second.
+  the same sequence), wall time including the workers' start; on a GPU also its mean
+  utilisation and peak memory, sampled by ``nvidia-smi`` every half second.
 
 The cost of an ADMM epoch against a plain one is measured by ``bench_engine.py``; its result
 is quoted from ``--engine-json``. Usage::
