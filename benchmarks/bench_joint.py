@@ -9,7 +9,8 @@ Optuna and MLflow stores:
    within 1 point; and ``export --trial N`` for the trial with the highest weight compression
    without indices within the same drop (when it is another trial);
 3. ``compress SETTINGS --format json`` on each exported file: the settings applied once from
-   the cached dense model, packed to a real file, compared with the figures the trial logged.
+   the cached dense model, packed to a real file, compared with the figures the trial logged;
+4. ``export-model`` on each packed file: ONNX (float32 and ``--int8``) and C, with their sizes.
 
 Reported: the best storage reduction with and without indices at <= 1 point of validation
 accuracy, the per-layer settings that reach it, the test accuracy (never used to choose), and
@@ -26,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -183,6 +185,7 @@ def export_and_compress(cli: Cli, study: Path, tag: str, choice: Sequence[str]) 
         )
     )
     exported, reproduced = out["exported"], out["metrics"]
+    deployed = deploy(cli, packed)
     return {
         "trial": doc["trial"],
         "chosen_by": doc["chosen_by"],
@@ -195,6 +198,25 @@ def export_and_compress(cli: Cli, study: Path, tag: str, choice: Sequence[str]) 
         "file_bytes": out["file_bytes"],
         "header_bytes": out["header_bytes"],
         "settings_file": f"$TMP/{settings.name}",
+        "deployed": deployed,
+    }
+
+
+def deploy(cli: Cli, packed: Path) -> dict[str, int]:
+    """The packed model exported as a user deploys it (``export-model``): sizes in bytes of
+    the ONNX file (float32 and ``--int8``) and of the C export's flash arrays."""
+    onnx, int8, c_folder = (packed.with_suffix(s) for s in (".onnx", ".int8.onnx", ""))
+    cli("export-model", str(packed), "--format", "onnx", "--out", str(onnx))
+    cli("export-model", str(packed), "--format", "onnx", "--int8", "--out", str(int8))
+    line = cli("export-model", str(packed), "--format", "c", "--out", str(c_folder))
+    flash = re.search(r"flash arrays (\d+) bytes", line)
+    if flash is None:
+        raise SystemExit(f"export-model --format c printed no flash size: {line!r}")
+    return {
+        "onnx_bytes": onnx.stat().st_size,
+        "onnx_int8_bytes": int8.stat().st_size,
+        "c_flash_bytes": int(flash.group(1)),
+        "c_source_bytes": (c_folder / "admm_model.c").stat().st_size,
     }
 
 
@@ -290,11 +312,25 @@ def _chosen_md(title: str, c: Mapping[str, Any], dense: Mapping[str, float]) -> 
         "",
         *_layers_md(c),
         "",
+        *_deployed_md(c),
+        "",
         "Reproduced by `compress` against the trial's own figures:",
         "",
         *table(["figure", "trial", "compress", "difference"], rows),
         "",
     ]
+
+
+def _deployed_md(c: Mapping[str, Any]) -> list[str]:
+    """The sizes of the deployed forms (``export-model``) of one exported trial."""
+    d = c["deployed"]
+    rows = [
+        [".admm file", f"{c['file_bytes']:,}", f"{c['header_bytes']} header + payload"],
+        ["C flash arrays", f"{d['c_flash_bytes']:,}", "the .admm payload"],
+        ["ONNX, float32", f"{d['onnx_bytes']:,}", "every weight dense, zeros included"],
+        ["ONNX, --int8", f"{d['onnx_int8_bytes']:,}", "int8 levels where they fit (QDQ)"],
+    ]
+    return ["Deployed (`export-model`), in bytes:", "", *table(["form", "bytes", ""], rows)]
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:

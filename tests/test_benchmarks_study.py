@@ -332,7 +332,13 @@ def test_joint_writes_every_section(joint) -> None:
     ):
         assert heading in markdown
     assert (out / "joint.png").stat().st_size > 0
-    assert [c["command"].split()[1] for c in report["cli"]][:3] == ["run", "export", "compress"]
+    assert [c["command"].split()[1] for c in report["cli"]][:4] == [
+        "run",
+        "export",
+        "compress",
+        "export-model",
+    ]
+    assert "Deployed (`export-model`)" in markdown
 
 
 def test_joint_choices_follow_the_trials_and_compress_reproduces_them(joint) -> None:
@@ -357,6 +363,9 @@ def test_joint_choices_follow_the_trials_and_compress_reproduces_them(joint) -> 
         padding = c["file_bytes"] - c["header_bytes"] - r["payload_bits"] / 8
         assert 0 <= padding < 8  # each stream pads to a whole byte
         assert set(c["layers"]) == {"conv1", "conv2", "fc1", "fc2"}
+        d = c["deployed"]  # export-model's forms of the packed file
+        assert d["c_flash_bytes"] == c["file_bytes"] - c["header_bytes"]
+        assert d["onnx_bytes"] > 0 and d["onnx_int8_bytes"] > 0
 
 
 # --------------------------------------------------------------------------------- summary
