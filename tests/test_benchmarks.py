@@ -40,7 +40,7 @@ def smoke_report(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def _accuracies(figures: dict) -> list[float]:
-    """Every accuracy a run reports; the test split is measured for the dense and final stage only."""
+    """Every accuracy a run reports; the test split is measured for the first and last stage."""
     stages = figures["stages"]
     tested = [s["test_accuracy"] for s in stages]
     assert None not in (tested[0], tested[-1])
