@@ -107,6 +107,9 @@ def _remember_url(ctx: click.Context, param: click.Parameter, value: str | None)
 def main(debug: bool) -> None:
     """Per-layer joint pruning and quantization of neural networks by ADMM."""
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; workers inherit it
+    # MLflow logs at INFO (creating its tables, ...) on stderr, between our progress and our
+    # one-line errors; its warnings stay. Read when mlflow is first imported, so set it here.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if debug else "WARNING")
     if debug:  # e.g. each failed heartbeat, with its traceback
         logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
         logging.getLogger("admmsearch").setLevel(logging.DEBUG)

@@ -185,16 +185,7 @@ def reproduce(
         config = config.model_copy(update={"device": device})
     check_device(config.device, "--device" if device is not None else "device")
     d = config.dataset
-    data = load_dataset(
-        d.name,
-        val_fraction=d.val_fraction,
-        seed=config.seed,
-        root=d.root,
-        download=d.download,
-        limit_train=d.limit_train,
-        num_classes=d.num_classes,
-        normalise=d.normalise,
-    )
+    data = load_dataset(d.name, seed=config.seed, **d.load_options())
     check_checkpoint(config, data)
     dense = dense_model(config, data, cache_dir, layers)
     settings = settings_from_params({}, config, layers)

@@ -9,6 +9,15 @@ a given seed still draws the same settings trial by trial (trial ``n`` always ge
 seed). Model-based samplers (TPE, GP, NSGA-II's generations) read every finished trial from the
 storage anyway, so they lose nothing by being rebuilt.
 
+A model-based sampler can still propose a setting some trial already has: NSGA-II's crossover
+copies its parents' genes, and on a small categorical space (bit widths) its children repeat
+trials already run. :meth:`PerTrialSampler.sample_relative` therefore checks each proposal
+whole (the parameters the sampler leaves to its independent draws, such as NSGA-II's mutations
+and first generation, are drawn with it) against every trial of the study, and draws again with
+a sampler seeded from ``(seed, number, attempt)``, up to :data:`MAX_REDRAWS` times (a space
+whose every setting has been tried can only repeat one). The trial's ``redrawn`` user attribute
+counts the proposals thrown away. Enqueued settings are taken as given, repeats included.
+
 Example::
 
     sampler = PerTrialSampler(lambda seed: optuna.samplers.RandomSampler(seed=seed), seed=0)
@@ -27,13 +36,19 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["PerTrialSampler", "trial_seed"]
+__all__ = ["MAX_REDRAWS", "REDRAWN", "PerTrialSampler", "trial_seed"]
+
+#: Proposals drawn again, at most, when a sampler proposes a setting already tried.
+MAX_REDRAWS = 8
+#: The user attribute counting a trial's proposals thrown away as repeats.
+REDRAWN = "redrawn"
 
 
-def trial_seed(seed: int, number: int) -> int:
-    """A 32-bit seed for trial ``number`` of a study seeded with ``seed`` (NumPy's
-    ``SeedSequence``: nearby inputs give unrelated seeds)."""
-    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+def trial_seed(seed: int, number: int, attempt: int = 0) -> int:
+    """A 32-bit seed for trial ``number`` of a study seeded with ``seed``, and for its
+    ``attempt``-th redraw (NumPy's ``SeedSequence``: nearby inputs give unrelated seeds)."""
+    entropy = [seed, number] if attempt == 0 else [seed, number, attempt]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 class PerTrialSampler(BaseSampler):
@@ -52,10 +67,10 @@ class PerTrialSampler(BaseSampler):
     def __str__(self) -> str:
         return f"PerTrialSampler(seed={self._seed})"
 
-    def _for(self, trial: FrozenTrial) -> BaseSampler:
-        sampler = self._by_trial.get(trial.number)
+    def _for(self, trial: FrozenTrial, attempt: int = 0) -> BaseSampler:
+        sampler = self._by_trial.get(trial.number) if attempt == 0 else None
         if sampler is None:
-            seed = None if self._seed is None else trial_seed(self._seed, trial.number)
+            seed = None if self._seed is None else trial_seed(self._seed, trial.number, attempt)
             sampler = self._by_trial[trial.number] = self._factory(seed)
         return sampler
 
@@ -73,7 +88,33 @@ class PerTrialSampler(BaseSampler):
         trial: FrozenTrial,
         search_space: dict[str, BaseDistribution],
     ) -> dict[str, Any]:
-        return self._for(trial).sample_relative(study, trial, search_space)
+        """The underlying sampler's proposal over the whole ``search_space`` (what it leaves
+        to its independent draws, NSGA-II's mutations and first generation, drawn here), drawn
+        again while it repeats a tried setting."""
+        if not search_space or "fixed_params" in trial.system_attrs:  # enqueued: given as is
+            return self._for(trial).sample_relative(study, trial, search_space)
+        tried = [t.params for t in study.get_trials(deepcopy=False) if t.number != trial.number]
+        for attempt in range(MAX_REDRAWS + 1):
+            params = self._proposal(study, trial, search_space, attempt)
+            if params not in tried:
+                break
+        if attempt:
+            study._storage.set_trial_user_attr(trial._trial_id, REDRAWN, attempt)
+        return params
+
+    def _proposal(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        search_space: dict[str, BaseDistribution],
+        attempt: int,
+    ) -> dict[str, Any]:
+        sampler = self._for(trial, attempt)
+        params = sampler.sample_relative(study, trial, search_space)
+        for name, distribution in search_space.items():
+            if name not in params:
+                params[name] = sampler.sample_independent(study, trial, name, distribution)
+        return params
 
     def sample_independent(
         self,

@@ -25,7 +25,7 @@ from .allocation import Allocation, Option, allocate_many, log_budgets
 from .config import StudyConfig, UnitSpace, is_searched, unit_spaces
 from .objective import build_model
 from .record import StudyAttr, TrialAttr, kib
-from .sensitivity import Sensitivity, cached_sensitivity
+from .sensitivity import Finetune, Sensitivity, cached_sensitivity
 from .sensitivity.plot import write_sensitivity
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ __all__ = [
     "seed_count",
     "seeds",
     "study_seeds",
+    "sensitivity_finetune",
     "study_sensitivity",
     "unit_options",
 ]
@@ -64,11 +65,22 @@ def study_sensitivity(ctx: StudyContext) -> Sensitivity:
         keep_points=config.sensitivity.keep_points,
         samples=config.sensitivity.samples,
         index_format=config.pipeline.index_format,
+        finetune=sensitivity_finetune(config),
     )
     if ctx.study.user_attrs.get(StudyAttr.SENSITIVITY) != result.key:
         log_sensitivity(ctx, result)
         ctx.study.set_user_attr(StudyAttr.SENSITIVITY, result.key)
     return result
+
+
+def sensitivity_finetune(config: StudyConfig) -> Finetune | None:
+    """The masked fine-tune of ``sensitivity.finetune_steps``, at the learning rate and batch
+    size of the retraining stage (else of the dense training); None for 0 steps."""
+    steps = config.sensitivity.finetune_steps
+    if steps == 0:
+        return None
+    train = config.pipeline.retrain or config.dense.train
+    return Finetune(steps=steps, lr=train.lr, batch_size=train.batch_size, seed=config.seed)
 
 
 def log_sensitivity(ctx: StudyContext, result: Sensitivity) -> None:

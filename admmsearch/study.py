@@ -263,16 +263,7 @@ def _checked_data(
         check_store_folder(given, "tracking URI")
     check_device(config.device)
     d = config.dataset
-    data = load_dataset(
-        d.name,
-        val_fraction=d.val_fraction,
-        seed=config.seed,
-        root=d.root,
-        download=d.download,
-        limit_train=d.limit_train,
-        num_classes=d.num_classes,
-        normalise=d.normalise,
-    )
+    data = load_dataset(d.name, seed=config.seed, **d.load_options())
     check_splits(config, data)
     check_model(config, data)
     check_checkpoint(config, data)

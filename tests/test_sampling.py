@@ -108,3 +108,40 @@ def test_two_workers_draw_new_settings(tmp_path, tiny_study) -> None:
     study = optuna.load_study(study_name=ctx.config.name, storage=ctx.storage)
     assert len(study.trials) == 4
     _assert_no_unmarked_duplicates(study)
+
+
+def _nsga2(seed: int | None) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=4)
+
+
+def _categorical_trial(study: optuna.Study) -> tuple[int, ...]:
+    trial = study.ask()
+    params = tuple(trial.suggest_categorical(f"bits.{n}", [2, 3, 4, 8]) for n in range(3))
+    study.tell(trial, (sum(params), -max(params)))
+    return params
+
+
+def test_a_generation_never_repeats_a_setting_already_tried() -> None:
+    """NSGA-II's crossover copies its parents' genes: on a small categorical space, children
+    repeat trials already run (bench_joint saw 2 such pairs in 20 trials). A child that
+    repeats a tried setting is drawn again, and the trial says how often."""
+    study = optuna.create_study(
+        directions=["minimize", "minimize"], sampler=PerTrialSampler(_nsga2, 0)
+    )
+    drawn = [_categorical_trial(study) for _ in range(24)]  # 24 of the 64 settings
+    assert len(set(drawn)) == len(drawn)
+    redrawn = [t.user_attrs.get("redrawn", 0) for t in study.trials]
+    assert sum(redrawn) > 0  # the test space makes NSGA-II repeat itself
+    again = optuna.create_study(
+        directions=["minimize", "minimize"], sampler=PerTrialSampler(_nsga2, 0)
+    )
+    assert [_categorical_trial(again) for _ in range(24)] == drawn  # still reproducible
+
+
+def test_enqueued_settings_may_repeat_a_tried_one() -> None:
+    study = optuna.create_study(
+        directions=["minimize", "minimize"], sampler=PerTrialSampler(_nsga2, 0)
+    )
+    first = _categorical_trial(study)
+    study.enqueue_trial({f"bits.{n}": v for n, v in enumerate(first)})
+    assert _categorical_trial(study) == first

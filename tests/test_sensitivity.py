@@ -19,7 +19,9 @@ from admmsearch.data import load_dataset
 from admmsearch.models import compressible_layers
 from admmsearch.objective import build_model
 from admmsearch.plan import LayerPlan
+from admmsearch.seeding import sensitivity_finetune
 from admmsearch.sensitivity import (
+    Finetune,
     cached_sensitivity,
     grid_points,
     keep_grid,
@@ -136,6 +138,43 @@ def test_measurement_is_cached_under_the_dense_fingerprint(digits_study, tmp_pat
     assert not other.cached and len(list(tmp_path.glob("sensitivity-*.json"))) == 2
     (tmp_path / f"sensitivity-{first.key[:24]}.json").write_text("{broken")
     assert not cached_sensitivity(tmp_path, "fp", model, data, units, keep_points=3).cached
+
+
+def test_masked_finetune_recovers_accuracy_and_leaves_the_model_as_found(digits_study) -> None:
+    """A few masked SGD steps per point: the harshly pruned points get back accuracy, the
+    reference stays the dense model, nothing leaks from one point into the next, and the
+    model ends as it was found (BatchNorm statistics and momentum included)."""
+    config, layers, data, model = digits_study
+    fc1 = [u for u in unit_spaces(config, layers) if u.name == "fc1"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plain = measure(model, data, fc1, keep_points=3).frame()
+    tuning = Finetune(steps=30, lr=0.02, batch_size=32, seed=0)
+    tuned = measure(model, data, fc1, keep_points=3, finetune=tuning).frame()
+    again = measure(model, data, fc1, keep_points=3, finetune=tuning).frame()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    pd.testing.assert_frame_equal(tuned, again)  # seeded, and no state carried over
+    pd.testing.assert_series_equal(tuned["storage_bits"], plain["storage_bits"])
+    ref = tuned[(tuned["keep"] == 1.0) & tuned["levels"].isna()]["val_accuracy"].iloc[0]
+    assert ref == evaluate(model, data.x_val, data.y_val)
+    harsh = plain["keep"] == plain["keep"].min()
+    on_curve = harsh & plain["levels"].isna()
+    assert tuned[on_curve]["val_accuracy"].iloc[0] > plain[on_curve]["val_accuracy"].iloc[0]
+
+
+def test_finetune_is_keyed_and_configured_from_the_study(digits_study, tiny_study, tmp_path):
+    config, layers, data, model = digits_study
+    units = unit_spaces(config, layers)[:1]
+    none = cached_sensitivity(tmp_path, "fp", model, data, units, keep_points=2)
+    tuning = Finetune(steps=2, lr=0.01, batch_size=32)
+    tuned = cached_sensitivity(tmp_path, "fp", model, data, units, keep_points=2, finetune=tuning)
+    assert none.key != tuned.key and not tuned.cached  # a fine-tuned table is another table
+    assert sensitivity_finetune(config) is None  # default: no training
+    study, _ = validate_study(tiny_study(sensitivity={"finetune_steps": 20}))
+    retrain = study.pipeline.retrain
+    assert sensitivity_finetune(study) == Finetune(20, retrain.lr, retrain.batch_size, 0)
+    with pytest.raises(Exception, match="finetune_steps"):
+        validate_study(tiny_study(sensitivity={"finetune_steps": -1}))
 
 
 @pytest.mark.slow

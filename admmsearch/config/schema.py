@@ -138,12 +138,15 @@ class SensitivityConfig(FrozenModel):
     ``keep_points`` keep ratios are measured per unit, spread over its keep range, on the first
     ``samples`` validation images (null: all); ``budgets`` storage budgets, log-spaced over the
     storage the search space spans, each give one seeded trial (at most half of
-    ``budget.trials``).
+    ``budget.trials``). ``finetune_steps`` (default 0: none) fine-tunes each measured point for
+    that many SGD steps, the unit held on its mask and levels, at the learning rate and batch
+    size of ``pipeline.retrain`` (else of the dense training) before measuring it.
     """
 
     keep_points: Annotated[int, Strict(), bound(2, 64)] = 8
     samples: PositiveInt | None = 2000
     budgets: Count = 4
+    finetune_steps: Annotated[int, Strict(), bound(0, 100_000)] = 0
 
 
 class ConstraintsConfig(FrozenModel):

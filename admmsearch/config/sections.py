@@ -49,6 +49,11 @@ class DatasetConfig(FrozenModel):
     num_classes: PositiveInt | None = None  # None: the largest label + 1
     normalise: bool = True
 
+    def load_options(self) -> dict[str, Any]:
+        """Every keyword argument of :func:`admmsearch.data.load_dataset` but ``name`` and
+        ``seed``, as this section sets it."""
+        return self.model_dump(exclude={"name"})
+
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:

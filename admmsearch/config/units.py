@@ -224,13 +224,5 @@ def _input_spec(config: StudyConfig) -> tuple[tuple[int, ...], int]:
         return shape, d.num_classes or classes
     from ..data import load_dataset
 
-    data = load_dataset(
-        d.name,
-        val_fraction=d.val_fraction,
-        seed=config.seed,
-        root=d.root,
-        download=d.download,
-        limit_train=d.limit_train,
-        num_classes=d.num_classes,
-    )
+    data = load_dataset(d.name, seed=config.seed, **d.load_options())
     return data.input_shape, data.num_classes

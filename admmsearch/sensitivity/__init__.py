@@ -18,19 +18,23 @@ of the projection's (which may leave a level unused) that needs no fitting.
 :mod:`admmsearch.allocation` budgets these rows.
 
 The pass costs forward passes on (at most ``samples`` images of) the validation split only:
-``units x (keeps + levels)`` of them. The result is cached (JSON) under the fingerprint of the
-dense model and of the grid, so a study and all of its workers compute it once.
+``units x (keeps + levels)`` of them. As an option (:class:`Finetune`), each measured point is
+first fine-tuned for a few SGD steps with the unit held on its mask and levels, which measures
+how much of the loss retraining recovers, at the cost of those steps per point. The result is
+cached (JSON) under the fingerprint of the dense model and of the grid, so a study and all of
+its workers compute it once.
 """
 
 from __future__ import annotations
 
 from .cache import cached_sensitivity, sensitivity_key
 from .grid import GridPoint, grid_points, keep_grid, level_grid
-from .measure import measure
+from .measure import Finetune, measure
 from .table import COLUMNS, Sensitivity
 
 __all__ = [
     "COLUMNS",
+    "Finetune",
     "GridPoint",
     "Sensitivity",
     "cached_sensitivity",

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..config import UnitSpace
 from ..data import DataSplits
-from .measure import measure
+from .measure import Finetune, measure
 from .table import Sensitivity
 
 __all__ = ["cached_sensitivity", "sensitivity_key"]
@@ -48,6 +48,7 @@ def cached_sensitivity(
     keep_points: int = 8,
     samples: int | None = None,
     index_format: str = "gap",
+    finetune: Finetune | None = None,
 ) -> Sensitivity:
     """:func:`measure`, or its cached result (``cache_dir/sensitivity-<key>.json``).
 
@@ -55,14 +56,15 @@ def cached_sensitivity(
     others wait and read its result. A damaged cache file is measured again and rewritten.
     """
     settings = {"keep_points": keep_points, "samples": samples, "index_format": index_format}
-    key = sensitivity_key(dense_fingerprint, units, **settings)
+    tuning = None if finetune is None else asdict(finetune)
+    key = sensitivity_key(dense_fingerprint, units, **settings, finetune=tuning)
     path = Path(cache_dir) / f"sensitivity-{key[:24]}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
         found = _read(path)
         if found is not None:
             return found
-        result = measure(model, data, units, **settings)
+        result = measure(model, data, units, **settings, finetune=finetune)
         result = Sensitivity(**{**asdict(result), "key": key, "cached": False})
         _write(path, result)
         return result

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import UnitSpace
-from ..data import DataSplits
+from ..data import DataSplits, batches
 from ..errors import AdmmSearchError, ConstraintError
 from ..models import compressible_layers
 from ..plan import LayerPlan
@@ -19,7 +21,20 @@ from ..train import evaluate
 from .grid import GridPoint, grid_points
 from .table import Sensitivity
 
-__all__ = ["measure"]
+__all__ = ["Finetune", "measure"]
+
+
+@dataclass(frozen=True)
+class Finetune:
+    """A short masked fine-tune of every measured point before it is evaluated: ``steps``
+    SGD steps (momentum 0.9, cross-entropy, batches of ``batch_size`` training samples drawn
+    with ``seed``) on the whole network, the unit's weights projected back onto the point's
+    mask (fixed at the projection) and levels after every step."""
+
+    steps: int
+    lr: float
+    batch_size: int
+    seed: int = 0
 
 
 def measure(
@@ -30,14 +45,16 @@ def measure(
     keep_points: int = 8,
     samples: int | None = None,
     index_format: str = "gap",
+    finetune: Finetune | None = None,
 ) -> Sensitivity:
     """Measure every unit's curves on ``model`` (left as it was found) and predict the rest.
 
     Measured points run the first ``samples`` validation images forward with the unit's
-    weights projected. A predicted point (keep ``k`` < 1 with levels ``b``) takes the
-    accuracy drops as additive, ``drop(k, float32) + drop(1.0, b)``, and its storage from the
-    accounting of a stand-in weight with the survivors of the real magnitude mask on
-    ``min(levels, survivors)`` distinct values: at least what its projection takes.
+    weights projected (after a masked fine-tune on the training split, with ``finetune``). A
+    predicted point (keep ``k`` < 1 with levels ``b``) takes the accuracy drops as additive,
+    ``drop(k, float32) + drop(1.0, b)``, and its storage from the accounting of a stand-in
+    weight with the survivors of the real magnitude mask on ``min(levels, survivors)``
+    distinct values: at least what its projection takes.
 
     Args:
         model: the dense model, on the device its data is on.
@@ -46,6 +63,8 @@ def measure(
         keep_points: keep ratios per searched keep range.
         samples: validation images used (None: all).
         index_format: sparse index format of the storage accounting.
+        finetune: fine-tune each measured point before evaluating it (None: no training;
+            the reference point, keep 1.0 in float32, is never fine-tuned).
 
     Raises:
         AdmmSearchError: the validation split is empty.
@@ -62,7 +81,7 @@ def measure(
     report = model_storage(model, names, index_format)
     rows = []
     for unit in units:
-        probe = _Probe(model, layers, unit, x, y, index_format)
+        probe = _Probe(model, layers, unit, x, y, index_format, finetune, data)
         rows += probe.rows(grid_points(unit, keep_points), dense)
     seconds = time.perf_counter() - start
     return Sensitivity(tuple(rows), dense, report.other_bits, report.model_stored_bits, seconds)
@@ -79,11 +98,14 @@ class _Probe:
         x: torch.Tensor,
         y: torch.Tensor,
         index_format: str,
+        finetune: Finetune | None = None,
+        data: DataSplits | None = None,
     ) -> None:
         self.model, self.unit, self.x, self.y = model, unit, x, y
         self.modules = {n: layers[n] for n in unit.layers}
         self.fmt = index_format
         self.originals = {n: m.weight.detach().clone() for n, m in self.modules.items()}
+        self.finetune, self.data = finetune, data
 
     def rows(self, points: Sequence[GridPoint], dense: float) -> list[dict[str, Any]]:
         """One row per point: the measured ones first measured, then the predicted ones.
@@ -133,7 +155,42 @@ class _Probe:
                 w = _project(plan, self.originals[name])
                 module.weight.copy_(w)
                 bits += _stored_bits(name, w, _bias(module), self.fmt)
-        return evaluate(self.model, self.x, self.y), bits
+        if self.finetune is None or (p.keep == 1.0 and p.levels is None):
+            return evaluate(self.model, self.x, self.y), bits
+        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        try:
+            self._finetune(plan)
+            return evaluate(self.model, self.x, self.y), bits
+        finally:
+            self.model.load_state_dict(state)
+
+    def _finetune(self, plan: LayerPlan) -> None:
+        """:class:`Finetune`'s steps, the unit kept on its mask and levels after each."""
+        ft, data = self.finetune, self.data
+        assert ft is not None and data is not None
+        sparsity = plan.sparsity()
+        sparse = sparsity is not None
+        masks = {n: sparsity.mask(w) if sparse else None for n, w in self.originals.items()}
+        quantizer = plan.quantizer(sparse=sparse)
+        params = [q for q in self.model.parameters() if q.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=ft.lr, momentum=0.9)
+        generator = torch.Generator().manual_seed(ft.seed)
+        self.model.train()
+        done = 0
+        while done < ft.steps:
+            for xb, yb in batches(
+                data.x_train, data.y_train, ft.batch_size, shuffle=True, generator=generator
+            ):
+                optimizer.zero_grad(set_to_none=True)
+                F.cross_entropy(self.model(xb), yb).backward()
+                optimizer.step()
+                with torch.no_grad():
+                    for name, module in self.modules.items():
+                        _reproject(module.weight, masks[name], quantizer)
+                done += 1
+                if done == ft.steps:
+                    break
+        self.model.eval()
 
     def _stand_in_bits(self, p: GridPoint) -> int:
         """Storage of ``p`` without fitting levels: the real mask's survivors on as many
@@ -183,6 +240,18 @@ def _project(plan: LayerPlan, w: torch.Tensor) -> torch.Tensor:
     projected = torch.zeros_like(w)
     projected[mask] = quantizer.project(w[mask])
     return projected
+
+
+def _reproject(w: torch.Tensor, mask: torch.Tensor | None, quantizer: Any) -> None:
+    """Put a fine-tuned weight back on its fixed ``mask`` and its levels, in place."""
+    if mask is not None:
+        w.mul_(mask)
+    if quantizer is None:
+        return
+    if mask is None:
+        w.copy_(quantizer.project(w))
+    else:
+        w[mask] = quantizer.project(w[mask])
 
 
 def _stored_bits(name: str, w: torch.Tensor, bias: torch.Tensor | None, fmt: str) -> int:
