@@ -150,28 +150,26 @@ class _Probe:
     def _measure(self, p: GridPoint) -> tuple[float, int]:
         """Validation accuracy and storage bits with the unit's weights projected to ``p``."""
         plan, bits = self._plan(p), 0
+        masks = {name: _mask(plan, w) for name, w in self.originals.items()}
         with torch.no_grad():
             for name, module in self.modules.items():
-                w = _project(plan, self.originals[name])
+                w = _project(plan, self.originals[name], masks[name])
                 module.weight.copy_(w)
                 bits += _stored_bits(name, w, _bias(module), self.fmt)
         if self.finetune is None or (p.keep == 1.0 and p.levels is None):
             return evaluate(self.model, self.x, self.y), bits
         state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         try:
-            self._finetune(plan)
+            self._finetune(plan, masks)
             return evaluate(self.model, self.x, self.y), bits
         finally:
             self.model.load_state_dict(state)
 
-    def _finetune(self, plan: LayerPlan) -> None:
-        """:class:`Finetune`'s steps, the unit kept on its mask and levels after each."""
+    def _finetune(self, plan: LayerPlan, masks: Mapping[str, torch.Tensor | None]) -> None:
+        """:class:`Finetune`'s steps, the unit put back on its fixed ``masks`` and its levels
+        after each."""
         ft, data = self.finetune, self.data
         assert ft is not None and data is not None
-        sparsity = plan.sparsity()
-        sparse = sparsity is not None
-        masks = {n: sparsity.mask(w) if sparse else None for n, w in self.originals.items()}
-        quantizer = plan.quantizer(sparse=sparse)
         params = [q for q in self.model.parameters() if q.requires_grad]
         optimizer = torch.optim.SGD(params, lr=ft.lr, momentum=0.9)
         generator = torch.Generator().manual_seed(ft.seed)
@@ -186,7 +184,7 @@ class _Probe:
                 optimizer.step()
                 with torch.no_grad():
                     for name, module in self.modules.items():
-                        _reproject(module.weight, masks[name], quantizer)
+                        module.weight.copy_(_project(plan, module.weight, masks[name]))
                 done += 1
                 if done == ft.steps:
                     break
@@ -226,11 +224,15 @@ def _bias(module: nn.Module) -> torch.Tensor | None:
     return bias if isinstance(bias, torch.Tensor) else None
 
 
-def _project(plan: LayerPlan, w: torch.Tensor) -> torch.Tensor:
-    """The pipeline's hard projections of one weight: magnitude prune, then the survivors on
-    the levels (on all weights when the layer is not pruned)."""
+def _mask(plan: LayerPlan, w: torch.Tensor) -> torch.Tensor | None:
+    """The magnitude mask of ``plan`` on ``w``; None when the plan does not prune."""
     sparsity = plan.sparsity()
-    mask = None if sparsity is None else sparsity.mask(w)
+    return None if sparsity is None else sparsity.mask(w)
+
+
+def _project(plan: LayerPlan, w: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The pipeline's hard projections of one weight: zero outside ``mask`` (:func:`_mask`;
+    None: not pruned), then the survivors on the levels (all weights when not pruned)."""
     out = w if mask is None else torch.where(mask, w, torch.zeros_like(w))
     quantizer = plan.quantizer(sparse=mask is not None)
     if quantizer is None:
@@ -240,18 +242,6 @@ def _project(plan: LayerPlan, w: torch.Tensor) -> torch.Tensor:
     projected = torch.zeros_like(w)
     projected[mask] = quantizer.project(w[mask])
     return projected
-
-
-def _reproject(w: torch.Tensor, mask: torch.Tensor | None, quantizer: Any) -> None:
-    """Put a fine-tuned weight back on its fixed ``mask`` and its levels, in place."""
-    if mask is not None:
-        w.mul_(mask)
-    if quantizer is None:
-        return
-    if mask is None:
-        w.copy_(quantizer.project(w))
-    else:
-        w[mask] = quantizer.project(w[mask])
 
 
 def _stored_bits(name: str, w: torch.Tensor, bias: torch.Tensor | None, fmt: str) -> int:
