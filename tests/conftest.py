@@ -35,6 +35,32 @@ def dense_digits(digits):
 
 
 @pytest.fixture()
+def dense_copy(dense_digits):
+    """Builds a fresh digits-cnn holding the dense_digits state, one per call."""
+    from admmsearch.models import create_model
+
+    def build():
+        model = create_model("digits-cnn", num_classes=10, input_shape=(1, 8, 8))
+        model.load_state_dict(dense_digits)
+        return model
+
+    return build
+
+
+@pytest.fixture()
+def prune_only():
+    """Builds pipeline settings of an ADMM pruning stage and an optional retraining stage."""
+    from admmsearch.pipeline import PipelineSettings
+
+    def build(admm, retrain=None):
+        return PipelineSettings(
+            pretrain=None, admm_prune=admm, retrain=retrain, admm_quantize=None, quant_retrain=None
+        )
+
+    return build
+
+
+@pytest.fixture()
 def tiny_study(tmp_path):
     """Write ``studies/digits-quick.yaml`` shrunk to about a second a trial, with ``changes``
     on top, as ``tmp_path/study.yaml``; returns its path."""

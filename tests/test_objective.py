@@ -6,35 +6,22 @@ from __future__ import annotations
 import pytest
 
 from admmsearch.admm import RhoSchedule
-from admmsearch.models import create_model
 from admmsearch.objective import convergence_metrics
-from admmsearch.pipeline import AdmmSettings, PipelineSettings, run_pipeline
+from admmsearch.pipeline import AdmmSettings, run_pipeline
 from admmsearch.plan import Plan
 from admmsearch.train import TrainSettings, evaluate
 
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
 
 
-def _model(state):
-    model = create_model("digits-cnn", num_classes=10, input_shape=(1, 8, 8))
-    model.load_state_dict(state)
-    return model
-
-
-def _prune_only(admm: AdmmSettings, retrain: TrainSettings | None = None) -> PipelineSettings:
-    return PipelineSettings(
-        pretrain=None, admm_prune=admm, retrain=retrain, admm_quantize=None, quant_retrain=None
-    )
-
-
 def test_a_retraining_stage_reports_its_kept_epoch_and_the_projection_loss(
-    digits, dense_digits
+    digits, dense_copy, prune_only
 ) -> None:
     admm = AdmmSettings(TrainSettings(epochs=1, lr=0.02, batch_size=32), RhoSchedule(updates=8))
     retrain = TrainSettings(epochs=3, lr=0.02, batch_size=32, keep_best=True)
-    model = _model(dense_digits)
+    model = dense_copy()
     result = run_pipeline(
-        model, digits, Plan.uniform(LAYERS, keep=0.05), _prune_only(admm, retrain)
+        model, digits, Plan.uniform(LAYERS, keep=0.05), prune_only(admm, retrain)
     )
     stage = result.stages[2]
     assert stage.name == "retrain" and 1 <= stage.kept_epoch <= 3

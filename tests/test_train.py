@@ -11,14 +11,8 @@ from admmsearch.models import create_model
 from admmsearch.train import TrainSettings, evaluate, fit, fit_best, make_optimizer
 
 
-def _model(state):
-    model = create_model("digits-cnn", num_classes=10, input_shape=(1, 8, 8))
-    model.load_state_dict(state)
-    return model
-
-
-def test_fit_best_ends_with_the_weights_of_its_best_validation_epoch(digits, dense_digits) -> None:
-    model = _model(dense_digits)
+def test_fit_best_ends_with_the_weights_of_its_best_validation_epoch(digits, dense_copy) -> None:
+    model = dense_copy()
     seen: list[tuple[float, dict]] = []
 
     def watch(epoch: int, loss: float) -> None:
