@@ -346,7 +346,7 @@ def _per_device_option(fn):
 
 def _devices(config, per_device: int | None, jobs: int) -> list[str] | None:
     """One device per worker process when several trials share devices, else None."""
-    from .devices import worker_devices
+    from .runtime import worker_devices
 
     count = per_device if per_device is not None else config.workers.per_device
     if count == 1 and config.device != "cuda":
@@ -402,7 +402,7 @@ def run(
 ) -> None:
     """Launch (or resume) the study in STUDY_FILE; print its Pareto front at the end."""
     from .config import validate_study
-    from .study import prepare, run_parallel, run_study
+    from .search.study import prepare, run_parallel, run_study
 
     config, layers = validate_study(study_file)
     devices = _devices(config, per_device, jobs)
@@ -444,7 +444,7 @@ def worker(
     --trials is the total over all workers, not this worker's share.
     """
     from .config import validate_study
-    from .study import prepare, run_parallel, run_study
+    from .search.study import prepare, run_parallel, run_study
 
     config, layers = validate_study(study_file)
     devices = _devices(config, per_device, 1)
@@ -485,9 +485,9 @@ def sensitivity(
     (or tied group) alone pruned to each keep ratio, or quantized to each bit width, of the
     study's range; nothing retrained. Cached, and logged to the study's MLflow parent run."""
     from .config import validate_study
-    from .seeding import study_sensitivity
-    from .sensitivity.plot import write_sensitivity
-    from .study import prepare
+    from .search.seeding import study_sensitivity
+    from .search.sensitivity.plot import write_sensitivity
+    from .search.study import prepare
 
     config, layers = validate_study(study_file)
     ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri, cache_dir=cache_dir)
@@ -521,8 +521,8 @@ def sensitivity(
 )
 def list_(storage: str | None, fmt: str) -> None:
     """The studies in a storage: state, trial counts and the ends of each Pareto front."""
-    from .catalog import study_rows
-    from .study import resolve_storage
+    from .runtime import resolve_storage
+    from .search.catalog import study_rows
 
     url = resolve_storage(None, storage)
     rows = study_rows(url)
@@ -537,8 +537,8 @@ def list_(storage: str | None, fmt: str) -> None:
 @_study_options
 def show(study: str, storage: str | None, tracking_uri: str | None) -> None:
     """One study (a study file or a study name): settings, trial counts, front, failures."""
-    from .catalog import describe, failed_trials, open_existing
-    from .front import front_table
+    from .search.catalog import describe, failed_trials, open_existing
+    from .search.front import front_table
 
     opened = open_existing(study, storage=storage, tracking_uri=tracking_uri)
     facts = describe(opened)
@@ -577,8 +577,8 @@ def pareto(
     study: str, storage: str | None, tracking_uri: str | None, fmt: str, out: Path | None
 ) -> None:
     """The Pareto front of STUDY (validation accuracy against the packed file's size)."""
-    from .catalog import open_existing
-    from .front import FRONT_SUFFIXES, front_table, write_front
+    from .search.catalog import open_existing
+    from .search.front import FRONT_SUFFIXES, front_table, write_front
 
     if out is not None and out.suffix not in FRONT_SUFFIXES:
         raise click.BadParameter(
@@ -636,8 +636,8 @@ def export(
     out: Path | None,
 ) -> None:
     """Export a trial's per-layer settings and metrics, chosen by --trial or --policy."""
-    from .catalog import open_existing
-    from .export import choose_trial, settings_document, write_settings
+    from .search.catalog import open_existing
+    from .search.export import choose_trial, settings_document, write_settings
 
     if (number is None) == (policy is None):
         raise click.UsageError("give exactly one of --trial N and --policy")
@@ -674,7 +674,7 @@ def _echo_frame(frame, fmt: str) -> None:
 
 
 def _print_front(study, objectives: list[str]) -> None:
-    from .front import front_table
+    from .search.front import front_table
 
     table = front_table(study, objectives)
     if table.empty:
@@ -752,7 +752,7 @@ def predict(model_file: Path, data: Path, trust_code: bool, fmt: str) -> None:
     DATA is a .npz with x_test and y_test (a dataset file) or x and y, as raw arrays: the
     normalisation the model was trained with comes from the packed file.
     """
-    from .predict import load_model, read_arrays
+    from .deploy import load_model, read_arrays
 
     deployed = load_model(model_file, trust_code=trust_code)
     x, y, keys = read_arrays(data)
@@ -799,7 +799,7 @@ def export_model(
 ) -> None:
     """Export a packed model (.admm) for deployment: ONNX, or C for microcontrollers."""
     if fmt == "onnx":
-        from .onnx_export import export_onnx
+        from .deploy import export_onnx
 
         onnx_info = export_onnx(
             model_file, out or model_file.with_suffix(".onnx"), int8=int8, trust_code=trust_code
@@ -808,7 +808,7 @@ def export_model(
         return
     if int8:
         raise click.UsageError("--int8 applies to --format onnx only")
-    from .c_export import export_c
+    from .deploy import export_c
 
     c_info = export_c(model_file, out or model_file.with_suffix(""))
     click.echo(c_info.summary())
@@ -869,7 +869,7 @@ def ui(
 def _stores(study: str | None, storage: str | None, tracking_uri: str | None) -> tuple[str, str]:
     """Optuna storage and MLflow URI: the options, else the study file's, else the defaults."""
     from .config import validate_study
-    from .study import resolve_storage, resolve_tracking
+    from .runtime import resolve_storage, resolve_tracking
 
     config = None
     if study is not None and (study.endswith((".yaml", ".yml")) or Path(study).is_file()):

@@ -1,13 +1,19 @@
-"""Compress once, without search: one verb for both ways of saying what to compress.
+"""Compression from the dense model, written once: a study's trial, the reproduction of an
+exported settings file and a one-shot ``compress`` all call :func:`compress_dense`.
 
-* :class:`FromSettings`: an exported settings file (``admmsearch export``): the trial's
-  study, pipeline and plan, run once from the study's (cached) dense model, like a trial.
+:func:`compress_dense` takes a :class:`Job` (the network with its dense weights, the data, the
+plan, the pipeline settings and how the packed file rebuilds the network) and returns a
+:class:`Compressed`: every stage's figures, the metrics a trial records, the packed file and the
+pruned state it passed through. A caller that keeps pruned states (a study's stage cache, the
+rungs of successive halving) hands one in to skip the prune phase.
+
+The one-shot verb :func:`compress` says what to compress in one of two ways:
+
+* :class:`FromSettings`: an exported settings file (``admmsearch export``): the trial's study,
+  pipeline and plan, run once from the study's (cached) dense model, like a trial.
 * :class:`FromModel`: a model and dataset by name, trained here with settings that suit the
   small reference models, compressed to a plan (a plan file, or one keep ratio and bit width
   for every layer).
-
-Both give a :class:`Compressed`: the pipeline's figures, the metrics a trial records and the
-packed file, written to ``out``.
 
 Example::
 
@@ -27,19 +33,28 @@ from typing import Any
 import torch
 from torch import nn
 
-from .cache import build_model, dense_model, packed_meta
-from .config import StudyConfig
+from .config import StudyConfig, study_data
 from .config.loading import read_yaml
-from .data import load_dataset
+from .data import DataSplits, load_dataset
+from .dense import build_model, dense_model, packed_meta
 from .errors import PackError
-from .export import read_settings
+from .metrics import Reference, trial_metrics
 from .models import compressible_layers, create_model
-from .objective import trial_metrics
-from .packing import ModelMeta, PackInfo, encode_model
-from .pipeline import PipelineHooks, PipelineResult, run_pipeline
+from .packed import ModelMeta, PackInfo, encode_model
+from .pipeline import (
+    PipelineHooks,
+    PipelineResult,
+    PrunedState,
+    dense_stage,
+    fold_stage,
+    network,
+    prune_phase,
+    quantize_phase,
+    timed,
+)
 from .plan import LayerPlan, Plan
 from .preflight import check_checkpoint, check_device
-from .search_space import settings_from_params
+from .runtime import resolve_cache_dir
 from .settings import (
     AdmmSettings,
     PipelineSettings,
@@ -47,19 +62,123 @@ from .settings import (
     RhoSchedule,
     TrainSettings,
 )
-from .study import resolve_cache_dir
+from .settings_file import read_settings
+from .timing import part
 
 __all__ = [
     "Compressed",
     "FromModel",
     "FromSettings",
+    "Job",
     "compress",
+    "compress_dense",
     "read_plan",
     "reference_settings",
     "reproduce",
 ]
 
 OnEpoch = Callable[[str, int, float], None]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One compression from the dense model, as plain objects (checked already).
+
+    Attributes:
+        model: the network, its dense weights loaded (trained by ``settings.pretrain`` first
+            when that is set); compressed in place.
+        data: train / validation / test splits.
+        plan: per-layer settings.
+        settings: the pipeline's stages.
+        meta: how the packed file rebuilds the network (``folded`` is set from the run).
+        layers: layer patterns (None: every convolution and linear layer).
+        device: where to train.
+        dense: the dense model's accuracy that drops are measured from; None: the dense
+            stage's own.
+    """
+
+    model: nn.Module
+    data: DataSplits
+    plan: Plan
+    settings: PipelineSettings
+    meta: ModelMeta
+    layers: list[str] | None = None
+    device: str = "cpu"
+    dense: Reference | None = None
+
+
+@dataclass(frozen=True)
+class Compressed:
+    """What one compression did.
+
+    Attributes:
+        result: every stage's figures, the storage accounting and the plan.
+        metrics: the figures a trial records (:class:`~admmsearch.record.Metric`), finite ones.
+        model: the compressed network, on the CPU.
+        packed: the packed file's bytes (the model rebuilds from them alone).
+        info: the packed file's size and its split into header and payload; ``info.path`` is
+            where it was written (None before it is).
+        pruned: the state after the prune phase (given, or made by this run).
+        document: with a settings file, its content (study, trial and the exported metrics
+            the reproduction can be held against); else None.
+    """
+
+    result: PipelineResult
+    metrics: dict[str, float]
+    model: nn.Module
+    packed: bytes
+    info: PackInfo
+    pruned: PrunedState | None = None
+    document: Mapping[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON: stages, storage, metrics and the packed file's size."""
+        stages = [
+            {k: getattr(s, k) for k in ("name", "val_accuracy", "test_accuracy", "seconds")}
+            for s in self.result.stages
+        ]
+        return {
+            "stages": stages,
+            "storage": self.result.storage.summary(),
+            "metrics": self.metrics,
+            "uncompressed_layers": dict(self.result.uncompressed),
+            "folded_batchnorm": [list(p) for p in self.result.folding.pairs],
+            "file": None if self.info.path is None else str(self.info.path),
+            "file_bytes": self.info.file_bytes,
+            "header_bytes": self.info.header_bytes,
+        }
+
+
+def compress_dense(
+    job: Job, *, hooks: PipelineHooks | None = None, pruned: PrunedState | None = None
+) -> Compressed:
+    """Compress ``job.model`` to ``job.plan`` and pack it: the dense stage, BatchNorm folding,
+    the prune phase (skipped when ``pruned``, a state of the same model, data, pruning plan and
+    pruning stages, is given), the quantize phase, then the packed file and the metrics.
+
+    Raises:
+        LayerError, ConstraintError: the plan does not fit the model.
+        DivergenceError: a stage diverged.
+        PackError: the model cannot be packed.
+    """
+    s = job.settings
+    net = network(
+        job.model, job.data, job.plan, s, layer_patterns=job.layers, device=job.device, hooks=hooks
+    )
+    known = None if job.dense is None else (job.dense.val_accuracy, job.dense.test_accuracy)
+    with timed(job.device):
+        dense = dense_stage(net, s, known)
+        folding = fold_stage(net, s)
+        pruned = pruned or prune_phase(net, job.plan, s, dense)
+        result = quantize_phase(net, job.plan, s, pruned, folding)
+        model = net.model.cpu()
+        meta = dataclasses.replace(job.meta, folded=bool(folding.pairs))
+        with part("pack"):
+            packed, info = encode_model(
+                model, list(net.layers), s.index_format, meta, result.storage
+            )
+    metrics = _finite(trial_metrics(result, job.dense or result.dense, info))
+    return Compressed(result, metrics, model, packed, info, pruned)
 
 
 @dataclass(frozen=True)
@@ -87,29 +206,6 @@ class FromModel:
     settings: PipelineSettings | None = None
 
 
-@dataclass(frozen=True)
-class Compressed:
-    """What one compression did.
-
-    Attributes:
-        result: every stage's figures, the storage accounting and the plan.
-        metrics: the figures a trial records (:class:`~admmsearch.record.Metric`), finite ones.
-        model: the compressed network, on the CPU.
-        packed: the packed file's bytes (the model rebuilds from them alone).
-        info: the packed file's size and its split into header and payload; ``info.path`` is
-            where it was written (None before it is).
-        document: with a settings file, its content (study, trial and the exported metrics
-            the reproduction can be held against); else None.
-    """
-
-    result: PipelineResult
-    metrics: dict[str, float]
-    model: nn.Module
-    packed: bytes
-    info: PackInfo
-    document: Mapping[str, Any] | None = None
-
-
 def compress(
     source: FromSettings | FromModel,
     out: Path,
@@ -127,13 +223,11 @@ def compress(
     """
     if device is not None:
         check_device(device, "--device")
+    hooks = PipelineHooks(on_epoch=on_epoch)
     if isinstance(source, FromSettings):
-        config, layers, doc = read_settings(source.path)
-        cache = resolve_cache_dir(config, source.cache_dir, ".admmsearch")
-        done = reproduce(config, layers, cache_dir=cache, device=device, on_epoch=on_epoch)
-        done = dataclasses.replace(done, document=doc)
+        done = _from_settings(source, device, hooks)
     else:
-        done = _compress_model(source, device or "cpu", on_epoch)
+        done = _from_model(source, device or "cpu", hooks)
     try:
         out.write_bytes(done.packed)
     except OSError as exc:
@@ -167,16 +261,33 @@ def reference_settings(seed: int) -> PipelineSettings:
     )
 
 
+def _from_settings(source: FromSettings, device: str | None, hooks: PipelineHooks) -> Compressed:
+    file = read_settings(source.path)
+    cache = resolve_cache_dir(file.config, source.cache_dir, ".admmsearch")
+    done = reproduce(
+        file.config,
+        file.layers,
+        file.plan,
+        file.pipeline,
+        cache_dir=cache,
+        device=device,
+        hooks=hooks,
+    )
+    return dataclasses.replace(done, document=file.document)
+
+
 def reproduce(
     config: StudyConfig,
     layers: list[str],
+    plan: Plan,
+    pipeline: PipelineSettings,
     *,
     cache_dir: Path,
     device: str | None = None,
-    on_epoch: OnEpoch | None = None,
+    hooks: PipelineHooks | None = None,
 ) -> Compressed:
-    """Run the fixed study's pipeline once from its (cached) dense model, like a trial does;
-    nothing is written but the dense cache.
+    """Run a fixed study's ``plan`` and ``pipeline`` once from its (cached) dense model, like a
+    trial does; nothing is written but the dense cache.
 
     The result's ``dense`` stage reports the seconds spent getting the dense model (training
     it, or reading the cache or checkpoint).
@@ -184,66 +295,34 @@ def reproduce(
     if device is not None:
         config = config.model_copy(update={"device": device})
     check_device(config.device, "--device" if device is not None else "device")
-    d = config.dataset
-    data = load_dataset(d.name, seed=config.seed, **d.load_options())
+    data = study_data(config)
     check_checkpoint(config, data)
     dense = dense_model(config, data, cache_dir, layers)
-    settings = settings_from_params({}, config, layers)
     model = build_model(config, data)
     model.load_state_dict(dense.state)
-    result = run_pipeline(
-        model,
-        data,
-        settings.plan,
-        settings.pipeline,
-        layer_patterns=list(layers),
-        device=config.device,
-        hooks=PipelineHooks(on_epoch=on_epoch),
-        dense_accuracy=(dense.val_accuracy, dense.test_accuracy),
-    )
-    first, *rest = result.stages
-    result = dataclasses.replace(
-        result, stages=(dataclasses.replace(first, seconds=dense.seconds), *rest)
-    )
-    model = model.to(torch.device("cpu"))
-    meta = packed_meta(config, data, result)
-    packed, info = encode_model(
-        model, layers, settings.pipeline.index_format, meta, result.storage
-    )
-    return Compressed(result, _finite(trial_metrics(result, dense, info)), model, packed, info)
+    meta = packed_meta(config, data)
+    job = Job(model, data, plan, pipeline, meta, list(layers), config.device, dense)
+    done = compress_dense(job, hooks=hooks)
+    first, *rest = done.result.stages
+    stages = (dataclasses.replace(first, seconds=dense.seconds), *rest)
+    return dataclasses.replace(done, result=dataclasses.replace(done.result, stages=stages))
 
 
-def _compress_model(source: FromModel, device: str, on_epoch: OnEpoch | None) -> Compressed:
-    """Train ``source.model`` on ``source.dataset`` and compress it to its plan."""
+def _from_model(source: FromModel, device: str, hooks: PipelineHooks) -> Compressed:
+    """Train ``source.model`` on ``source.dataset`` (the dense stage) and compress it."""
     every = LayerPlan.parse({"keep": source.keep, "bits": source.bits}, "every layer")
     torch.manual_seed(source.seed)
     data = load_dataset(source.dataset, seed=source.seed)
     model = create_model(source.model, num_classes=data.num_classes, input_shape=data.input_shape)
-    plan = source.plan
-    if plan is None:
-        plan = Plan(layers=dict.fromkeys(compressible_layers(model), every))
-    settings = reference_settings(source.seed) if source.settings is None else source.settings
-    result = run_pipeline(
-        model,
-        data,
-        plan,
-        settings,
-        device=device,
-        hooks=PipelineHooks(on_epoch=on_epoch),
-    )
+    plan = source.plan or Plan(layers=dict.fromkeys(compressible_layers(model), every))
+    settings = source.settings or reference_settings(source.seed)
     meta = ModelMeta(
         model=source.model,
         num_classes=data.num_classes,
         input_shape=data.input_shape,
-        folded=bool(result.folding.pairs),
         normalisation=data.normalisation,
     )
-    model = model.cpu()
-    names = [s.name for s in result.storage.layers]
-    index = result.storage.index_format
-    packed, info = encode_model(model, names, index, meta=meta, report=result.storage)
-    metrics = _finite(trial_metrics(result, result.dense, info))
-    return Compressed(result, metrics, model, packed, info)
+    return compress_dense(Job(model, data, plan, settings, meta, device=device), hooks=hooks)
 
 
 def _finite(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -1,26 +1,33 @@
-"""The compression pipeline, as plain functions called in order.
+"""The compression pipeline, as plain functions called in order, each returning a frozen result.
 
-    dense model -> BatchNorm folding -> ADMM pruning -> hard prune + masked retraining
-                -> ADMM quantization of the survivors -> iterative hard quantization + retraining
-                -> finalize -> storage accounting
+    dense stage -> BatchNorm folding -> prune phase (ADMM pruning, hard prune + masked
+    retraining) -> pruned state -> quantize phase (ADMM quantization of the survivors,
+    iterative hard quantization + retraining, finalize, storage accounting) -> result
 
-Each stage is optional and returns a ``StageResult`` with its accuracy, time and per-layer
-figures. Without the ADMM pruning stage the hard prune is one-shot magnitude pruning, the
-classic baseline. With ``progressive_steps > 1`` the pruning target is reached in steps whose
-keep ratios fall geometrically, each step starting from the last one's pruned model. Every
-training stage runs the user's training hooks (``settings.training``, see
-:mod:`admmsearch.hooks`). The settings types live in :mod:`admmsearch.settings`.
+Every function takes a :class:`Network` (the model, trained in place as in any plain training
+loop, its compressed layers, the data, the user's training recipe, the progress hooks and the
+seed) and returns what it did: a :class:`StageResult` per stage, a :class:`PrunedState` after
+the prune phase (a value: a caller may keep it, and later start a quantize phase, or more
+retraining, from it) and a :class:`PipelineResult` at the end. :func:`run_pipeline` calls them in
+order. Each stage is optional. Without the ADMM pruning stage the hard prune is one-shot
+magnitude pruning, the classic baseline. With ``progressive_steps > 1`` the pruning target is
+reached in steps whose keep ratios fall geometrically, each step starting from the last one's
+pruned model (Ye et al. 2019). The settings types live in :mod:`admmsearch.settings`.
+
+Each training stage draws from a generator seeded with ``seed * 1000 + its index`` among the
+stages (plus ``7919 * round`` for the rounds of quantized retraining), so a stage trains the same
+whether the stages before it ran now or came from a kept :class:`PrunedState`.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
+import itertools
 import math
 import time
-from collections.abc import Callable, Mapping
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -31,27 +38,37 @@ from .constraints import Constraint, nearest_codes
 from .data import DataSplits
 from .errors import DivergenceError
 from .fold import Folding, fold_batchnorm
-from .hooks import load_recipe
+from .hooks import Recipe, load_recipe
 from .masking import Quantized, finalize, mask_of, prune_, quantize_
 from .models import compressible_layers, output_channels, uncompressed_layers
+from .packed import StorageReport, model_storage
 from .plan import LayerPlan, Plan
 from .settings import AdmmSettings, PipelineSettings, QuantRetrainSettings, TrainSettings
-from .storage import StorageReport, model_storage
 from .timing import Timings, active, part
-from .train import evaluate, fit, fit_best
+from .train import StepHooks, evaluate, fit, fit_best
 
 __all__ = [
-    "AdmmSettings",
+    "Network",
     "PipelineHooks",
     "PipelineResult",
-    "PipelineSettings",
     "PrunedState",
-    "QuantRetrainSettings",
     "StageResult",
+    "admm_stage",
+    "dense_stage",
+    "fold_stage",
+    "hard_prune_stage",
     "layer_figures",
+    "network",
+    "prune_phase",
+    "quantize_phase",
+    "restore",
     "run_pipeline",
+    "snapshot",
     "stage_steps",
+    "timed",
 ]
+
+_ROUND_SEED = 7919  # seed offset between the rounds of quantized retraining
 
 
 @dataclass(frozen=True)
@@ -102,10 +119,67 @@ class PipelineResult:
 
 @dataclass(frozen=True)
 class PipelineHooks:
-    """Optional callbacks: progress per epoch, and a check after every stage (may raise)."""
+    """Optional callbacks: progress per epoch (stage, 0-based epoch, mean loss), and a check
+    after every stage (it may raise to stop the pipeline)."""
 
     on_epoch: Callable[[str, int, float], None] | None = None
     on_stage: Callable[[StageResult], None] | None = None
+
+
+@dataclass(frozen=True)
+class Network:
+    """What every stage works on: ``model`` (trained in place), its compressed ``layers``
+    (name -> module), the data on the model's device, the user's training ``recipe``, the
+    progress ``hooks`` and the pipeline's ``seed``."""
+
+    model: nn.Module
+    layers: Mapping[str, nn.Module]
+    data: DataSplits
+    recipe: Recipe
+    hooks: PipelineHooks
+    seed: int
+
+
+@dataclass(frozen=True)
+class PrunedState:
+    """The model after the prune phase: its stages, masks and (masked) weights, on the CPU.
+
+    A quantize phase, or more masked retraining, can start from it: trials with the same
+    pruning settings but different quantization share one (the study's stage cache), and a
+    trial promoted to a longer rung continues from its own.
+    """
+
+    stages: tuple[StageResult, ...]
+    masks: Mapping[str, torch.Tensor]
+    weights: Mapping[str, torch.Tensor]
+
+
+def network(
+    model: nn.Module,
+    data: DataSplits,
+    plan: Plan,
+    settings: PipelineSettings,
+    *,
+    layer_patterns: list[str] | None = None,
+    device: str | torch.device = "cpu",
+    hooks: PipelineHooks | None = None,
+) -> Network:
+    """Put ``model`` and ``data`` on ``device`` and select the layers to compress: those
+    ``layer_patterns`` select (see :func:`admmsearch.models.compressible_layers`; None: every
+    convolution and linear layer) plus any other module with a weight that ``plan`` names.
+
+    Raises:
+        LayerError: a pattern, or a layer the plan names, is not a module with a weight.
+        ConstraintError: a planned keep ratio keeps no weight of its layer.
+    """
+    model.to(device)
+    layers = compressible_layers(model, layer_patterns)
+    named = [n for n in plan.layers if n in uncompressed_layers(model, layers)]
+    if named:
+        layers = compressible_layers(model, [*layers, *named])
+    plan.check_layers(layers, {n: m.weight.numel() for n, m in layers.items()})
+    recipe = load_recipe(settings.training)
+    return Network(model, layers, data.to(device), recipe, hooks or PipelineHooks(), settings.seed)
 
 
 def layer_figures(layers: Mapping[str, nn.Module]) -> dict[str, dict[str, float]]:
@@ -124,169 +198,168 @@ def layer_figures(layers: Mapping[str, nn.Module]) -> dict[str, dict[str, float]
     return out
 
 
-class _Run:
-    """The state one pipeline run threads through its stages."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        data: DataSplits,
-        plan: Plan,
-        s: PipelineSettings,
-        layers: Mapping[str, nn.Module],
-        hooks: PipelineHooks,
-    ) -> None:
-        self.model, self.data, self.plan, self.s = model, data, plan, s
-        self.layers, self.hooks = layers, hooks
-        self.recipe = load_recipe(s.training)
-        self.stages: list[StageResult] = []
-        self.folding = Folding()
-        self.timings = active() or Timings()  # run_pipeline activates one
-        self.dense_accuracy: tuple[float, float] | None = None  # (val, test), when known
-        self.projected: float | None = None  # set by a hard projection, read by record()
-        self.kept_epoch: int | None = None  # set by a keep_best training, read by record()
-        self.kept_accuracy: float | None = None  # its validation accuracy, known already
-
-    def fold(self) -> None:
-        """Fold BatchNorm into the convolutions, if the settings ask for it."""
-        if self.s.fold_batchnorm:
-            self.folding = fold_batchnorm(self.model)
-
-    def seed(self) -> int:
-        return self.s.seed * 1000 + len(self.stages)
-
-    def _val_accuracy(self) -> float:
-        """The model's validation accuracy; a keep_best training measured it already."""
-        if self.kept_accuracy is not None:
-            return self.kept_accuracy
-        return evaluate(self.model, self.data.x_val, self.data.y_val)
-
-    def _test_accuracy(self) -> float:
-        return evaluate(self.model, self.data.x_test, self.data.y_test)
-
-    def project_and_measure(self) -> None:
-        """Note the validation accuracy right after a hard projection (before retraining)."""
-        self.projected = evaluate(self.model, self.data.x_val, self.data.y_val)
-
-    def test_final(self) -> None:
-        """Measure the test accuracy of the last stage (the pipeline's result)."""
-        last = self.stages[-1]
-        if last.test_accuracy is None:
-            self.stages[-1] = dataclasses.replace(last, test_accuracy=self._test_accuracy())
-
-    def clock(self) -> tuple[float, float]:
-        """Where a stage starts: wall time, and the seconds spent outside training so far."""
-        return time.perf_counter(), sum(self.timings.seconds.values())
-
-    def record(
-        self, name: str, start: tuple[float, float], losses=(), residuals=(), extra=None
-    ) -> None:
-        # training time only: neither the evaluation below nor what the stage spent on
-        # evaluation (a best-epoch retraining) or codebooks (see admmsearch.timing)
-        wall, outside = start
-        seconds = time.perf_counter() - wall - (sum(self.timings.seconds.values()) - outside)
-        figures = layer_figures(self.layers)
-        for layer, values in (extra or {}).items():
-            figures[layer].update(values)
-        known = self.dense_accuracy if name == "dense" and self.s.pretrain is None else None
-        if known is None and name == "dense":  # the reference every drop is measured from
-            known = (self._val_accuracy(), self._test_accuracy())
-        result = StageResult(
-            name=name,
-            val_accuracy=known[0] if known else self._val_accuracy(),
-            test_accuracy=known[1] if known else None,
-            seconds=seconds,
-            layers=figures,
-            losses=tuple(losses),
-            residuals=tuple(residuals),
-            projected_val_accuracy=self.projected,
-            kept_epoch=self.kept_epoch,
-        )
-        self.projected = self.kept_epoch = self.kept_accuracy = None
-        self.stages.append(result)
-        if self.hooks.on_stage is not None:
-            self.hooks.on_stage(result)
-
-    def train(
-        self,
-        name: str,
-        s: TrainSettings,
-        penalty=None,
-        after_backward=None,
-        on_step=None,
-        after_epoch: Callable[[], None] | None = None,
-        round_: int = 0,
-    ) -> list[float]:
-        """``fit`` with the stage's seed (offset per round), progress hook and divergence
-        message; :func:`fit_best` for a stage that keeps its best epoch."""
-        hook = self.hooks.on_epoch
-
-        def on_epoch(epoch: int, loss: float) -> None:
-            if after_epoch is not None:
-                after_epoch()
-            if hook is not None:
-                hook(name, epoch, loss)
-
-        try:
-            if s.keep_best and penalty is None:
-                losses, self.kept_epoch, self.kept_accuracy = fit_best(
-                    self.model,
-                    self.data,
-                    s,
-                    seed=self.seed() + 7919 * round_,
-                    on_epoch=on_epoch,
-                    recipe=self.recipe,
-                    stage=name,
-                )
-                return losses
-            return fit(
-                self.model,
-                self.data,
-                s,
-                seed=self.seed() + 7919 * round_,
-                penalty=penalty,
-                after_backward=after_backward,
-                on_step=on_step,
-                on_epoch=on_epoch,
-                recipe=self.recipe,
-                stage=name,
-            )
-        except DivergenceError as exc:
-            raise DivergenceError(f"stage {name}: {exc}") from exc
-
-
 def stage_steps(data: DataSplits, s: TrainSettings) -> int:
     """Optimizer steps of a stage: its epochs times the batches of the training split."""
     return s.epochs * math.ceil(len(data.y_train) / s.batch_size)
 
 
-def _admm(run: _Run, name: str, constraints: Mapping[str, Constraint], s: AdmmSettings) -> None:
-    """One ADMM stage over ``constraints``; the weights end near, not on, their sets.
+# -- one stage's bookkeeping: its clock, its training, its result --------------------------
 
-    Z and U are updated ``s.rho.updates`` times, spread evenly over the stage's optimizer steps
-    (at most once a step), the last time after the last step.
-    """
-    start = run.clock()
-    total = stage_steps(run.data, s.train)
-    state = AdmmState(run.layers, constraints, s.rho, max(total, 1))
+
+def _clock() -> tuple[float, float]:
+    """Where a stage starts: wall time, and the seconds spent outside training so far."""
+    timings = active()
+    return time.perf_counter(), sum(timings.seconds.values()) if timings else 0.0
+
+
+def _training_seconds(start: tuple[float, float]) -> float:
+    """Seconds since ``start`` less those spent outside training (see admmsearch.timing)."""
+    wall, outside = start
+    return time.perf_counter() - wall - (_clock()[1] - outside)
+
+
+@dataclass(frozen=True)
+class _Trained:
+    """What a stage's training gave: the mean loss of each epoch, and for a training that
+    keeps its best epoch that epoch (1-based) and its validation accuracy."""
+
+    losses: tuple[float, ...] = ()
+    kept_epoch: int | None = None
+    kept_accuracy: float | None = None
+
+
+def _train(
+    net: Network, name: str, seed: int, s: TrainSettings, hooks: StepHooks | None = None
+) -> _Trained:
+    """Train one stage (its best epoch kept where ``s.keep_best`` and no penalty is added)."""
+    hooks = hooks or StepHooks()
+    progress = net.hooks.on_epoch
+    on_epoch = None if progress is None else (lambda e, loss: progress(name, e, loss))
+    try:
+        if s.keep_best and hooks.penalty is None and hooks.after_backward is None:
+            losses, kept, accuracy = fit_best(
+                net.model, net.data, s, seed=seed, on_epoch=on_epoch, recipe=net.recipe, stage=name
+            )
+            return _Trained(tuple(losses), kept, accuracy)
+        hooks = replace(hooks, on_epoch=on_epoch)
+        losses = fit(net.model, net.data, s, seed=seed, hooks=hooks, recipe=net.recipe, stage=name)
+        return _Trained(tuple(losses))
+    except DivergenceError as exc:
+        raise DivergenceError(f"stage {name}: {exc}") from exc
+
+
+def _seed(net: Network, index: int, round_: int = 0) -> int:
+    return net.seed * 1000 + index + _ROUND_SEED * round_
+
+
+def _val_accuracy(net: Network) -> float:
+    return evaluate(net.model, net.data.x_val, net.data.y_val)
+
+
+def _test_accuracy(net: Network) -> float:
+    return evaluate(net.model, net.data.x_test, net.data.y_test)
+
+
+def _result(
+    net: Network,
+    name: str,
+    start: tuple[float, float],
+    trained: _Trained,
+    *,
+    known: tuple[float | None, float | None] = (None, None),
+    projected: float | None = None,
+    residuals: tuple[Residuals, ...] | list[Residuals] = (),
+    extra: Mapping[str, Mapping[str, float]] | None = None,
+) -> StageResult:
+    """The stage's result, passed to the ``on_stage`` hook: its validation accuracy is
+    ``known[0]``, else the kept epoch's, else measured now; ``known[1]`` its test accuracy."""
+    seconds = _training_seconds(start)
+    layers = layer_figures(net.layers)
+    for layer, values in (extra or {}).items():
+        layers[layer].update(values)
+    val = known[0] if known[0] is not None else trained.kept_accuracy
+    result = StageResult(
+        name=name,
+        val_accuracy=_val_accuracy(net) if val is None else val,
+        test_accuracy=known[1],
+        seconds=seconds,
+        layers=layers,
+        losses=trained.losses,
+        residuals=tuple(residuals),
+        projected_val_accuracy=projected,
+        kept_epoch=trained.kept_epoch,
+    )
+    if net.hooks.on_stage is not None:
+        net.hooks.on_stage(result)
+    return result
+
+
+# -- the stages ---------------------------------------------------------------------------
+
+
+def dense_stage(
+    net: Network, s: PipelineSettings, known: tuple[float, float] | None = None
+) -> StageResult:
+    """The dense reference: ``s.pretrain`` epochs if set; its validation and test accuracy
+    (``known``, validation and test, spares measuring them when nothing is trained)."""
+    start = _clock()
+    trained = _Trained() if s.pretrain is None else _train(net, "dense", _seed(net, 0), s.pretrain)
+    if known is None or s.pretrain is not None:
+        known = (_val_accuracy(net), _test_accuracy(net))
+    return _result(net, "dense", start, trained, known=known)
+
+
+def fold_stage(net: Network, s: PipelineSettings) -> Folding:
+    """Fold BatchNorm into the convolutions (:mod:`admmsearch.fold`) if ``s`` asks for it:
+    after the dense stage, before anything is pruned or quantized."""
+    return fold_batchnorm(net.model) if s.fold_batchnorm else Folding()
+
+
+def admm_stage(
+    net: Network, name: str, index: int, constraints: Mapping[str, Constraint], s: AdmmSettings
+) -> StageResult:
+    """One ADMM stage over ``constraints`` (Zhang et al. 2018, eqs. 6-8): SGD on the loss plus
+    rho/2 ||W - Z + U||^2, with Z and U updated ``s.rho.updates`` times spread evenly over the
+    stage's optimizer steps (the last after the last step). The weights end near, not on,
+    their sets."""
+    start = _clock()
+    total = stage_steps(net.data, s.train)
+    state = AdmmState(net.layers, constraints, s.rho, max(total, 1))
     due = set(s.rho.update_steps(total)) if total else set()
-    steps = 0
+    steps = itertools.count(1)
 
     def on_step() -> None:
-        nonlocal steps
-        steps += 1
-        if steps in due:
+        if next(steps) in due:
             state.update()
 
-    losses = run.train(
-        name,
-        s.train,
-        penalty=state.autograd_penalty,
-        after_backward=state.add_gradient,
-        on_step=on_step,
-    )
+    hooks = StepHooks(state.autograd_penalty, state.add_gradient, on_step)
+    trained = _train(net, name, _seed(net, index), s.train, hooks)
     distance = {n: {"distance": d} for n, d in state.distance().items()}
-    run.record(name, start, losses, state.history, distance)
+    return _result(net, name, start, trained, residuals=state.history, extra=distance)
+
+
+def hard_prune_stage(
+    net: Network,
+    name: str,
+    index: int,
+    constraints: Mapping[str, Constraint],
+    s: TrainSettings | None,
+) -> StageResult:
+    """Hard prune to the constraints' masks (within any mask already there), note the
+    validation accuracy right after, then masked retraining (``s``; None: none)."""
+    start = _clock()
+    with torch.no_grad():
+        masks = {}
+        for name_, c in constraints.items():
+            mask, previous = c.mask(net.layers[name_].weight.detach()), mask_of(net.layers[name_])
+            masks[name_] = mask if previous is None else mask & previous
+    prune_(net.layers, masks)
+    projected = _val_accuracy(net)
+    trained = _Trained() if s is None else _train(net, name, _seed(net, index), s)
+    return _result(net, name, start, trained, projected=projected)
+
+
+# -- the phases ---------------------------------------------------------------------------
 
 
 def _step_keep(lp: LayerPlan, step: int, steps: int) -> LayerPlan:
@@ -294,57 +367,103 @@ def _step_keep(lp: LayerPlan, step: int, steps: int) -> LayerPlan:
     return LayerPlan(keep=lp.keep ** (step / steps), structured=lp.structured)
 
 
-def _prune(run: _Run, constraints: Mapping[str, Constraint], tag: str) -> None:
-    """ADMM pruning (if configured), hard prune to the masks, masked retraining (if configured)."""
-    if run.s.admm_prune is not None:
-        _admm(run, f"admm_prune{tag}", constraints, run.s.admm_prune)
-    start = run.clock()
-    with torch.no_grad():
-        masks = {}
-        for name, c in constraints.items():
-            mask = c.mask(run.layers[name].weight.detach())
-            previous = mask_of(run.layers[name])
-            masks[name] = mask if previous is None else mask & previous
-    prune_(run.layers, masks)
-    run.project_and_measure()
-    losses = [] if run.s.retrain is None else run.train(f"retrain{tag}", run.s.retrain)
-    run.record(f"retrain{tag}", start, losses)
+def prune_phase(net: Network, plan: Plan, s: PipelineSettings, dense: StageResult) -> PrunedState:
+    """From the dense (and folded) model: for each progressive step, ADMM pruning (if
+    configured), hard prune and masked retraining (if configured); returns the pruned state."""
+    stages = [dense]
+    pruned = {n: lp for n, lp in plan.layers.items() if lp.prunes}
+    steps = s.progressive_steps
+    for step in range(1, steps + 1) if pruned else ():
+        constraints = {
+            n: _step_keep(lp, step, steps).sparsity(*output_channels(net.layers[n]))
+            for n, lp in pruned.items()
+        }
+        tag = "" if steps == 1 else f"_step{step}"
+        if s.admm_prune is not None:
+            stage = admm_stage(net, f"admm_prune{tag}", len(stages), constraints, s.admm_prune)
+            stages.append(stage)
+        stages.append(hard_prune_stage(net, f"retrain{tag}", len(stages), constraints, s.retrain))
+    return snapshot(net, stages)
 
 
-def _quantize(run: _Run) -> None:
-    """ADMM quantization (if configured), then iterative hard quantization with retraining."""
-    masks = {n: mask_of(m) for n, m in run.layers.items()}
-    constraints = run.plan.quant_constraints(masks)
-    if not constraints:
-        return
-    # ADMM and the hard quantization share levels fitted once to the pruned, retrained weights.
-    with part("codebook", sync=True):
-        fixed = {n: c.fixed(run.layers[n].weight.detach()) for n, c in constraints.items()}
-    if run.s.admm_quantize is not None:
-        _admm(run, "admm_quantize", fixed, run.s.admm_quantize)
-    run.projected = _accuracy_on_levels(run, fixed)
-    start = run.clock()
+def snapshot(net: Network, stages: list[StageResult]) -> PrunedState:
+    """The model's masks and effective weights now, copied to the CPU, with ``stages``."""
+    masks = {
+        n: m.detach().cpu().clone()
+        for n, mod in net.layers.items()
+        if (m := mask_of(mod)) is not None
+    }
+    weights = {
+        k: v.detach().cpu().clone()
+        for k, v in net.model.state_dict().items()
+        if ".parametrizations." not in k
+    }
+    with torch.no_grad():  # effective (masked) weights under their plain names
+        for name in masks:
+            weights[f"{name}.weight"] = net.layers[name].weight.detach().cpu().clone()
+    return PrunedState(tuple(stages), masks, weights)
+
+
+def restore(net: Network, state: PrunedState) -> None:
+    """Put the (folded) model in ``state``: its effective weights, then its masks."""
+    finalize(net.model)
+    net.model.load_state_dict(state.weights)
+    prune_(net.layers, {n: m.to(net.layers[n].weight.device) for n, m in state.masks.items()})
+
+
+def quantize_phase(
+    net: Network, plan: Plan, s: PipelineSettings, pruned: PrunedState, folding: Folding
+) -> PipelineResult:
+    """From a pruned state (restored into the folded model first): ADMM quantization (if
+    configured) and iterative hard quantization with retraining of the layers ``plan``
+    quantizes; then the weights are made permanent (exact zeros and levels), the result's
+    test accuracy measured and its storage accounted."""
+    restore(net, pruned)
+    stages = list(pruned.stages)
+    constraints = plan.quant_constraints({n: mask_of(m) for n, m in net.layers.items()})
+    if constraints:
+        with part("codebook", sync=True):  # levels fitted once, shared by both stages
+            fixed = {n: c.fixed(net.layers[n].weight.detach()) for n, c in constraints.items()}
+        if s.admm_quantize is not None:
+            stages.append(admm_stage(net, "admm_quantize", len(stages), fixed, s.admm_quantize))
+        stages.append(_quant_retrain_stage(net, plan, s, fixed, len(stages)))
+    return _finish(net, plan, s, stages, folding)
+
+
+def _quant_retrain_stage(
+    net: Network,
+    plan: Plan,
+    s: PipelineSettings,
+    fixed: Mapping[str, Constraint],
+    index: int,
+) -> StageResult:
+    """Iterative hard quantization (Ye et al. 2018): in each round a larger share of every
+    layer's survivors, largest magnitudes first, is frozen on its levels and the rest retrain
+    (the codebook keeps learning: the scale, or every centroid)."""
+    projected = _accuracy_on_levels(net, fixed)
+    start = _clock()
     quantized = {}
     for name, c in fixed.items():
-        module = run.layers[name]
+        module = net.layers[name]
         with part("codebook", sync=True):
             book = c.fit(module.weight.detach())
-        learn = "centroids" if run.plan.layers[name].clusters is not None else "scale"
+        learn = "centroids" if plan.layers[name].clusters is not None else "scale"
         quantized[name] = quantize_(module, book.levels, learn, book.grid)
-    s = run.s.quant_retrain or QuantRetrainSettings(train=TrainSettings(epochs=0), shares=(1.0,))
-    losses: list[float] = []
-    for round_, share in enumerate(s.shares):
-        for name, q in quantized.items():
-            _freeze_share(q, run.layers[name], share)
-        losses += run.train("quant_retrain", s.train, round_=round_)
-    run.record("quant_retrain", start, losses)
+    q = s.quant_retrain or QuantRetrainSettings(train=TrainSettings(epochs=0), shares=(1.0,))
+    trained = _Trained()
+    for round_, share in enumerate(q.shares):
+        for name, levels in quantized.items():
+            _freeze_share(levels, net.layers[name], share)
+        step = _train(net, "quant_retrain", _seed(net, index, round_), q.train)
+        trained = _Trained(trained.losses + step.losses, step.kept_epoch, step.kept_accuracy)
+    return _result(net, "quant_retrain", start, trained, projected=projected)
 
 
-def _accuracy_on_levels(run: _Run, fixed: Mapping[str, Constraint]) -> float:
+def _accuracy_on_levels(net: Network, fixed: Mapping[str, Constraint]) -> float:
     """Validation accuracy with every quantized layer's weights rounded to its levels at once
     (the hard projection that iterative quantization reaches in its last round), on a copy."""
-    model = copy.deepcopy(run.model)
-    layers = compressible_layers(model, list(run.layers))
+    model = copy.deepcopy(net.model)
+    layers = compressible_layers(model, list(net.layers))
     with torch.no_grad():
         for name, c in fixed.items():
             module = layers[name]
@@ -354,7 +473,7 @@ def _accuracy_on_levels(run: _Run, fixed: Mapping[str, Constraint]) -> float:
                 else module.weight
             )
             target.copy_(c.project(module.weight.detach()))
-    return evaluate(model, run.data.x_val, run.data.y_val)
+    return evaluate(model, net.data.x_val, net.data.y_val)
 
 
 def _freeze_share(q: Quantized, module: nn.Module, share: float) -> None:
@@ -373,39 +492,31 @@ def _freeze_share(q: Quantized, module: nn.Module, share: float) -> None:
         q.freeze_(chosen.view_as(free) & free, codes)
 
 
-@dataclass(frozen=True)
-class PrunedState:
-    """The model after the pruning stages: its stages, masks and (masked) weights, on the CPU.
-
-    Trials with the same pruning settings but different quantization can start from it.
-    """
-
-    stages: tuple[StageResult, ...]
-    masks: Mapping[str, torch.Tensor]
-    weights: Mapping[str, torch.Tensor]
-
-
-def _snapshot(run: _Run) -> PrunedState:
-    masks = {
-        n: m.detach().cpu().clone()
-        for n, mod in run.layers.items()
-        if (m := mask_of(mod)) is not None
-    }
-    weights = {
-        k: v.detach().cpu().clone()
-        for k, v in run.model.state_dict().items()
-        if ".parametrizations." not in k
-    }
-    with torch.no_grad():  # effective (masked) weights under their plain names
-        for name in masks:
-            weights[f"{name}.weight"] = run.layers[name].weight.detach().cpu().clone()
-    return PrunedState(tuple(run.stages), masks, weights)
+def _finish(
+    net: Network, plan: Plan, s: PipelineSettings, stages: list[StageResult], folding: Folding
+) -> PipelineResult:
+    """Plain weights with exact zeros and levels; the last stage's test accuracy; storage."""
+    finalize(net.model)
+    if stages[-1].test_accuracy is None:
+        stages[-1] = replace(stages[-1], test_accuracy=_test_accuracy(net))
+    with part("accounting"):
+        storage = model_storage(net.model, list(net.layers), s.index_format)
+    return PipelineResult(
+        tuple(stages),
+        storage,
+        plan,
+        uncompressed=uncompressed_layers(net.model, net.layers),
+        folding=folding,
+    )
 
 
-def _restore(run: _Run, state: PrunedState) -> None:
-    run.model.load_state_dict(state.weights)
-    prune_(run.layers, {n: m.to(run.layers[n].weight.device) for n, m in state.masks.items()})
-    run.stages = list(state.stages)
+@contextmanager
+def timed(device: str | torch.device) -> Iterator[Timings]:
+    """The active :class:`~admmsearch.timing.Timings`, or fresh ones for the block: the
+    stages count only their training steps in ``seconds``, and the rest goes there."""
+    timings = active()
+    with nullcontext(timings) if timings else Timings(str(device)).activate() as now:
+        yield now
 
 
 def run_pipeline(
@@ -417,75 +528,26 @@ def run_pipeline(
     layer_patterns: list[str] | None = None,
     device: str | torch.device = "cpu",
     hooks: PipelineHooks | None = None,
-    pruned: PrunedState | None = None,
-    on_pruned: Callable[[PrunedState], None] | None = None,
     dense_accuracy: tuple[float, float] | None = None,
 ) -> PipelineResult:
-    """Compress ``model`` in place to ``plan``; returns every stage's figures and the storage.
+    """Compress ``model`` in place to ``plan``: every stage in order (see the module's text).
 
-    Seconds outside the training steps are counted in the active
-    :class:`~admmsearch.timing.Timings` (a fresh one when none is active); each stage's
-    ``seconds`` are its training steps alone.
-
-    The layers compressed are those ``layer_patterns`` select (see
-    :func:`admmsearch.models.compressible_layers`; None: every convolution and linear layer)
-    plus any other module with a weight that ``plan`` names. With ``pruned`` (a state saved by
-    ``on_pruned`` from a run with the same model, data, pruning plan and pruning stages) the
-    dense and pruning stages are skipped. After the dense stage, Conv -> BatchNorm pairs are
-    folded (``settings.fold_batchnorm``; see :mod:`admmsearch.fold`), so the compressed network
-    is the deployed one. The model ends finalized: plain weight tensors with exact zeros and
-    exact levels. ``dense_accuracy`` (validation, test) of the model as given spares
-    evaluating it again when there is no ``pretrain`` stage; test accuracy is otherwise
-    measured once, after the last stage.
+    ``layer_patterns`` select the layers (see :func:`network`). After the dense stage, Conv ->
+    BatchNorm pairs are folded (``settings.fold_batchnorm``; see :mod:`admmsearch.fold`), so the
+    compressed network is the deployed one. The model ends finalized: plain weight tensors with
+    exact zeros and exact levels. ``dense_accuracy`` (validation, test) of the model as given
+    spares evaluating it again when there is no ``pretrain`` stage. Seconds outside the
+    training steps are counted in the active :class:`~admmsearch.timing.Timings`.
 
     Raises:
         LayerError: a pattern, or a layer the plan names, is not a module with a weight.
         ConstraintError: a planned keep ratio keeps no weight of its layer.
     """
-    model.to(device)
-    data = data.to(device)
-    layers = compressible_layers(model, layer_patterns)
-    others = uncompressed_layers(model, layers)
-    named = [n for n in plan.layers if n in others]
-    if named:
-        layers = compressible_layers(model, [*layers, *named])
-    plan.check_layers(layers, {n: m.weight.numel() for n, m in layers.items()})
-    timings = active()
-    with nullcontext(timings) if timings else Timings(str(device)).activate():
-        run = _Run(model, data, plan, settings, layers, hooks or PipelineHooks())
-        run.dense_accuracy = dense_accuracy
-        if pruned is not None:
-            run.fold()  # the saved state is of the folded network
-            _restore(run, pruned)
-        else:
-            _dense_and_prune(run)
-            if on_pruned is not None:
-                on_pruned(_snapshot(run))
-        _quantize(run)
-        finalize(model)
-        run.test_final()
-        with part("accounting"):
-            storage = model_storage(model, list(layers), settings.index_format)
-    return PipelineResult(
-        tuple(run.stages),
-        storage,
-        plan,
-        uncompressed=uncompressed_layers(model, layers),
-        folding=run.folding,
+    net = network(
+        model, data, plan, settings, layer_patterns=layer_patterns, device=device, hooks=hooks
     )
-
-
-def _dense_and_prune(run: _Run) -> None:
-    start = run.clock()
-    s = run.s
-    losses = [] if s.pretrain is None else run.train("dense", s.pretrain)
-    run.record("dense", start, losses)
-    run.fold()
-    pruned = {n: lp for n, lp in run.plan.layers.items() if lp.prunes}
-    steps = s.progressive_steps
-    for step in range(1, steps + 1) if pruned else ():
-        constraints = {
-            n: _step_keep(lp, step, steps).sparsity(*output_channels(run.layers[n]))
-            for n, lp in pruned.items()
-        }
-        _prune(run, constraints, "" if steps == 1 else f"_step{step}")
+    with timed(device):
+        dense = dense_stage(net, settings, dense_accuracy)
+        folding = fold_stage(net, settings)
+        pruned = prune_phase(net, plan, settings, dense)
+        return quantize_phase(net, plan, settings, pruned, folding)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import field_validator, model_validator
 
 from .errors import ConstraintError, LayerError
-from .fields import Bits, Clusters, Fraction, FrozenModel, StrictBool
+from .validation import Bits, Clusters, Fraction, FrozenModel, StrictBool
 
 if TYPE_CHECKING:
     import torch

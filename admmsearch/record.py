@@ -59,7 +59,7 @@ class Metric:
     HEADER_BITS: Final = "header_bits"
     #: The dense float32 model's bits over the packed file's.
     COMPRESSION_RATIO: Final = "compression_ratio_with_index"
-    # from the storage report (:meth:`admmsearch.storage.StorageReport.summary`)
+    # from the storage report (:meth:`admmsearch.packed._accounting.StorageReport.summary`)
     DATA_BITS: Final = "data_bits"
     STORED_BITS: Final = "stored_bits"
     BIAS_BITS: Final = "bias_bits"
@@ -71,7 +71,7 @@ class Metric:
     WEIGHT_RATIO_WITH_INDEX: Final = "weight_ratio_with_index"
     WEIGHT_SPARSITY: Final = "weight_sparsity"
     MODEL_RATIO: Final = "model_ratio"
-    # per stage, ``<name>.<stage>`` (see :func:`admmsearch.objective.convergence_metrics`)
+    # per stage, ``<name>.<stage>`` (see :func:`admmsearch.search.objective.convergence_metrics`)
     SECONDS: Final = "seconds"
     PRIMAL_RESIDUAL_FINAL: Final = "primal_residual_final"
     PROJECTION_LOSS: Final = "projection_loss"

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Strict, field_validator, model_validator
 
 from .errors import AdmmSearchWarning
-from .fields import (
+from .validation import (
     Count,
     Fraction,
     FrozenModel,
@@ -52,7 +52,7 @@ __all__ = [
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
-#: Sparse index formats of the storage accounting (see :mod:`admmsearch.storage`).
+#: Sparse index formats of the storage accounting (see :mod:`admmsearch.packed._accounting`).
 INDEX_FORMATS = ("gap", "csr")
 
 Optimizer = Annotated[str, Strict(), one_of(OPTIMIZERS)]

@@ -8,7 +8,8 @@ training hooks (:mod:`admmsearch.hooks`: batch transform, loss, step) come in as
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -24,6 +25,8 @@ CHECK_EVERY = 50  # steps between NaN/inf checks of the loss (each check waits f
 
 __all__ = [
     "CHECK_EVERY",
+    "Epoch",
+    "StepHooks",
     "TrainSettings",
     "evaluate",
     "fit",
@@ -59,27 +62,47 @@ def _lr_factor(s: TrainSettings, epoch: int) -> float:
     return 1.0
 
 
+@dataclass(frozen=True)
+class StepHooks:
+    """What a stage adds to plain training, all optional.
+
+    Attributes:
+        penalty: a term added to each step's loss (the ADMM penalty autograd must see).
+        after_backward: adds gradients in place after ``backward`` (the ADMM term in closed
+            form).
+        on_step: called after each optimizer step (the ADMM stage's Z/U updates).
+        on_epoch: called after each epoch with its 0-based index and mean training loss.
+    """
+
+    penalty: Callable[[], torch.Tensor | None] | None = None
+    after_backward: Callable[[], None] | None = None
+    on_step: Callable[[], None] | None = None
+    on_epoch: Callable[[int, float], None] | None = None
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """One pass over the training split: its batches, hooks, the user's recipe and where it is
+    (``stage`` and 0-based ``index``, which a custom step hook sees)."""
+
+    batch_size: int
+    generator: torch.Generator
+    hooks: StepHooks = StepHooks()
+    recipe: Recipe = _OWN
+    stage: str = "train"
+    index: int = 0
+
+
 def train_epoch(
-    model: nn.Module,
-    data: DataSplits,
-    optimizer: torch.optim.Optimizer,
-    *,
-    batch_size: int,
-    generator: torch.Generator,
-    penalty: Callable[[], torch.Tensor | None] | None = None,
-    after_backward: Callable[[], None] | None = None,
-    on_step: Callable[[], None] | None = None,
-    recipe: Recipe = _OWN,
-    stage: str = "train",
-    epoch: int = 0,
+    model: nn.Module, data: DataSplits, optimizer: torch.optim.Optimizer, epoch: Epoch
 ) -> float:
     """One pass over the training split; returns the mean training loss (penalty excluded):
     cross-entropy, or the recipe's loss.
 
     Each batch goes through the recipe's transform, then its step (or the model and its
-    loss); ``penalty`` is added to that loss; ``after_backward`` may add gradients in place
-    (the ADMM term in closed form). The loss is summed on the device and checked for NaN/inf
-    every ``CHECK_EVERY`` steps, so the host never waits for the device inside the loop.
+    loss); the hooks' ``penalty`` is added to that loss; ``after_backward`` may add gradients
+    in place. The loss is summed on the device and checked for NaN/inf every ``CHECK_EVERY``
+    steps, so the host never waits for the device inside the loop.
 
     Raises:
         DivergenceError: the loss became NaN or infinite.
@@ -87,33 +110,52 @@ def train_epoch(
     """
     model.train()
     total = torch.zeros((), device=data.x_train.device)
-    seen, step = 0, 0
-    for x, y in batches(
-        data.x_train,
-        data.y_train,
-        batch_size,
-        shuffle=True,
-        generator=generator,
-        augment=data.augment,
-    ):
-        x, y = recipe.batch(x, y, generator)
-        loss = recipe.step_loss(StepInput(model, x, y, recipe.loss_of, generator, stage, epoch))
-        extra = None if penalty is None else penalty()
-        objective = loss if extra is None else loss + extra
-        optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        if after_backward is not None:
-            after_backward()
-        optimizer.step()
+    seen, step, objective = 0, 0, None
+    for x, y in _training_batches(data, epoch):
+        loss, objective = _step(model, optimizer, x, y, epoch)
         total += loss.detach() * len(y)
         seen += len(y)
         step += 1
         if step % CHECK_EVERY == 0:
             _check_finite(total, objective, seen)
-        if on_step is not None:
-            on_step()
-    _check_finite(total, objective if seen else None, seen)
+        if epoch.hooks.on_step is not None:
+            epoch.hooks.on_step()
+    _check_finite(total, objective, seen)
     return float(total) / max(seen, 1)
+
+
+def _training_batches(data: DataSplits, epoch: Epoch) -> Iterator[tuple[torch.Tensor, ...]]:
+    yield from batches(
+        data.x_train,
+        data.y_train,
+        epoch.batch_size,
+        shuffle=True,
+        generator=epoch.generator,
+        augment=data.augment,
+    )
+
+
+def _step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epoch: Epoch,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch; returns its loss and the objective (loss + penalty)."""
+    recipe, hooks = epoch.recipe, epoch.hooks
+    x, y = recipe.batch(x, y, epoch.generator)
+    loss = recipe.step_loss(
+        StepInput(model, x, y, recipe.loss_of, epoch.generator, epoch.stage, epoch.index)
+    )
+    extra = None if hooks.penalty is None else hooks.penalty()
+    objective = loss if extra is None else loss + extra
+    optimizer.zero_grad(set_to_none=True)
+    objective.backward()
+    if hooks.after_backward is not None:
+        hooks.after_backward()
+    optimizer.step()
+    return loss, objective
 
 
 def _check_finite(total: torch.Tensor, objective: torch.Tensor | None, seen: int) -> None:
@@ -144,10 +186,7 @@ def fit(
     s: TrainSettings,
     *,
     seed: int,
-    penalty: Callable[[], torch.Tensor | None] | None = None,
-    after_backward: Callable[[], None] | None = None,
-    on_step: Callable[[], None] | None = None,
-    on_epoch: Callable[[int, float], None] | None = None,
+    hooks: StepHooks = StepHooks(),
     recipe: Recipe = _OWN,
     stage: str = "train",
 ) -> list[float]:
@@ -159,25 +198,13 @@ def fit(
     base = [g["lr"] for g in optimizer.param_groups]
     generator = torch.Generator(device="cpu").manual_seed(seed)
     losses = []
-    for epoch in range(s.epochs):
+    for index in range(s.epochs):
         for group, lr in zip(optimizer.param_groups, base, strict=True):
-            group["lr"] = lr * _lr_factor(s, epoch)
-        loss = train_epoch(
-            model,
-            data,
-            optimizer,
-            batch_size=s.batch_size,
-            generator=generator,
-            penalty=penalty,
-            after_backward=after_backward,
-            on_step=on_step,
-            recipe=recipe,
-            stage=stage,
-            epoch=epoch,
-        )
-        losses.append(loss)
-        if on_epoch is not None:
-            on_epoch(epoch, loss)
+            group["lr"] = lr * _lr_factor(s, index)
+        epoch = Epoch(s.batch_size, generator, hooks, recipe, stage, index)
+        losses.append(train_epoch(model, data, optimizer, epoch))
+        if hooks.on_epoch is not None:
+            hooks.on_epoch(index, losses[-1])
     return losses
 
 
@@ -212,7 +239,9 @@ def fit_best(
         if on_epoch is not None:
             on_epoch(epoch, loss)
 
-    losses = fit(model, data, s, seed=seed, on_epoch=keep, recipe=recipe, stage=stage)
+    losses = fit(
+        model, data, s, seed=seed, hooks=StepHooks(on_epoch=keep), recipe=recipe, stage=stage
+    )
     if best is None:
         return losses, 0, None
     model.load_state_dict(best[2])

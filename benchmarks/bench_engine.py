@@ -46,7 +46,7 @@ from admmsearch.admm import AdmmState, RhoSchedule
 from admmsearch.constraints import Sparsity
 from admmsearch.data import DataSplits, load_dataset
 from admmsearch.models import compressible_layers, create_model
-from admmsearch.packing import pack_model
+from admmsearch.packed._format import pack_model
 from admmsearch.pipeline import (
     AdmmSettings,
     PipelineHooks,
@@ -56,7 +56,7 @@ from admmsearch.pipeline import (
     run_pipeline,
 )
 from admmsearch.plan import Plan
-from admmsearch.train import TrainSettings, evaluate, fit, train_epoch
+from admmsearch.train import Epoch, StepHooks, TrainSettings, evaluate, fit, train_epoch
 
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
 #: Keep ratios per layer. "paper" follows the ADMM paper's LeNet-5 shape (convs pruned less
@@ -406,15 +406,8 @@ def _timed_epoch(
     generator = torch.Generator().manual_seed(cfg.seed + repeat + 1)
     _sync(cfg.device)
     start = time.perf_counter()
-    train_epoch(
-        model,
-        data,
-        optimizer,
-        batch_size=cfg.batch_size,
-        generator=generator,
-        penalty=None if state is None else state.autograd_penalty,
-        after_backward=None if state is None else state.add_gradient,
-    )
+    hooks = StepHooks() if state is None else StepHooks(state.autograd_penalty, state.add_gradient)
+    train_epoch(model, data, optimizer, Epoch(cfg.batch_size, generator, hooks))
     if state is not None:
         state.update()
     _sync(cfg.device)

@@ -65,12 +65,13 @@ from front_report import plot, render_markdown
 
 from admmsearch import study as study_module
 from admmsearch.config import StudyConfig
-from admmsearch.objective import build_model
+from admmsearch.dense import build_model
 from admmsearch.pipeline import PipelineHooks, PipelineSettings, run_pipeline
 from admmsearch.plan import LayerPlan, Plan
 from admmsearch.record import Metric, TrialAttr, per_stage
-from admmsearch.seeding import study_sensitivity
-from admmsearch.study import StudyContext, prepare, run_study
+from admmsearch.search.context import StudyContext
+from admmsearch.search.seeding import study_sensitivity
+from admmsearch.search.study import prepare, run_study
 
 STUDY = Path(__file__).resolve().parent / "studies" / "front-fashion.yaml"
 #: Per-layer keep ratios of Zhang et al. 2018's LeNet-5 (71x on MNIST), scaled by --hand-scales.

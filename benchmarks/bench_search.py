@@ -50,7 +50,7 @@ from common import (
 )
 
 from admmsearch.record import kib
-from admmsearch.study import prepare, run_study
+from admmsearch.search.study import prepare, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "studies" / "digits-quick.yaml"

@@ -17,7 +17,7 @@ cores; the override is printed), with fresh Optuna and MLflow stores:
   stage cache, suggestions); the goal is at most 15 % outside the training steps;
 * **trials at once on one device** (``--per-device 1,2,4,8,16``; by default on a GPU only):
   for each N, a fresh study of ``max(trials, 2 N)`` trials with N worker processes on the
-  device (``run_parallel`` with ``admmsearch.devices.worker_devices``), trials drawn by the
+  device (``run_parallel`` with ``admmsearch.runtime.worker_devices``), trials drawn by the
   random sampler (a trial's params depend only on the seed and its number, so every N draws
   the same sequence), wall time including the workers' start; on a GPU also its mean
   utilisation and peak memory, sampled by ``nvidia-smi`` every half second.
@@ -65,9 +65,10 @@ from common import (
 )
 
 from admmsearch.config import Choices, knob_specs
-from admmsearch.devices import worker_devices
 from admmsearch.record import TrialAttr
-from admmsearch.study import StudyContext, prepare, run_parallel, run_study
+from admmsearch.runtime._devices import worker_devices
+from admmsearch.search.context import StudyContext
+from admmsearch.search.study import prepare, run_parallel, run_study
 from admmsearch.timing import PARTS
 
 ROOT = Path(__file__).resolve().parents[1]

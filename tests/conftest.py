@@ -93,7 +93,7 @@ def packed_digits(tmp_path_factory):
 
     from admmsearch.data import load_dataset
     from admmsearch.models import compressible_layers, create_model
-    from admmsearch.packing import ModelMeta, pack_model
+    from admmsearch.packed._format import ModelMeta, pack_model
     from admmsearch.pipeline import PipelineSettings, QuantRetrainSettings, run_pipeline
     from admmsearch.plan import Plan
     from admmsearch.train import TrainSettings

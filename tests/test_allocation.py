@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from admmsearch.allocation import (
+from admmsearch.search.allocation import (
     Option,
     allocate,
     allocate_many,
@@ -85,7 +85,7 @@ def test_budgets_are_log_spaced_inside_the_range() -> None:
 def test_the_worked_example_in_the_module_docstring() -> None:
     import doctest
 
-    from admmsearch import allocation
+    from admmsearch.search import allocation
 
     result = doctest.testmod(allocation)
     assert result.attempted >= 3 and result.failed == 0

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from admmsearch.c_export import export_c
 from admmsearch.data import SYSTEM_FASHION_DIR, load_dataset
+from admmsearch.deploy._c import export_c
+from admmsearch.deploy._predict import load_model
 from admmsearch.models import compressible_layers, create_model
-from admmsearch.packing import ModelMeta, pack_model, read_model_file
+from admmsearch.packed._format import ModelMeta, pack_model, read_model_file
 from admmsearch.pipeline import PipelineSettings, QuantRetrainSettings, run_pipeline
 from admmsearch.plan import Plan
-from admmsearch.predict import load_model
 from admmsearch.train import TrainSettings
 
 pytestmark = [

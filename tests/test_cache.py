@@ -11,18 +11,15 @@ import torch
 from torch.nn.utils import prune
 
 from admmsearch.admm import Residuals
-from admmsearch.cache import (
-    CacheWarning,
-    dense_model,
-    load_pruned,
-    read_checkpoint,
-    save_pruned,
-)
-from admmsearch.config import load_study, resolve_layers
+from admmsearch.config import base_pipeline, load_study, resolve_layers
 from admmsearch.data import load_dataset
+from admmsearch.dense import dense_model, read_checkpoint
 from admmsearch.errors import ConfigError
 from admmsearch.models import create_model
 from admmsearch.pipeline import PrunedState, StageResult
+from admmsearch.plan import Plan
+from admmsearch.stage_cache import load_pruned, save_pruned
+from admmsearch.tensorfile import CacheWarning
 
 
 def digits_cnn(classes: int = 10) -> torch.nn.Module:
@@ -175,7 +172,7 @@ def test_compress_on_exported_settings_reuses_the_study_dense_model(tmp_path, ti
     """cases/23: the study left ``layers`` null, the settings file lists them; the same dense
     model must have the same cache file, and the ``dense`` row reports the time spent on it."""
     from admmsearch.compression import reproduce
-    from admmsearch.export import settings_config
+    from admmsearch.settings_file import settings_config
 
     config = load_study(tiny_study(search={"keep": 0.5, "bits": 4}))
     layers = resolve_layers(config)
@@ -185,10 +182,11 @@ def test_compress_on_exported_settings_reuses_the_study_dense_model(tmp_path, ti
     settings, listed = settings_config(doc, source="best.yaml")
     assert config.layers is None and settings.layers == tuple(layers) and listed == layers
     assert settings.fingerprint_dense() == config.fingerprint_dense()
-    cold = reproduce(settings, listed, cache_dir=tmp_path)  # trains the dense model
+    plan, pipeline = Plan.from_dict({"layers": doc["layers"]}), base_pipeline(settings)
+    cold = reproduce(settings, listed, plan, pipeline, cache_dir=tmp_path)  # trains the dense
     (cached,) = tmp_path.glob("dense-*.pt")
     written = cached.stat().st_mtime_ns
-    warm = reproduce(settings, listed, cache_dir=tmp_path)  # loads it
+    warm = reproduce(settings, listed, plan, pipeline, cache_dir=tmp_path)  # loads it
     assert list(tmp_path.glob("dense-*.pt")) == [cached]
     assert cached.stat().st_mtime_ns == written, "the cached dense model was trained again"
     assert cold.result.stages[0].name == warm.result.stages[0].name == "dense"

@@ -1,4 +1,4 @@
-"""The coding rules (admmsearch.coding, admmsearch.grids): which values are raw, a codebook or a
+"""The coding rules (admmsearch.packed: coding, grids): which values are raw, a codebook or a
 uniform grid, and what each costs in bits."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from admmsearch import grids
-from admmsearch.coding import coding_of, distinct_values, uniform_levels
 from admmsearch.constraints import UniformQuantization
-from admmsearch.storage import value_coding_bits
+from admmsearch.packed import _grids as grids
+from admmsearch.packed._accounting import value_coding_bits
+from admmsearch.packed._coding import coding_of, distinct_values, uniform_levels
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from admmsearch.cli import main
 from admmsearch.config import validate_study
 from admmsearch.redact import redact_url
-from admmsearch.study import prepare
+from admmsearch.search.study import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -11,10 +11,11 @@ import yaml
 from admmsearch import record
 from admmsearch.compression import Compressed, FromModel, FromSettings, compress, read_plan
 from admmsearch.config import OBJECTIVES
-from admmsearch.export import EXPORTED_METRICS, FORMAT
-from admmsearch.packing import read_model_file
+from admmsearch.packed._format import read_model_file
 from admmsearch.record import BITS_PER_BYTE, Metric, kib
+from admmsearch.search.export import EXPORTED_METRICS
 from admmsearch.settings import PipelineSettings, QuantRetrainSettings, TrainSettings
+from admmsearch.settings_file import FORMAT
 
 LAYERS = "layers:\n  conv2: {keep: 0.5, bits: 4}\n  fc1: {keep: 0.1, bits: 3}\n"
 TRAIN = {"epochs": 1, "lr": 0.02, "batch_size": 32}

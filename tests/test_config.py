@@ -102,7 +102,7 @@ def test_minimal_study_gets_defaults() -> None:
 
 def test_default_sampler_is_the_one_the_search_benchmark_favours() -> None:
     """TPE: highest mean hypervolume after 20 to 50 trials in benchmarks/results/search.md."""
-    from admmsearch.study import make_sampler
+    from admmsearch.search.study import make_sampler
 
     cfg = config()
     assert cfg.sampler.name == "tpe" and cfg.sampler.population_size is None

@@ -11,10 +11,10 @@ import torch
 import yaml
 from test_study import STUDY
 
-from admmsearch import devices
 from admmsearch.config import load_study, resolve_layers
 from admmsearch.errors import ConfigError
-from admmsearch.study import prepare, run_parallel, run_study
+from admmsearch.runtime import _devices as devices
+from admmsearch.search.study import prepare, run_parallel, run_study
 
 
 def test_worker_devices_place_per_device_workers_on_each_device(monkeypatch) -> None:

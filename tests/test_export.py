@@ -1,4 +1,4 @@
-"""Exporting a trial (admmsearch.export), in-process: which trial each policy chooses, why, and
+"""Exporting a trial (search.export), in-process: which trial each policy chooses, why, and
 the settings file written and read back."""
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ import optuna
 import pytest
 from optuna.trial import create_trial
 
-from admmsearch.catalog import OpenedStudy
 from admmsearch.config import StudyConfig
 from admmsearch.errors import ConfigError, NoTrialError
-from admmsearch.export import choose_trial, read_settings, settings_document, write_settings
+from admmsearch.search.catalog import OpenedStudy
+from admmsearch.search.export import choose_trial, settings_document
+from admmsearch.settings_file import read_settings, write_settings
 
 LAYERS = ["conv1", "conv2", "fc1", "fc2"]
 DENSE = 0.97
@@ -84,5 +85,7 @@ def test_the_settings_file_reads_back_as_written(tmp_path: Path, name: str) -> N
     assert doc["layers"] == {layer: {"keep": 0.5, "bits": 4} for layer in LAYERS}
     text = write_settings(doc, tmp_path / name)
     assert (tmp_path / name).read_text() == text
-    config, layers, read = read_settings(tmp_path / name)
-    assert read == doc and layers == LAYERS and config.model.name == "digits-cnn"
+    file = read_settings(tmp_path / name)
+    assert (
+        file.document == doc and file.layers == LAYERS and file.config.model.name == "digits-cnn"
+    )

@@ -9,12 +9,12 @@ from torch import nn
 
 from admmsearch import fold
 from admmsearch.data import load_dataset
+from admmsearch.deploy._predict import load_model
 from admmsearch.fold import conv_bn_pairs, fold_batchnorm
 from admmsearch.models import compressible_layers, create_model
-from admmsearch.packing import ModelMeta, pack_model, read_model_file
+from admmsearch.packed._format import ModelMeta, pack_model, read_model_file
 from admmsearch.pipeline import PipelineSettings, QuantRetrainSettings, run_pipeline
 from admmsearch.plan import Plan
-from admmsearch.predict import load_model
 from admmsearch.train import TrainSettings
 
 

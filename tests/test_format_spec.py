@@ -186,7 +186,7 @@ def _assert_bitwise(decoded: np.ndarray, tensor: torch.Tensor, key: str) -> None
 def test_worked_example_of_the_page(tmp_path: Path) -> None:
     from torch import nn
 
-    from admmsearch.packing import pack_model
+    from admmsearch.packed._format import pack_model
 
     page = (Path(__file__).resolve().parents[1] / "docs" / "FORMAT.md").read_text()
     layer = nn.Linear(10, 1, bias=False)
@@ -219,7 +219,7 @@ def test_digits_model_decodes_bit_for_bit(packed_digits) -> None:
 def test_other_encodings_and_dtypes_decode_bit_for_bit(tmp_path: Path, index_format: str):
     from torch import nn
 
-    from admmsearch.packing import pack_model
+    from admmsearch.packed._format import pack_model
 
     generator = torch.Generator().manual_seed(1)
     model = nn.Sequential(nn.Linear(40, 30), nn.BatchNorm1d(30), nn.Linear(30, 5))

@@ -1,4 +1,4 @@
-"""The front of a study: its trials, its table and its figure (admmsearch.front), in-process on
+"""The front of a study: its trials, its table and its figure (search.front), in-process on
 a study built from finished trials."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import create_trial
 
 from admmsearch.errors import AdmmSearchError, ConfigError, NoTrialError
-from admmsearch.front import (
+from admmsearch.search.front import (
     FRONT_SUFFIXES,
     feasible,
     front_figure,

@@ -118,7 +118,7 @@ def study_file(folder: Path, **changes) -> Path:
 
 @pytest.mark.slow
 def test_a_study_with_user_hooks_and_model_runs_them_in_every_stage(tmp_path: Path) -> None:
-    from admmsearch.study import prepare, run_study
+    from admmsearch.search.study import prepare, run_study
 
     folder = user_files(tmp_path / "user")
     config, layers = validate_study(study_file(folder))
@@ -220,7 +220,7 @@ def test_a_study_without_hooks_reads_as_before(tmp_path: Path) -> None:
 
 
 def test_a_settings_file_carries_the_hooks_of_its_study(tmp_path: Path) -> None:
-    from admmsearch.export import settings_config
+    from admmsearch.settings_file import settings_config
 
     user_files(tmp_path)
     hooks = {"transform": "hooks.py:shift", "loss": "hooks.py:smooth"}

@@ -21,7 +21,7 @@ from admmsearch.constraints import StructuredSparsity
 from admmsearch.data import load_dataset
 from admmsearch.errors import LayerError
 from admmsearch.models import compressible_layers, output_channels, uncompressed_layers
-from admmsearch.packing import pack_model, read_packed, unpack_into
+from admmsearch.packed._format import pack_model, read_packed, unpack_into
 from admmsearch.pipeline import AdmmSettings, PipelineSettings, QuantRetrainSettings, run_pipeline
 from admmsearch.plan import Plan
 from admmsearch.train import TrainSettings

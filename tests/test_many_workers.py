@@ -25,8 +25,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from admmsearch.runtime._workers import StorageLock, budget_counts
 from admmsearch.tracking import search_runs
-from admmsearch.workers import StorageLock, budget_counts
 
 PG = "host=127.0.0.1 port=5432 user=postgres"
 SECRET = "S3cret-pw"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from admmsearch import data, export, models
+from admmsearch import data, models
 from admmsearch.config import StudyConfig
 from admmsearch.names import (
     DATASET_NAMES,
@@ -15,6 +15,7 @@ from admmsearch.names import (
     known_datasets,
     known_models,
 )
+from admmsearch.search import export
 
 
 def test_the_built_in_names_are_the_registered_ones() -> None:

@@ -1,4 +1,4 @@
-"""One trial's figures (admmsearch.objective): the convergence metrics of its stages and the
+"""One trial's figures (admmsearch.search.objective): the convergence metrics of its stages and the
 metrics and user attributes a trial records."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from admmsearch.admm import RhoSchedule
-from admmsearch.objective import convergence_metrics
+from admmsearch.metrics import convergence_metrics
 from admmsearch.pipeline import AdmmSettings, run_pipeline
 from admmsearch.plan import Plan
 from admmsearch.train import TrainSettings, evaluate

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from admmsearch.deploy._predict import load_model
 from admmsearch.errors import ExportError
-from admmsearch.packing import ModelMeta, pack_model
-from admmsearch.predict import load_model
+from admmsearch.packed._format import ModelMeta, pack_model
 
 onnx = pytest.importorskip("onnx", reason="the deploy extra (onnx, onnxruntime) is needed")
 ort = pytest.importorskip("onnxruntime", reason="the deploy extra is needed")
 
-from admmsearch.onnx_export import export_onnx  # noqa: E402
+from admmsearch.deploy._onnx import export_onnx  # noqa: E402
 
 
 def _raw_test(packed_digits) -> np.ndarray:

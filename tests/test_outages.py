@@ -22,9 +22,9 @@ from optuna.trial import TrialState
 
 from admmsearch.config import load_study, resolve_layers
 from admmsearch.errors import StoreError, TrackingError
-from admmsearch.study import finished_count, prepare, run_study
+from admmsearch.runtime._workers import Heartbeat, make_storage
+from admmsearch.search.study import finished_count, prepare, run_study
 from admmsearch.tracking import search_runs
-from admmsearch.workers import Heartbeat, make_storage
 
 ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 SECRET = "Outage-pw-99"

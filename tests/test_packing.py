@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import parametrize
 
-from admmsearch import packing
-from admmsearch.binio import ByteReader
 from admmsearch.errors import PackError
 from admmsearch.normalise import Normalisation
-from admmsearch.packing import (
+from admmsearch.packed import _format as packing
+from admmsearch.packed._binio import ByteReader
+from admmsearch.packed._format import (
     MAGIC,
     ModelMeta,
     PackInfo,

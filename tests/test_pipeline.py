@@ -11,13 +11,16 @@ from admmsearch.data import load_dataset
 from admmsearch.errors import ConstraintError, DivergenceError, LayerError
 from admmsearch.models import compressible_layers, create_model
 from admmsearch.pipeline import (
-    AdmmSettings,
     PipelineHooks,
-    PipelineSettings,
-    QuantRetrainSettings,
+    dense_stage,
+    fold_stage,
+    network,
+    prune_phase,
+    quantize_phase,
     run_pipeline,
 )
 from admmsearch.plan import Plan
+from admmsearch.settings import AdmmSettings, PipelineSettings, QuantRetrainSettings
 from admmsearch.train import TrainSettings
 
 PLAN = {
@@ -174,7 +177,7 @@ def test_divergence_names_the_stage(digits) -> None:
 
 
 def test_packed_model_gives_identical_predictions_and_matching_size(digits, tmp_path) -> None:
-    from admmsearch.packing import pack_model, unpack_into
+    from admmsearch.packed._format import pack_model, unpack_into
 
     model = model_for(digits)
     result = run_pipeline(model, digits, Plan.from_dict(PLAN), fast_settings())
@@ -194,11 +197,14 @@ def test_packed_model_gives_identical_predictions_and_matching_size(digits, tmp_
 def test_pruned_state_replays_the_pruning_stages_exactly(digits) -> None:
     settings = fast_settings()
     plan = Plan.from_dict(PLAN)
-    saved = []
-    full = run_pipeline(model_for(digits), digits, plan, settings, on_pruned=saved.append)
-    assert [s.name for s in saved[0].stages] == ["dense", "admm_prune", "retrain"]
-    model = model_for(digits, seed=5)  # any starting weights: the state replaces them
-    replay = run_pipeline(model, digits, plan, settings, pruned=saved[0])
+    net = network(model_for(digits), digits, plan, settings)
+    dense = dense_stage(net, settings)
+    folding = fold_stage(net, settings)
+    pruned = prune_phase(net, plan, settings, dense)
+    full = quantize_phase(net, plan, settings, pruned, folding)
+    assert [s.name for s in pruned.stages] == ["dense", "admm_prune", "retrain"]
+    again = network(model_for(digits, seed=5), digits, plan, settings)  # any starting weights
+    replay = quantize_phase(again, plan, settings, pruned, fold_stage(again, settings))
     assert [s.name for s in replay.stages] == [s.name for s in full.stages]
     assert replay.final.test_accuracy == full.final.test_accuracy
     assert replay.storage.model_stored_bits == full.storage.model_stored_bits

@@ -20,9 +20,9 @@ from admmsearch.constraints import (
     UniformQuantization,
 )
 from admmsearch.errors import ConfigError, ConstraintError, LayerError
-from admmsearch.export import FORMAT, read_settings
 from admmsearch.plan import PLAN_VERSION, LayerPlan, Plan
-from admmsearch.search_space import settings_from_params
+from admmsearch.search.space import settings_from_params
+from admmsearch.settings_file import FORMAT, read_settings
 
 LAYERS_BLOCK = """\
 layers:
@@ -58,8 +58,9 @@ def plan_file(folder: Path, layers_block: str) -> Path:
 
 def settings_plan(path: Path) -> Plan:
     """The plan ``compress SETTINGS`` applies (as :func:`admmsearch.compression.reproduce`)."""
-    config, layers, _ = read_settings(path)
-    return settings_from_params({}, config, layers).plan
+    file = read_settings(path)
+    assert settings_from_params({}, file.config, file.layers).plan == file.plan
+    return file.plan
 
 
 def test_the_examples_in_the_docstring_run() -> None:

@@ -16,15 +16,15 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from admmsearch import normalise
-from admmsearch.catalog import open_existing
 from admmsearch.config import load_study, resolve_layers
 from admmsearch.data import load_dataset
+from admmsearch.deploy._predict import load_model, read_arrays
 from admmsearch.errors import ConfigError, DatasetError, PackError
-from admmsearch.export import settings_document
 from admmsearch.normalise import Normalisation
-from admmsearch.packing import ModelMeta, pack_model, read_model_file
-from admmsearch.predict import load_model, read_arrays
-from admmsearch.study import prepare, run_study
+from admmsearch.packed._format import ModelMeta, pack_model, read_model_file
+from admmsearch.search.catalog import open_existing
+from admmsearch.search.export import settings_document
+from admmsearch.search.study import prepare, run_study
 from admmsearch.tracking import search_runs
 
 

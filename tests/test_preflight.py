@@ -8,12 +8,13 @@ import optuna
 import pytest
 import torch
 
-from admmsearch.catalog import describe, failed_trials, open_existing, study_rows
 from admmsearch.config import load_study, resolve_layers
 from admmsearch.errors import ConfigError, DivergenceError, StoreError
 from admmsearch.models import create_model
-from admmsearch.preflight import check_device, check_reuse, check_store_folder
-from admmsearch.study import prepare, run_study
+from admmsearch.preflight import check_device, check_store_folder
+from admmsearch.search.catalog import describe, failed_trials, open_existing, study_rows
+from admmsearch.search.reuse import check_reuse
+from admmsearch.search.study import prepare, run_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -8,8 +8,8 @@ import optuna
 import pytest
 
 from admmsearch.config import validate_study
-from admmsearch.sampling import PerTrialSampler, trial_seed
-from admmsearch.study import prepare, run_parallel, run_study
+from admmsearch.search.sampling import PerTrialSampler, trial_seed
+from admmsearch.search.study import prepare, run_parallel, run_study
 
 
 def _random(seed: int | None) -> optuna.samplers.BaseSampler:

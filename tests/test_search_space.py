@@ -1,4 +1,4 @@
-"""Tests for admmsearch.search_space: trials -> plans and pipelines, and their exact replay."""
+"""Tests for admmsearch.search.space: trials -> plans and pipelines, and their exact replay."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import yaml
 
 from admmsearch.config import StudyConfig, base_pipeline
 from admmsearch.errors import ConfigError
-from admmsearch.search_space import TrialSettings, param_names, settings_from_params, suggest
+from admmsearch.search.space import TrialSettings, param_names, settings_from_params, suggest
 
 LAYERS = ["conv1", "conv2", "fc1", "fc2"]  # digits-cnn
 SEARCH: dict[str, Any] = {
@@ -196,8 +196,8 @@ def test_plans_fit_the_engine() -> None:
 def test_only_search_space_calls_suggest() -> None:
     package = Path(__file__).parents[1] / "admmsearch"
     call = re.compile(r"\.suggest_\w+\(")
-    callers = [p.name for p in package.glob("*.py") if call.search(p.read_text())]
-    assert callers == ["search_space.py"]
+    callers = [p.relative_to(package) for p in package.rglob("*.py") if call.search(p.read_text())]
+    assert callers == [Path("search/space.py")]
 
 
 def test_enqueued_whole_floats_run_as_the_integers_they_equal(tmp_path: Path) -> None:

@@ -12,10 +12,10 @@ from admmsearch.config import load_study, validate_study
 from admmsearch.config.knobs import contains
 from admmsearch.config.units import knob_specs, unit_spaces
 from admmsearch.data import load_dataset
-from admmsearch.objective import build_model
-from admmsearch.seeding import seed_count, seeds
-from admmsearch.sensitivity import measure
-from admmsearch.study import prepare, run_study
+from admmsearch.dense import build_model
+from admmsearch.search.seeding import seed_count, seeds
+from admmsearch.search.sensitivity import measure
+from admmsearch.search.study import prepare, run_study
 from admmsearch.tracking import search_runs
 from admmsearch.train import TrainSettings, fit
 

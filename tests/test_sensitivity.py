@@ -16,11 +16,12 @@ from admmsearch.config.knobs import Choices
 from admmsearch.config.units import unit_spaces
 from admmsearch.constraints import OnSupport
 from admmsearch.data import load_dataset
+from admmsearch.dense import build_model
 from admmsearch.models import compressible_layers
-from admmsearch.objective import build_model
+from admmsearch.packed._accounting import layer_storage, model_storage
 from admmsearch.plan import LayerPlan
-from admmsearch.seeding import sensitivity_finetune
-from admmsearch.sensitivity import (
+from admmsearch.search.seeding import sensitivity_finetune
+from admmsearch.search.sensitivity import (
     Finetune,
     cached_sensitivity,
     grid_points,
@@ -28,7 +29,6 @@ from admmsearch.sensitivity import (
     level_grid,
     measure,
 )
-from admmsearch.storage import layer_storage, model_storage
 from admmsearch.tracking import search_runs
 from admmsearch.train import TrainSettings, evaluate, fit
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from admmsearch import fields, settings
+from admmsearch import settings
+from admmsearch import validation as fields
 from admmsearch.config import StudyConfig, base_pipeline, dense_settings
 from admmsearch.errors import ConfigError
 from admmsearch.settings import (
@@ -153,7 +154,7 @@ def test_hooks_in_the_study_enter_the_dense_fingerprint_only_when_set() -> None:
 def test_the_settings_plan_and_record_modules_import_no_torch() -> None:
     code = (
         "import sys\n"
-        "import admmsearch.settings, admmsearch.plan, admmsearch.fields, admmsearch.record\n"
+        "import admmsearch.settings, admmsearch.plan, admmsearch.validation, admmsearch.record\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     run = subprocess.run(

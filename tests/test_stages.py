@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from admmsearch.admm import RhoSchedule
-from admmsearch.objective import convergence_metrics
+from admmsearch.metrics import convergence_metrics
 from admmsearch.pipeline import AdmmSettings, run_pipeline, stage_steps
 from admmsearch.plan import Plan
 from admmsearch.train import TrainSettings

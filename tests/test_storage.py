@@ -14,15 +14,15 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import parametrize
 
-from admmsearch import storage
-from admmsearch.coding import best_gap
 from admmsearch.errors import ConstraintError, LayerError
-from admmsearch.storage import (
+from admmsearch.packed import _accounting as storage
+from admmsearch.packed._accounting import (
     csr_layout,
     gap_index_bits,
     layer_storage,
     model_storage,
 )
+from admmsearch.packed._coding import best_gap
 
 EXAMPLE = torch.tensor([[0, 0.5, 0, 0, 0, 0, 0, -0.5, 0, 0.5]])  # uniform: 0.5 * {-1, +1}
 LEARNED = torch.tensor([[0, 0.3, 0, 0, 0, 0, 0, -0.71, 0, 0.3]])  # two centroids, no grid

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from admmsearch.config import load_study, resolve_layers
-from admmsearch.front import trials_frame
-from admmsearch.study import finished_count, prepare, run_study
+from admmsearch.search.front import trials_frame
+from admmsearch.search.study import finished_count, prepare, run_study
 from admmsearch.tracking import search_runs
 
 pytestmark = pytest.mark.slow  # subprocesses or real studies, every test
@@ -176,7 +176,7 @@ def test_diverging_trial_is_failed_with_reason_and_study_goes_on(mlruns) -> None
 
 
 def test_two_worker_processes_share_one_study(mlruns, tmp_path_factory) -> None:
-    from admmsearch.study import run_parallel
+    from admmsearch.search.study import run_parallel
 
     tmp_path = mlruns
     config, layers = make_config(tmp_path, name="digits-parallel", budget={"trials": 4})

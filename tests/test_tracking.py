@@ -24,7 +24,7 @@ from mlflow.utils.validation import (
 from admmsearch import tracking
 from admmsearch.cli import main
 from admmsearch.errors import TrackingError
-from admmsearch.study import finished_count
+from admmsearch.search.study import finished_count
 from admmsearch.tracking import (
     HTTP_DEFAULTS,
     KEYS_ARTIFACT,
@@ -222,7 +222,7 @@ def test_resuming_ends_runs_left_running_by_finished_trials(tmp_path) -> None:
     runs = {t.number: tracker.trial_run(parent, t.number) for t in (failed, live)}
     failed.set_user_attr("fail_reason", "tracking: tracking server gone")
     study.tell(failed, state=optuna.trial.TrialState.FAIL)
-    from admmsearch.study import end_stale_runs
+    from admmsearch.search.study import end_stale_runs
 
     assert end_stale_runs(tracker, study) == 1
     stale = tracker.client.get_run(runs[0])

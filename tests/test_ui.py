@@ -34,9 +34,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from admmsearch.config import load_study, resolve_layers
 from admmsearch.errors import UIError
-from admmsearch.study import prepare, run_study
+from admmsearch.search.study import prepare, run_study
 from admmsearch.tracking import search_runs
-from admmsearch.ui import _mlflow_specs, serve_ui
+from admmsearch.ui._serve import _mlflow_specs, serve_ui
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMMSEARCH = Path(sys.executable).with_name("admmsearch")

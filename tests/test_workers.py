@@ -16,16 +16,17 @@ import yaml
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from admmsearch import study as study_module
 from admmsearch.config import StudyConfig, load_study, resolve_layers
 from admmsearch.data import load_dataset
+from admmsearch.dense import dense_model
 from admmsearch.errors import ConfigError, StoreError
-from admmsearch.objective import dense_model
 from admmsearch.redact import redact_text, redact_url
-from admmsearch.search_space import suggest
-from admmsearch.study import finished_count, prepare, resolve_cache_dir, run_study
+from admmsearch.runtime import resolve_cache_dir
+from admmsearch.runtime._workers import StorageLock, budget_counts, claim, fail_lost_trials
+from admmsearch.search import study as study_module
+from admmsearch.search.space import suggest
+from admmsearch.search.study import finished_count, prepare, run_study
 from admmsearch.tracking import search_runs
-from admmsearch.workers import StorageLock, budget_counts, claim, fail_lost_trials
 
 SECRET = "S3cret-pw"
 

@@ -13,7 +13,7 @@ rejected before any training.
 
 A searchable setting (a *knob*) is written as a fixed value, a range ``{low, high, log, step}``
 or ``{choices: [...]}``. :func:`knob_specs` lists every knob of a study under the Optuna
-parameter name that :mod:`admmsearch.search_space` suggests it as: ``keep.<unit>``,
+parameter name that :mod:`admmsearch.search.space` suggests it as: ``keep.<unit>``,
 ``bits.<unit>`` or ``clusters.<unit>`` per *unit* (a layer, or a group of tied layers), then the
 global knobs ``rho_start``, ``rho_end``, ``admm_updates``, ``admm_epochs``,
 ``retrain_epochs`` and ``lr``. Example::
@@ -33,6 +33,7 @@ from .units import (
     knob_specs,
     normalise_enqueue,
     resolve_layers,
+    study_data,
     unit_spaces,
 )
 from .values import OBJECTIVES, SAMPLERS
@@ -56,6 +57,7 @@ __all__ = [
     "load_study",
     "normalise_enqueue",
     "resolve_layers",
+    "study_data",
     "unit_spaces",
     "validate_study",
 ]

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from ..fields import Bits, Clusters, Count, Fraction, FrozenModel, Positive, PositiveInt
+from ..validation import Bits, Clusters, Count, Fraction, FrozenModel, Positive, PositiveInt
 
 __all__ = [
     "BitsKnob",

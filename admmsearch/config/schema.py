@@ -196,7 +196,7 @@ class WorkersConfig(FrozenModel):
     the work directory, or ``$ADMMSEARCH_CACHE_DIR``) holds the dense model and stage caches;
     point workers on several machines at one shared path to train the dense model once.
     ``per_device`` runs that many trials at once on each device of a ``run`` or ``worker``
-    process, one worker process each (see :mod:`admmsearch.devices`).
+    process, one worker process each (see :mod:`admmsearch.runtime._devices`).
     """
 
     heartbeat_interval_s: PositiveInt = 60

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 from pydantic import Strict, field_validator
 
-from ..fields import FrozenModel, PositiveInt, bound
 from ..names import known_datasets, known_models
 from ..settings import TrainSettings
+from ..validation import FrozenModel, PositiveInt, bound
 
 __all__ = ["DatasetConfig", "DenseConfig", "ModelConfig"]
 

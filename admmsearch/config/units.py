@@ -6,12 +6,15 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, LayerError
 from ..names import DATASET_SHAPES
 from .knobs import Choices, IntRange, contains, is_searched, normalise
 from .schema import GLOBAL_KNOBS, LayerOverride, SearchConfig, StudyConfig
+
+if TYPE_CHECKING:  # the data module imports torch; a study file is read without it
+    from ..data import DataSplits
 
 __all__ = [
     "UnitSpace",
@@ -19,6 +22,7 @@ __all__ = [
     "knob_specs",
     "normalise_enqueue",
     "resolve_layers",
+    "study_data",
     "unit_spaces",
 ]
 
@@ -222,7 +226,18 @@ def _input_spec(config: StudyConfig) -> tuple[tuple[int, ...], int]:
     if d.name in DATASET_SHAPES:  # known: layers resolve without loading the data
         shape, classes = DATASET_SHAPES[d.name]
         return shape, d.num_classes or classes
+    data = study_data(config)
+    return data.input_shape, data.num_classes
+
+
+def study_data(config: StudyConfig) -> DataSplits:
+    """The study's dataset, loaded and checked with its options and seed (the one place a
+    study's data is loaded: the study, ``compress`` and a settings file's reproduction).
+
+    Raises:
+        DatasetError, RegistryError, UserCodeError: the data cannot be loaded or is bad.
+    """
     from ..data import load_dataset
 
-    data = load_dataset(d.name, seed=config.seed, **d.load_options())
-    return data.input_shape, data.num_classes
+    d = config.dataset
+    return load_dataset(d.name, seed=config.seed, **d.load_options())

@@ -1,6 +1,6 @@
 """Checked scalar values of a study file that only the study file has: objectives, samplers,
 names, devices and enqueued params; the numbers and the frozen model they live in come from
-:mod:`admmsearch.fields`, shared with the engine's settings.
+:mod:`admmsearch.validation`, shared with the engine's settings.
 
 Each check says only what is wrong (``must be one of ...``); :mod:`.loading` adds the dotted
 field path and the bad value.
@@ -12,7 +12,9 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Strict
 
-from ..fields import (
+from ..record import Metric
+from ..settings import IndexFormat, Optimizer, Schedule
+from ..validation import (
     Bits,
     Clusters,
     Count,
@@ -26,8 +28,6 @@ from ..fields import (
     matches,
     one_of,
 )
-from ..record import Metric
-from ..settings import IndexFormat, Optimizer, Schedule
 
 __all__ = [
     "OBJECTIVES",

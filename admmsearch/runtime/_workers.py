@@ -1,0 +1,372 @@
+"""Many workers on one study: a storage-wide lock, heartbeats, lost trials, the exact budget.
+
+Any number of processes, on any machines, run one study through one Optuna storage. Three
+things keep them from losing or doubling work:
+
+* :class:`StorageLock` serializes *claiming* a trial (counting the budget, then asking Optuna
+  for a trial) across every process on the storage: a PostgreSQL advisory lock, or a lock file
+  beside an SQLite database. The server or the OS drops it if its holder dies.
+* :class:`Heartbeat` records, from a background thread, that a claimed trial's worker is alive.
+  A trial without a heartbeat for the grace period is failed by the next worker that claims
+  (``optuna.storages.fail_stale_trials``); :class:`LostTrials` then ends its MLflow run and
+  queues its params again.
+* :func:`budget_counts` says how many trials count against the budget and how many run. A
+  worker claims only while ``counted + running < budget``, so the budget is never overshot;
+  it waits while other workers' trials run, in case one of them is lost and must be redone.
+
+Only PostgreSQL and SQLite storages are supported: the two the lock knows.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import optuna
+import sqlalchemy
+from filelock import FileLock
+from optuna.trial import FrozenTrial, TrialState
+
+from ..errors import StoreError
+from ..record import TrialAttr
+from ..redact import redact_text, redact_url
+
+__all__ = [
+    "COUNTED",
+    "Claim",
+    "Heartbeat",
+    "LostTrials",
+    "StorageLock",
+    "budget_counts",
+    "claim",
+    "driver_reason",
+    "fail_lost_trials",
+    "make_storage",
+    "storage_errors",
+    "worker_info",
+]
+
+_log = logging.getLogger("admmsearch.runtime")
+
+#: Trial states that count against the budget (minus interrupted and retried trials).
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+_ADVISORY_KEY = int.from_bytes(
+    hashlib.sha256(b"admmsearch.storage").digest()[:8], "big", signed=True
+)
+_DRIVER_HINT = (
+    "install the driver with pip install 'admmsearch[postgres]' and write the URL "
+    "as postgresql+psycopg://user@host:5432/database"
+)
+
+
+def _store_error(url: str, exc: BaseException) -> StoreError:
+    """A one-line error naming the storage, with its password masked everywhere."""
+    detail = driver_reason(exc)
+    if isinstance(exc, ImportError | ModuleNotFoundError):
+        detail = f"{detail}; {_DRIVER_HINT}"
+    return StoreError(f"storage {redact_url(url)}: {redact_text(detail, url)}")
+
+
+def driver_reason(exc: BaseException) -> str:
+    """The first line of the database driver's own message behind ``exc``.
+
+    Optuna wraps driver errors in ``StorageInternalError`` ("An exception is raised during the
+    commit...") and SQLAlchemy in its own classes; the reason is found by walking ``__cause__``
+    and ``__context__`` to the driver's exception (``DBAPIError.orig``), else to the innermost
+    exception that is not Optuna's wrapper.
+    """
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    for link in chain:
+        if isinstance(link, sqlalchemy.exc.DBAPIError) and link.orig is not None:
+            return _first_line(link.orig)
+    plain = [e for e in chain if not isinstance(e, optuna.exceptions.StorageInternalError)]
+    return _first_line(plain[-1] if plain else chain[-1])
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+@contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """Turn Optuna's and SQLAlchemy's storage failures inside the block into one-line
+    :class:`StoreError` naming the storage (password masked) and the driver's reason."""
+    try:
+        yield
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        raise _store_error(url, exc) from exc
+
+
+def _parse(url: str) -> sqlalchemy.engine.URL:
+    try:
+        return sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise StoreError(
+            f"storage {redact_url(url)}: not a database URL; write "
+            "sqlite:///file.db or postgresql+psycopg://user@host:5432/db"
+        ) from None
+
+
+class StorageLock:
+    """A lock shared by every process on one Optuna storage (``with lock: ...``).
+
+    PostgreSQL: a session-level ``pg_advisory_lock`` held on its own connection. SQLite: a
+    lock file beside the database (``<db>.lock``); an in-memory database, which no other
+    process can see, gets a plain thread lock. Not reentrant.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parsed = _parse(url)
+        backend = parsed.get_backend_name()
+        self._engine: sqlalchemy.engine.Engine | None = None
+        self._file: FileLock | threading.Lock
+        if backend == "postgresql":
+            try:
+                self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+            except ImportError as exc:
+                raise _store_error(url, exc) from None
+        elif backend == "sqlite":
+            database = parsed.database or ""
+            in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
+            self._file = threading.Lock() if in_memory else FileLock(f"{database}.lock")
+        else:
+            raise StoreError(
+                f"storage {redact_url(url)}: workers coordinate through PostgreSQL "
+                f"or SQLite, not {backend}"
+            )
+        self._connection: sqlalchemy.engine.Connection | None = None
+
+    def __enter__(self) -> StorageLock:
+        if self._engine is None:
+            self._file.acquire()
+            return self
+        try:
+            connection = self._engine.connect()
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            raise _store_error(self.url, exc) from None
+        try:
+            connection.execute(
+                sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _ADVISORY_KEY}
+            )
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            connection.close()
+            raise _store_error(self.url, exc) from None
+        self._connection = connection
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._engine is None:
+            self._file.release()
+            return
+        connection, self._connection = self._connection, None
+        try:
+            connection.execute(
+                sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _ADVISORY_KEY}
+            )
+        finally:
+            connection.close()  # closing the session releases the lock in any case
+
+
+def make_storage(
+    url: str,
+    *,
+    heartbeat_interval_s: int,
+    grace_period_s: int,
+    on_lost: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+) -> optuna.storages.RDBStorage:
+    """The Optuna storage at ``url`` with heartbeats on; ``on_lost`` runs for each lost trial.
+
+    Raises:
+        StoreError: the database cannot be reached or its driver is missing (password masked).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs={"pool_pre_ping": True},
+                heartbeat_interval=heartbeat_interval_s,
+                grace_period=grace_period_s,
+                heartbeat_stale_trial_callback=on_lost,
+            )
+    except (ImportError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        raise _store_error(url, exc) from None
+
+
+def worker_info() -> dict[str, Any]:
+    """Who runs a trial, stored on it as the ``worker`` user attribute."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+class Heartbeat:
+    """Records a trial's heartbeat now and every ``interval_s`` seconds until the block ends.
+
+    A beat that fails (the database refuses connections for a while, Optuna raising
+    ``StorageInternalError``) is counted in ``failed_beats`` and retried at the next interval;
+    the thread never dies and never prints (details go to the ``admmsearch.runtime`` logger at
+    DEBUG level, which ``--debug`` shows). An outage longer than the grace period makes the
+    trial lost, as a dead worker's would be.
+    """
+
+    def __init__(
+        self, storage: optuna.storages.RDBStorage, trial_id: int, interval_s: float
+    ) -> None:
+        self._storage, self._trial_id, self._interval = storage, trial_id, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, name=f"heartbeat-{trial_id}", daemon=True
+        )
+        self.beats = 0  # beats recorded by the thread
+        self.failed_beats = 0
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._storage.record_heartbeat(self._trial_id)
+            except Exception as exc:  # noqa: BLE001 - a blip or an outage: retry next interval
+                self.failed_beats += 1
+                _log.debug(
+                    "heartbeat of trial id %s failed: %s", self._trial_id, exc, exc_info=True
+                )
+            else:
+                self.beats += 1
+
+    def __enter__(self) -> Heartbeat:
+        self._storage.record_heartbeat(self._trial_id)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class LostTrials:
+    """Optuna's callback for a trial whose worker stopped beating (killed, machine gone).
+
+    It ends the trial's MLflow runs through ``end_runs(number, reason)`` and queues the trial
+    again with the same params (Optuna's ``RetryHeartbeatStaleTrialCallback``, which records the
+    lost trial in the retry's ``failed_trial`` and ``retry_history`` system attributes), unless
+    it was already retried ``max_retry`` times; then it stays failed and counts.
+    """
+
+    def __init__(self, end_runs: Callable[[int, str], None], max_retry: int) -> None:
+        self._end_runs = end_runs
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        again = copy.copy(trial)  # the retry starts clean: no stale run id or worker
+        again.user_attrs = {TrialAttr.RETRY_OF: trial.number}
+        with warnings.catch_warnings():  # the retry first: it must not wait on MLflow
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._retry(study, again)
+        worker = trial.user_attrs.get(TrialAttr.WORKER) or {}
+        self._end_runs(
+            trial.number,
+            f"lost: no heartbeat from worker {worker.get('host', '?')} "
+            f"pid {worker.get('pid', '?')}",
+        )
+
+
+def fail_lost_trials(study: optuna.Study) -> None:
+    """Fail the study's trials whose heartbeat lapsed and run the storage's callback on each."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def budget_counts(trials: Iterable[FrozenTrial]) -> tuple[int, int]:
+    """``(counted, running)``: trials that count against the budget, and trials running.
+
+    Counted: complete, pruned and failed (diverged, or lost more than ``max_retry`` times),
+    except trials interrupted by Ctrl-C (``interrupted`` user attribute) and lost trials that
+    were queued again (named in another trial's ``retry_history``): their retry counts instead.
+    """
+    trials = list(trials)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+    counted = sum(
+        1
+        for t in trials
+        if t.state in COUNTED
+        and t.number not in retried
+        and not t.user_attrs.get(TrialAttr.INTERRUPTED)
+    )
+    running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+    return counted, running
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A trial this worker runs, with its storage id (for heartbeats)."""
+
+    trial: optuna.Trial
+    trial_id: int
+
+
+def claim(
+    study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
+    lock: StorageLock,
+    *,
+    budget: int | None,
+    deadline: float | None,
+    poll_s: float,
+) -> Claim | None:
+    """Start the next trial this worker may run, waiting while others' trials fill the budget.
+
+    Under the lock: fail lost trials (queuing their retries), count, and ask Optuna for a trial
+    only if ``counted + running < budget``; a claimed trial gets its first heartbeat and the
+    ``worker`` user attribute before the lock is released. Returns None once the budget is
+    spent or ``deadline`` (``time.monotonic()``) has passed.
+    """
+    while deadline is None or time.monotonic() < deadline:
+        with lock:
+            fail_lost_trials(study)
+            counted, running = budget_counts(study.get_trials(deepcopy=False))
+            if budget is not None and counted >= budget:
+                return None
+            if budget is None or counted + running < budget:
+                return _start(study, storage)
+        time.sleep(
+            poll_s if deadline is None else max(0.0, min(poll_s, deadline - time.monotonic()))
+        )
+    return None
+
+
+def _start(study: optuna.Study, storage: optuna.storages.RDBStorage) -> Claim:
+    with warnings.catch_warnings():  # we record heartbeats ourselves, see Heartbeat
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        trial = study.ask()
+    study_id = storage.get_study_id_from_name(study.study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+    storage.record_heartbeat(trial_id)
+    trial.set_user_attr(TrialAttr.WORKER, worker_info())
+    return Claim(trial, trial_id)

@@ -1,0 +1,283 @@
+"""One trial: suggested settings -> compression from the cached dense model -> metrics, tracked.
+
+The dense model is trained once per study and cached (:mod:`admmsearch.dense`); every trial and
+every worker starts from a copy of it and compresses it with
+:func:`admmsearch.compression.compress_dense`. Trials with the same pruning settings share the
+pruned state through the stage cache (:mod:`admmsearch.stage_cache`), kept here, in the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from ..compression import Compressed, Job, compress_dense
+from ..config import StudyConfig
+from ..data import DataSplits
+from ..dense import DenseModel, build_model, packed_meta
+from ..errors import DivergenceError, PackError, TrackingError
+from ..metrics import collapsed
+from ..pipeline import PipelineHooks, PipelineResult, StageResult
+from ..record import Metric, TrialAttr
+from ..registry import one_line
+from ..stage_cache import load_pruned, pruning_key, save_pruned
+from ..timing import Timings, part
+from ..tracking import REASON_TAG, Tracker
+from .space import TrialSettings, suggest
+
+__all__ = ["Objective", "data_params", "layer_table", "origin_tags"]
+
+_MAX_REASON = 5000  # characters of a failure reason kept in the run's tag
+
+
+def origin_tags(attrs: dict[str, Any]) -> dict[str, str]:
+    """Where a trial's settings came from, as MLflow tags: ``admmsearch.origin`` is
+    ``seeded`` (with ``admmsearch.seeded_budget_kib``), ``enqueued``, ``retry`` (with
+    ``admmsearch.retry_of``) or ``sampled``."""
+    if TrialAttr.SEEDED in attrs:
+        return {
+            "admmsearch.origin": "seeded",
+            "admmsearch.seeded_budget_kib": str(attrs[TrialAttr.SEEDED].get("budget_kib")),
+        }
+    if TrialAttr.RETRY_OF in attrs:
+        return {
+            "admmsearch.origin": "retry",
+            "admmsearch.retry_of": str(attrs[TrialAttr.RETRY_OF]),
+        }
+    return {"admmsearch.origin": "enqueued" if TrialAttr.ENQUEUED in attrs else "sampled"}
+
+
+def _params(settings: TrialSettings) -> dict[str, Any]:
+    """Every per-layer setting and schedule of the trial, flat, for MLflow params."""
+    out: dict[str, Any] = {}
+    for name, lp in settings.plan.layers.items():
+        out.update(
+            {
+                f"keep.{name}": lp.keep,
+                f"bits.{name}": lp.bits,
+                f"clusters.{name}": lp.clusters,
+                f"structured.{name}": lp.structured,
+            }
+        )
+    p = settings.pipeline
+    for stage in ("admm_prune", "admm_quantize"):
+        s = getattr(p, stage)
+        if s is not None:
+            out.update(
+                {
+                    f"{stage}.epochs": s.train.epochs,
+                    f"{stage}.lr": s.train.lr,
+                    f"{stage}.rho_start": s.rho.start,
+                    f"{stage}.rho_end": s.rho.end,
+                    f"{stage}.rho_updates": s.rho.updates,
+                }
+            )
+    if p.retrain is not None:
+        out.update({"retrain.epochs": p.retrain.epochs, "retrain.lr": p.retrain.lr})
+    out["progressive_steps"] = p.progressive_steps
+    out["fold_batchnorm"] = p.fold_batchnorm
+    return out
+
+
+def data_params(data: DataSplits) -> dict[str, Any]:
+    """The input normalisation the trial's model was trained with, for MLflow params."""
+    norm = data.normalisation
+    if norm is None:
+        return {"normalisation": "none"}
+    return {
+        "normalisation": "per-channel",
+        "normalisation.mean": json.dumps(list(norm.mean)),
+        "normalisation.std": json.dumps(list(norm.std)),
+    }
+
+
+def _series(result: PipelineResult) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for stage in result.stages:
+        if stage.residuals:
+            out[f"primal_residual.{stage.name}"] = [r.primal_total for r in stage.residuals]
+            out[f"dual_residual.{stage.name}"] = [r.dual_total for r in stage.residuals]
+            out[f"rho.{stage.name}"] = [r.rho for r in stage.residuals]
+        if stage.losses:
+            out[f"loss.{stage.name}"] = list(stage.losses)
+    return out
+
+
+def layer_table(result: PipelineResult) -> pd.DataFrame:
+    """Per layer: the plan, the storage figures and the nonzeros after each stage."""
+    frame = result.storage.to_frame()
+    plan = result.plan.layers
+    frame.insert(1, "keep_target", [plan[n].keep if n in plan else None for n in frame["name"]])
+    frame.insert(2, "bits_target", [plan[n].bits if n in plan else None for n in frame["name"]])
+    for stage in result.stages:
+        frame[f"nonzeros.{stage.name}"] = [stage.layers[n]["nonzeros"] for n in frame["name"]]
+    return frame
+
+
+class Objective:
+    """Callable Optuna objective: returns the study's objectives, in order, for one trial."""
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        layers: list[str],
+        data: DataSplits,
+        dense: DenseModel,
+        tracker: Tracker,
+        parent_run: str,
+        models_dir: Path,
+        on_epoch: Callable[[str, int, float], None] | None = None,
+    ) -> None:
+        self.config, self.layers, self.data, self.dense = config, layers, data, dense
+        self.tracker, self.parent_run, self.models_dir = tracker, parent_run, models_dir
+        self.on_epoch = on_epoch
+        self.stage_dir = dense.path.parent / "stages"
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        """Run one trial; its MLflow run ends FINISHED, FAILED (diverged, pruned, or killed by
+        a tracking failure) or KILLED (interrupted), tagged with the reason.
+
+        A trial stopped by a tracking failure or an interruption is marked ``interrupted``: it
+        does not count against the budget and its params are queued again on resume. Any other
+        exception fails the trial with its one-line reason (it counts: rerunning the same
+        settings would fail the same way).
+        """
+        start, timings = time.perf_counter(), Timings(self.config.device)
+        with timings.activate(), part("suggest"):
+            settings = suggest(trial, self.config, self.layers)
+        run_id = None
+        try:
+            with timings.activate():
+                with part("tracking"):
+                    run_id = self.tracker.trial_run(self.parent_run, trial.number)
+                    trial.set_user_attr(TrialAttr.MLFLOW_RUN_ID, run_id)
+                    self.tracker.log(
+                        run_id,
+                        params={**_params(settings), **data_params(self.data)},
+                        tags=origin_tags(trial.user_attrs),
+                    )
+                values = self._run(trial, settings, run_id)
+                with part("tracking"):
+                    self.tracker.finish(run_id)
+                    split = {**timings.seconds, "trial": time.perf_counter() - start}
+                    trial.set_user_attr(TrialAttr.TIMINGS, split)
+        except (DivergenceError, optuna.TrialPruned) as exc:
+            reason = str(exc) or type(exc).__name__
+            trial.set_user_attr(TrialAttr.FAIL_REASON, reason)
+            self._end_run(run_id, "FAILED", reason)
+            raise
+        except TrackingError as exc:
+            _requeue(trial, f"tracking: {exc}")
+            if not exc.unreachable:  # else the run is ended when the study resumes
+                self._end_run(run_id, "FAILED", f"tracking: {exc}")
+            raise
+        except Exception as exc:  # a failure, not Ctrl-C: its reason goes where `show` reads it
+            reason = one_line(exc)
+            trial.set_user_attr(TrialAttr.FAIL_REASON, reason)
+            self._end_run(run_id, "FAILED", reason)
+            raise
+        except BaseException:  # Ctrl-C or the process told to stop: queued again on resume
+            _requeue(trial, "interrupted")
+            self._end_run(run_id, "KILLED", "interrupted")
+            raise
+        return values
+
+    def _end_run(self, run_id: str | None, status: str, reason: str) -> None:
+        """End the trial's run with the reason tag, if it has one; a tracking failure here is
+        left for :func:`admmsearch.search.study.prepare` to clean up when the study resumes."""
+        if run_id is None:
+            return
+        try:
+            self.tracker.log(run_id, tags={REASON_TAG: reason[:_MAX_REASON]})
+            self.tracker.finish(run_id, status)
+        except TrackingError:
+            pass
+
+    def _run(self, trial: optuna.Trial, settings: TrialSettings, run_id: str) -> tuple[float, ...]:
+        done, hit = self._compress(settings)
+        path = self.models_dir / f"trial-{trial.number}.admm"
+        with part("pack"):
+            _write(path, done.packed)
+        metrics, norm = done.metrics, self.data.normalisation
+        with part("tracking"):
+            self._set_constraints(trial, metrics)
+            trial.set_user_attr(TrialAttr.PRUNING_CACHE_HIT, hit)
+            trial.set_user_attr(TrialAttr.PACKED_MODEL, str(path))
+            trial.set_user_attr(TrialAttr.NORMALISATION, None if norm is None else norm.to_dict())
+            trial.set_user_attr(TrialAttr.METRICS, dict(metrics))
+            self.tracker.log(run_id, metrics=metrics, series=_series(done.result))
+            self.tracker.log_frame(run_id, layer_table(done.result), "layers.csv")
+        return tuple(float(metrics[name]) for name in self.config.objectives)
+
+    def _compress(self, settings: TrialSettings) -> tuple[Compressed, bool]:
+        """Compress the dense model to the trial's settings, from the stage cache's pruned
+        state when a trial with the same pruning settings left one (then True)."""
+        model = build_model(self.config, self.data)
+        model.load_state_dict(self.dense.state)
+        key = pruning_key(settings.plan, settings.pipeline, self.dense.path.name)
+        cache = self.stage_dir / f"pruned-{key}.pt"
+        with part("cache"):
+            pruned = load_pruned(cache, self.dense.state)
+        meta = packed_meta(self.config, self.data)
+        job = Job(
+            model,
+            self.data,
+            settings.plan,
+            settings.pipeline,
+            meta,
+            list(self.layers),
+            self.config.device,
+            self.dense,
+        )
+        hooks = PipelineHooks(on_epoch=self.on_epoch, on_stage=self._check_collapse)
+        done = compress_dense(job, hooks=hooks, pruned=pruned)
+        if pruned is None:
+            with part("cache"):
+                save_pruned(done.pruned, cache)
+        return done, pruned is not None
+
+    def _check_collapse(self, stage: StageResult) -> None:
+        """Accuracy at chance level after a stage means the trial diverged: stop it."""
+        chance = 1.0 / self.data.num_classes
+        if collapsed(stage.val_accuracy, self.data.num_classes):
+            raise DivergenceError(
+                f"accuracy collapsed to {stage.val_accuracy:.3f} after stage {stage.name} "
+                f"(chance is {chance:.3f})"
+            )
+
+    def _set_constraints(self, trial: optuna.Trial, metrics: dict[str, float]) -> None:
+        c = self.config.constraints
+        if c.max_accuracy_drop is not None:
+            drop = metrics[Metric.ACCURACY_DROP] - c.max_accuracy_drop
+            trial.set_constraint("accuracy_drop", drop)
+        if c.max_storage_bits is not None:
+            trial.set_constraint("storage_bits", metrics[Metric.STORAGE_BITS] - c.max_storage_bits)
+
+
+def _write(path: Path, packed: bytes) -> None:
+    """The trial's packed model file, beside the other trials' of the study.
+
+    Raises:
+        PackError: the file cannot be written.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(packed)
+    except OSError as exc:
+        raise PackError(f"cannot write packed model {path}: {exc}") from exc
+
+
+def _requeue(trial: optuna.Trial, reason: str) -> None:
+    """Mark a trial stopped by something other than its settings: it does not count and its
+    params are queued again (best effort: the storage may be what failed)."""
+    try:
+        trial.set_user_attr(TrialAttr.INTERRUPTED, True)
+        trial.set_user_attr(TrialAttr.FAIL_REASON, reason)
+    except Exception:  # noqa: BLE001 - the original failure is what the caller raises
+        pass

@@ -1,0 +1,536 @@
+"""Create, resume and run a study; keep the Pareto front in the study's MLflow parent run.
+
+The budget counts finished trials across every process sharing the storage: completed,
+pruned and diverged ones. A trial interrupted by Ctrl-C does not count; its params are queued
+again, so resuming neither loses nor duplicates work. Any number of workers, on any machines,
+may run one study: they claim trials one at a time under a storage-wide lock, so together they
+run exactly the budget, and a trial whose worker dies is failed and run again (see
+:mod:`admmsearch.runtime._workers`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from tqdm.auto import tqdm
+
+from ..config import StudyConfig, check_layers, normalise_enqueue
+from ..data import DataSplits, load_dataset
+from ..dense import DenseModel, build_model, dense_model
+from ..errors import AdmmSearchError, DivergenceError
+from ..metrics import collapsed
+from ..models import uncompressed_layers
+from ..preflight import (
+    check_checkpoint,
+    check_device,
+    check_model,
+    check_splits,
+    check_store_folder,
+)
+from ..record import DenseFigures, Metric, StudyAttr, TrialAttr
+from ..runtime import (
+    Claim,
+    Heartbeat,
+    LostTrials,
+    StorageLock,
+    budget_counts,
+    claim,
+    make_storage,
+    resolve_cache_dir,
+    resolve_storage,
+    resolve_tracking,
+    share_device,
+    storage_errors,
+)
+from ..tracking import REASON_TAG, Tracker
+from .context import StudyContext
+from .front import plot_front, trials_frame
+from .objective import Objective
+from .reuse import check_reuse
+from .sampling import PerTrialSampler
+from .seeding import Seed, study_seeds
+
+__all__ = [
+    "TIMEOUT_ATTR",
+    "end_stale_runs",
+    "finished_count",
+    "make_sampler",
+    "open_study",
+    "prepare",
+    "run_parallel",
+    "run_study",
+    "update_front",
+]
+
+#: Study attribute set when a run stopped at its timeout before the budget was spent.
+TIMEOUT_ATTR = StudyAttr.STOPPED_BY_TIMEOUT
+_POLL_S = 5.0  # a worker waiting on others' trials looks again this often (or each heartbeat)
+
+
+def make_sampler(config: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The configured sampler, seeded with ``seed`` (default: the study's sampler seed)."""
+    s = config.sampler
+    seed = config.sampler_seed if seed is None else seed
+    if s.name == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=s.population_size or 20, seed=seed)
+    if s.name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    if s.name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def open_study(config: StudyConfig, storage: str | optuna.storages.RDBStorage) -> optuna.Study:
+    """Create the study or load it if it exists (same name, same storage).
+
+    A URL opens the storage with the study's heartbeat settings (see :func:`prepare` for a
+    worker's, which also handles lost trials). Trial ``n`` draws its settings with a sampler
+    seeded from the sampler seed and ``n`` (:mod:`.sampling`), so workers and resumed
+    runs never replay each other's draws.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if isinstance(storage, str):
+        w = config.workers
+        storage = make_storage(
+            storage, heartbeat_interval_s=w.heartbeat_interval_s, grace_period_s=w.grace_period_s
+        )
+    return optuna.create_study(
+        study_name=config.name,
+        storage=storage,
+        directions=config.directions,
+        sampler=PerTrialSampler(lambda seed: make_sampler(config, seed), config.sampler_seed),
+        load_if_exists=True,
+    )
+
+
+def finished_count(study: optuna.Study) -> int:
+    """Trials that count against the budget: finished, not interrupted, and not lost trials
+    that were queued again (see :func:`admmsearch.runtime._workers.budget_counts`)."""
+    return budget_counts(study.get_trials(deepcopy=False))[0]
+
+
+def prepare(
+    config: StudyConfig,
+    layers: list[str],
+    *,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    workdir: str | Path = ".admmsearch",
+    cache_dir: str | Path | None = None,
+) -> StudyContext:
+    """Check everything checkable, get the (cached) dense model, then open the study and its
+    parent run.
+
+    Nothing is created before the checks of :mod:`admmsearch.preflight` pass (stores' folders,
+    device, data, model, checkpoint, a reused study name) and the dense model is known to learn,
+    so a start that fails leaves no study, run or folder behind. The parent run gets
+    ``layers.json``: the compressed layers and the modules with a weight that stay uncompressed
+    (also in ``StudyContext.uncompressed``). Workers starting together create the tables, the
+    study, the MLflow experiment and the parent run once: they take turns under the storage
+    lock.
+
+    Raises:
+        AdmmSearchError: a check failed; the message names the setting, file or store.
+    """
+    check_layers(config, layers)  # done by validate_study; again for library callers
+    config = normalise_enqueue(config, layers)
+    storage = resolve_storage(config, storage)
+    data = _checked_data(config, layers, storage, tracking_uri)
+    cache = resolve_cache_dir(config, cache_dir, workdir)
+    dense = dense_model(config, data, cache, layers)
+    _check_dense_learns(config, data, dense)
+    uncompressed = uncompressed_layers(build_model(config, data), layers)
+    lock, w = StorageLock(storage), config.workers
+    with lock:
+        tracker = Tracker(resolve_tracking(config, tracking_uri), config.name)
+        rdb = make_storage(
+            storage,
+            heartbeat_interval_s=w.heartbeat_interval_s,
+            grace_period_s=w.grace_period_s,
+            on_lost=LostTrials(tracker.end_trial_runs, w.max_retry),
+        )
+        study = open_study(config, rdb)
+        end_stale_runs(tracker, study)
+        check_reuse(config, layers, storage, study)  # again: another start may have won the race
+        # What `show`, `pareto` and `export` need to read the study back by its name alone.
+        study.set_user_attr(StudyAttr.CONFIG, config.resolved_dict())
+        study.set_user_attr(StudyAttr.LAYERS, list(layers))
+        parent = tracker.study_run(
+            config.resolved_dict(), study.user_attrs.get(StudyAttr.MLFLOW_PARENT_RUN_ID)
+        )
+        study.set_user_attr(StudyAttr.MLFLOW_PARENT_RUN_ID, parent)
+    figures = DenseFigures(
+        val_accuracy=dense.val_accuracy,
+        test_accuracy=dense.test_accuracy,
+        storage_bits=dense.storage_bits,
+    )
+    study.set_user_attr(StudyAttr.DENSE, figures)
+    tracker.log_dict(parent, {"compressed": layers, "uncompressed": uncompressed}, "layers.json")
+    tracker.log(
+        parent,
+        metrics={
+            Metric.DENSE_VAL_ACCURACY: dense.val_accuracy,
+            Metric.DENSE_TEST_ACCURACY: dense.test_accuracy,
+            "dense_storage_bits": dense.storage_bits,
+        },
+    )
+    return StudyContext(
+        config,
+        layers,
+        study,
+        storage,
+        tracker,
+        parent,
+        data,
+        dense,
+        Path(workdir),
+        cache,
+        lock,
+        rdb,
+        uncompressed,
+    )
+
+
+def end_stale_runs(tracker: Tracker, study: optuna.Study) -> int:
+    """End as KILLED every trial run left RUNNING although its Optuna trial has finished (its
+    worker lost the tracking server, or died before ending it), tagged with the trial's
+    ``fail_reason`` or its state; returns how many were ended."""
+    finished = {
+        t.number: t.user_attrs.get(TrialAttr.FAIL_REASON)
+        or f"trial ended {t.state.name} in Optuna while its run was still open"
+        for t in study.get_trials(deepcopy=False)
+        if t.state.is_finished()
+    }
+    return tracker.end_stale_runs(finished)
+
+
+def _checked_data(
+    config: StudyConfig, layers: list[str], storage: str, tracking_uri: str | None
+) -> DataSplits:
+    """Run the checks of :mod:`admmsearch.preflight` in order; returns the loaded data."""
+    check_store_folder(storage, "storage")
+    given = tracking_uri or config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if given:  # the default, mlruns/ in the current folder, is made when needed
+        check_store_folder(given, "tracking URI")
+    check_device(config.device)
+    d = config.dataset
+    data = load_dataset(d.name, seed=config.seed, **d.load_options())
+    check_splits(config, data)
+    check_model(config, data)
+    check_checkpoint(config, data)
+    check_reuse(config, layers, storage)
+    return data
+
+
+def _check_dense_learns(config: StudyConfig, data: DataSplits, dense: DenseModel) -> None:
+    """A dense model at chance level would fail every trial at the collapse check: say so now.
+
+    Raises:
+        DivergenceError: names where the dense model came from and what to change.
+    """
+    if not collapsed(dense.val_accuracy, data.num_classes):
+        return
+    if config.dense.checkpoint:
+        source = f"dense.checkpoint {config.dense.checkpoint}"
+        fix = "check that it was trained on this dataset, with these labels"
+    else:
+        t = config.dense.train
+        source = f"dense.train ({t.epochs} epochs, lr {t.lr}; cached as {dense.path})"
+        fix = "train longer, change dense.train.lr, or check the labels"
+    raise DivergenceError(
+        f"the dense model from {source} scores {dense.val_accuracy:.3f} on validation, chance "
+        f"level for {data.num_classes} classes, so every trial would fail; {fix}"
+    )
+
+
+def _queue_first_trials(ctx: StudyContext, seeds: Sequence[Seed] = ()) -> None:
+    """Known-good settings, then the ``seeds`` (:func:`admmsearch.search.seeding.study_seeds`) on a
+    new study; the params of interrupted trials on a resumed one.
+
+    Call it holding ``ctx.lock``: workers starting together would queue things twice.
+    """
+    study = ctx.study
+    if not study.get_trials(deepcopy=False):
+        for i, params in enumerate(ctx.config.enqueue):
+            study.enqueue_trial(
+                dict(params), user_attrs={TrialAttr.ENQUEUED: i}, skip_if_exists=True
+            )
+        for seed in seeds:
+            study.enqueue_trial(seed.params, user_attrs=seed.attrs, skip_if_exists=True)
+        return
+    requeued = set(study.user_attrs.get(StudyAttr.REQUEUED, []))
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        if t.user_attrs.get(TrialAttr.INTERRUPTED) and t.number not in requeued:
+            study.enqueue_trial(t.params, user_attrs={TrialAttr.RETRY_OF: t.number})
+            requeued.add(t.number)
+    study.set_user_attr(StudyAttr.REQUEUED, sorted(requeued))
+
+
+def update_front(ctx: StudyContext) -> None:
+    """Write the front (CSV, PNG, HTML) into the parent run; log front trials' packed models."""
+    frame = trials_frame(ctx.study, list(ctx.config.objectives))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        frame.to_csv(tmp / "front.csv", index=False)
+        plot_front(ctx.study, tmp / "front.png", tmp / "front.html")
+        for name in ("front.csv", "front.png", "front.html"):
+            ctx.tracker.log_file(ctx.parent_run, tmp / name)
+    logged = set(ctx.study.user_attrs.get(StudyAttr.FRONT_MODELS_LOGGED, []))
+    front = frame[frame["front"]]["trial"].tolist() if not frame.empty else []
+    for number in front:
+        trial = ctx.study.trials[number]
+        run_id = trial.user_attrs.get(TrialAttr.MLFLOW_RUN_ID)
+        path = trial.user_attrs.get(TrialAttr.PACKED_MODEL)
+        if number not in logged and run_id and path and Path(path).exists():
+            ctx.tracker.log_file(run_id, path, "model")
+            logged.add(number)
+    ctx.study.set_user_attr(StudyAttr.FRONT_MODELS_LOGGED, sorted(logged))
+
+
+def _storage_errors(run: Callable[..., optuna.Study]) -> Callable[..., optuna.Study]:
+    """Storage failures while ``run(ctx, ...)`` runs become one-line StoreErrors; every error
+    of admmsearch's that ends a running study is a failure while running (exit code 1)."""
+
+    @functools.wraps(run)
+    def wrapper(ctx: StudyContext, *args: Any, **kwargs: Any) -> optuna.Study:
+        try:
+            with storage_errors(ctx.storage):
+                return run(ctx, *args, **kwargs)
+        except AdmmSearchError as exc:
+            exc.exit_code = 1
+            raise
+
+    return wrapper
+
+
+@_storage_errors
+def run_study(
+    ctx: StudyContext,
+    *,
+    trials: int | None = None,
+    timeout: float | None = None,
+    threads: int | None = None,
+    progress: bool = False,
+    queue: bool = True,
+    on_epoch: Callable[[str, int, float], None] | None = None,
+) -> optuna.Study:
+    """Run trials until the budget (all workers together) is spent or ``timeout`` passes.
+
+    Trials are claimed one at a time (:func:`admmsearch.runtime._workers.claim`), so however many
+    workers share the study, exactly ``trials`` count in the end; a worker whose last trials
+    run elsewhere waits for them, to redo any that is lost.
+
+    Raises:
+        StoreError: the storage failed while the study ran (the database went away): one
+            line naming it, password masked, with the driver's reason.
+        TrackingError: MLflow failed; the trial it stopped does not count and runs again.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    budget = trials if trials is not None else ctx.config.budget.trials
+    timeout = timeout if timeout is not None else ctx.config.budget.timeout_s
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if queue:
+        seeds = study_seeds(ctx)
+        with ctx.lock:
+            _queue_first_trials(ctx, seeds)
+    remaining = None if budget is None else max(0, budget - finished_count(ctx.study))
+    if remaining == 0:
+        _mark_parent(ctx, budget)
+        return ctx.study
+    ctx.tracker.set_status(ctx.parent_run, "RUNNING")
+    bar = tqdm(total=remaining, desc=ctx.config.name, unit="trial", disable=not progress)
+    objective = Objective(
+        ctx.config,
+        ctx.layers,
+        ctx.data,
+        ctx.dense,
+        ctx.tracker,
+        ctx.parent_run,
+        ctx.workdir / "models" / ctx.config.name,
+        on_epoch,
+    )
+    poll_s = min(ctx.config.workers.heartbeat_interval_s, _POLL_S)
+    try:
+        while (
+            claimed := claim(
+                ctx.study, ctx.rdb, ctx.lock, budget=budget, deadline=deadline, poll_s=poll_s
+            )
+        ) is not None:
+            _run_trial(ctx, objective, claimed)
+            bar.update(1)
+            update_front(ctx)
+    finally:
+        bar.close()
+    _mark_parent(ctx, budget)
+    _note_timeout(ctx, budget, timeout, deadline)
+    return ctx.study
+
+
+def _note_timeout(
+    ctx: StudyContext, budget: int | None, timeout: float | None, deadline: float | None
+) -> None:
+    """Record on the study that the timeout, not the budget, ended this run (``show`` and
+    ``list`` say so); a run that ends by its budget clears the note."""
+    done = finished_count(ctx.study)
+    if deadline is None or time.monotonic() < deadline or (budget is not None and done >= budget):
+        if ctx.study.user_attrs.get(TIMEOUT_ATTR):
+            ctx.study.set_user_attr(TIMEOUT_ATTR, None)
+        return
+    ctx.study.set_user_attr(
+        TIMEOUT_ATTR,
+        {
+            "timeout_s": timeout,
+            "finished": done,
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
+
+
+def _mark_parent(ctx: StudyContext, budget: int | None) -> None:
+    """The parent run is FINISHED once the budget is spent and no trial runs, else RUNNING."""
+    running = ctx.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    done = budget is not None and finished_count(ctx.study) >= budget and not running
+    ctx.tracker.set_status(ctx.parent_run, "FINISHED" if done else "RUNNING")
+
+
+def _run_trial(ctx: StudyContext, objective: Objective, claimed: Claim) -> None:
+    """Run one claimed trial with heartbeats and tell Optuna how it ended.
+
+    Diverged trials fail (with ``fail_reason``) and the study goes on; anything else that
+    escapes the objective (Ctrl-C, a bug) fails the trial and is raised again.
+    """
+    trial, state = claimed.trial, None
+    values: tuple[float, ...] | None = None
+    try:
+        with Heartbeat(ctx.rdb, claimed.trial_id, ctx.config.workers.heartbeat_interval_s):
+            values = objective(trial)
+    except optuna.TrialPruned:
+        state = optuna.trial.TrialState.PRUNED
+    except DivergenceError:
+        state = optuna.trial.TrialState.FAIL
+    except optuna.exceptions.UpdateFinishedTrialError:
+        _taken_for_lost(ctx, claimed)
+        return
+    except BaseException:
+        _fail_unless_finished(ctx, claimed)
+        raise
+    if ctx.rdb.get_trial(claimed.trial_id).state.is_finished():
+        _taken_for_lost(ctx, claimed)
+        return
+    ctx.study.tell(trial, values, state=state)
+
+
+def _fail_unless_finished(ctx: StudyContext, claimed: Claim) -> None:
+    """Fail a trial stopped by an error, if it still runs; best effort, as the storage may be
+    what failed (then the trial is taken for lost once its heartbeats lapse)."""
+    try:
+        if not ctx.rdb.get_trial(claimed.trial_id).state.is_finished():
+            ctx.study.tell(claimed.trial, state=optuna.trial.TrialState.FAIL)
+    except Exception:  # noqa: BLE001 - the caller raises the error that stopped the trial
+        pass
+
+
+def _taken_for_lost(ctx: StudyContext, claimed: Claim) -> None:
+    """Our heartbeats lapsed (a stall, a database outage) and another worker failed and queued
+    this trial again: its retry counts, so this run's result is dropped and its run killed."""
+    run_id = claimed.trial.user_attrs.get(TrialAttr.MLFLOW_RUN_ID)
+    if run_id:
+        ctx.tracker.log(run_id, tags={REASON_TAG: "lost: heartbeats lapsed; retried elsewhere"})
+        ctx.tracker.finish(run_id, "KILLED")
+
+
+def _worker(
+    path: str,
+    layers: list[str],
+    storage: str,
+    tracking_uri: str,
+    workdir: str,
+    cache_dir: str,
+    trials: int | None,
+    timeout: float | None,
+    threads: int,
+    device: str | None = None,
+    sharing: int = 1,
+) -> None:
+    """One worker process: open the same study and run trials until the shared budget is spent.
+
+    ``device`` overrides the study's (one of the devices of ``run_parallel``), shared with
+    ``sharing`` processes in all.
+    """
+    from ..config import load_study
+
+    config = load_study(path)
+    if device is not None:
+        config = config.model_copy(update={"device": device})
+        share_device(device, sharing)
+    ctx = prepare(
+        config,
+        layers,
+        storage=storage,
+        tracking_uri=tracking_uri,
+        workdir=workdir,
+        cache_dir=cache_dir,
+    )
+    run_study(ctx, trials=trials, timeout=timeout, threads=threads, queue=False)
+
+
+def run_parallel(
+    path: str | Path,
+    ctx: StudyContext,
+    jobs: int,
+    *,
+    trials: int | None = None,
+    timeout: float | None = None,
+    devices: Sequence[str] | None = None,
+) -> optuna.Study:
+    """Run ``jobs`` worker processes on one study (processes, not threads: torch threads and
+    MLflow would compete); each gets ``cores // jobs`` torch threads. ``ctx`` was prepared in
+    this process, so the dense model is already cached when the workers start.
+
+    ``devices`` (from :func:`admmsearch.runtime.worker_devices`) runs one worker per entry on
+    that device instead, several trials at once on each device.
+    """
+    import multiprocessing as mp
+
+    if devices is not None:
+        jobs = len(devices)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    seeds = study_seeds(ctx)
+    with ctx.lock:
+        _queue_first_trials(ctx, seeds)
+    spawn = mp.get_context("spawn")
+    args = (
+        str(path),
+        ctx.layers,
+        ctx.storage,
+        ctx.tracker.uri,
+        str(ctx.workdir),
+        str(ctx.cache_dir),
+        trials,
+        timeout,
+        threads,
+    )
+    placed = [(d, devices.count(d)) for d in devices] if devices else [(None, 1)] * jobs
+    workers = [spawn.Process(target=_worker, args=(*args, *where)) for where in placed]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    failed = [w.exitcode for w in workers if w.exitcode != 0]
+    if failed:
+        error = AdmmSearchError(f"{len(failed)} of {jobs} workers failed (exit codes {failed})")
+        error.exit_code = 1
+        raise error
+    update_front(ctx)
+    _mark_parent(ctx, trials if trials is not None else ctx.config.budget.trials)
+    return ctx.study
