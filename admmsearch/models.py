@@ -242,6 +242,7 @@ def _image_shape(name: str, input_shape: tuple[int, ...], min_size: int) -> tupl
     return input_shape  # type: ignore[return-value]
 
 
+@MODELS.register("digits-cnn")
 class DigitsCNN(nn.Module):
     """Two 3x3 convs, one max-pool and two linear layers: >95 % on sklearn digits in seconds."""
 
@@ -258,6 +259,7 @@ class DigitsCNN(nn.Module):
         return self.fc2(F.relu(self.fc1(x.flatten(1))))
 
 
+@MODELS.register("lenet-300-100")
 class LeNet300100(nn.Module):
     """Fully connected 300-100 network from the LeNet/ADMM pruning papers."""
 
@@ -271,6 +273,7 @@ class LeNet300100(nn.Module):
         return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x.flatten(1))))))
 
 
+@MODELS.register("lenet5")
 class LeNet5(nn.Module):
     """Caffe's LeNet-5 (20-50-500) as used in the ADMM pruning papers; no ReLU after the convs."""
 
@@ -321,6 +324,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+@MODELS.register("resnet20")
 class CifarResNet(nn.Module):
     """CIFAR ResNet-6n+2 (He et al. 2016): 3 stages of n blocks with 16/32/64 channels."""
 
@@ -348,6 +352,7 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+@MODELS.register("vgg16")
 class VGG16(nn.Module):
     """VGG-16 for CIFAR-10: 13 conv-BN-ReLU layers, 5 max-pools, a 512-512-classes head."""
 
@@ -370,10 +375,3 @@ class VGG16(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
-
-
-MODELS.register("digits-cnn")(DigitsCNN)
-MODELS.register("lenet-300-100")(LeNet300100)
-MODELS.register("lenet5")(LeNet5)
-MODELS.register("resnet20")(CifarResNet)
-MODELS.register("vgg16")(VGG16)

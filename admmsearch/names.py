@@ -1,11 +1,12 @@
-"""The names a study file may use for built-in things, without importing torch.
+"""The names a study file may use for built-in datasets and settings, without importing torch.
 
 Reading and checking a study file needs these names but none of the code behind them: the
-models and datasets they name are built by :mod:`admmsearch.models` and :mod:`admmsearch.data`
-(which import torch), each registering exactly the names listed here (a test checks it).
+datasets they name are built by :mod:`admmsearch.data` (which imports torch), which registers
+exactly the names listed here (a test checks it). Models are registered next to each network
+(:data:`admmsearch.models.MODELS`) and checked when the study's model is built.
 
->>> "digits-cnn" in MODEL_NAMES, DATASET_SHAPES["digits"]
-(True, ((1, 8, 8), 10))
+>>> DATASET_SHAPES["digits"]
+((1, 8, 8), 10)
 """
 
 from __future__ import annotations
@@ -18,16 +19,12 @@ __all__ = [
     "DATASET_NAMES",
     "DATASET_SHAPES",
     "INDEX_FORMATS",
-    "MODEL_NAMES",
     "OPTIMIZERS",
     "POLICIES",
     "SCHEDULES",
     "known_datasets",
-    "known_models",
 ]
 
-#: Registered model names (see :data:`admmsearch.models.MODELS`).
-MODEL_NAMES = ("digits-cnn", "lenet-300-100", "lenet5", "resnet20", "vgg16")
 #: Sample shape (channels, height, width) and class count of each registered dataset.
 DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
     "digits": ((1, 8, 8), 10),
@@ -41,14 +38,9 @@ DATASET_NAMES = tuple(sorted(DATASET_SHAPES))
 POLICIES = ("max-compression", "max-accuracy")
 
 
-def known_models() -> list[str]:
-    """The model names a study may give: the built-in ones, and any a program registered since
-    (registering one imports :mod:`admmsearch.models`; this never does)."""
-    return _registered("admmsearch.models", "MODELS", MODEL_NAMES)
-
-
 def known_datasets() -> list[str]:
-    """The dataset names a study may give, as :func:`known_models`."""
+    """The dataset names a study may give: the built-in ones, and any a program registered
+    since (registering one imports :mod:`admmsearch.data`; this never does)."""
     return _registered("admmsearch.data", "DATASETS", DATASET_NAMES)
 
 

@@ -308,7 +308,6 @@ def test_not_a_study_file(tmp_path: Path, text: str, expected: str) -> None:
             "enqueue[0].keep.fc1: must be a number or null, got 'a'",
         ),
         ({"name": "my study"}, "name: must be letters, digits"),
-        ({"model": "resnet21"}, "model.name: unknown model; known: digits-cnn"),
         ({"dataset": "imagenet"}, "dataset.name: unknown dataset; known: cifar10"),
         (
             {"dataset": {"name": "digits", "val_fraction": 1.0}},

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Strict, field_validator
+from pydantic import Strict, StringConstraints, field_validator
 
-from ..names import known_datasets, known_models
+from ..names import known_datasets
 from ..settings import TrainSettings
 from ..validation import FrozenModel, PositiveInt, bound
 
@@ -18,20 +18,12 @@ __all__ = ["DatasetConfig", "DenseConfig", "ModelConfig"]
 
 
 class ModelConfig(FrozenModel):
-    """A registered model name, ``torchvision:<name>`` or ``package.module:function``."""
+    """A registered model name, ``torchvision:<name>`` or ``package.module:function``; the
+    name is checked against the registry when the model is built
+    (:func:`admmsearch.config.resolve_layers`), where the networks register themselves."""
 
-    name: Annotated[str, Strict()]
+    name: Annotated[str, Strict(), StringConstraints(min_length=1)]
     kwargs: dict[str, Any] = {}
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        if ":" not in name and name not in (known := known_models()):
-            raise ValueError(
-                f"unknown model; known: {', '.join(known)}, "
-                "torchvision:<name> or package.module:function"
-            )
-        return name
 
 
 class DatasetConfig(FrozenModel):

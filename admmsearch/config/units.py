@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, LayerError
+from ..errors import ConfigError, LayerError, RegistryError
 from ..names import DATASET_SHAPES
 from .knobs import Choices, IntRange, contains, is_searched, normalise
 from .schema import GLOBAL_KNOBS, LayerOverride, SearchConfig, StudyConfig
@@ -205,9 +205,16 @@ def resolve_layers(config: StudyConfig) -> list[str]:
     shape, classes = _input_spec(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = create_model(
-            config.model.name, num_classes=classes, input_shape=shape, **config.model.kwargs
-        )
+        try:
+            model = create_model(
+                config.model.name, num_classes=classes, input_shape=shape, **config.model.kwargs
+            )
+        except RegistryError as exc:
+            if ":" in config.model.name:  # user code that does not import: says so itself
+                raise
+            raise ConfigError(
+                f"model.name: {exc}, torchvision:<name> or package.module:function"
+            ) from None
     try:
         layers = list(compressible_layers(model, config.layers))
     except LayerError as exc:
