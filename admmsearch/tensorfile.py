@@ -59,7 +59,7 @@ def load_tensors(path: Path) -> tuple[Any, str]:
         return None, "no such file"
     except OSError as exc:
         return None, f"cannot read it ({exc.strerror or exc})"
-    except Exception as exc:  # torch raises many kinds for a bad file
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
         if "Unsupported global" in str(exc):
             return None, PICKLED
         first = (str(exc).strip().splitlines() or [""])[0]

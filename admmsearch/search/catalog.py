@@ -24,6 +24,7 @@ from ..redact import redact_text, redact_url
 from ..runtime import resolve_storage, resolve_tracking
 from ..validation import report_errors
 from .front import front_frame
+from .quiet import quiet_optuna
 from .study import finished_count
 
 __all__ = [
@@ -93,8 +94,8 @@ def open_existing(
         raise StudyNotFoundError(
             f"no study named {name!r} in storage {redact_url(url)} (studies there: {there})"
         )
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=name, storage=url)
+    with quiet_optuna():
+        study = optuna.load_study(study_name=name, storage=url)
     recorded = study.user_attrs.get(StudyAttr.CONFIG)
     if recorded is None:
         raise StudyNotFoundError(

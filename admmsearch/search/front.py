@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..errors import AdmmSearchError, ConfigError, NoTrialError
 from ..record import BITS_PER_KIB, Metric, TrialAttr
+from .quiet import quiet_optuna
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -178,14 +179,9 @@ def _dense(study: optuna.Study, dense: Mapping[str, float] | None) -> Mapping[st
 def _quiet() -> Iterator[None]:
     """Optuna's plots without its notes: the experimental ``targets`` warning, and the log line
     for a study with no feasible trial yet (the figure shows that)."""
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            yield
-    finally:
-        optuna.logging.set_verbosity(verbosity)
+    with quiet_optuna(optuna.logging.ERROR), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 def _targets(trial: optuna.trial.FrozenTrial) -> tuple[float, float]:

@@ -20,6 +20,7 @@ from ..redact import redact_text, redact_url
 from ..registry import one_line
 from ..runtime import StorageLock
 from ..settings import TrainingHooks
+from .quiet import quiet_optuna
 
 __all__ = ["DEFINITION", "check_reuse", "definition_differences"]
 
@@ -130,9 +131,8 @@ def _existing(name: str, storage: str) -> optuna.Study | None:
     file = store_file(storage) if storage.startswith("sqlite:") else None
     if file is not None and not file.expanduser().exists():
         return None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        with nullcontext() if file is not None else StorageLock(storage):
+        with nullcontext() if file is not None else StorageLock(storage), quiet_optuna():
             return optuna.load_study(study_name=name, storage=storage)
     except KeyError:  # no study of that name
         return None

@@ -55,6 +55,7 @@ from ..tracking import REASON_TAG, Tracker
 from .context import StudyContext
 from .front import plot_front, trials_frame
 from .objective import Objective
+from .quiet import quiet_optuna
 from .reuse import check_reuse
 from .sampling import PerTrialSampler
 from .seeding import Seed, study_seeds
@@ -97,19 +98,19 @@ def open_study(config: StudyConfig, storage: str | optuna.storages.RDBStorage) -
     seeded from the sampler seed and ``n`` (:mod:`.sampling`), so workers and resumed
     runs never replay each other's draws.
     """
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if isinstance(storage, str):
         w = config.workers
         storage = make_storage(
             storage, heartbeat_interval_s=w.heartbeat_interval_s, grace_period_s=w.grace_period_s
         )
-    return optuna.create_study(
-        study_name=config.name,
-        storage=storage,
-        directions=config.directions,
-        sampler=PerTrialSampler(lambda seed: make_sampler(config, seed), config.sampler_seed),
-        load_if_exists=True,
-    )
+    with quiet_optuna():
+        return optuna.create_study(
+            study_name=config.name,
+            storage=storage,
+            directions=config.directions,
+            sampler=PerTrialSampler(lambda seed: make_sampler(config, seed), config.sampler_seed),
+            load_if_exists=True,
+        )
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -298,12 +299,13 @@ def update_front(ctx: StudyContext) -> None:
 
 def _storage_errors(run: Callable[..., optuna.Study]) -> Callable[..., optuna.Study]:
     """Storage failures while ``run(ctx, ...)`` runs become one-line StoreErrors; every error
-    of admmsearch's that ends a running study is a failure while running (exit code 1)."""
+    of admmsearch's that ends a running study is a failure while running (exit code 1).
+    Optuna's INFO lines (a trial told) stay out of the output while it runs."""
 
     @functools.wraps(run)
     def wrapper(ctx: StudyContext, *args: Any, **kwargs: Any) -> optuna.Study:
         try:
-            with storage_errors(ctx.storage):
+            with storage_errors(ctx.storage), quiet_optuna():
                 return run(ctx, *args, **kwargs)
         except AdmmSearchError as exc:
             exc.exit_code = 1
