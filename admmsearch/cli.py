@@ -17,6 +17,7 @@ from .errors import AdmmSearchError, AdmmSearchWarning, NoTrialError
 from .names import POLICIES
 from .record import BITS_PER_BYTE, BITS_PER_KIB, Metric, TrialAttr, kib
 from .redact import redact_text, redact_url
+from .tracking import set_mlflow_defaults
 
 if TYPE_CHECKING:  # each command imports what it runs, so that --help stays quick
     from .compression import Compressed
@@ -110,6 +111,7 @@ def main(debug: bool) -> None:
     # MLflow logs at INFO (creating its tables, ...) on stderr, between our progress and our
     # one-line errors; its warnings stay. Read when mlflow is first imported, so set it here.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if debug else "WARNING")
+    set_mlflow_defaults()  # bounded HTTP retries, no progress bars; see admmsearch.tracking
     if debug:  # e.g. each failed heartbeat, with its traceback
         logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
         logging.getLogger("admmsearch").setLevel(logging.DEBUG)

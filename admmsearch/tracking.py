@@ -23,7 +23,8 @@ import math
 import os
 import string
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -179,7 +180,6 @@ class Tracker:
     def _open(self) -> None:
         from mlflow.tracking import MlflowClient
 
-        set_mlflow_defaults()
         self.client = MlflowClient(self.uri)
         self.experiment_id = self._experiment()
 
@@ -358,16 +358,35 @@ class Tracker:
 
 
 def search_runs(tracking_uri: str, study_name: str) -> pd.DataFrame:
-    """Every run of a study as MLflow's own ``search_runs`` frame (for readers and tests)."""
+    """Every run of a study as MLflow's own ``search_runs`` frame (for readers and tests); the
+    process's MLflow tracking URI (and ``$MLFLOW_TRACKING_URI``) are left as they were."""
     import mlflow
     import pandas as pd
 
-    set_mlflow_defaults()
+    with _using(tracking_uri):
+        experiment = mlflow.get_experiment_by_name(study_name)
+        if experiment is None:
+            return pd.DataFrame()
+        return mlflow.search_runs([experiment.experiment_id], max_results=100000)
+
+
+@contextmanager
+def _using(tracking_uri: str) -> Iterator[None]:
+    """MLflow's fluent API on ``tracking_uri`` for the block, then back as it was (MLflow's
+    ``set_tracking_uri`` also sets ``$MLFLOW_TRACKING_URI``, which admmsearch reads)."""
+    import mlflow
+
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    was = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     mlflow.set_tracking_uri(tracking_uri)
-    experiment = mlflow.get_experiment_by_name(study_name)
-    if experiment is None:
-        return pd.DataFrame()
-    return mlflow.search_runs([experiment.experiment_id], max_results=100000)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(was)
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 def _finite(value: Any) -> bool:
@@ -378,11 +397,12 @@ def _finite(value: Any) -> bool:
 
 
 def set_mlflow_defaults() -> None:
-    """MLflow's settings where the user set none, before MLflow is used: the bounded HTTP
-    retries and timeouts of :data:`HTTP_DEFAULTS`, no artifact progress bar, and no "View run
-    at <tracking URI>" line when a run ends on a server (noise in a worker's log, and it would
-    show a password written in the URI). They go into ``os.environ``, where MLflow reads them
-    (and worker processes inherit them)."""
+    """MLflow's settings where the user set none: the bounded HTTP retries and timeouts of
+    :data:`HTTP_DEFAULTS`, no artifact progress bar, and no "View run at <tracking URI>" line
+    when a run ends on a server (noise in a worker's log, and it would show a password written
+    in the URI). They go into ``os.environ``, where MLflow reads them (and worker processes
+    inherit them), so only a program's entry point calls this: the ``admmsearch`` command does,
+    before MLflow is used; a library call never changes the environment."""
     for name, value in {**HTTP_DEFAULTS, **_QUIET}.items():
         os.environ.setdefault(name, value)
 

@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -77,7 +78,12 @@ def test_http_retries_are_bounded_unless_the_user_set_them(
     assert [os.environ[k] for k in HTTP_DEFAULTS] == ["3", "1", "7"]
 
 
-def test_an_unreachable_tracking_server_is_one_line_in_bounded_time() -> None:
+def test_an_unreachable_tracking_server_is_one_line_in_bounded_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key in HTTP_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    set_mlflow_defaults()  # as the admmsearch command does at its start
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
@@ -90,6 +96,17 @@ def test_an_unreachable_tracking_server_is_one_line_in_bounded_time() -> None:
     assert message.startswith(
         f"tracking server http://u:***@127.0.0.1:{port} is unreachable (Connection refused"
     )
+
+
+def test_a_library_call_leaves_the_environment_and_mlflows_uri_alone(tmp_path: Path) -> None:
+    import mlflow
+
+    ours = lambda: {k: v for k, v in os.environ.items() if not k.startswith("_MLFLOW")}  # noqa: E731
+    before, uri_set = ours(), mlflow.is_tracking_uri_set()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    Tracker(uri, "quiet")
+    assert search_runs(uri, "quiet").empty
+    assert ours() == before and mlflow.is_tracking_uri_set() == uri_set
 
 
 ODD_MODEL = '''
