@@ -67,6 +67,7 @@ __all__ = [
     "resolve_tracking",
     "run_parallel",
     "run_study",
+    "startup_trials",
     "update_front",
 ]
 
@@ -97,16 +98,31 @@ def resolve_cache_dir(
     return Path(path) if path else Path(workdir) / "cache"
 
 
+def startup_trials(config: StudyConfig) -> int:
+    """Finished trials TPE and GP draw at random before their model guides them:
+    ``min(10, max(2, budget.trials // 5))`` of the study file's budget, 10 (Optuna's default)
+    without a trial budget.
+
+    Optuna counts every completed or pruned trial of the study towards it, whatever its origin,
+    so the study file's ``enqueue``, the priors and the seeded trials, which run first, fill the
+    start-up too: a study of 12 trials that starts with 6 of them is guided from its 7th.
+    """
+    trials = config.budget.trials
+    return 10 if trials is None else min(10, max(2, trials // 5))
+
+
 def make_sampler(config: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
-    """The configured sampler, seeded with ``seed`` (default: the study's sampler seed)."""
+    """The configured sampler, seeded with ``seed`` (default: the study's sampler seed); TPE
+    and GP start with :func:`startup_trials` random trials."""
     s = config.sampler
     seed = config.sampler_seed if seed is None else seed
+    startup = startup_trials(config)
     if s.name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=s.population_size or 20, seed=seed)
     if s.name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup)
     if s.name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     return optuna.samplers.RandomSampler(seed=seed)
 
 
