@@ -38,6 +38,7 @@ from .preflight import (
     check_reuse,
     check_splits,
     check_store_folder,
+    check_validation_size,
 )
 from .record import DenseFigures, Metric, StudyAttr, TrialAttr
 from .sampling import PerTrialSampler
@@ -281,6 +282,7 @@ def _checked_data(
     d = config.dataset
     data = load_dataset(d.name, seed=config.seed, **d.load_options())
     check_splits(config, data)
+    check_validation_size(config, data)
     check_model(config, data)
     check_checkpoint(config, data)
     check_reuse(config, layers, storage)
