@@ -42,7 +42,7 @@ from .preflight import (
 )
 from .record import DenseFigures, Metric, StudyAttr, TrialAttr
 from .sampling import PerTrialSampler
-from .seeding import Seed, study_seeds
+from .seeding import Seed, first_trials
 from .tracking import REASON_TAG, Tracker, default_tracking_uri
 from .workers import (
     Claim,
@@ -311,8 +311,9 @@ def _check_dense_learns(config: StudyConfig, data: DataSplits, dense: DenseModel
 
 
 def _queue_first_trials(ctx: StudyContext, seeds: Sequence[Seed] = ()) -> None:
-    """Known-good settings, then the ``seeds`` (:func:`admmsearch.seeding.study_seeds`) on a
-    new study; the params of interrupted trials on a resumed one.
+    """Known-good settings, then the ``seeds`` (the priors and seeded trials of
+    :func:`admmsearch.seeding.first_trials`) on a new study; the params of interrupted trials
+    on a resumed one.
 
     Call it holding ``ctx.lock``: workers starting together would queue things twice.
     """
@@ -398,7 +399,7 @@ def run_study(
     timeout = timeout if timeout is not None else ctx.config.budget.timeout_s
     deadline = None if timeout is None else time.monotonic() + timeout
     if queue:
-        seeds = study_seeds(ctx)
+        seeds = first_trials(ctx)
         with ctx.lock:
             _queue_first_trials(ctx, seeds)
     remaining = None if budget is None else max(0, budget - finished_count(ctx.study))
@@ -563,7 +564,7 @@ def run_parallel(
     if devices is not None:
         jobs = len(devices)
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    seeds = study_seeds(ctx)
+    seeds = first_trials(ctx)
     with ctx.lock:
         _queue_first_trials(ctx, seeds)
     spawn = mp.get_context("spawn")
