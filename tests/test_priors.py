@@ -247,6 +247,13 @@ def test_a_storage_target_is_met_by_bisection(dense, family) -> None:
     assert (below.storage_bits == low) == (family != "uniform")  # uniform spares 2 layers
 
 
+@pytest.mark.parametrize("family", ZERO_COST)
+def test_with_every_keep_fixed_a_prior_is_the_fixed_plan(dense, family) -> None:
+    prior = prior_at_keep(family, problem(dense, {"keep": 0.25, "bits": None}), 0.9)
+    assert prior.keeps == {} and prior.overall_keep == pytest.approx(0.25)
+    assert global_magnitude_keeps({}, 0.5) == {}
+
+
 def test_an_unknown_family_is_refused(dense) -> None:
     with pytest.raises(ValueError, match="family must be one of global, lamp, erk, uniform"):
         prior_at_keep("random", problem(dense, FREE), 0.1)

@@ -25,9 +25,9 @@ def ranked_keeps(scores: Mapping[str, Tensor]) -> Callable[[float], dict[str, fl
     (ties broken by layer order, then position), as a function; the scores are sorted once."""
     names = list(scores)
     flat = [scores[n].detach().reshape(-1).double().cpu().numpy() for n in names]
-    sizes = np.array([f.size for f in flat])
+    sizes = np.array([f.size for f in flat], dtype=np.int64)
     layer_of = np.repeat(np.arange(len(names)), sizes)
-    ranked = layer_of[np.argsort(-np.concatenate(flat), kind="stable")]
+    ranked = layer_of[np.argsort(-np.concatenate([np.zeros(0), *flat]), kind="stable")]
 
     def keeps(keep: float) -> dict[str, float]:
         count = min(len(ranked), max(0, math.floor(keep * len(ranked) + 0.5)))
