@@ -28,8 +28,8 @@ class Prior:
         levels: unit -> bits or clusters (None: float32), as the storage estimate assumed.
         storage_bits: estimated storage with indices of the whole model, in bits.
         overall_keep: kept weights over all compressible weights, fixed units included.
-        target_bits: the storage target it was bisected to (None for a keep target); above
-            ``storage_bits`` unless even the least keeps exceed it.
+        target_bits: the storage target it was bisected to (None for a keep target); at
+            least ``storage_bits`` unless even the least keeps exceed it.
         clipped: free unit -> ``(the family's keep, the keep used)`` where the family's fell
             outside the unit's range.
     """
