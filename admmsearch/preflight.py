@@ -3,15 +3,16 @@ any study, MLflow run, folder or training is created.
 
 :func:`admmsearch.search.study.prepare` runs them in this order: the stores' folders
 (:func:`check_store_folder`), the device (:func:`check_device`), the data (loaded and checked by
-:func:`admmsearch.data.load_dataset`, then :func:`check_splits`), the model on a batch of that
-data (:func:`check_model`), the dense checkpoint (:func:`check_checkpoint`) and a study of the
-same name with another definition (:mod:`admmsearch.search.reuse`). The study file itself, its
-layers and its enqueued params were checked when it was loaded
-(:func:`admmsearch.config.validate_study`).
+:func:`admmsearch.data.load_dataset`, then :func:`check_splits`; :func:`check_validation_size`
+only warns), the model on a batch of that data (:func:`check_model`), the dense checkpoint
+(:func:`check_checkpoint`) and a study of the same name with another definition
+(:mod:`admmsearch.search.reuse`). The study file itself, its layers and its enqueued params were
+checked when it was loaded (:func:`admmsearch.config.validate_study`).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import sqlalchemy
@@ -20,18 +21,35 @@ import torch
 from .config import StudyConfig
 from .data import DataSplits
 from .dense import build_model, read_checkpoint
-from .errors import AdmmSearchError, ConfigError, DatasetError, StoreError, UserCodeError
+from .errors import (
+    AdmmSearchError,
+    AdmmSearchWarning,
+    ConfigError,
+    DatasetError,
+    StoreError,
+    UserCodeError,
+)
 from .redact import redact_url
 from .registry import one_line
 
 __all__ = [
+    "MIN_IMAGES_WITHIN_DROP",
+    "SmallValidationWarning",
     "check_checkpoint",
     "check_device",
     "check_model",
     "store_file",
     "check_splits",
     "check_store_folder",
+    "check_validation_size",
 ]
+
+#: Validation images a study's ``max_accuracy_drop`` should span at least (else a warning).
+MIN_IMAGES_WITHIN_DROP = 10
+
+
+class SmallValidationWarning(AdmmSearchWarning):
+    """The validation split is too small to tell trials apart within the study's constraint."""
 
 
 def check_device(device: str, field: str = "device") -> None:
@@ -104,6 +122,26 @@ def check_splits(config: StudyConfig, data: DataSplits) -> None:
             f"{config.dataset.val_fraction}); trials are scored on it: raise "
             "dataset.val_fraction or give more samples"
         )
+
+
+def check_validation_size(config: StudyConfig, data: DataSplits) -> None:
+    """Warn (:class:`SmallValidationWarning`, one line) when ``constraints.max_accuracy_drop``
+    spans fewer than :data:`MIN_IMAGES_WITHIN_DROP` validation images: trials are chosen on
+    validation accuracy, and a few images more or less then decide what is feasible.
+
+    Example: 400 validation images and a drop of 0.01 span 4 images (1 point is 4 images).
+    """
+    drop, n = config.constraints.max_accuracy_drop, len(data.y_val)
+    if drop is None or drop * n >= MIN_IMAGES_WITHIN_DROP:
+        return
+    warnings.warn(
+        f"{n} validation images: 1 point is {n / 100:g} images; constraints.max_accuracy_drop "
+        f"{drop:g} is {drop * n:g} images, fewer than {MIN_IMAGES_WITHIN_DROP}, so a few "
+        f"images decide which trials are feasible; raise dataset.val_fraction (now "
+        f"{config.dataset.val_fraction:g}) or give more training samples",
+        SmallValidationWarning,
+        stacklevel=2,
+    )
 
 
 def check_model(config: StudyConfig, data: DataSplits) -> None:

@@ -103,6 +103,7 @@ class TrialAttr:
     INTERRUPTED: Final = "interrupted"  # stopped by something else than its settings: queued again
     WORKER: Final = "worker"  # which process ran it
     SEEDED: Final = "seeded"  # its settings came from the sensitivity allocation
+    PRIOR: Final = "prior"  # its settings came from a zero-cost allocation prior (family, target)
     ENQUEUED: Final = "enqueued"  # from the study file's ``enqueue`` (the entry's index)
     RETRY_OF: Final = "retry_of"  # the trial number it repeats
     TIMINGS: Final = "timings"  # seconds per part of the trial (admmsearch.timing), training too

@@ -63,12 +63,12 @@ from common import (
 )
 from front_report import plot, render_markdown
 
-from admmsearch import study as study_module
 from admmsearch.config import StudyConfig
 from admmsearch.dense import build_model
 from admmsearch.pipeline import PipelineHooks, PipelineSettings, run_pipeline
 from admmsearch.plan import LayerPlan, Plan
 from admmsearch.record import Metric, TrialAttr, per_stage
+from admmsearch.search import study as study_module
 from admmsearch.search.context import StudyContext
 from admmsearch.search.seeding import study_sensitivity
 from admmsearch.search.study import prepare, run_study

@@ -89,3 +89,39 @@ def test_the_settings_file_reads_back_as_written(tmp_path: Path, name: str) -> N
     assert (
         file.document == doc and file.layers == LAYERS and file.config.model.name == "digits-cnn"
     )
+
+
+def test_a_searched_schedule_is_written_into_the_pipeline() -> None:
+    config = StudyConfig.model_validate(
+        {
+            "name": "sched",
+            "model": "digits-cnn",
+            "dataset": "digits",
+            "search": {
+                "keep": 0.5,
+                "bits": 4,
+                "progressive_steps": {"low": 1, "high": 3},
+                "admm_prune_epochs": {"low": 0, "high": 2},
+            },
+        }
+    )
+    study = optuna.create_study(study_name="sched", directions=["maximize", "minimize"])
+    metrics = {"val_accuracy": 0.9, "accuracy_drop": 0.0, "storage_bits_with_index": 1000}
+    params = {"admm_prune_epochs": 0, "progressive_steps": 2}
+    distributions = {
+        "admm_prune_epochs": optuna.distributions.IntDistribution(0, 2),
+        "progressive_steps": optuna.distributions.IntDistribution(1, 3),
+    }
+    study.add_trial(
+        create_trial(
+            values=[0.9, 1000],
+            params=params,
+            distributions=distributions,
+            user_attrs={"metrics": metrics},
+        )
+    )
+    opened = OpenedStudy(study, config, LAYERS, "sqlite:///unused.db", "sqlite:///unused-ml.db")
+    doc = settings_document(opened, study.trials[0], "chosen by number")
+    assert doc["pipeline"]["progressive_steps"] == 2
+    assert doc["pipeline"]["admm_prune"]["train"]["epochs"] == 0
+    assert doc["pipeline"]["admm_quantize"]["train"]["epochs"] == 3  # the stage's own

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
 
-from admmsearch.config import load_study, resolve_layers
+from admmsearch.config import StudyConfig, load_study, resolve_layers
+from admmsearch.data import DataSplits
 from admmsearch.errors import ConfigError, DivergenceError, StoreError
 from admmsearch.models import create_model
-from admmsearch.preflight import check_device, check_store_folder
+from admmsearch.preflight import (
+    SmallValidationWarning,
+    check_device,
+    check_store_folder,
+    check_validation_size,
+)
 from admmsearch.search.catalog import describe, failed_trials, open_existing, study_rows
 from admmsearch.search.reuse import check_reuse
 from admmsearch.search.study import prepare, run_study
@@ -171,3 +178,38 @@ def test_show_gives_each_failure_its_reason_and_a_timeout_stop(tmp_path, tiny_st
     run_study(ctx)  # the budget spent: the note goes
     facts = dict(describe(open_existing("shown", storage=str(stores["storage"]))))
     assert facts["state"] == "finished" and "stopped" not in facts
+
+
+def _splits(val: int) -> DataSplits:
+    x, y = torch.zeros(val, 1, 8, 8), torch.zeros(val, dtype=torch.long)
+    return DataSplits("v", x, y, x, y, x[:1], y[:1], num_classes=10)
+
+
+def _constrained(drop: float | None) -> StudyConfig:
+    return StudyConfig.model_validate(
+        {
+            "name": "v",
+            "model": "digits-cnn",
+            "dataset": "digits",
+            "constraints": {"max_accuracy_drop": drop},
+        }
+    )
+
+
+def test_a_validation_split_too_small_for_the_constraint_is_warned_in_images() -> None:
+    with pytest.warns(SmallValidationWarning) as caught:
+        check_validation_size(_constrained(0.01), _splits(400))
+    (warning,) = caught
+    text = str(warning.message)
+    assert text.startswith(
+        "400 validation images: 1 point is 4 images; constraints.max_accuracy_drop 0.01 is 4 "
+        "images, fewer than 10"
+    )
+    assert "dataset.val_fraction (now 0.1)" in text and "\n" not in text
+
+
+@pytest.mark.parametrize(("drop", "val"), [(0.01, 1000), (0.05, 200), (None, 30)])
+def test_a_split_spanning_ten_images_within_the_drop_passes_quietly(drop, val) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_validation_size(_constrained(drop), _splits(val))

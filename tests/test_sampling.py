@@ -7,9 +7,9 @@ import itertools
 import optuna
 import pytest
 
-from admmsearch.config import validate_study
+from admmsearch.config import StudyConfig, validate_study
 from admmsearch.search.sampling import PerTrialSampler, trial_seed
-from admmsearch.search.study import prepare, run_parallel, run_study
+from admmsearch.search.study import make_sampler, prepare, run_parallel, run_study, startup_trials
 
 
 def _random(seed: int | None) -> optuna.samplers.BaseSampler:
@@ -145,3 +145,47 @@ def test_enqueued_settings_may_repeat_a_tried_one() -> None:
     first = _categorical_trial(study)
     study.enqueue_trial({f"bits.{n}": v for n, v in enumerate(first)})
     assert _categorical_trial(study) == first
+
+
+@pytest.mark.parametrize(
+    ("budget", "startup"),
+    [({"trials": 3}, 2), ({"trials": 12}, 2), ({"trials": 20}, 4), ({"trials": 50}, 10),
+     ({"trials": 400}, 10), ({"timeout_s": 60}, 10)],
+)  # fmt: skip
+def test_the_start_up_is_sized_to_the_trial_budget(budget, startup) -> None:
+    config = StudyConfig.model_validate(
+        {"name": "s", "model": "digits-cnn", "dataset": "digits", "budget": budget}
+    )
+    assert startup_trials(config) == startup
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp"])
+def test_enqueued_trials_count_towards_the_start_up(sampler: str) -> None:
+    """A 12-trial study starts with 2 random trials; two enqueued, completed trials fill them,
+    so the third trial is already drawn by the model (its relative sample is not empty)."""
+    config = StudyConfig.model_validate(
+        {
+            "name": "s",
+            "model": "digits-cnn",
+            "dataset": "digits",
+            "sampler": {"name": sampler},
+            "budget": {"trials": 12},
+        }
+    )
+    made = make_sampler(config, seed=0)
+    study = optuna.create_study(sampler=made)
+
+    def model_draws() -> bool:
+        trial = study.ask()
+        frozen = study.trials[-1]
+        space = made.infer_relative_search_space(study, frozen)
+        guided = bool(space) and bool(made.sample_relative(study, frozen, space))
+        x = trial.suggest_float("x", 0.0, 1.0)
+        study.tell(trial, (x - 0.3) ** 2)
+        return guided
+
+    study.enqueue_trial({"x": 0.9}, user_attrs={"enqueued": 0})
+    assert not model_draws()  # the enqueued trial: nothing finished yet
+    study.enqueue_trial({"x": 0.1}, user_attrs={"seeded": {}})
+    assert not model_draws()  # one finished trial: still in the start-up
+    assert model_draws()  # two finished, both enqueued: the model guides trial 2

@@ -247,3 +247,40 @@ def test_enqueued_values_no_knob_takes_are_refused(search, value, expected) -> N
         check_layers(cfg, LAYERS)
     assert str(info.value).startswith(f"enqueue[0].{next(iter(value))}: ")
     assert expected in str(info.value)
+
+
+def test_the_pruning_schedule_is_searchable_and_replays() -> None:
+    schedule = {
+        "progressive_steps": {"low": 1, "high": 3},
+        "admm_prune_epochs": {"low": 0, "high": 2},
+    }
+    search = {"keep": {"low": 0.1, "high": 1.0}, "bits": 4, **schedule}
+    cfg = config(search, pipeline={"admm_quantize": {"train": {"epochs": 5}}})
+    assert param_names(cfg, LAYERS)[-2:] == ["admm_prune_epochs", "progressive_steps"]
+    seen = set()
+    for trial, settings in trials(cfg, n=30):
+        p = settings.pipeline
+        assert p.progressive_steps == trial.params["progressive_steps"]
+        assert p.admm_prune.train.epochs == trial.params["admm_prune_epochs"]
+        assert p.admm_quantize.train.epochs == 5  # the quantization stage keeps its own length
+        assert settings_from_params(trial.params, cfg, LAYERS) == settings
+        seen.add((p.progressive_steps, p.admm_prune.train.epochs))
+    assert {1, 2, 3} == {s for s, _ in seen} and {0, 1, 2} == {e for _, e in seen}
+
+
+def test_a_fixed_schedule_applies_to_every_trial() -> None:
+    cfg = config({"keep": 0.5, "bits": 4, "progressive_steps": 2, "admm_prune_epochs": 0})
+    for trial, settings in trials(cfg, n=2):
+        assert trial.params == {}
+        assert settings.pipeline.progressive_steps == 2
+        assert settings.pipeline.admm_prune.train.epochs == 0
+
+
+def test_admm_epochs_and_admm_prune_epochs_cannot_both_be_given() -> None:
+    base = {"name": "t", "model": "digits-cnn", "dataset": "digits"}
+    both = {**base, "search": {"admm_epochs": 2, "admm_prune_epochs": {"low": 0, "high": 2}}}
+    with pytest.raises(ConfigError, match="search: admm_prune_epochs: admm_epochs already sets"):
+        StudyConfig.parse(both, "s.yaml")
+    alone = {**base, "search": {"admm_prune_epochs": 1}, "pipeline": {"admm_prune": None}}
+    with pytest.raises(ConfigError, match="search.admm_prune_epochs: sets admm_prune"):
+        StudyConfig.parse(alone, "s.yaml")

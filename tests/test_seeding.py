@@ -1,5 +1,6 @@
-"""Budgeted seeding: a new study's first trials come from the sensitivity pass, each within its
-budget and inside the search space, tagged as seeded in Optuna, MLflow and `show`."""
+"""A new study's first trials: zero-cost allocation priors and trials seeded from the
+sensitivity pass, each within its storage target or budget and inside the search space, at most
+half the trial budget together, tagged in Optuna, MLflow and `show`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ from admmsearch.config.knobs import contains
 from admmsearch.config.units import knob_specs, unit_spaces
 from admmsearch.data import load_dataset
 from admmsearch.dense import build_model
-from admmsearch.search.seeding import seed_count, seeds
+from admmsearch.search.objective import origin_tags
+from admmsearch.search.priors import FAMILIES
+from admmsearch.search.seeding import (
+    first_trials_cap,
+    prior_count,
+    prior_problem,
+    prior_seeds,
+    seed_count,
+    seeds,
+)
 from admmsearch.search.sensitivity import measure
 from admmsearch.search.study import prepare, run_study
 from admmsearch.tracking import search_runs
@@ -36,6 +46,58 @@ def test_seed_count_is_on_by_default_and_at_most_half_the_budget(tiny_study) -> 
     assert seed_count(load_study(tiny_study(budget={"timeout_s": 60}))) == 4
     off = tiny_study(search={"keep": 0.5, "seed_from_sensitivity": False})
     assert seed_count(load_study(off)) == 0
+
+
+def test_priors_and_seeds_share_half_the_trial_budget(tiny_study) -> None:
+    every = {"priors": {}}  # five families at three targets
+    assert prior_count(load_study(tiny_study(budget={"trials": 20}, search=every))) == 10
+    assert prior_count(load_study(tiny_study(budget={"trials": 5}, search=every))) == 2
+    assert prior_count(load_study(tiny_study(budget={"timeout_s": 60}, search=every))) == 15
+    two = {"priors": {"families": ["global", "erk"], "targets": 2}}
+    assert prior_count(load_study(tiny_study(budget={"trials": 40}, search=two))) == 4
+    assert prior_count(load_study(tiny_study(budget={"trials": 40}))) == 0  # off by default
+    assert first_trials_cap(load_study(tiny_study(budget={"trials": 7}))) == 3
+    assert first_trials_cap(load_study(tiny_study(budget={"timeout_s": 60}))) is None
+
+
+def _measured(config, layers, data, model):
+    result = measure(model, data, unit_spaces(config, layers), keep_points=4)
+    return result, prior_problem(config, layers, model, result)
+
+
+def test_prior_seeds_lie_in_the_search_space_and_within_their_targets(digits_study) -> None:
+    config, layers, data, model = digits_study
+    result, problem = _measured(config, layers, data, model)
+    found = prior_seeds(problem, result, FAMILIES, 3, count=15)
+    assert [s.attrs["prior"]["family"] for s in found[:5]] == list(FAMILIES)
+    assert len({s.attrs["prior"]["target_bits"] for s in found[:3]}) == 3  # every target early
+    specs = knob_specs(config, layers)
+    for seed in found:
+        assert set(seed.params) == {n for n in specs if n.startswith(("keep.", "bits."))}
+        assert all(contains(specs[n], v) for n, v in seed.params.items()), seed.params
+        prior = seed.attrs["prior"]
+        assert prior["predicted_storage_bits"] <= prior["target_bits"]
+        assert 0 < prior["overall_keep"] <= 1
+    assert len({tuple(sorted(s.params.items())) for s in found}) == len(found)
+    zero_cost = [s for s in found if s.attrs["prior"]["family"] != "sensitivity"]
+    summary = result.summary(drop=0.01).set_index("unit")["levels_within"]
+    for seed in zero_cost:  # bits: the fewest within 1 point in the sensitivity pass
+        assert all(seed.params[f"bits.{u}"] == summary[u] for u in summary.index)
+    assert len(prior_seeds(problem, result, FAMILIES, 3, count=4)) == 4
+
+
+def test_a_prior_clipped_to_a_units_range_says_so(tiny_study) -> None:
+    search = {"layers": {"fc2": {"keep": {"low": 0.9, "high": 1.0}}}}
+    config, layers = validate_study(tiny_study(search=search, enqueue=[]))
+    data = load_dataset("digits", seed=0, limit_train=300)
+    model = build_model(config, data)
+    problem = prior_problem(config, layers, model, None)
+    (seed,) = prior_seeds(problem, None, ["global"], 1, count=1)
+    clipped = seed.attrs["prior"]["clipped"]["fc2"]
+    assert clipped["family_keep"] < 0.9 and clipped["keep"] == seed.params["keep.fc2"] == 0.9
+    tags = origin_tags(seed.attrs)
+    assert tags["admmsearch.origin"] == "prior" and tags["admmsearch.prior_family"] == "global"
+    assert tags["admmsearch.prior_clipped"] == "fc2"
 
 
 def test_seeds_lie_in_the_search_space_and_within_their_budgets(digits_study) -> None:
@@ -102,3 +164,31 @@ def test_seeding_can_be_turned_off(tmp_path, tiny_study) -> None:
     assert not any("seeded" in t.user_attrs for t in study.trials)
     assert "sensitivity" not in study.user_attrs
     assert optuna.trial.TrialState.COMPLETE in {t.state for t in study.trials}
+
+
+@pytest.mark.slow
+def test_a_new_study_runs_its_priors_then_its_seeds_and_says_so(tmp_path, tiny_study) -> None:
+    search = {**load_study(tiny_study()).search.model_dump(mode="json")}
+    search["priors"] = {"families": ["global", "erk"], "targets": 1}
+    path = tiny_study(budget={"trials": 6}, sensitivity={"keep_points": 4}, search=search)
+    ctx = _context(tmp_path, path)
+    study = run_study(ctx)
+    attrs = [t.user_attrs for t in study.trials]
+    origins = [next((k for k in ("enqueued", "prior", "seeded") if k in a), "") for a in attrs]
+    assert origins == ["enqueued", "prior", "prior", "seeded", "", ""]  # 3 = half of 6
+    assert [a["prior"]["family"] for a in attrs[1:3]] == ["global", "erk"]
+    assert attrs[1]["prior"]["target_bits"] == attrs[2]["prior"]["target_bits"]
+    runs = search_runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", ctx.config.name)
+    trials = runs[runs["tags.admmsearch.role"] == "trial"].sort_values("tags.admmsearch.trial")
+    assert list(trials["tags.admmsearch.origin"]) == [
+        "enqueued",
+        "prior",
+        "prior",
+        "seeded",
+        "sampled",
+        "sampled",
+    ]
+    assert list(trials["tags.admmsearch.prior_family"])[1:3] == ["global", "erk"]
+    shown = CliRunner().invoke(main, ["show", ctx.config.name, "--storage", ctx.storage])
+    assert shown.exit_code == 0, shown.output
+    assert "prior trials     1 (global, " in shown.output and "2 (erk, " in shown.output

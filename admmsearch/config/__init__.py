@@ -16,7 +16,7 @@ or ``{choices: [...]}``. :func:`knob_specs` lists every knob of a study under th
 parameter name that :mod:`admmsearch.search.space` suggests it as: ``keep.<unit>``,
 ``bits.<unit>`` or ``clusters.<unit>`` per *unit* (a layer, or a group of tied layers), then the
 global knobs ``rho_start``, ``rho_end``, ``admm_updates``, ``admm_epochs``,
-``retrain_epochs`` and ``lr``. Example::
+``retrain_epochs``, ``lr``, ``admm_prune_epochs`` and ``progressive_steps``. Example::
 
     >>> c = StudyConfig.model_validate({"name": "x", "model": "digits-cnn", "dataset": "digits",
     ...                                 "search": {"keep": 0.5, "bits": {"choices": [4, None]}}})
@@ -36,12 +36,13 @@ from .units import (
     study_data,
     unit_spaces,
 )
-from .values import OBJECTIVES, SAMPLERS
+from .values import OBJECTIVES, PRIOR_FAMILIES, SAMPLERS
 
 __all__ = [
     "GLOBAL_KNOBS",
     "KNOB_TARGETS",
     "OBJECTIVES",
+    "PRIOR_FAMILIES",
     "SAMPLERS",
     "Choices",
     "FloatRange",

@@ -31,6 +31,7 @@ from .knobs import (
 from .sections import DatasetConfig, DenseConfig, ModelConfig
 from .values import (
     OBJECTIVES,
+    PRIOR_FAMILIES,
     Count,
     Device,
     FrozenModel,
@@ -39,6 +40,7 @@ from .values import (
     ParamValue,
     Positive,
     PositiveInt,
+    PriorFamily,
     SamplerName,
     bound,
 )
@@ -50,6 +52,7 @@ __all__ = [
     "BudgetConfig",
     "ConstraintsConfig",
     "LayerOverride",
+    "PriorsConfig",
     "SamplerConfig",
     "SearchConfig",
     "SensitivityConfig",
@@ -57,7 +60,8 @@ __all__ = [
     "WorkersConfig",
 ]
 
-#: Which pipeline stages each global knob sets, and the field within the stage.
+#: Which pipeline stages each global knob sets, and the field within the stage; an empty field
+#: means the pipeline's own field named by the key (``progressive_steps``).
 KNOB_TARGETS: dict[str, dict[str, str]] = {
     "rho_start": {"admm_prune": "rho.start", "admm_quantize": "rho.start"},
     "rho_end": {"admm_prune": "rho.end", "admm_quantize": "rho.end"},
@@ -65,6 +69,8 @@ KNOB_TARGETS: dict[str, dict[str, str]] = {
     "admm_epochs": {"admm_prune": "train.epochs", "admm_quantize": "train.epochs"},
     "retrain_epochs": {"retrain": "epochs"},
     "lr": {"admm_prune": "train.lr", "retrain": "lr", "admm_quantize": "train.lr"},
+    "admm_prune_epochs": {"admm_prune": "train.epochs"},
+    "progressive_steps": {"progressive_steps": ""},
 }
 #: Knobs that act on the pipeline rather than on a layer, in suggestion order.
 GLOBAL_KNOBS = tuple(KNOB_TARGETS)
@@ -101,8 +107,30 @@ class LayerOverride(FrozenModel):
         return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
 
 
+class PriorsConfig(FrozenModel):
+    """Zero-cost allocation priors as a new study's first trials (:mod:`admmsearch.search.priors`):
+    each of ``families`` at ``targets`` storage targets log-spaced over the storage the search
+    space spans. With the sensitivity seeds they take at most half of ``budget.trials``."""
+
+    families: Annotated[tuple[PriorFamily, ...], Field(min_length=1)] = PRIOR_FAMILIES
+    targets: Annotated[int, Strict(), bound(1, 16)] = 3
+
+    @field_validator("families")
+    @classmethod
+    def _distinct(cls, families: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(families)) != len(families):
+            raise ValueError("must not repeat a family")
+        return families
+
+
 class SearchConfig(FrozenModel):
-    """What each trial searches; ``groups`` tie layers (exact names or globs) to one setting."""
+    """What each trial searches; ``groups`` tie layers (exact names or globs) to one setting.
+
+    ``admm_prune_epochs`` sets the ADMM pruning stage alone (0: magnitude pruning, then masked
+    retraining) and cannot be given with ``admm_epochs``, which sets both ADMM stages;
+    ``progressive_steps`` searches one-shot (1) against progressive pruning in that many steps.
+    ``priors`` (null: none) starts a new study from zero-cost allocation priors.
+    """
 
     keep: KeepKnob = {"low": 0.02, "high": 1.0, "log": True}
     bits: BitsKnob = {"choices": [2, 3, 4, 5, 6, 8, None]}
@@ -116,7 +144,10 @@ class SearchConfig(FrozenModel):
     admm_epochs: CountKnob | None = None
     retrain_epochs: CountKnob | None = None
     lr: PositiveKnob | None = None
+    admm_prune_epochs: CountKnob | None = None
+    progressive_steps: PositiveIntKnob | None = None
     seed_from_sensitivity: Annotated[bool, Strict()] = True
+    priors: PriorsConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -129,6 +160,15 @@ class SearchConfig(FrozenModel):
                 "(rho goes from rho_start to rho_end over admm_updates Z/U updates)"
             )
         return data
+
+    @model_validator(mode="after")
+    def _one_admm_prune_length(self) -> SearchConfig:
+        if self.admm_epochs is not None and self.admm_prune_epochs is not None:
+            raise ValueError(
+                "admm_prune_epochs: admm_epochs already sets the ADMM pruning stage's epochs; "
+                "give one of them (admm_prune_epochs sets that stage alone)"
+            )
+        return self
 
 
 class SensitivityConfig(FrozenModel):
@@ -309,7 +349,7 @@ class StudyConfig(FrozenModel):
 def _check_target(
     knob: str, spec: Any, targets: Mapping[str, str], p: CompressionSettings
 ) -> None:
-    """A set knob needs one enabled stage to act on."""
-    stages = [s for s in targets if getattr(p, s) is not None]
+    """A set knob needs one enabled stage to act on (a pipeline field always is)."""
+    stages = [s for s, f in targets.items() if not f or getattr(p, s) is not None]
     if not stages:
         raise ValueError(f"search.{knob}: sets {' and '.join(targets)}, but all are null")

@@ -31,6 +31,7 @@ from ..validation import (
 
 __all__ = [
     "OBJECTIVES",
+    "PRIOR_FAMILIES",
     "SAMPLERS",
     "Bits",
     "Clusters",
@@ -47,6 +48,7 @@ __all__ = [
     "ParamValue",
     "Positive",
     "PositiveInt",
+    "PriorFamily",
     "SamplerName",
     "Schedule",
     "bound",
@@ -59,6 +61,8 @@ OBJECTIVES = {
     Metric.COMPRESSION_RATIO: "maximize",
 }
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
+#: Zero-cost allocation priors a study may start from (see :mod:`admmsearch.search.priors`).
+PRIOR_FAMILIES = ("global", "lamp", "erk", "uniform", "sensitivity")
 
 Name = Annotated[
     str,
@@ -71,6 +75,7 @@ Name = Annotated[
 Device = Annotated[str, Strict(), matches(r"cpu|mps|cuda(:\d+)?", "cpu, cuda, cuda:N or mps")]
 Objective = Annotated[str, Strict(), one_of(tuple(OBJECTIVES))]
 SamplerName = Annotated[str, Strict(), one_of(SAMPLERS)]
+PriorFamily = Annotated[str, Strict(), one_of(PRIOR_FAMILIES)]
 
 
 def _number_or_none(value: Any) -> Any:

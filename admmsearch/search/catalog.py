@@ -33,6 +33,7 @@ __all__ = [
     "failed_trials",
     "is_study_file",
     "open_existing",
+    "prior_trials",
     "seeded_trials",
     "state_counts",
     "study_names",
@@ -214,15 +215,7 @@ def describe(opened: OpenedStudy) -> list[tuple[str, str]]:
     ]
     if note := timeout_note(study, budget):
         facts.append(("stopped", note))
-    seeded = seeded_trials(study)
-    if seeded:
-        facts.append(
-            (
-                "seeded trials",
-                ", ".join(f"{n} ({kib:g} KiB budget)" for n, kib in seeded)
-                + " (from the sensitivity pass)",
-            )
-        )
+    facts += _first_trial_facts(study)
     if dense:
         facts.append(
             (
@@ -233,6 +226,31 @@ def describe(opened: OpenedStudy) -> list[tuple[str, str]]:
             )
         )
     return facts
+
+
+def _first_trial_facts(study: optuna.Study) -> list[tuple[str, str]]:
+    """The ``prior trials`` and ``seeded trials`` lines of :func:`describe`, where there are."""
+    facts = []
+    if priors := prior_trials(study):
+        text = ", ".join(f"{n} ({family}, {kib:g} KiB)" for n, family, kib in priors)
+        facts.append(("prior trials", text + " (family, storage target)"))
+    if seeded := seeded_trials(study):
+        text = ", ".join(f"{n} ({kib:g} KiB budget)" for n, kib in seeded)
+        facts.append(("seeded trials", text + " (from the sensitivity pass)"))
+    return facts
+
+
+def prior_trials(study: optuna.Study) -> list[tuple[int, str, float]]:
+    """(trial number, family, storage target in KiB) of every trial from a zero-cost prior."""
+    return [
+        (
+            t.number,
+            str(t.user_attrs[TrialAttr.PRIOR].get("family")),
+            float(t.user_attrs[TrialAttr.PRIOR].get("target_kib") or float("nan")),
+        )
+        for t in study.get_trials(deepcopy=False)
+        if isinstance(t.user_attrs.get(TrialAttr.PRIOR), dict)
+    ]
 
 
 def seeded_trials(study: optuna.Study) -> list[tuple[int, float]]:

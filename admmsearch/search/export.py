@@ -217,6 +217,9 @@ def _pipeline_with_knobs(
             continue
         value = params.get(knob, specs[knob])
         for stage, field in KNOB_TARGETS[knob].items():
+            if not field:  # a field of the pipeline itself
+                out[stage] = _plain(value)
+                continue
             if out.get(stage) is None:
                 continue
             *path, last = field.split(".")

@@ -37,9 +37,21 @@ _MAX_REASON = 5000  # characters of a failure reason kept in the run's tag
 
 
 def origin_tags(attrs: dict[str, Any]) -> dict[str, str]:
-    """Where a trial's settings came from, as MLflow tags: ``admmsearch.origin`` is
-    ``seeded`` (with ``admmsearch.seeded_budget_kib``), ``enqueued``, ``retry`` (with
-    ``admmsearch.retry_of``) or ``sampled``."""
+    """Where a trial's settings came from, as MLflow tags: ``admmsearch.origin`` is ``prior``
+    (with ``admmsearch.prior_family``, ``admmsearch.prior_target_kib`` and, where the prior
+    fell outside a unit's range, ``admmsearch.prior_clipped``: those units), ``seeded`` (with
+    ``admmsearch.seeded_budget_kib``), ``enqueued``, ``retry`` (with ``admmsearch.retry_of``)
+    or ``sampled``."""
+    if TrialAttr.PRIOR in attrs:
+        prior = attrs[TrialAttr.PRIOR]
+        tags = {
+            "admmsearch.origin": "prior",
+            "admmsearch.prior_family": str(prior.get("family")),
+            "admmsearch.prior_target_kib": str(prior.get("target_kib")),
+        }
+        if prior.get("clipped"):
+            tags["admmsearch.prior_clipped"] = ", ".join(prior["clipped"])
+        return tags
     if TrialAttr.SEEDED in attrs:
         return {
             "admmsearch.origin": "seeded",

@@ -1,4 +1,5 @@
-"""A new study's first step: the sensitivity pass, then trials seeded from it by budget.
+"""A new study's first trials: zero-cost allocation priors, then trials seeded from the
+sensitivity pass by budget.
 
 :func:`study_sensitivity` measures the study's units on its dense model (cached under the dense
 model's fingerprint, so every worker reuses one measurement) and logs the table and its plots
@@ -9,10 +10,17 @@ storage budgets log-spaced over the storage the search space spans, the exact al
 lose the least predicted accuracy within the budget. Each becomes an enqueued trial whose
 ``seeded`` user attribute records its budget and predictions; the sampler draws whatever the
 seed does not set (global knobs such as ``lr``).
+
+With ``search.priors``, :func:`study_priors` comes first: each family of
+:mod:`admmsearch.search.priors` at ``search.priors.targets`` storage targets log-spaced over the
+storage the priors reach, as enqueued trials whose ``prior`` user attribute records the family,
+the target and any unit whose keep was clipped to its range. :func:`first_trials` puts the two
+together: priors first, then seeds, at most half of ``budget.trials`` in all, no setting twice.
 """
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,8 +31,19 @@ import torch
 
 from ..config import StudyConfig, UnitSpace, is_searched, unit_spaces
 from ..dense import build_model
+from ..fold import fold_batchnorm
 from ..record import StudyAttr, TrialAttr, kib
-from .allocation import Allocation, Option, allocate_many, log_budgets
+from .allocation import Allocation, Option, allocate, allocate_many, log_budgets
+from .priors import (
+    DenseLayers,
+    Prior,
+    PriorProblem,
+    prior_at_storage,
+    prior_order,
+    storage_range,
+    storage_targets,
+    unit_levels,
+)
 from .sensitivity import Finetune, Sensitivity, cached_sensitivity
 from .sensitivity.plot import write_sensitivity
 
@@ -34,11 +53,19 @@ if TYPE_CHECKING:
 __all__ = [
     "Seed",
     "dense_on",
+    "first_trials",
+    "first_trials_cap",
     "log_sensitivity",
+    "prior_count",
+    "prior_problem",
+    "prior_seed",
+    "prior_seeds",
     "seed_count",
     "seeds",
-    "study_seeds",
     "sensitivity_finetune",
+    "sensitivity_prior",
+    "study_priors",
+    "study_seeds",
     "study_sensitivity",
     "unit_options",
 ]
@@ -94,21 +121,53 @@ def log_sensitivity(ctx: StudyContext, result: Sensitivity) -> None:
     )
 
 
+def first_trials_cap(config: StudyConfig) -> int | None:
+    """Priors and seeded trials together: at most half of a trial budget (None: no cap)."""
+    trials = config.budget.trials
+    return None if trials is None else trials // 2
+
+
 def seed_count(config: StudyConfig) -> int:
     """Trials to seed: ``sensitivity.budgets``, at most half of a trial budget."""
     count = config.sensitivity.budgets if config.search.seed_from_sensitivity else 0
-    trials = config.budget.trials
-    return count if trials is None else min(count, trials // 2)
+    cap = first_trials_cap(config)
+    return count if cap is None else min(count, cap)
 
 
-def study_seeds(ctx: StudyContext) -> list[Seed]:
-    """The seeded trials of a new study; none for a study that has trials or seeds none.
+def prior_count(config: StudyConfig) -> int:
+    """Prior trials to enqueue, at most: every family at every target (``search.priors``), at
+    most half of a trial budget; 0 without priors."""
+    priors = config.search.priors
+    count = 0 if priors is None else len(priors.families) * priors.targets
+    cap = first_trials_cap(config)
+    return count if cap is None else min(count, cap)
+
+
+def first_trials(ctx: StudyContext) -> list[Seed]:
+    """A new study's first trials after its ``enqueue``: the priors (:func:`study_priors`),
+    then the seeded trials (:func:`study_seeds`) in the room the priors leave within
+    :func:`first_trials_cap`, a seed that repeats a prior's setting dropped; none for a study
+    that has trials."""
+    if ctx.study.get_trials(deepcopy=False):
+        return []
+    priors = study_priors(ctx)
+    cap = first_trials_cap(ctx.config)
+    room = (
+        seed_count(ctx.config) if cap is None else min(seed_count(ctx.config), cap - len(priors))
+    )
+    seeded = study_seeds(ctx, room)
+    return priors + [s for s in seeded if all(s.params != p.params for p in priors)]
+
+
+def study_seeds(ctx: StudyContext, count: int | None = None) -> list[Seed]:
+    """The seeded trials of a new study (``count``, default :func:`seed_count`); none for a
+    study that has trials or seeds none.
 
     The sensitivity pass runs here, outside the storage lock, so workers starting together
     wait on its cache file rather than on the storage.
     """
-    count = seed_count(ctx.config)
-    if count == 0 or ctx.study.get_trials(deepcopy=False):
+    count = seed_count(ctx.config) if count is None else count
+    if count <= 0 or ctx.study.get_trials(deepcopy=False):
         return []
     return seeds(study_sensitivity(ctx), ctx.config, ctx.layers, count)
 
@@ -182,3 +241,116 @@ def dense_on(ctx: StudyContext) -> torch.nn.Module:
     model = build_model(ctx.config, ctx.data).to(ctx.config.device)
     model.load_state_dict(ctx.dense.state)
     return model
+
+
+# --- zero-cost allocation priors as first trials ---
+
+
+def study_priors(ctx: StudyContext) -> list[Seed]:
+    """The prior trials of a new study (:func:`prior_count` of them at most); none without
+    ``search.priors``. The sensitivity pass runs (once, cached) where the ``sensitivity``
+    family is asked for or a unit's bits are searched: it chooses the bits of the others."""
+    config = ctx.config
+    count, priors = prior_count(config), config.search.priors
+    if count == 0 or priors is None or ctx.study.get_trials(deepcopy=False):
+        return []
+    units = unit_spaces(config, ctx.layers)
+    wanted = "sensitivity" in priors.families or any(is_searched(u.levels) for u in units)
+    table = study_sensitivity(ctx) if wanted else None
+    problem = prior_problem(config, ctx.layers, dense_on(ctx), table)
+    return prior_seeds(problem, table, priors.families, priors.targets, count)
+
+
+def prior_problem(
+    config: StudyConfig, layers: Sequence[str], model: torch.nn.Module, table: Sensitivity | None
+) -> PriorProblem:
+    """The study's units on (a CPU copy of) its dense model, BatchNorm folded where the
+    pipeline folds it, each unit's levels chosen by :func:`admmsearch.search.priors.unit_levels`
+    (from ``table``'s fewest levels within 1 point, where given)."""
+    model = copy.deepcopy(model).cpu().eval()
+    if config.pipeline.fold_batchnorm:
+        fold_batchnorm(model)
+    within = None
+    if table is not None:
+        summary = table.summary(drop=0.01)
+        within = {
+            str(r.unit): None if _missing(r.levels_within) else int(r.levels_within)
+            for r in summary.itertuples()
+        }
+    units = tuple(unit_spaces(config, layers))
+    levels = {u.name: unit_levels(u, within) for u in units}
+    dense = DenseLayers.of(model, layers, config.pipeline.index_format)
+    return PriorProblem(dense, units, levels)
+
+
+def prior_seeds(
+    problem: PriorProblem,
+    table: Sensitivity | None,
+    families: Sequence[str],
+    targets: int,
+    count: int,
+) -> list[Seed]:
+    """Up to ``count`` prior trials: ``families`` at ``targets`` storage targets log-spaced
+    over :func:`.priors.storage_range`, in :func:`.priors.prior_order`; a
+    prior that repeats an earlier one's setting is dropped (the ``sensitivity`` family needs
+    ``table``)."""
+    bits = storage_targets(*storage_range(problem), targets)
+    out: list[Seed] = []
+    for family, i in prior_order(families, len(bits)):
+        if len(out) >= count:
+            break
+        if family == "sensitivity":
+            prior = None if table is None else sensitivity_prior(table, problem, bits[i])
+        else:
+            prior = prior_at_storage(family, problem, bits[i])
+        seed = None if prior is None else prior_seed(prior, problem.units)
+        if seed is not None and seed.params and all(seed.params != s.params for s in out):
+            out.append(seed)
+    return out
+
+
+def sensitivity_prior(table: Sensitivity, problem: PriorProblem, target_bits: int) -> Prior | None:
+    """The ``sensitivity`` family: the exact allocator (:func:`admmsearch.allocation.allocate`)
+    over the table's grid at budget ``target_bits``; it picks each unit's keep and levels.
+    None when even the smallest options exceed the target."""
+    units = problem.units
+    allocation = allocate(unit_options(table, units), target_bits, table.fixed_bits)
+    if allocation is None:
+        return None
+    picked = {u.name: o.setting for u, o in zip(units, allocation.options, strict=True)}
+    kept = sum(picked[u.name][0] * problem.unit_size(u) for u in units)
+    total = sum(problem.unit_size(u) for u in units)
+    return Prior(
+        family="sensitivity",
+        keeps={u.name: picked[u.name][0] for u in problem.free},
+        levels={u.name: picked[u.name][1] for u in units},
+        storage_bits=allocation.storage_bits,
+        overall_keep=kept / total,
+        target_bits=target_bits,
+    )
+
+
+def prior_seed(prior: Prior, units: Sequence[UnitSpace]) -> Seed:
+    """The trial of ``prior``: its searched keeps and levels as params, and its ``prior`` user
+    attribute (family, target and estimated storage in bits and KiB, overall keep, and the
+    units clipped to their range with the family's keep and the keep used)."""
+    params: dict[str, Any] = {}
+    for unit in units:
+        if is_searched(unit.keep):
+            params[unit.keep_param] = prior.keeps[unit.name]
+        if is_searched(unit.levels):
+            params[unit.levels_param] = prior.levels[unit.name]
+    target = prior.target_bits
+    attrs = {
+        "family": prior.family,
+        "target_bits": target,
+        "target_kib": None if target is None else round(kib(target), 3),
+        "predicted_storage_bits": int(prior.storage_bits),
+        "predicted_storage_kib": round(kib(prior.storage_bits), 3),
+        "overall_keep": round(float(prior.overall_keep), 6),
+        "clipped": {
+            unit: {"family_keep": round(float(raw), 6), "keep": float(used)}
+            for unit, (raw, used) in prior.clipped.items()
+        },
+    }
+    return Seed(params, {TrialAttr.PRIOR: attrs})

@@ -14,6 +14,10 @@ setting:
 ``admm_epochs``       epochs of both ADMM stages
 ``retrain_epochs``    epochs of the masked retraining
 ``lr``                learning rate of both ADMM stages and of the retraining
+``admm_prune_epochs`` epochs of the ADMM pruning stage alone; 0 is magnitude pruning
+                      followed by masked retraining (not with ``admm_epochs``)
+``progressive_steps`` 1: one-shot pruning; s > 1: the keep ratios reached in s steps,
+                      each an ADMM pruning and a retraining stage (Ye et al. 2019)
 ====================  ============================================================
 
 A knob fixed in the study file is applied to every trial but never suggested, so it is not among
@@ -132,6 +136,9 @@ def _with_knobs(pipeline: PipelineSettings, values: Mapping[str, Any]) -> Pipeli
         if knob not in values:
             continue
         for stage, field in targets.items():
+            if not field:  # a field of the pipeline itself
+                stages[stage] = values[knob]
+                continue
             current = stages.get(stage, getattr(pipeline, stage))
             if current is not None:
                 stages[stage] = _replace_at(current, field.split("."), values[knob])

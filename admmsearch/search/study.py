@@ -35,6 +35,7 @@ from ..preflight import (
     check_model,
     check_splits,
     check_store_folder,
+    check_validation_size,
 )
 from ..record import DenseFigures, Metric, StudyAttr, TrialAttr
 from ..runtime import (
@@ -58,7 +59,7 @@ from .objective import Objective
 from .quiet import quiet_optuna
 from .reuse import check_reuse
 from .sampling import PerTrialSampler
-from .seeding import Seed, study_seeds
+from .seeding import Seed, first_trials
 
 __all__ = [
     "TIMEOUT_ATTR",
@@ -69,6 +70,7 @@ __all__ = [
     "prepare",
     "run_parallel",
     "run_study",
+    "startup_trials",
     "update_front",
 ]
 
@@ -77,16 +79,31 @@ TIMEOUT_ATTR = StudyAttr.STOPPED_BY_TIMEOUT
 _POLL_S = 5.0  # a worker waiting on others' trials looks again this often (or each heartbeat)
 
 
+def startup_trials(config: StudyConfig) -> int:
+    """Finished trials TPE and GP draw at random before their model guides them:
+    ``min(10, max(2, budget.trials // 5))`` of the study file's budget, 10 (Optuna's default)
+    without a trial budget.
+
+    Optuna counts every completed or pruned trial of the study towards it, whatever its origin,
+    so the study file's ``enqueue``, the priors and the seeded trials, which run first, fill the
+    start-up too: a study of 12 trials that starts with 6 of them is guided from its 7th.
+    """
+    trials = config.budget.trials
+    return 10 if trials is None else min(10, max(2, trials // 5))
+
+
 def make_sampler(config: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
-    """The configured sampler, seeded with ``seed`` (default: the study's sampler seed)."""
+    """The configured sampler, seeded with ``seed`` (default: the study's sampler seed); TPE
+    and GP start with :func:`startup_trials` random trials."""
     s = config.sampler
     seed = config.sampler_seed if seed is None else seed
+    startup = startup_trials(config)
     if s.name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=s.population_size or 20, seed=seed)
     if s.name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup)
     if s.name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     return optuna.samplers.RandomSampler(seed=seed)
 
 
@@ -226,6 +243,7 @@ def _checked_data(
     d = config.dataset
     data = load_dataset(d.name, seed=config.seed, **d.load_options())
     check_splits(config, data)
+    check_validation_size(config, data)
     check_model(config, data)
     check_checkpoint(config, data)
     check_reuse(config, layers, storage)
@@ -254,8 +272,9 @@ def _check_dense_learns(config: StudyConfig, data: DataSplits, dense: DenseModel
 
 
 def _queue_first_trials(ctx: StudyContext, seeds: Sequence[Seed] = ()) -> None:
-    """Known-good settings, then the ``seeds`` (:func:`admmsearch.search.seeding.study_seeds`) on a
-    new study; the params of interrupted trials on a resumed one.
+    """Known-good settings, then the ``seeds`` (the priors and seeded trials of
+    :func:`.seeding.first_trials`) on a new study; the params of interrupted trials on a
+    resumed one.
 
     Call it holding ``ctx.lock``: workers starting together would queue things twice.
     """
@@ -342,7 +361,7 @@ def run_study(
     timeout = timeout if timeout is not None else ctx.config.budget.timeout_s
     deadline = None if timeout is None else time.monotonic() + timeout
     if queue:
-        seeds = study_seeds(ctx)
+        seeds = first_trials(ctx)
         with ctx.lock:
             _queue_first_trials(ctx, seeds)
     remaining = None if budget is None else max(0, budget - finished_count(ctx.study))
@@ -507,7 +526,7 @@ def run_parallel(
     if devices is not None:
         jobs = len(devices)
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    seeds = study_seeds(ctx)
+    seeds = first_trials(ctx)
     with ctx.lock:
         _queue_first_trials(ctx, seeds)
     spawn = mp.get_context("spawn")
