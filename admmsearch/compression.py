@@ -46,6 +46,7 @@ from .pipeline import (
     PipelineResult,
     PrunedState,
     dense_stage,
+    extend_retraining,
     fold_stage,
     network,
     prune_phase,
@@ -150,11 +151,17 @@ class Compressed:
 
 
 def compress_dense(
-    job: Job, *, hooks: PipelineHooks | None = None, pruned: PrunedState | None = None
+    job: Job,
+    *,
+    hooks: PipelineHooks | None = None,
+    pruned: PrunedState | None = None,
+    more_retraining: TrainSettings | None = None,
 ) -> Compressed:
     """Compress ``job.model`` to ``job.plan`` and pack it: the dense stage, BatchNorm folding,
     the prune phase (skipped when ``pruned``, a state of the same model, data, pruning plan and
-    pruning stages, is given), the quantize phase, then the packed file and the metrics.
+    pruning stages, is given), ``more_retraining`` of the pruned model on its masks if given
+    (stage ``retrain_more``: a trial promoted to a longer rung), the quantize phase, then the
+    packed file and the metrics.
 
     Raises:
         LayerError, ConstraintError: the plan does not fit the model.
@@ -170,6 +177,8 @@ def compress_dense(
         dense = dense_stage(net, s, known)
         folding = fold_stage(net, s)
         pruned = pruned or prune_phase(net, job.plan, s, dense)
+        if more_retraining is not None:
+            pruned = extend_retraining(net, pruned, more_retraining, "retrain_more")
         result = quantize_phase(net, job.plan, s, pruned, folding)
         model = net.model.cpu()
         meta = dataclasses.replace(job.meta, folded=bool(folding.pairs))

@@ -55,6 +55,7 @@ __all__ = [
     "StageResult",
     "admm_stage",
     "dense_stage",
+    "extend_retraining",
     "fold_stage",
     "hard_prune_stage",
     "layer_figures",
@@ -402,6 +403,21 @@ def snapshot(net: Network, stages: list[StageResult]) -> PrunedState:
         for name in masks:
             weights[f"{name}.weight"] = net.layers[name].weight.detach().cpu().clone()
     return PrunedState(tuple(stages), masks, weights)
+
+
+def extend_retraining(
+    net: Network, pruned: PrunedState, s: TrainSettings, name: str
+) -> PrunedState:
+    """More masked retraining from a pruned state, on the same masks: ``s.epochs`` more
+    epochs (a fresh optimizer and learning-rate schedule), as a stage of its own named
+    ``name``; returns the new pruned state. A trial promoted to a longer rung continues its
+    lower rung's model this way."""
+    restore(net, pruned)
+    stages = list(pruned.stages)
+    start = _clock()
+    trained = _train(net, name, _seed(net, len(stages)), s)
+    stages.append(_result(net, name, start, trained))
+    return snapshot(net, stages)
 
 
 def restore(net: Network, state: PrunedState) -> None:

@@ -1,0 +1,309 @@
+"""Pareto-aware asynchronous successive halving: short trials first, the best continued longer.
+
+A study with rungs runs each new setting at rung 0, a short version of its pipeline; the rungs
+above are each ``eta`` times longer, the top rung being the study's pipeline as written. A
+trial finished at rung ``r`` is *promoted* (continued at rung ``r + 1``) when it is among the
+best ``1/eta`` of the trials finished at that rung, ranked by non-dominated sorting on the
+study's objectives with crowding distance breaking ties (Deb et al. 2002, NSGA-II): a small
+model that is less accurate survives when nothing smaller beats it. This is the promotion rule
+of MOASHA (Schmucker et al. 2021, Syne Tune) on top of ASHA's asynchronous schedule (Li et al.
+2020): whenever a worker is free it takes the best promotable trial of the highest rung,
+else starts a new setting, so no worker waits for a rung to fill.
+
+Everything lives in the Optuna storage, so workers on PostgreSQL share it and a resumed study
+continues it: each rung of a setting is an Optuna trial of its own, with user attributes
+``rung``, ``continues`` (the lower-rung trial it continues) and ``epochs`` (the training epochs
+it adds). A promoted trial continues from its lower rung's pruned model (the same masks, more
+masked retraining) rather than starting again, and runs the quantization stages at its own
+length; only the epochs it adds count against the budget. Which trials a study can still start
+is decided under the storage lock (:func:`next_job`).
+
+Example: three rungs with ``eta = 3`` run a pipeline of 3 ADMM + 9 retraining epochs as 1 + 1
+(rung 0), then continued to 3 retraining epochs (rung 1), then to 9 (rung 2)::
+
+    >>> rungs = RungSchedule(eta=3, count=3)
+    >>> [rungs.fraction(r) for r in range(3)]
+    [0.1111111111111111, 0.3333333333333333, 1.0]
+    >>> [scaled_epochs(9, rungs.fraction(r)) for r in range(3)]
+    [1, 3, 9]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ..settings import PipelineSettings, TrainSettings
+
+__all__ = [
+    "Job",
+    "Limits",
+    "RungSchedule",
+    "RungTrial",
+    "crowding_distances",
+    "next_job",
+    "nondominated_ranks",
+    "promotion_order",
+    "rung_pipeline",
+    "scaled_epochs",
+    "screening_quota",
+    "trial_epochs",
+]
+
+
+@dataclass(frozen=True)
+class RungSchedule:
+    """``count`` rungs, each ``eta`` times longer than the one below; the top rung
+    (``count - 1``) is the study's pipeline as written."""
+
+    eta: int = 3
+    count: int = 3
+
+    @property
+    def top(self) -> int:
+        return self.count - 1
+
+    def fraction(self, rung: int) -> float:
+        """The share of the top rung's epochs a stage gets at ``rung``: eta ** (rung - top)."""
+        return float(self.eta ** (rung - self.top))
+
+
+def scaled_epochs(epochs: int, fraction: float) -> int:
+    """A stage's epochs at a rung: ``round(epochs * fraction)``, at least 1 for a stage that
+    trains at all (a stage of 0 epochs stays 0)."""
+    return 0 if epochs == 0 else max(1, round(epochs * fraction))
+
+
+def _scaled(s: TrainSettings, fraction: float) -> TrainSettings:
+    return s.replace(epochs=scaled_epochs(s.epochs, fraction))
+
+
+def rung_pipeline(p: PipelineSettings, fraction: float) -> PipelineSettings:
+    """``p`` with every training stage's epochs scaled to ``fraction`` of their length (see
+    :func:`scaled_epochs`); everything else (rho schedules, learning rates) as written."""
+    stages: dict[str, object] = {}
+    if p.admm_prune is not None:
+        stages["admm_prune"] = p.admm_prune.replace(train=_scaled(p.admm_prune.train, fraction))
+    if p.retrain is not None:
+        stages["retrain"] = _scaled(p.retrain, fraction)
+    if p.admm_quantize is not None:
+        train = _scaled(p.admm_quantize.train, fraction)
+        stages["admm_quantize"] = p.admm_quantize.replace(train=train)
+    if p.quant_retrain is not None:
+        stages["quant_retrain"] = p.quant_retrain.replace(
+            train=_scaled(p.quant_retrain.train, fraction)
+        )
+    return p.replace(**stages)
+
+
+def _retrain_epochs(p: PipelineSettings) -> int:
+    return 0 if p.retrain is None else p.retrain.epochs
+
+
+def trial_epochs(p: PipelineSettings, continues: PipelineSettings | None = None) -> int:
+    """Training epochs a trial runs with pipeline ``p`` (the dense model, trained once per
+    study, not counted): the prune phase's stages once per progressive step, the quantized
+    retraining once per share; a trial that ``continues`` a lower rung's pipeline adds only
+    its retraining beyond that rung's, and its quantization stages.
+
+    >>> p = PipelineSettings.model_validate(
+    ...     {"admm_prune": {"train": {"epochs": 3}}, "retrain": {"epochs": 9},
+    ...      "admm_quantize": None, "quant_retrain": None}
+    ... )
+    >>> trial_epochs(p), trial_epochs(p, rung_pipeline(p, 1 / 3))
+    (12, 6)
+    """
+    steps = p.progressive_steps
+    if continues is None:
+        admm = 0 if p.admm_prune is None else p.admm_prune.train.epochs
+        prune = steps * (admm + _retrain_epochs(p))
+    else:
+        prune = steps * (_retrain_epochs(p) - _retrain_epochs(continues))
+    quantize = 0 if p.admm_quantize is None else p.admm_quantize.train.epochs
+    if p.quant_retrain is not None:
+        quantize += p.quant_retrain.train.epochs * len(p.quant_retrain.shares)
+    return prune + quantize
+
+
+# -- ranking ------------------------------------------------------------------------------
+
+
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    return all(x <= y for x, y in zip(a, b, strict=True)) and any(
+        x < y for x, y in zip(a, b, strict=True)
+    )
+
+
+def nondominated_ranks(points: Sequence[Sequence[float]]) -> list[int]:
+    """The non-domination rank of each point (0: on the first front), all objectives
+    minimised (Deb et al. 2002, fast non-dominated sorting).
+
+    >>> nondominated_ranks([(1, 5), (2, 2), (5, 1), (3, 3), (6, 6)])
+    [0, 0, 0, 1, 2]
+    """
+    ranks = [-1] * len(points)
+    rank, left = 0, set(range(len(points)))
+    while left:
+        front = {i for i in left if not any(_dominates(points[j], points[i]) for j in left)}
+        for i in front:
+            ranks[i] = rank
+        left -= front
+        rank += 1
+    return ranks
+
+
+def crowding_distances(points: Sequence[Sequence[float]], ranks: Sequence[int]) -> list[float]:
+    """Each point's crowding distance within its front: the sum over objectives of the gap
+    between its neighbours, each objective scaled to its range on the front; a front's
+    extreme points get infinity (Deb et al. 2002, section III-B).
+
+    >>> crowding_distances([(1, 5), (2, 2), (5, 1)], [0, 0, 0])
+    [inf, 2.0, inf]
+    """
+    out = [0.0] * len(points)
+    for rank in set(ranks):
+        members = [i for i, r in enumerate(ranks) if r == rank]
+        for k in range(len(points[members[0]]) if members else 0):
+            order = sorted(members, key=lambda i: points[i][k])
+            span = points[order[-1]][k] - points[order[0]][k]
+            out[order[0]] = out[order[-1]] = math.inf
+            for left, mid, right in zip(order, order[1:], order[2:], strict=False):
+                gap = points[right][k] - points[left][k]
+                out[mid] += gap / span if span > 0 else 0.0
+    return out
+
+
+@dataclass(frozen=True)
+class RungTrial:
+    """A trial as the schedule sees it.
+
+    Attributes:
+        number: the Optuna trial number.
+        rung: its rung.
+        continues: the lower-rung trial it continues (None at rung 0).
+        state: ``"running"``, ``"complete"`` or ``"other"`` (failed, pruned, waiting).
+        values: its objectives, minimised (None until complete).
+        violation: how far it breaks the study's constraints (0: feasible).
+        hopeless: it breaks a constraint by so far that a longer run cannot mend it.
+        epochs: the training epochs it adds.
+    """
+
+    number: int
+    rung: int
+    continues: int | None
+    state: str
+    values: tuple[float, ...] | None = None
+    violation: float = 0.0
+    hopeless: bool = False
+    epochs: int = 0
+
+
+def promotion_order(trials: Sequence[RungTrial]) -> list[RungTrial]:
+    """Complete trials best first: feasible ones by non-domination rank, then crowding
+    distance (larger first); then infeasible ones by their violation (smaller first)."""
+    done = [t for t in trials if t.state == "complete" and t.values is not None]
+    feasible = [t for t in done if t.violation <= 0]
+    points = [t.values for t in feasible]
+    ranks = nondominated_ranks(points)
+    crowding = crowding_distances(points, ranks)
+    order = sorted(
+        range(len(feasible)), key=lambda i: (ranks[i], -crowding[i], feasible[i].number)
+    )
+    infeasible = sorted(
+        (t for t in done if t.violation > 0), key=lambda t: (t.violation, t.number)
+    )
+    return [feasible[i] for i in order] + infeasible
+
+
+def promotable(trials: Sequence[RungTrial], rung: int, eta: int) -> list[RungTrial]:
+    """The trials of ``rung`` that may go up now, best first: among the best
+    ``floor(finished / eta)`` of the rung, not promoted yet and not hopeless."""
+    at_rung = [t for t in trials if t.rung == rung]
+    promoted = {t.continues for t in trials if t.continues is not None}
+    best = promotion_order(at_rung)[: len([t for t in at_rung if t.state == "complete"]) // eta]
+    return [t for t in best if t.number not in promoted and not t.hopeless]
+
+
+# -- the schedule -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a free worker runs next: a new setting at rung 0 (``continues`` None), or the
+    promotion of trial ``continues`` to ``rung``."""
+
+    rung: int
+    continues: RungTrial | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the study may still spend: trials and epochs left (None: no limit), new
+    settings left to screen at rung 0 (None: no limit), and what a new setting costs."""
+
+    trials: int | None = None
+    epochs: int | None = None
+    screens: int | None = None
+    new_epochs: int = 0
+
+
+def next_job(
+    trials: Sequence[RungTrial],
+    rungs: RungSchedule,
+    limits: Limits,
+    promotion_epochs: Mapping[int, int],
+) -> Job | None:
+    """ASHA's choice, highest rung first: promote the best promotable trial whose promotion
+    fits what is left; else screen a new setting while the quota of screens lasts; else
+    (the quota spent) promote the best remaining trial of the highest rung that fits, so the
+    budget's last epochs go to the settings most worth training. None: nothing fits.
+
+    Args:
+        trials: every trial of the study, as the schedule sees it.
+        rungs: the rungs.
+        limits: what is left to spend.
+        promotion_epochs: the epochs each trial's promotion would add, by trial number.
+    """
+    if limits.trials is not None and limits.trials <= 0:
+        return None
+
+    def fits(epochs: int) -> bool:
+        return limits.epochs is None or epochs <= limits.epochs
+
+    for rung in range(rungs.top - 1, -1, -1):
+        for trial in promotable(trials, rung, rungs.eta):
+            if fits(promotion_epochs.get(trial.number, 0)):
+                return Job(rung + 1, trial)
+    if (limits.screens is None or limits.screens > 0) and fits(limits.new_epochs):
+        return Job(0)
+    return _last_promotion(trials, rungs, fits, promotion_epochs)
+
+
+def _last_promotion(trials, rungs, fits, promotion_epochs) -> Job | None:
+    """Once no new setting may start: the best not yet promoted trial of the highest rung
+    below the top whose promotion fits (hopeless ones never)."""
+    if any(t.state == "running" for t in trials):
+        return None  # wait: a running trial may become the better candidate
+    promoted = {t.continues for t in trials if t.continues is not None}
+    for rung in range(rungs.top - 1, -1, -1):
+        order = promotion_order([t for t in trials if t.rung == rung])
+        for trial in order:
+            if trial.number not in promoted and not trial.hopeless:
+                if fits(promotion_epochs.get(trial.number, 0)):
+                    return Job(rung + 1, trial)
+    return None
+
+
+def screening_quota(rungs: RungSchedule, budget: float, per_setting: Sequence[float]) -> int:
+    """How many settings to screen at rung 0 so that, with the best ``1/eta`` of each rung
+    continued, the whole schedule costs about ``budget`` (trials or epochs).
+
+    Args:
+        per_setting: what one setting costs at each rung: ``[rung 0, added at rung 1, ...]``.
+
+    >>> screening_quota(RungSchedule(eta=3, count=2), 74, [2, 16])
+    10
+    """
+    cost = sum(c / rungs.eta**r for r, c in enumerate(per_setting))
+    return max(1, math.floor(budget / cost)) if cost > 0 else 1
