@@ -297,7 +297,7 @@ def test_not_a_study_file(tmp_path: Path, text: str, expected: str) -> None:
         ({"objectives": ["val_accuracy", "bogus"]}, "objectives[1]: must be one of val_accuracy"),
         ({"objectives": ["val_accuracy", "val_accuracy"]}, "objectives: must not repeat"),
         ({"objectives": []}, "objectives: must have at least 1 item"),
-        ({"budget": {"trials": None}}, "budget: give trials, timeout_s or both"),
+        ({"budget": {"trials": None}}, "budget: give trials, epochs, timeout_s or several"),
         ({"budget": {"trials": 0}}, "budget.trials: must be >= 1, got 0"),
         (
             {"constraints": {"max_accuracy_drop": 2}},

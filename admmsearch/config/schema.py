@@ -123,13 +123,23 @@ class PriorsConfig(FrozenModel):
         return families
 
 
+class RungsConfig(FrozenModel):
+    """Successive halving (:mod:`admmsearch.search.rungs`): ``count`` rungs, each ``eta``
+    times longer than the one below, the top rung being the pipeline as written; the best
+    ``1/eta`` of a rung's trials, by non-dominated sorting, are continued at the next."""
+
+    eta: Annotated[int, Strict(), bound(2, 16)] = 3
+    count: Annotated[int, Strict(), bound(2, 8)] = 3
+
+
 class SearchConfig(FrozenModel):
     """What each trial searches; ``groups`` tie layers (exact names or globs) to one setting.
 
     ``admm_prune_epochs`` sets the ADMM pruning stage alone (0: magnitude pruning, then masked
     retraining) and cannot be given with ``admm_epochs``, which sets both ADMM stages;
     ``progressive_steps`` searches one-shot (1) against progressive pruning in that many steps.
-    ``priors`` (null: none) starts a new study from zero-cost allocation priors.
+    ``priors`` (null: none) starts a new study from zero-cost allocation priors; ``rungs``
+    (null: none) runs every setting short first and continues the best (successive halving).
     """
 
     keep: KeepKnob = {"low": 0.02, "high": 1.0, "log": True}
@@ -148,6 +158,7 @@ class SearchConfig(FrozenModel):
     progressive_steps: PositiveIntKnob | None = None
     seed_from_sensitivity: Annotated[bool, Strict()] = True
     priors: PriorsConfig | None = None
+    rungs: RungsConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -215,15 +226,18 @@ class SamplerConfig(FrozenModel):
 
 
 class BudgetConfig(FrozenModel):
-    """When the study stops: after ``trials`` trials or ``timeout_s`` seconds, whichever first."""
+    """When the study stops: after ``trials`` trials, ``epochs`` training epochs (every
+    trial's stages, the dense model's training not counted) or ``timeout_s`` seconds,
+    whichever comes first; counted over every worker and resume."""
 
     trials: PositiveInt | None = None
+    epochs: PositiveInt | None = None
     timeout_s: Positive | None = None
 
     @model_validator(mode="after")
     def _bounded(self) -> BudgetConfig:
-        if self.trials is None and self.timeout_s is None:
-            raise ValueError("give trials, timeout_s or both")
+        if self.trials is None and self.epochs is None and self.timeout_s is None:
+            raise ValueError("give trials, epochs, timeout_s or several")
         return self
 
 
