@@ -45,7 +45,7 @@ def bit_length(x: int) -> int:
 def read_spec(path: Path) -> dict:
     data = path.read_bytes()
     magic, version, header_bytes, payload_bytes = struct.unpack_from("<6sHIQ", data, 0)
-    assert magic == b"ADMMPK" and version == 2
+    assert magic == b"ADMMPK" and version in (2, 3)
     assert len(data) == 20 + header_bytes + payload_bytes + 4
     (crc,) = struct.unpack_from("<I", data, len(data) - 4)
     assert crc == zlib.crc32(data[:-4])
@@ -60,6 +60,7 @@ def read_spec(path: Path) -> dict:
         out["mean"], out["std"] = head.take(f"{channels}f"), head.take(f"{channels}f")
     (count,) = head.take("I")
     entries = [entry(head) for _ in range(count)]
+    out["graph"] = graph(head, count) if version == 3 else None
     assert head.pos == head.end
     tensors, pos = {}, 20 + header_bytes
     for e in entries:
@@ -69,6 +70,39 @@ def read_spec(path: Path) -> dict:
     assert pos == 20 + header_bytes + payload_bytes
     out["tensors"], out["entries"] = tensors, entries
     return out
+
+
+def varint(head: Cursor) -> int:
+    value, shift = 0, 0
+    while True:
+        (byte,) = head.take("B")
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value
+
+
+OPS = {0: "unsupported", 1: "conv", 2: "linear", 3: "relu", 4: "relu6", 5: "sigmoid"}
+OPS |= {6: "tanh", 7: "hardswish", 8: "max_pool", 9: "avg_pool", 10: "global_avg_pool"}
+OPS |= {11: "reshape", 12: "add", 13: "concat", 14: "batch_norm"}
+
+
+def graph(head: Cursor, tensor_count: int) -> dict:
+    (kind,) = head.take("B")
+    if kind == 0:
+        return {"why": head.string()}
+    nodes = []
+    for number in range(varint(head)):
+        node = {"op": OPS[varint(head)]}
+        for field in ("inputs", "shape", "tensors", "ints"):
+            node[field] = [varint(head) for _ in range(varint(head))]
+        node["floats"] = list(head.take(f"{varint(head)}f"))
+        if node["op"] == "unsupported":
+            node["name"] = head.string()
+        assert all(i <= number for i in node["inputs"])
+        assert all(t < tensor_count for t in node["tensors"])
+        nodes.append(node)
+    return {"nodes": nodes, "output": varint(head)}
 
 
 def entry(head: Cursor) -> dict:

@@ -205,9 +205,9 @@ def _rewrite(path: Path, edit) -> None:
     crafted on purpose, which only the structural checks can refuse."""
     data = path.read_bytes()
     _, version, header_bytes, payload_bytes = struct.unpack_from("<6sHIQ", data)
-    meta, streams = packing._parse_header(ByteReader(data, 20, 20 + header_bytes))
+    meta, streams, graph = packing._parse_header(ByteReader(data, 20, 20 + header_bytes))
     meta, streams = edit(meta, list(streams))
-    header = packing._header(meta, streams)
+    header = packing._header(meta, streams, graph)
     payload = data[20 + header_bytes : 20 + header_bytes + payload_bytes]
     prefix = struct.pack("<6sHIQ", MAGIC, version, len(header), len(payload))
     path.write_bytes(_with_crc(prefix + header + payload))
