@@ -309,6 +309,13 @@ def _predict(ctx: _Context, decls: list[str], body: list[str], graph: NetworkGra
     lines = [
         "\n/* ---- the network, from the graph recorded in the file ---- */",
         "static float admm_arena[ADMM_ARENA_FLOATS];",
+        *(
+            [
+                "/* The nodes' shapes, in the order of the fields of admm_conv_shape, admm_pool_shape */"
+            ]
+            if decls
+            else []
+        ),
         *decls,
         (_WEIGHTS if walks else "") + _INPUT,
         "int admm_predict(const float *input, float *logits)\n{",
