@@ -304,18 +304,15 @@ static int admm_output(const float *y, float *logits)
 """
 
 
+_SHAPES_NOTE = "/* Shapes of the nodes, fields as in admm_conv_shape and admm_pool_shape. */"
+
+
 def _predict(ctx: _Context, decls: list[str], body: list[str], graph: NetworkGraph) -> str:
     walks = any(node.op in ("conv", "linear") for node in graph.nodes)
     lines = [
         "\n/* ---- the network, from the graph recorded in the file ---- */",
         "static float admm_arena[ADMM_ARENA_FLOATS];",
-        *(
-            [
-                "/* The nodes' shapes, in the order of the fields of admm_conv_shape, admm_pool_shape */"
-            ]
-            if decls
-            else []
-        ),
+        *([_SHAPES_NOTE] if decls else []),
         *decls,
         (_WEIGHTS if walks else "") + _INPUT,
         "int admm_predict(const float *input, float *logits)\n{",
