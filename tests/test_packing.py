@@ -327,3 +327,14 @@ def test_file_that_does_not_fit_the_model_raises(packed: Path) -> None:
     other[6] = nn.Linear(32, 4)
     with pytest.raises(PackError, match="'6.weight' is torch.float32\\[3, 32\\]"):
         unpack_into(other, packed)
+
+
+def test_a_format_2_file_still_loads(packed: Path) -> None:
+    """Format 2 is format 3 without the graph section: same tensors, no graph."""
+    from nets import as_format_2
+
+    state = read_packed(packed)
+    as_format_2(packed)
+    read = read_model_file(packed)
+    assert read.version == 2 and read.graph.missing == "format 2 files record no graph"
+    assert all(torch.equal(read.state[k], v) for k, v in state.items())
