@@ -113,17 +113,10 @@ def export_c(
 
     Only the file is read (nothing is imported or run), except for a format 2 file, which
     records no graph: its network is rebuilt and traced, a registered one always, user code
-    only with ``trust_code``.
-
-    Args:
-        model_file: the packed model.
-        folder: where the files go (made if missing).
-        decoded: ``ADMM_DECODE_LAYERS`` defaults to 1 (each layer decoded whole first).
-        trust_code: a format 2 file's user code may be imported to trace its graph.
-        samples: a ``.npz`` (``x_test``/``y_test`` or ``x``/``y``) written as ``samples.bin``
-            for ``main.c`` (see :func:`write_samples`).
-        target: measure the compiled sizes for ``cortex-m4``, ``host``, ``auto`` (the first
-            whose compiler is installed) or ``none``.
+    only with ``trust_code``. ``decoded`` makes ``ADMM_DECODE_LAYERS`` default to 1;
+    ``samples``, a ``.npz``, is written as ``samples.bin`` for ``main.c``
+    (:func:`write_samples`); ``target`` (``cortex-m4``, ``host``, ``auto``: the first whose
+    compiler is installed, ``none``) says for what the compiled sizes are measured.
 
     Raises:
         PackError: the packed file cannot be read (damaged, truncated, another version).
@@ -137,26 +130,26 @@ def export_c(
     problems = tuple(inference_problems(packed, graph))
     network = None if problems else _network(packed, graph, names)
     folder = Path(folder)
-    header, source = folder / "admm_model.h", folder / "admm_model.c"
-    harness = folder / "main.c" if network is not None else None
-    texts = {
-        header: _header_text(packed, network, decoded),
-        source: _source_text(packed, names, network),
-    }
-    if harness is not None:
-        texts[harness] = HARNESS
-    _write(folder, texts, Path(model_file).name)
+    harness = _write_files(folder, packed, names, network, decoded, Path(model_file).name)
+    written, sizes = _extras(folder, packed, samples, target)
+    return CInfo(
+        folder / "admm_model.h", folder / "admm_model.c", sum(map(len, packed.blobs.values())),
+        sum(stream.bits for stream in packed.streams), network is not None, problems,
+        network.operations if network else 0, network.plan.floats if network else 0, decoded,
+        harness, written, sizes,
+    )  # fmt: skip
+
+
+def _extras(
+    folder: Path, packed: PackedFile, samples: str | Path | None, target: str
+) -> tuple[tuple[Path, int, str] | None, CSizes | None]:
+    """The samples file written (path, count, origin) and the measured sizes, if asked."""
     written = None
     if samples is not None:
         count, origin = write_samples(samples, folder / "samples.bin", packed.meta.input_shape)
         written = (folder / "samples.bin", count, origin)
     chosen = choose_target(target)
-    return CInfo(
-        header, source, sum(len(b) for b in packed.blobs.values()),
-        sum(stream.bits for stream in packed.streams), network is not None, problems,
-        network.operations if network else 0, network.plan.floats if network else 0, decoded,
-        harness, written, measure(source, chosen) if chosen else None,
-    )  # fmt: skip
+    return written, measure(folder / "admm_model.c", chosen) if chosen else None
 
 
 def write_samples(
@@ -207,13 +200,28 @@ def _network(packed: PackedFile, graph: NetworkGraph, names: dict[str, str]) -> 
         raise ExportError(f"{packed.path}: its graph is inconsistent: {exc}") from None
 
 
-def _write(folder: Path, texts: dict[Path, str], origin: str) -> None:
+def _write_files(
+    folder: Path,
+    packed: PackedFile,
+    names: dict[str, str],
+    network: CNetwork | None,
+    decoded: bool,
+    origin: str,
+) -> Path | None:
+    """Write the header, the source and (with a network) main.c; returns main.c's path."""
+    harness = folder / "main.c" if network is not None else None
+    texts = {
+        folder / "admm_model.h": _header_text(packed, network, decoded),
+        folder / "admm_model.c": _source_text(packed, names, network),
+        **({harness: HARNESS} if harness else {}),
+    }
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for path, text in texts.items():
             path.write_text(text.replace("{origin}", origin))
     except OSError as exc:
         raise ExportError(f"cannot write the C export into {folder}: {exc}") from None
+    return harness
 
 
 def _c_names(packed: PackedFile) -> dict[str, str]:

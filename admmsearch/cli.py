@@ -824,6 +824,8 @@ def export_model(
     measure: str,
 ) -> None:
     """Export a packed model (.admm) for deployment: ONNX, or C for microcontrollers."""
+    if fmt == "onnx" and (decode_layers or samples):
+        raise click.UsageError("--decode-layers and --samples apply to --format c only")
     if fmt == "onnx":
         from .onnx_export import export_onnx
 

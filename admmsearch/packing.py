@@ -129,19 +129,34 @@ def encode_model(
     index_format: str = "gap",
     meta: ModelMeta | None = None,
     report: StorageReport | None = None,
-    graph: NetworkGraph | None = None,
 ) -> tuple[bytes, PackInfo]:
     """The packed file's bytes for ``model``, ``layer_names``' weights compressed.
 
     ``report``, the storage accounting of this model already made (by ``run_pipeline``), spares
     computing it again when it covers the same layers in the same index format; the streams
-    are still checked against it bit for bit. ``graph`` is the network's graph; by default it
-    is traced from ``model`` for ``meta.input_shape`` (:func:`~admmsearch.tracing.trace_graph`;
-    a network that does not trace is packed with the reason instead).
+    are still checked against it bit for bit. The graph is traced from ``model`` for
+    ``meta.input_shape`` (:func:`~admmsearch.tracing.trace_graph`); a network that does not
+    trace is packed with the reason instead.
 
     Raises:
         PackError: the model still carries parametrizations, or a tensor cannot be stored.
     """
+    streams, report, keys = _encode_streams(model, layer_names, index_format, report)
+    meta = meta or ModelMeta()
+    header = _header(meta, [m for m, _ in streams], trace_graph(model, meta.input_shape, keys))
+    payload = b"".join(blob for _, blob in streams)
+    body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header), len(payload)) + header + payload
+    data = body + _CRC.pack(zlib.crc32(body))
+    return data, PackInfo(None, len(data), len(data) - len(payload), len(payload), report)
+
+
+def _encode_streams(
+    model: nn.Module,
+    layer_names: Sequence[str],
+    index_format: str,
+    report: StorageReport | None,
+) -> tuple[list[tuple[StreamMeta, bytes]], StorageReport, list[str]]:
+    """Every state_dict tensor's entry and stream, the accounting, the keys in order."""
     if any(parametrize.is_parametrized(module) for module in model.modules()):
         raise PackError(
             "model still carries parametrizations; call finalize(model) before packing"
@@ -159,14 +174,7 @@ def encode_model(
         raise PackError(f"cannot pack the model: {exc}") from exc
     if sum(m.bits for m, _ in streams if m.encoding != "raw") != report.stored_bits:
         raise PackError("packed bits differ from the storage accounting; please report this bug")
-    meta = meta or ModelMeta()
-    if graph is None:
-        graph = trace_graph(model, meta.input_shape, list(state))
-    header = _header(meta, [m for m, _ in streams], graph)
-    payload = b"".join(blob for _, blob in streams)
-    body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header), len(payload)) + header + payload
-    data = body + _CRC.pack(zlib.crc32(body))
-    return data, PackInfo(None, len(data), len(data) - len(payload), len(payload), report)
+    return streams, report, list(state)
 
 
 def pack_model(
