@@ -2,12 +2,13 @@
 
 :func:`measure` compiles ``admm_model.c`` to an object file (``-std=c99 -Os``, one section per
 function and per array: ``-ffunction-sections -fdata-sections``) and sums its sections by kind
-(binutils' ``size -A``): ``.text*`` is code, ``.rodata*`` constant data (the arrays of the
-payload and the small tables beside them), ``.data*`` and ``.bss*`` RAM (the activation arena,
-and the layer buffer of the decoded path). The stack bound is the deepest path from
-``admm_predict`` (or ``admm_decode_layer`` without it) through the call graph GCC writes with
-``-fcallgraph-info=su``, each function's frame from ``-fstack-usage``; the functions of other
-files that it calls (``expf``, ``sqrtf``) are named, their frames not counted.
+(binutils' ``size -A``): ``.text*`` is code, ``.rodata*`` (and a host's ``.data.rel.ro*``)
+constant data (the arrays of the payload and the small tables beside them), ``.data*`` and
+``.bss*`` RAM (the activation arena, and the layer buffer of the decoded path). The stack
+bound is the deepest path from ``admm_predict`` (or ``admm_decode_layer`` without it) through
+the call graph GCC writes with ``-fcallgraph-info=su``, each function's frame from
+``-fstack-usage``; the functions of other files that it calls (``expf``, ``sqrtf``) are named,
+their frames not counted.
 """
 
 from __future__ import annotations
@@ -97,15 +98,24 @@ def measure(source: Path, target: str, defines: tuple[str, ...] = ()) -> CSizes:
     root = "admm_predict" if "admm_predict" in frames else "admm_decode_layer"
     stack, external = _deepest(root, frames, calls, set())
     command = " ".join([spec.compiler, "-std=c99", "-Os", *spec.flags, *defines])
+    kinds = [(_kind(name), size) for name, size in sections]
     return CSizes(
         target,
         command,
-        sum(size for name, size in sections if name.startswith(".text")),
-        sum(size for name, size in sections if name.startswith(".rodata")),
-        sum(size for name, size in sections if name.startswith((".data", ".bss"))),
+        *(sum(size for kind, size in kinds if kind == k) for k in ("code", "const", "ram")),
         stack,
         tuple(sorted(external)),
     )
+
+
+def _kind(section: str) -> str:
+    """``code``, ``const`` (also ``.data.rel.ro``: tables of pointers, read-only once a
+    position-independent program is loaded; ``.rodata`` on a microcontroller) or ``ram``."""
+    if section.startswith(".text"):
+        return "code"
+    if section.startswith((".rodata", ".data.rel.ro")):
+        return "const"
+    return "ram" if section.startswith((".data", ".bss")) else "other"
 
 
 def _run(args: list[str], tool: str) -> str:
