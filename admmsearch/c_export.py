@@ -58,6 +58,7 @@ class CInfo:
     operations: int = 0
     arena_floats: int = 0
     decoded: bool = False
+    layer_floats: int = 0  # the largest compressed layer: the decoded path's buffer
     harness: Path | None = None
     samples: tuple[Path, int, str] | None = None  # the file, its samples, where they came from
     sizes: CSizes | None = None
@@ -75,7 +76,8 @@ class CInfo:
             f"{math.ceil(self.accounted_bits / 8)} bytes before per-stream byte padding)"
         ]
         if self.inference:
-            buffer = " + the layer buffer ADMM_MAX_LAYER_NUMEL floats" if self.decoded else ""
+            layer = f"{4 * self.layer_floats} bytes ({self.layer_floats} floats)"
+            buffer = f" + the largest layer decoded, {layer}" if self.decoded else ""
             lines.append(
                 f"RAM: activation arena {4 * self.arena_floats} bytes ({self.arena_floats} "
                 f"floats, planned from the graph){buffer} + the stack"
@@ -136,8 +138,12 @@ def export_c(
         folder / "admm_model.h", folder / "admm_model.c", sum(map(len, packed.blobs.values())),
         sum(stream.bits for stream in packed.streams), network is not None, problems,
         network.operations if network else 0, network.plan.floats if network else 0, decoded,
-        harness, written, sizes,
+        _largest(packed), harness, written, sizes,
     )  # fmt: skip
+
+
+def _largest(packed: PackedFile) -> int:
+    return max((s.numel for s in packed.streams if s.encoding != "raw"), default=1)
 
 
 def _extras(
@@ -189,7 +195,7 @@ def _graph(packed: PackedFile, trust_code: bool) -> NetworkGraph:
         model = rebuild(packed.meta, packed.path, trust_code=trust_code)
         load_state(model, packed.state, packed.path)
     except PackError as exc:
-        return NetworkGraph.absent(f"{packed.graph.missing}, and tracing it now: {exc}")
+        return NetworkGraph.absent(f"{packed.graph.missing}; tracing its network instead: {exc}")
     return trace_graph(model, packed.meta.input_shape, list(packed.state))
 
 
@@ -243,7 +249,7 @@ def _header_text(packed: PackedFile, network: CNetwork | None, decoded: bool) ->
         HEADER_TYPES,
         f"#define ADMM_NUM_LAYERS {len(coded)}",
         f"#define ADMM_NUM_TENSORS {len(packed.streams) - len(coded)}",
-        f"#define ADMM_MAX_LAYER_NUMEL {max((s.numel for s in coded), default=1)}",
+        f"#define ADMM_MAX_LAYER_NUMEL {_largest(packed)}",
         f"#define ADMM_FLASH_BYTES {sum(len(b) for b in packed.blobs.values())}u",
         f"#define ADMM_INPUT_SIZE {math.prod(meta.input_shape)}",
         f"#define ADMM_NUM_CLASSES {meta.num_classes}",
