@@ -401,3 +401,22 @@ def test_it_builds_and_measures_for_a_cortex_m4(packed, tmp_path) -> None:
     largest = max(s.numel for s in read_model_file(case.path).streams if s.encoding != "raw")
     assert decoded.ram_bytes == sizes.ram_bytes + 4 * largest
     assert "for a Cortex-M4F (arm-none-eabi-gcc -std=c99 -Os -mcpu=cortex-m4" in info.summary()
+
+
+def test_uncompressed_layers_are_read_as_float_arrays(tmp_path) -> None:
+    """Layers left out of compression (raw float32 weights) run from their float arrays."""
+    torch.manual_seed(0)
+    model = Inception().eval()
+    compress_(model, seed=2)
+    path = tmp_path / "partial.admm"
+    pack_model(model, ["fc"], path, meta=ModelMeta("nets:inception", {}, 5, (3, 10, 10)))
+    info = export_c(path, tmp_path / "c")
+    assert info.inference and "admm_weights(&w, -1, admm_a_weight" in info.source.read_text()
+    raw = torch.randn(40, 3, 10, 10, generator=torch.Generator().manual_seed(3))
+    np.savez(tmp_path / "data.npz", x=raw.numpy(), y=np.zeros(40, dtype=np.int64))
+    write_samples(tmp_path / "data.npz", tmp_path / "c" / "samples.bin", (3, 10, 10))
+    _gcc(*FLAGS, "-o", "admm_main", "main.c", "admm_model.c", "-lm", cwd=tmp_path / "c")
+    subprocess.run(["./admm_main", "samples.bin", "out.bin"], cwd=tmp_path / "c", check=True)
+    logits = np.fromfile(tmp_path / "c" / "out.bin", dtype="<f4").reshape(40, 5)
+    with torch.no_grad():
+        assert np.abs(logits - model(raw).numpy()).max() < 1e-4
