@@ -639,7 +639,8 @@ def export(
 ) -> None:
     """Export a trial's per-layer settings and metrics, chosen by --trial or --policy."""
     from .search.catalog import open_existing
-    from .search.export import choose_trial, settings_document, write_settings
+    from .search.export import choose_trial, settings_document
+    from .settings_file import write_settings
 
     if (number is None) == (policy is None):
         raise click.UsageError("give exactly one of --trial N and --policy")
@@ -777,7 +778,7 @@ def predict(model_file: Path, data: Path, trust_code: bool, fmt: str) -> None:
     "fmt",
     type=click.Choice(["onnx", "c"]),
     required=True,
-    help="onnx: one .onnx file; c: a C99 header and source with a decoder.",
+    help="onnx: one .onnx file; c: a C99 header and source with a decoder and admm_predict.",
 )
 @click.option(
     "--out",
@@ -793,13 +794,41 @@ def predict(model_file: Path, data: Path, trust_code: bool, fmt: str) -> None:
 @click.option(
     "--trust-code",
     is_flag=True,
-    help="ONNX: allow a file whose network is user code (module:function) to import and run "
-    "it (the C export only reads the file).",
+    help="Allow a file whose network is user code (module:function) to import and run it "
+    "(ONNX; C only for a format 2 file, which records no graph).",
+)
+@click.option(
+    "--decode-layers",
+    is_flag=True,
+    help="C: admm_predict decodes each layer whole into a buffer first (faster, more RAM) "
+    "instead of reading the weights from the compressed streams.",
+)
+@click.option(
+    "--samples",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="C: write this .npz's raw test arrays as samples.bin for the harness main.c.",
+)
+@click.option(
+    "--measure",
+    type=click.Choice(["auto", "cortex-m4", "host", "none"]),
+    default="auto",
+    show_default=True,
+    help="C: compile the export to measure code, constant data, RAM and stack; auto: for a "
+    "Cortex-M4 if arm-none-eabi-gcc is installed, else for this computer if gcc is.",
 )
 def export_model(
-    model_file: Path, fmt: str, out: Path | None, int8: bool, trust_code: bool
+    model_file: Path,
+    fmt: str,
+    out: Path | None,
+    int8: bool,
+    trust_code: bool,
+    decode_layers: bool,
+    samples: Path | None,
+    measure: str,
 ) -> None:
     """Export a packed model (.admm) for deployment: ONNX, or C for microcontrollers."""
+    if fmt == "onnx" and (decode_layers or samples):
+        raise click.UsageError("--decode-layers and --samples apply to --format c only")
     if fmt == "onnx":
         from .deploy import export_onnx
 
@@ -812,7 +841,14 @@ def export_model(
         raise click.UsageError("--int8 applies to --format onnx only")
     from .deploy import export_c
 
-    c_info = export_c(model_file, out or model_file.with_suffix(""))
+    c_info = export_c(
+        model_file,
+        out or model_file.with_suffix(""),
+        decoded=decode_layers,
+        trust_code=trust_code,
+        samples=samples,
+        target=measure,
+    )
     click.echo(c_info.summary())
 
 

@@ -5,6 +5,7 @@ run, which checks that no ``--help`` loads torch or MLflow."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import warnings
@@ -118,3 +119,37 @@ def test_startup_smoke_times_every_help_and_loads_nothing_heavy(tmp_path: Path) 
         assert row["heavy_modules"] == [], row  # neither torch nor MLflow, nor the others
         assert len(row["seconds"]) == 1 and row["median"] > 0
     assert "# Start-up" in (tmp_path / "startup.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir()
+    or shutil.which("arm-none-eabi-gcc") is None,
+    reason="needs Fashion-MNIST and arm-none-eabi-gcc (apt-get install dataset-fashion-mnist "
+    "gcc-arm-none-eabi; .ci/run does)",
+)
+def test_c_inference_smoke_measures_three_networks_both_ways(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_c_inference.py"), "--smoke"]
+        + ["--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads((tmp_path / "c_inference.json").read_text())
+    assert [r["network"] for r in report["networks"]] == [
+        "digits CNN",
+        "LeNet-5",
+        "separable ResNet",
+    ]
+    for row in report["networks"]:
+        streaming, decoded = row["sizes"]["cortex-m4 streaming"], row["sizes"]["cortex-m4 decoded"]
+        assert streaming["ram_bytes"] == 4 * row["arena_floats"] < decoded["ram_bytes"]
+        assert streaming["const_bytes"] >= row["payload_bytes"]
+        accuracy = f"accuracy {row['torch_accuracy']:.4f}"
+        assert accuracy in row["c_accuracy_line_streaming"]
+        assert accuracy in row["c_accuracy_line_decoded"]
+        assert row["microseconds_streaming"] > 0 and row["microseconds_decoded"] > 0
+    assert "# C inference" in (tmp_path / "c_inference.md").read_text()

@@ -205,9 +205,9 @@ def _rewrite(path: Path, edit) -> None:
     crafted on purpose, which only the structural checks can refuse."""
     data = path.read_bytes()
     _, version, header_bytes, payload_bytes = struct.unpack_from("<6sHIQ", data)
-    meta, streams = packing._parse_header(ByteReader(data, 20, 20 + header_bytes))
+    meta, streams, graph = packing._parse_header(ByteReader(data, 20, 20 + header_bytes))
     meta, streams = edit(meta, list(streams))
-    header = packing._header(meta, streams)
+    header = packing._header(meta, streams, graph)
     payload = data[20 + header_bytes : 20 + header_bytes + payload_bytes]
     prefix = struct.pack("<6sHIQ", MAGIC, version, len(header), len(payload))
     path.write_bytes(_with_crc(prefix + header + payload))
@@ -327,3 +327,14 @@ def test_file_that_does_not_fit_the_model_raises(packed: Path) -> None:
     other[6] = nn.Linear(32, 4)
     with pytest.raises(PackError, match="'6.weight' is torch.float32\\[3, 32\\]"):
         unpack_into(other, packed)
+
+
+def test_a_format_2_file_still_loads(packed: Path) -> None:
+    """Format 2 is format 3 without the graph section: same tensors, no graph."""
+    from nets import as_format_2
+
+    state = read_packed(packed)
+    as_format_2(packed)
+    read = read_model_file(packed)
+    assert read.version == 2 and read.graph.missing == "format 2 files record no graph"
+    assert all(torch.equal(read.state[k], v) for k, v in state.items())

@@ -178,3 +178,29 @@ def test_read_arrays_names_what_is_missing(tmp_path) -> None:
         read_arrays(path)
     with pytest.raises(DatasetError, match="does not exist"):
         read_arrays(tmp_path / "none.npz")
+
+
+USER_NET = """
+import torch.nn as nn
+
+
+def build(num_classes=10, in_channels=1):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64 * in_channels, num_classes))
+"""
+
+
+def test_user_code_is_found_beside_the_packed_file(tmp_path, monkeypatch) -> None:
+    """cases/44: a file naming `beside_net.py:build` predicts from any folder, its code looked
+    for beside the .admm (then in the current folder), as a study file's is."""
+    from admmsearch.registry import import_object
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "beside_net.py").write_text(USER_NET)
+    (tmp_path / "elsewhere").mkdir()
+    model = import_object(f"{tmp_path / 'model' / 'beside_net.py'}:build", "model")()
+    path = tmp_path / "model" / "best.admm"
+    pack_model(model, ["1"], path, meta=ModelMeta("beside_net.py:build", {}, 10, (1, 8, 8)))
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(load_model(path, trust_code=True).logits(x), model(x))

@@ -9,7 +9,8 @@ inputs, so the accuracy on the user's own arrays is the one the study reported. 
     print(deployed.accuracy(x_test, y_test))    # raw arrays, as in the user's .npz
 
 A model named by ``module:function`` is user code: importing and calling it is only done when
-the caller trusts the file (``trust_code=True``, ``--trust-code``).
+the caller trusts the file (``trust_code=True``, ``--trust-code``). The code is looked for as a
+study file's is: on the Python path, beside the ``.admm`` file, then in the current folder.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from ..errors import AdmmSearchError, DatasetError, PackError
 from ..fold import fold_batchnorm
 from ..models import MODELS, create_model
 from ..packed import MAX_ENTRIES, ModelMeta, PackedFile, load_state, read_model_file
+from ..registry import add_search_dir
 
-__all__ = ["DeployedModel", "load_model", "read_arrays", "rebuild"]
+__all__ = ["DeployedModel", "as_inputs", "load_model", "read_arrays", "rebuild"]
 
 _ARRAY_KEYS = (("x_test", "y_test"), ("x", "y"))
 
@@ -46,7 +48,7 @@ class DeployedModel:
         Raises:
             DatasetError: the inputs' shape does not fit the model.
         """
-        x = _as_inputs(x, self.meta.input_shape)
+        x = as_inputs(x, self.meta.input_shape)
         norm = self.meta.normalisation
         out = []
         with torch.no_grad():
@@ -103,6 +105,8 @@ def rebuild(meta: ModelMeta, path: str | Path, *, trust_code: bool = False) -> n
             f"{path} names user code {name!r} to rebuild its network; pass --trust-code "
             "(trust_code=True) if you trust the file and that module"
         )
+    if user_code:
+        add_search_dir(Path(path).parent)  # beside the file, as for a study file's code
     torch.manual_seed(0)
     try:
         model = create_model(
@@ -137,7 +141,12 @@ def read_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[str, st
     raise DatasetError(f"{path} holds {found}; predict needs x_test and y_test (or x and y)")
 
 
-def _as_inputs(x: Tensor | np.ndarray, input_shape: tuple[int, ...]) -> Tensor:
+def as_inputs(x: Tensor | np.ndarray, input_shape: tuple[int, ...]) -> Tensor:
+    """Raw inputs as a float32 batch ``(N, *input_shape)``; ``(N, H, W)`` for one channel too.
+
+    Raises:
+        DatasetError: not numbers, or a shape that does not fit ``input_shape``.
+    """
     array = np.asarray(x.detach().cpu() if isinstance(x, Tensor) else x)
     if array.dtype.kind not in "buif":
         raise DatasetError(f"inputs must be numbers, got {array.dtype}")

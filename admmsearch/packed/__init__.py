@@ -1,9 +1,10 @@
 """The packed model file (``.admm``): its coding rules, the storage accounting and the file.
 
 The storage accounting (:func:`model_storage`) counts the bits of every compressed weight by
-the coding rules; :func:`pack_model` writes exactly those bits, behind a header that says how to
-rebuild the network, and :func:`read_model_file` reads a file back with every check of
-``docs/FORMAT.md``. Implementation modules are private; this module names what is public.
+the coding rules; :func:`pack_model` writes exactly those bits, behind a header that says how
+to rebuild the network and records its graph (:class:`NetworkGraph`, traced by ``torch.fx``);
+:func:`read_model_file` reads a file back with every check of ``docs/FORMAT.md``.
+Implementation modules are private; this module names what is public.
 """
 
 from __future__ import annotations
@@ -24,18 +25,25 @@ from ._format import (
     read_packed,
     unpack_into,
 )
+from ._graph import ELEMENTWISE, GraphNode, NetworkGraph
+from ._graph_check import check_graph
 from ._streams import StreamMeta
+from ._tracing import trace_graph
 
 __all__ = [
+    "ELEMENTWISE",
     "FORMAT_VERSION",
     "MAGIC",
     "MAX_ENTRIES",
+    "GraphNode",
     "LayerStorage",
     "ModelMeta",
+    "NetworkGraph",
     "PackInfo",
     "PackedFile",
     "StorageReport",
     "StreamMeta",
+    "check_graph",
     "csr_layout",
     "distinct_values",
     "encode_model",
@@ -45,6 +53,7 @@ __all__ = [
     "pack_model",
     "read_model_file",
     "read_packed",
+    "trace_graph",
     "uniform_levels",
     "unpack_into",
 ]

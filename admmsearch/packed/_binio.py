@@ -36,6 +36,16 @@ class ByteWriter:
     def floats(self, values: Sequence[float]) -> None:
         self.put(f"{len(values)}f", *values)
 
+    def varint(self, value: int) -> None:
+        """An unsigned LEB128 integer below 2**32: 7 bits a byte, low first, bit 7 set on every
+        byte but the last (300 is ``ac 02``)."""
+        if not 0 <= value < 1 << 32:
+            raise ValueError(f"{value} does not fit an unsigned 32-bit varint")
+        while value >= 0x80:
+            self.buffer.append(value & 0x7F | 0x80)
+            value >>= 7
+        self.buffer.append(value)
+
 
 class ByteReader:
     """Reads fields from ``data[start:end]``; reading past ``end`` raises :class:`Malformed`."""
@@ -65,6 +75,18 @@ class ByteReader:
             return raw.decode()
         except UnicodeDecodeError as exc:
             raise Malformed(f"{what} is not UTF-8 ({exc.reason})") from None
+
+    def varint(self, what: str) -> int:
+        """An unsigned LEB128 integer of at most 5 bytes and below 2**32 (see ByteWriter)."""
+        value = 0
+        for shift in range(0, 35, 7):
+            byte = int(self.one("B", what))
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                if value >= 1 << 32:
+                    break
+                return value
+        raise Malformed(f"{what} is not a varint below 2**32")
 
     def floats(self, count: int, what: str) -> tuple[float, ...]:
         if count < 0 or self.pos + 4 * count > self.end:

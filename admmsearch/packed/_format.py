@@ -1,13 +1,14 @@
-"""The compressed model file (``.admm``, format 2): everything needed to predict from raw inputs.
+"""The compressed model file (``.admm``, format 3): everything needed to predict from raw inputs.
 
 Layout (all integers little-endian; ``docs/FORMAT.md`` gives every byte):
 
-* a 20-byte prefix: the magic ``b"ADMMPK"``, the format version (uint16, 2), the header's and
+* a 20-byte prefix: the magic ``b"ADMMPK"``, the format version (uint16, 3), the header's and
   the payload's byte lengths (uint32, uint64);
 * a compact binary header: how to rebuild the network (model name or ``module:function``, its
   arguments as JSON, class count, input shape, whether BatchNorm was folded), the input
-  normalisation, and one entry per state_dict tensor (key, dtype, shape, encoding and the counts
-  and widths of its stream, see :mod:`admmsearch.packed._streams`);
+  normalisation, one entry per state_dict tensor (key, dtype, shape, encoding and the counts
+  and widths of its stream, see :mod:`._streams`), and the network's graph as traced by
+  ``torch.fx`` (:mod:`._graph`), so that a runtime without Python runs it;
 * the payload: the tensors' streams in header order, each starting on a byte boundary; a
   compressible weight holds exactly ``LayerStorage.stored_bits`` bits, so the payload is
   ``StorageReport.model_stored_bits`` plus byte padding;
@@ -16,7 +17,8 @@ Layout (all integers little-endian; ``docs/FORMAT.md`` gives every byte):
 A reader checks, in order and before allocating any tensor: magic and version, the total length,
 the checksum, the header's fields and their consistency, every stream's length against the
 payload's, and a bound on the entries to decode; then each stream's index against its shape.
-Any failure is a :class:`PackError` naming the file and what is wrong.
+Any failure is a :class:`PackError` naming the file and what is wrong. Format 2 files (the
+same without the graph) are read too.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ from ..errors import PackError
 from ..normalise import Normalisation
 from ._accounting import StorageReport, model_storage
 from ._binio import ByteReader, ByteWriter, Malformed
+from ._graph import NetworkGraph
 from ._streams import StreamMeta, decode, encode
+from ._tracing import trace_graph
 
 __all__ = [
     "FORMAT_VERSION",
@@ -45,6 +49,7 @@ __all__ = [
     "ModelMeta",
     "PackInfo",
     "PackedFile",
+    "READ_VERSIONS",
     "encode_model",
     "load_state",
     "pack_model",
@@ -54,7 +59,9 @@ __all__ = [
 ]
 
 MAGIC = b"ADMMPK"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: The versions this reader reads: format 2 has no graph section.
+READ_VERSIONS = (2, 3)
 #: A reader decodes at most this many tensor entries (1 GiB of float32) unless told otherwise.
 MAX_ENTRIES = 1 << 28
 _PREFIX = struct.Struct("<6sHIQ")
@@ -99,7 +106,7 @@ class PackInfo:
 
 @dataclass(frozen=True)
 class PackedFile:
-    """A packed file read back: its meta, tensors, header entries and raw streams."""
+    """A packed file read back: its meta, tensors, header entries, raw streams and graph."""
 
     path: Path
     meta: ModelMeta
@@ -108,6 +115,8 @@ class PackedFile:
     blobs: dict[str, bytes]
     file_bytes: int
     header_bytes: int
+    graph: NetworkGraph = NetworkGraph.absent("")
+    version: int = FORMAT_VERSION
 
     @property
     def payload_bytes(self) -> int:
@@ -125,11 +134,29 @@ def encode_model(
 
     ``report``, the storage accounting of this model already made (by ``run_pipeline``), spares
     computing it again when it covers the same layers in the same index format; the streams
-    are still checked against it bit for bit.
+    are still checked against it bit for bit. The graph is traced from ``model`` for
+    ``meta.input_shape`` (:func:`~admmsearch.tracing.trace_graph`); a network that does not
+    trace is packed with the reason instead.
 
     Raises:
         PackError: the model still carries parametrizations, or a tensor cannot be stored.
     """
+    streams, report, keys = _encode_streams(model, layer_names, index_format, report)
+    meta = meta or ModelMeta()
+    header = _header(meta, [m for m, _ in streams], trace_graph(model, meta.input_shape, keys))
+    payload = b"".join(blob for _, blob in streams)
+    body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header), len(payload)) + header + payload
+    data = body + _CRC.pack(zlib.crc32(body))
+    return data, PackInfo(None, len(data), len(data) - len(payload), len(payload), report)
+
+
+def _encode_streams(
+    model: nn.Module,
+    layer_names: Sequence[str],
+    index_format: str,
+    report: StorageReport | None,
+) -> tuple[list[tuple[StreamMeta, bytes]], StorageReport, list[str]]:
+    """Every state_dict tensor's entry and stream, the accounting, the keys in order."""
     if any(parametrize.is_parametrized(module) for module in model.modules()):
         raise PackError(
             "model still carries parametrizations; call finalize(model) before packing"
@@ -147,11 +174,7 @@ def encode_model(
         raise PackError(f"cannot pack the model: {exc}") from exc
     if sum(m.bits for m, _ in streams if m.encoding != "raw") != report.stored_bits:
         raise PackError("packed bits differ from the storage accounting; please report this bug")
-    header = _header(meta or ModelMeta(), [m for m, _ in streams])
-    payload = b"".join(blob for _, blob in streams)
-    body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header), len(payload)) + header + payload
-    data = body + _CRC.pack(zlib.crc32(body))
-    return data, PackInfo(None, len(data), len(data) - len(payload), len(payload), report)
+    return streams, report, list(state)
 
 
 def pack_model(
@@ -189,9 +212,9 @@ def read_model_file(path: str | Path, max_entries: int = MAX_ENTRIES) -> PackedF
         data = path.read_bytes()
     except OSError as exc:
         raise PackError(f"cannot read packed model {path}: {exc}") from exc
-    header_end, payload_end = _check_prefix(path, data)
+    header_end, payload_end, version = _check_prefix(path, data)
     try:
-        meta, streams = _parse_header(ByteReader(data, _PREFIX.size, header_end))
+        meta, streams, graph = _parse_header(ByteReader(data, _PREFIX.size, header_end), version)
         _check_streams(streams, payload_end - header_end, max_entries)
     except (Malformed, ValueError) as exc:
         raise PackError(f"{path}: header is malformed: {exc}") from None
@@ -204,7 +227,9 @@ def read_model_file(path: str | Path, max_entries: int = MAX_ENTRIES) -> PackedF
             raise PackError(f"{path}: stream {stream.key!r} is malformed: {exc}") from None
         blobs[stream.key], offset = blob, offset + stream.nbytes
     header_bytes = len(data) - (payload_end - header_end)
-    return PackedFile(path, meta, state, tuple(streams), blobs, len(data), header_bytes)
+    return PackedFile(
+        path, meta, state, tuple(streams), blobs, len(data), header_bytes, graph, version
+    )
 
 
 def read_packed(path: str | Path, max_entries: int = MAX_ENTRIES) -> dict[str, Tensor]:
@@ -253,7 +278,7 @@ def _state_key(module_name: str, tensor_name: str) -> str:
 # --- the header ---
 
 
-def _header(meta: ModelMeta, streams: list[StreamMeta]) -> bytes:
+def _header(meta: ModelMeta, streams: list[StreamMeta], graph: NetworkGraph) -> bytes:
     out = ByteWriter()
     out.text(meta.model)
     out.text(json.dumps(dict(meta.kwargs), separators=(",", ":"), sort_keys=True))
@@ -269,10 +294,13 @@ def _header(meta: ModelMeta, streams: list[StreamMeta]) -> bytes:
     out.put("I", len(streams))
     for stream in streams:
         stream.write(out)
+    graph.write(out)
     return bytes(out.buffer)
 
 
-def _parse_header(src: ByteReader) -> tuple[ModelMeta, list[StreamMeta]]:
+def _parse_header(
+    src: ByteReader, version: int = FORMAT_VERSION
+) -> tuple[ModelMeta, list[StreamMeta], NetworkGraph]:
     model = src.text("the model name")
     try:
         kwargs = json.loads(src.text("the model arguments"))
@@ -288,12 +316,16 @@ def _parse_header(src: ByteReader) -> tuple[ModelMeta, list[StreamMeta]]:
     norm = _parse_normalisation(src)
     count = int(src.one("I", "the tensor count"))
     streams = [StreamMeta.read(src, f"tensor {i}") for i in range(count)]
+    graph = NetworkGraph.absent(f"format {version} files record no graph")
+    if version >= 3:
+        graph = NetworkGraph.read(src, count)
     if src.pos != src.end:
-        raise Malformed(f"{src.end - src.pos} bytes after the last tensor entry")
+        last = "graph" if version >= 3 else "last tensor entry"
+        raise Malformed(f"{src.end - src.pos} bytes after the {last}")
     if len({s.key for s in streams}) != len(streams):
         raise Malformed("a tensor key appears twice")
     meta = ModelMeta(model, kwargs, num_classes, tuple(input_shape), bool(flags & _FOLDED), norm)
-    return meta, streams
+    return meta, streams, graph
 
 
 def _parse_normalisation(src: ByteReader) -> Normalisation | None:
@@ -311,21 +343,23 @@ def _parse_normalisation(src: ByteReader) -> Normalisation | None:
         raise Malformed(str(exc)) from None
 
 
-def _check_prefix(path: Path, data: bytes) -> tuple[int, int]:
-    """Magic, version, lengths and checksum; returns where the header and payload end."""
+def _check_prefix(path: Path, data: bytes) -> tuple[int, int, int]:
+    """Magic, version, lengths and checksum; returns where the header and payload end, and the
+    version."""
     if data[: len(MAGIC)] != MAGIC:
         raise PackError(f"{path} is not a packed admmsearch model (bad magic {data[:8]!r})")
     if data[6:8] == b"01":
         raise PackError(
-            f"{path} is format 1 (an older admmsearch); this admmsearch reads format "
-            f"{FORMAT_VERSION}: pack the model again (admmsearch compress)"
+            f"{path} is format 1 (an older admmsearch); this admmsearch reads formats "
+            f"{' and '.join(map(str, READ_VERSIONS))}: pack the model again (admmsearch compress)"
         )
     if len(data) < _PREFIX.size + _CRC.size:
         raise PackError(f"{path} is truncated inside its {_PREFIX.size}-byte prefix")
     _, version, header_bytes, payload_bytes = _PREFIX.unpack_from(data)
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise PackError(
-            f"{path} has format version {version}; this admmsearch reads {FORMAT_VERSION}"
+            f"{path} has format version {version}; this admmsearch reads formats "
+            f"{' and '.join(map(str, READ_VERSIONS))}"
         )
     header_end = _PREFIX.size + header_bytes
     expected = header_end + payload_bytes + _CRC.size
@@ -338,7 +372,7 @@ def _check_prefix(path: Path, data: bytes) -> tuple[int, int]:
         raise PackError(
             f"{path} is damaged: checksum {computed:08x} does not match the stored {stored:08x}"
         )
-    return header_end, header_end + payload_bytes
+    return header_end, header_end + payload_bytes, version
 
 
 def _check_streams(streams: list[StreamMeta], payload_bytes: int, max_entries: int) -> None:
