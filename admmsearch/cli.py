@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,12 +31,13 @@ class _Group(click.Group):
     """Every error is one line on stderr, ``error: ...``, with a meaningful exit code:
     2 for a bad command line, study file, settings, data or a lookup that fails (every error
     before work starts); 1 for a failure while running (``AdmmSearchError.exit_code``); 130 for
-    Ctrl-C. ``--debug`` shows the traceback instead."""
+    Ctrl-C and 143 for SIGTERM, which stops the command as Ctrl-C does (a running trial is
+    ended as interrupted, its run KILLED). ``--debug`` shows the traceback instead."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _sigterm_interrupts():
                 warnings.showwarning = _show_warning
                 code = super().main(*args, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:  # bare `admmsearch`: its help
@@ -44,6 +48,9 @@ class _Group(click.Group):
             click.echo(f"error: {exc.format_message()}{hint}", err=True)
             sys.exit(exc.exit_code)
         except click.Abort:
+            if _TERMINATED:
+                click.echo("error: stopped by SIGTERM", err=True)
+                sys.exit(128 + signal.SIGTERM)
             click.echo("error: interrupted", err=True)
             sys.exit(130)
         sys.exit(code if isinstance(code, int) else 0)
@@ -75,6 +82,28 @@ class _Group(click.Group):
             message = redact_text(f"{type(exc).__name__}: {exc}", *urls)
             click.echo(f"error: {message} (run with --debug for the traceback)", err=True)
             sys.exit(1)
+
+
+_TERMINATED: list[int] = []  # the signal that stopped the command, if one did
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While a command runs, SIGTERM (``kill``, a container or job scheduler stopping it)
+    raises KeyboardInterrupt as Ctrl-C does, so the command ends what it runs cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        _TERMINATED.append(signum)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _show_warning(

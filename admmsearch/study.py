@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -197,6 +198,7 @@ def prepare(
             heartbeat_interval_s=w.heartbeat_interval_s,
             grace_period_s=w.grace_period_s,
             on_lost=LostTrials(tracker.end_trial_runs, w.max_retry),
+            patience_s=w.grace_period_s,
         )
         study = open_study(config, rdb)
         end_stale_runs(tracker, study)
@@ -316,7 +318,14 @@ def _queue_first_trials(ctx: StudyContext, seeds: Sequence[Seed] = ()) -> None:
 
 
 def update_front(ctx: StudyContext) -> None:
-    """Write the front (CSV, PNG, HTML) into the parent run; log front trials' packed models."""
+    """Write the front (CSV, PNG, HTML) into the parent run; log front trials' packed models.
+
+    Retried as a whole while the storage is unreachable (:class:`~admmsearch.outages.Retry`).
+    """
+    ctx.rdb.retry.call(lambda: _write_front(ctx), "front")
+
+
+def _write_front(ctx: StudyContext) -> None:
     frame = trials_frame(ctx.study, list(ctx.config.objectives))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -464,10 +473,27 @@ def _run_trial(ctx: StudyContext, objective: Objective, claimed: Claim) -> None:
     except BaseException:
         _fail_unless_finished(ctx, claimed)
         raise
-    if ctx.rdb.get_trial(claimed.trial_id).state.is_finished():
+    if not ctx.rdb.retry.call(lambda: _tell(ctx, claimed, values, state), "tell"):
         _taken_for_lost(ctx, claimed)
-        return
-    ctx.study.tell(trial, values, state=state)
+
+
+def _tell(
+    ctx: StudyContext,
+    claimed: Claim,
+    values: tuple[float, ...] | None,
+    state: optuna.trial.TrialState | None,
+) -> bool:
+    """Tell Optuna how the trial ended; False when another worker took it for lost meanwhile.
+
+    Safe to try again: a try whose answer was lost to an outage after it was stored is found
+    finished with this trial's own values.
+    """
+    stored = ctx.rdb.get_trial(claimed.trial_id)
+    if stored.state.is_finished():
+        mine = stored.state == (state or optuna.trial.TrialState.COMPLETE)
+        return mine and (values is None or stored.values == list(values))
+    ctx.study.tell(claimed.trial, values, state=state)
+    return True
 
 
 def _fail_unless_finished(ctx: StudyContext, claimed: Claim) -> None:
@@ -509,6 +535,7 @@ def _worker(
     """
     from .config import load_study
 
+    _interrupt_once()
     config = load_study(path)
     if device is not None:
         config = config.model_copy(update={"device": device})
@@ -521,7 +548,40 @@ def _worker(
         workdir=workdir,
         cache_dir=cache_dir,
     )
-    run_study(ctx, trials=trials, timeout=timeout, threads=threads, queue=False)
+    try:
+        run_study(ctx, trials=trials, timeout=timeout, threads=threads, queue=False)
+    except KeyboardInterrupt:  # its trial was ended as interrupted; no traceback
+        raise SystemExit(130) from None
+
+
+def _interrupt_once() -> None:
+    """In a worker process: the first SIGINT or SIGTERM raises KeyboardInterrupt, which ends
+    the running trial as interrupted (as Ctrl-C does); later ones, while it does, are ignored."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
+
+
+def _start_and_wait(workers: Sequence[Any]) -> None:
+    """Start the worker processes and wait for them; stopped (Ctrl-C, SIGTERM), stop them too:
+    each ends its running trial as interrupted."""
+    for w in workers:
+        w.start()
+    try:
+        for w in workers:
+            w.join()
+    except BaseException:
+        for w in workers:
+            if w.is_alive():
+                w.terminate()
+        for w in workers:
+            w.join()
+        raise
 
 
 def run_parallel(
@@ -562,10 +622,7 @@ def run_parallel(
     )
     placed = [(d, devices.count(d)) for d in devices] if devices else [(None, 1)] * jobs
     workers = [spawn.Process(target=_worker, args=(*args, *where)) for where in placed]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    _start_and_wait(workers)
     failed = [w.exitcode for w in workers if w.exitcode != 0]
     if failed:
         error = AdmmSearchError(f"{len(failed)} of {jobs} workers failed (exit codes {failed})")
