@@ -784,7 +784,7 @@ def predict(model_file: Path, data: Path, trust_code: bool, fmt: str) -> None:
     from .predict import load_model, read_arrays
 
     deployed = load_model(model_file, trust_code=trust_code)
-    x, y, keys = read_arrays(data)
+    x, y, keys = read_arrays(data, deployed.meta.num_classes or None)
     accuracy = deployed.accuracy(x, y)
     if fmt == "json":
         summary = {"model": str(model_file), "data": str(data), "arrays": list(keys)}

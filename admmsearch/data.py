@@ -36,6 +36,7 @@ __all__ = [
     "DataSplits",
     "RawData",
     "batches",
+    "check_arrays",
     "load_dataset",
 ]
 
@@ -318,6 +319,37 @@ def _labels(source: str, key: str, value: object, count: int) -> Tensor:
     if (array < 0).any():
         raise DatasetError(f"{source}: {key} has negative labels; use 0..num_classes-1")
     return torch.from_numpy(array.astype(np.int64))
+
+
+def check_arrays(
+    source: str,
+    x: object,
+    y: object,
+    keys: tuple[str, str] = ("x", "y"),
+    num_classes: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Inputs and labels from a user's file, checked as training data is: numeric, finite,
+    channels-first inputs and integer labels, one per input, in ``0 .. num_classes - 1``.
+
+    Args:
+        source: the file, for messages.
+        keys: the arrays' names in the file (``x_test``, ``y_test``), for messages.
+        num_classes: the model's class count, if known.
+
+    Returns:
+        The inputs as float32 ``(N, C, H, W)`` (or ``(N, D)``), the labels as int64 ``(N,)``.
+
+    Raises:
+        DatasetError: one line naming ``source``, the array and what is wrong.
+    """
+    inputs = _images(source, keys[0], x)
+    labels = _labels(source, keys[1], y, len(inputs))
+    if num_classes is not None and len(labels) and int(labels.max()) >= num_classes:
+        raise DatasetError(
+            f"{source}: {keys[1]} has label {int(labels.max())}, outside 0..{num_classes - 1} "
+            f"(the model's {num_classes} classes)"
+        )
+    return inputs, labels
 
 
 def _load_npz(path: Path) -> RawData:
