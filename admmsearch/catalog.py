@@ -18,7 +18,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from .config import StudyConfig, validate_study
-from .errors import ConfigError, StoreError, StudyNotFoundError
+from .errors import ConfigError, StoreError, StudyNotFoundError, quote
 from .fields import report_errors
 from .front import front_frame
 from .record import Metric, StudyAttr, TrialAttr, kib
@@ -90,14 +90,14 @@ def open_existing(
     if name not in names:
         there = ", ".join(names) if names else "none"
         raise StudyNotFoundError(
-            f"no study named {name!r} in storage {redact_url(url)} (studies there: {there})"
+            f"no study named {quote(name)} in storage {redact_url(url)} (studies there: {there})"
         )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=name, storage=url)
     recorded = study.user_attrs.get(StudyAttr.CONFIG)
     if recorded is None:
         raise StudyNotFoundError(
-            f"study {name!r} in {redact_url(url)} was not made by "
+            f"study {quote(name)} in {redact_url(url)} was not made by "
             "admmsearch (it has no recorded study file)"
         )
     config = file_config or _recorded_config(name, recorded)
@@ -115,7 +115,7 @@ def _recorded_config(name: str, recorded: Any) -> StudyConfig:
     try:
         return StudyConfig.model_validate(recorded)
     except ValidationError as exc:
-        problems = report_errors(f"study {name!r}: its recorded study file", exc)
+        problems = report_errors(f"study {quote(name)}: its recorded study file", exc)
         raise ConfigError(
             f"{problems.splitlines()[0]} (recorded by an older admmsearch; name the study by "
             "its study file, updated, instead of by its name)"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import field_validator, model_validator
 
-from .errors import ConstraintError, LayerError
+from .errors import ConstraintError, LayerError, quote
 from .fields import Bits, Clusters, Fraction, FrozenModel, StrictBool
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ class Plan(FrozenModel):
         for name in self.layers:
             if name not in valid:
                 raise LayerError(
-                    f"plan names layer {name!r}, which is not a compressible layer; "
+                    f"plan names layer {quote(name)}, which is not a compressible layer; "
                     f"valid: {', '.join(valid)}"
                 )
         for name, size in (numel or {}).items():
