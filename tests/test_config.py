@@ -475,3 +475,24 @@ def test_every_wrong_enqueued_name_is_named() -> None:
         "enqueue[0].keep.conv9: is not a parameter; enqueue[0].bits.fc9: is not a parameter; "
         "searched: keep.conv1, "
     )
+
+
+@pytest.mark.parametrize(
+    ("knob", "expected"),
+    [
+        (
+            {"keep": {"low": 0.02, "high": 1.0, "step": 0.05}},
+            "search.keep: high 1.0 is not low + k * step (0.02 + k * 0.05); "
+            "use high 0.97 or low 0.05",
+        ),
+        (
+            {"admm_epochs": {"low": 1, "high": 10, "step": 2}},
+            "search.admm_epochs: high 10 is not low + k * step (1 + k * 2); use high 9 or low 2",
+        ),
+    ],
+)
+def test_a_step_that_does_not_divide_its_range_is_refused(
+    tmp_path: Path, knob: dict[str, Any], expected: str
+) -> None:
+    """cases/39: Optuna lowered high to the last step below it, warning once per trial."""
+    assert rejected(tmp_path, study(search=knob)).endswith(expected)
