@@ -37,6 +37,7 @@ from .admm import Residuals
 from .config import StudyConfig, dense_settings
 from .data import DataSplits
 from .errors import AdmmSearchWarning, ConfigError, DivergenceError
+from .fold import remove_reparametrizations
 from .hooks import load_recipe
 from .models import create_model
 from .packing import ModelMeta, encode_model
@@ -87,15 +88,24 @@ class DenseModel:
     seconds: float = 0.0
 
 
-def build_model(config: StudyConfig, data: DataSplits) -> nn.Module:
-    """The study's model, freshly initialised with the study seed, for ``data``'s shape."""
+def build_model(config: StudyConfig, data: DataSplits, *, plain: bool = True) -> nn.Module:
+    """The study's model, freshly initialised with the study seed, for ``data``'s shape.
+
+    ``plain``: weight reparametrizations (weight or spectral norm) replaced by plain weights
+    (:func:`admmsearch.fold.remove_reparametrizations`), the form the dense model's state is
+    kept in and trials compress; False gives the model as written, which the dense model
+    trains as and a ``dense.checkpoint`` was saved from.
+    """
     torch.manual_seed(config.seed)
-    return create_model(
+    model = create_model(
         config.model.name,
         num_classes=data.num_classes,
         input_shape=data.input_shape,
         **config.model.kwargs,
     )
+    if plain:
+        remove_reparametrizations(model)
+    return model
 
 
 def packed_meta(
@@ -128,7 +138,7 @@ def dense_model(
         DivergenceError: the dense training diverged; the message names ``dense.train.lr``.
     """
     start = time.perf_counter()
-    model = build_model(config, data).to(config.device)
+    model = build_model(config, data, plain=False).to(config.device)
     if config.dense.checkpoint:
         path, trained = Path(config.dense.checkpoint), False
         model.load_state_dict(read_checkpoint(path, model))
@@ -143,6 +153,7 @@ def dense_model(
                 _save_atomic(model.state_dict(), path)
             else:
                 model.load_state_dict(state)
+    remove_reparametrizations(model)  # the state trials load: plain weights
     d = data.to(config.device)
     _, packed = encode_model(model, layers, meta=packed_meta(config, data))
     return DenseModel(

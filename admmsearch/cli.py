@@ -449,7 +449,7 @@ def run(
             )
         finally:
             bar.close()
-    _print_front(study, list(config.objectives))
+    _print_front(study, config)
 
 
 @main.command()
@@ -576,7 +576,7 @@ def show(study: str, storage: str | None, tracking_uri: str | None) -> None:
         click.echo(f"{key:<{width}}  {value}")
     table = front_table(opened.study, list(opened.config.objectives))
     click.echo("")
-    click.echo("Pareto front:" if not table.empty else "Pareto front: no feasible trial yet")
+    click.echo("Pareto front:" if not table.empty else f"Pareto front: {_no_front(opened)}")
     if not table.empty:
         click.echo(table.to_string(index=False))
     failures = failed_trials(opened.study)
@@ -607,7 +607,7 @@ def pareto(
 ) -> None:
     """The Pareto front of STUDY (validation accuracy against the packed file's size)."""
     from .catalog import open_existing
-    from .front import FRONT_SUFFIXES, front_table, write_front
+    from .front import FRONT_SUFFIXES, write_front
 
     if out is not None and out.suffix not in FRONT_SUFFIXES:
         raise click.BadParameter(
@@ -617,15 +617,14 @@ def pareto(
     _check_out_folder(out)
     opened = open_existing(study, storage=storage, tracking_uri=tracking_uri)
     if out is not None:
-        written = write_front(opened.study, out, list(opened.config.objectives))
+        written = write_front(
+            opened.study, out, list(opened.config.objectives), opened.config.constraints
+        )
         names = " and ".join(str(p) for p in written.paths)
         trials = "" if out.suffix in (".png", ".html") else f" ({written.trials} trials)"
         click.echo(f"wrote {names}{trials}")
         return
-    table = front_table(opened.study, list(opened.config.objectives))
-    if table.empty:
-        raise NoTrialError(f"study {opened.config.name!r} has no feasible completed trial yet")
-    _echo_frame(table, fmt)
+    _echo_frame(_front_or_closest(opened), fmt)
 
 
 @main.command()
@@ -670,6 +669,7 @@ def export(
 
     if (number is None) == (policy is None):
         raise click.UsageError("give exactly one of --trial N and --policy")
+    _check_out_folder(out)
     opened = open_existing(study, storage=storage, tracking_uri=tracking_uri)
     bits = None if max_storage_kib is None else max_storage_kib * BITS_PER_KIB
     trial, why = choose_trial(
@@ -690,6 +690,39 @@ def export(
     )
 
 
+def _no_front(opened) -> str:
+    """Why ``show`` has no front to print: the constraints no trial meets, else no completed
+    trial (``yet`` only while the study has budget left)."""
+    from .catalog import study_budget, study_state
+    from .feasibility import infeasible_note
+
+    study, config = opened.study, opened.config
+    if note := infeasible_note(study, config.constraints):
+        return f"none: {note}"
+    spent = study_state(study, study_budget(study, config.budget.trials)) == "finished"
+    return "none: no trial completed" if spent else "no feasible trial yet"
+
+
+def _front_or_closest(opened):
+    """The front; when no completed trial is feasible, every completed trial, the closest to
+    the constraints first, with a warning line naming what they break.
+
+    Raises:
+        NoTrialError: no trial completed.
+    """
+    from .feasibility import infeasible_note
+    from .front import closest_table, front_table
+
+    table = front_table(opened.study, list(opened.config.objectives))
+    if not table.empty:
+        return table
+    note = infeasible_note(opened.study, opened.config.constraints)
+    if note is None:
+        raise NoTrialError(f"study {opened.config.name!r} has no completed trial")
+    click.echo(f"warning: {note}; listed: every completed trial, the closest first", err=True)
+    return closest_table(opened.study, list(opened.config.objectives), opened.config.constraints)
+
+
 def _frame_text(frame, fmt: str) -> str:
     if fmt == "csv":
         return frame.to_csv(index=False)
@@ -702,12 +735,13 @@ def _echo_frame(frame, fmt: str) -> None:
     click.echo(_frame_text(frame, fmt), nl=False)
 
 
-def _print_front(study, objectives: list[str]) -> None:
+def _print_front(study, config) -> None:
+    from .feasibility import infeasible_note
     from .front import front_table
 
-    table = front_table(study, objectives)
+    table = front_table(study, list(config.objectives))
     if table.empty:
-        click.echo("no feasible finished trial yet")
+        click.echo(infeasible_note(study, config.constraints) or "no trial completed")
         return
     click.echo(f"Pareto front of {study.study_name} ({len(table)} trials):")
     click.echo(table.to_string(index=False))

@@ -30,7 +30,7 @@ from .admm import AdmmState, Residuals
 from .constraints import Constraint, nearest_codes
 from .data import DataSplits
 from .errors import DivergenceError
-from .fold import Folding, fold_batchnorm
+from .fold import Folding, fold_batchnorm, remove_reparametrizations
 from .hooks import load_recipe
 from .masking import Quantized, finalize, mask_of, prune_, quantize_
 from .models import compressible_layers, output_channels, uncompressed_layers
@@ -148,7 +148,10 @@ class _Run:
         self.kept_accuracy: float | None = None  # its validation accuracy, known already
 
     def fold(self) -> None:
-        """Fold BatchNorm into the convolutions, if the settings ask for it."""
+        """Make weight reparametrizations plain weights (they would clash with the masks, and
+        the effective weight is what is stored), then fold BatchNorm into the convolutions, if
+        the settings ask for it."""
+        remove_reparametrizations(self.model)
         if self.s.fold_batchnorm:
             self.folding = fold_batchnorm(self.model)
 

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from .data import check_arrays
 from .errors import AdmmSearchError, DatasetError, PackError
-from .fold import fold_batchnorm
+from .fold import fold_batchnorm, remove_reparametrizations
 from .models import MODELS, create_model
 from .packing import MAX_ENTRIES, ModelMeta, PackedFile, load_state, read_model_file
 
@@ -111,6 +111,7 @@ def rebuild(meta: ModelMeta, path: str | Path, *, trust_code: bool = False) -> n
         )
     except AdmmSearchError as exc:
         raise PackError(f"{path}: cannot rebuild its network {name!r}: {exc}") from None
+    remove_reparametrizations(model)  # packed: the plain weights they computed
     if meta.folded:
         folding = fold_batchnorm(model)
         if folding.skipped:

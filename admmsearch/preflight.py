@@ -170,7 +170,7 @@ def check_checkpoint(config: StudyConfig, data: DataSplits) -> None:
     """
     if config.dense.checkpoint:
         with torch.random.fork_rng(devices=[]):
-            model = build_model(config, data)
+            model = build_model(config, data, plain=False)
         read_checkpoint(Path(config.dense.checkpoint), model)
 
 

@@ -392,6 +392,7 @@ def run_study(
         seeds = study_seeds(ctx)
         with ctx.lock:
             _queue_first_trials(ctx, seeds)
+    _note_budget(ctx, budget)
     remaining = None if budget is None else max(0, budget - finished_count(ctx.study))
     if remaining == 0:
         _mark_parent(ctx, budget)
@@ -423,6 +424,13 @@ def run_study(
     _mark_parent(ctx, budget)
     _note_timeout(ctx, budget, timeout, deadline)
     return ctx.study
+
+
+def _note_budget(ctx: StudyContext, budget: int | None) -> None:
+    """Record the budget this run works to (``--trials`` may raise the file's on resume), for
+    ``show`` and ``list``."""
+    if ctx.study.user_attrs.get(StudyAttr.BUDGET) != budget:
+        ctx.study.set_user_attr(StudyAttr.BUDGET, budget)
 
 
 def _note_timeout(

@@ -109,6 +109,15 @@ def garbage(path: Path) -> None:
     path.write_bytes(b"PK\x03\x04 this is not a zip archive at all" * 3)
 
 
+def alias_bomb(path: Path) -> None:
+    """cases/30: 9 ** 8 strings in ``layers`` from a few lines of YAML anchors and aliases."""
+    lines = ["name: bomb", "model: digits-cnn", "dataset: digits", "anchors:"]
+    lines.append("  x0: &a0 [" + ",".join(['"lol"'] * 9) + "]")
+    for i in range(1, 9):
+        lines.append(f"  x{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]")
+    path.write_text("\n".join([*lines, "layers: *a8", ""]))
+
+
 def binary(path: Path) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
 
@@ -295,6 +304,37 @@ CASES: dict[str, tuple[dict[str, str | Callable[[Path], None]], list[str], str]]
         {},
         ["compress", "--out", "nofolder/model.admm"],
         "folder nofolder does not exist",
+    ),
+    "storage-is-a-text-file": (
+        {"notes.db": "hello\n", "s.yaml": study_yaml()},
+        ["list", "--storage", "sqlite:///notes.db"],
+        "storage sqlite:///notes.db: cannot read it (file is not a database)",
+    ),
+    "export-out-folder-missing": (
+        {},
+        ["export", "good", "--trial", "0", "--out", "nofolder/best.yaml"],
+        "folder nofolder does not exist",
+    ),
+    # --- cases/30, /39 and the smaller faults of issue 19 ---
+    "yaml-alias-bomb": (
+        {"s.yaml": alias_bomb},
+        ["run", "s.yaml"],
+        "s.yaml: its aliases (*name) expand it to more than 100,000 values",
+    ),
+    "step-does-not-divide-the-range": (
+        {"s.yaml": study_yaml(search={"keep": {"low": 0.02, "high": 1.0, "step": 0.05}})},
+        ["run", "s.yaml"],
+        "search.keep: high 1.0 is not low + k * step (0.02 + k * 0.05); use high 0.97 or low 0.05",
+    ),
+    "objective-unknown": (
+        {"s.yaml": study_yaml(objectives=["accuracy"])},
+        ["run", "s.yaml"],
+        "s.yaml: objectives[0]: must be one of val_accuracy, ",
+    ),
+    "enqueue-two-wrong-names": (
+        {"s.yaml": study_yaml(enqueue=[{"keep.conv9": 0.5, "bits.fc9": 4}])},
+        ["run", "s.yaml"],
+        "enqueue[0].bits.fc9: is not a parameter; enqueue[0].keep.conv9: is not a parameter",
     ),
     "reused-name-other-objectives": (
         {"s.yaml": study_yaml(name="good", objectives=["val_accuracy"])},
