@@ -10,6 +10,7 @@ run exactly the budget, and a trial whose worker dies is failed and run again (s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -28,7 +29,8 @@ from tqdm.auto import tqdm
 from .config import StudyConfig, check_layers, normalise_enqueue
 from .data import DataSplits, load_dataset
 from .devices import share_device
-from .errors import AdmmSearchError, DivergenceError
+from .errors import AdmmSearchError, DivergenceError, StoreError
+from .failures import FailureStreak
 from .front import plot_front, trials_frame
 from .models import uncompressed_layers
 from .objective import DenseModel, Objective, build_model, collapsed, dense_model
@@ -394,12 +396,18 @@ def run_study(
             _queue_first_trials(ctx, seeds)
     _note_budget(ctx, budget)
     remaining = None if budget is None else max(0, budget - finished_count(ctx.study))
-    if remaining == 0:
-        _mark_parent(ctx, budget)
-        return ctx.study
-    ctx.tracker.set_status(ctx.parent_run, "RUNNING")
-    bar = tqdm(total=remaining, desc=ctx.config.name, unit="trial", disable=not progress)
-    objective = Objective(
+    if remaining != 0:
+        ctx.tracker.set_status(ctx.parent_run, "RUNNING")
+        bar = tqdm(total=remaining, desc=ctx.config.name, unit="trial", disable=not progress)
+        with contextlib.closing(bar):
+            _run_trials(ctx, _objective(ctx, on_epoch), budget, deadline, bar)
+    _mark_parent(ctx, budget)
+    _note_timeout(ctx, budget, timeout, deadline)
+    return ctx.study
+
+
+def _objective(ctx: StudyContext, on_epoch: Callable[[str, int, float], None] | None) -> Objective:
+    return Objective(
         ctx.config,
         ctx.layers,
         ctx.data,
@@ -409,21 +417,24 @@ def run_study(
         ctx.workdir / "models" / ctx.config.name,
         on_epoch,
     )
+
+
+def _run_trials(
+    ctx: StudyContext, objective: Objective, budget: int | None, deadline: float | None, bar: Any
+) -> None:
+    """Claim and run trials until none is left to claim; stop when errors repeat
+    (:class:`~admmsearch.failures.FailureStreak`)."""
     poll_s = min(ctx.config.workers.heartbeat_interval_s, _POLL_S)
-    try:
-        while (
-            claimed := claim(
-                ctx.study, ctx.rdb, ctx.lock, budget=budget, deadline=deadline, poll_s=poll_s
-            )
-        ) is not None:
-            _run_trial(ctx, objective, claimed)
-            bar.update(1)
-            update_front(ctx)
-    finally:
-        bar.close()
-    _mark_parent(ctx, budget)
-    _note_timeout(ctx, budget, timeout, deadline)
-    return ctx.study
+    streak = FailureStreak()
+    while (
+        claimed := claim(
+            ctx.study, ctx.rdb, ctx.lock, budget=budget, deadline=deadline, poll_s=poll_s
+        )
+    ) is not None:
+        error = _run_trial(ctx, objective, claimed)
+        bar.update(1)
+        update_front(ctx)
+        streak.record(claimed.trial.number, error)
 
 
 def _note_budget(ctx: StudyContext, budget: int | None) -> None:
@@ -460,13 +471,15 @@ def _mark_parent(ctx: StudyContext, budget: int | None) -> None:
     ctx.tracker.set_status(ctx.parent_run, "FINISHED" if done else "RUNNING")
 
 
-def _run_trial(ctx: StudyContext, objective: Objective, claimed: Claim) -> None:
-    """Run one claimed trial with heartbeats and tell Optuna how it ended.
+def _run_trial(ctx: StudyContext, objective: Objective, claimed: Claim) -> Exception | None:
+    """Run one claimed trial with heartbeats and tell Optuna how it ended; returns the error it
+    failed with, if any.
 
-    Diverged trials fail (with ``fail_reason``) and the study goes on; anything else that
-    escapes the objective (Ctrl-C, a bug) fails the trial and is raised again.
+    Diverged trials fail (with ``fail_reason``) and count; a trial that fails with an error
+    (:mod:`admmsearch.failures`) fails without counting; the study goes on after both. A
+    storage or tracking failure, Ctrl-C or SIGTERM fails the trial and is raised again.
     """
-    trial, state = claimed.trial, None
+    trial, state, error = claimed.trial, None, None
     values: tuple[float, ...] | None = None
     try:
         with Heartbeat(ctx.rdb, claimed.trial_id, ctx.config.workers.heartbeat_interval_s):
@@ -477,12 +490,19 @@ def _run_trial(ctx: StudyContext, objective: Objective, claimed: Claim) -> None:
         state = optuna.trial.TrialState.FAIL
     except optuna.exceptions.UpdateFinishedTrialError:
         _taken_for_lost(ctx, claimed)
-        return
+        return None
+    except StoreError:
+        _fail_unless_finished(ctx, claimed)
+        raise
+    except Exception as exc:  # an error: the trial fails without counting, the study goes on
+        state, error = optuna.trial.TrialState.FAIL, exc
+        trial.set_user_attr(TrialAttr.INTERRUPTED, True)
     except BaseException:
         _fail_unless_finished(ctx, claimed)
         raise
     if not ctx.rdb.retry.call(lambda: _tell(ctx, claimed, values, state), "tell"):
         _taken_for_lost(ctx, claimed)
+    return error
 
 
 def _tell(
