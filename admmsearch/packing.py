@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from .binio import ByteReader, ByteWriter, Malformed
+from .coding import FLOAT_BITS
 from .errors import PackError
 from .normalise import Normalisation
 from .storage import StorageReport, model_storage
@@ -50,6 +51,7 @@ __all__ = [
     "pack_model",
     "read_model_file",
     "read_packed",
+    "smallest_file_bits",
     "unpack_into",
 ]
 
@@ -152,6 +154,32 @@ def encode_model(
     body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header), len(payload)) + header + payload
     data = body + _CRC.pack(zlib.crc32(body))
     return data, PackInfo(None, len(data), len(data) - len(payload), len(payload), report)
+
+
+def smallest_file_bits(
+    model: nn.Module, layer_names: Sequence[str], meta: ModelMeta | None = None
+) -> int:
+    """A lower bound, in bits, on the packed file of any compression of ``model`` with
+    ``layer_names``' weights compressed: the prefix, the header with every compressed weight's
+    entry at its shortest (dense, raw coding: no codebook, grid or index fields), the checksum,
+    every other tensor raw, and at least 32 bits per compressed weight (one float32 value,
+    quantization scale or codebook entry, before byte padding).
+
+    >>> from torch import nn
+    >>> layer = nn.Linear(4, 2)
+    >>> smallest_file_bits(layer, [""]), 8 * encode_model(layer, [""])[1].file_bytes
+    (696, 920)
+    """
+    state = model.state_dict()
+    compressed = {_state_key(name, "weight") for name in layer_names}
+    entries = [
+        StreamMeta(key, t.dtype, tuple(t.shape), "dense" if key in compressed else "raw")
+        for key, t in state.items()
+    ]
+    header = _header(meta or ModelMeta(), entries)
+    raw = sum(t.numel() * t.element_size() for k, t in state.items() if k not in compressed)
+    fixed = _PREFIX.size + len(header) + raw + _CRC.size
+    return 8 * fixed + FLOAT_BITS * len(compressed & state.keys())
 
 
 def pack_model(

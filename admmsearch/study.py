@@ -36,11 +36,12 @@ from .models import uncompressed_layers
 from .objective import DenseModel, Objective, build_model, collapsed, dense_model
 from .preflight import (
     check_checkpoint,
+    check_constraints,
     check_device,
     check_model,
     check_reuse,
     check_splits,
-    check_store_folder,
+    check_stores,
 )
 from .record import DenseFigures, Metric, StudyAttr, TrialAttr
 from .sampling import PerTrialSampler
@@ -60,6 +61,7 @@ from .workers import (
 __all__ = [
     "TIMEOUT_ATTR",
     "StudyContext",
+    "cache_setting",
     "end_stale_runs",
     "finished_count",
     "make_sampler",
@@ -98,6 +100,15 @@ def resolve_cache_dir(
     else ``cache/`` in the work directory."""
     path = override or config.workers.cache_dir or os.environ.get("ADMMSEARCH_CACHE_DIR")
     return Path(path) if path else Path(workdir) / "cache"
+
+
+def cache_setting(config: StudyConfig, override: str | Path | None) -> str:
+    """Which setting chose the cache folder (see :func:`resolve_cache_dir`), for messages."""
+    if override:
+        return "--cache-dir"
+    if config.workers.cache_dir:
+        return "workers.cache_dir"
+    return "$ADMMSEARCH_CACHE_DIR" if os.environ.get("ADMMSEARCH_CACHE_DIR") else "the default"
 
 
 def make_sampler(config: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
@@ -173,13 +184,11 @@ def prepare(
     """Check everything checkable, get the (cached) dense model, then open the study and its
     parent run.
 
-    Nothing is created before the checks of :mod:`admmsearch.preflight` pass (stores' folders,
-    device, data, model, checkpoint, a reused study name) and the dense model is known to learn,
-    so a start that fails leaves no study, run or folder behind. The parent run gets
-    ``layers.json``: the compressed layers and the modules with a weight that stay uncompressed
-    (also in ``StudyContext.uncompressed``). Workers starting together create the tables, the
-    study, the MLflow experiment and the parent run once: they take turns under the storage
-    lock.
+    Nothing is created before the checks of :mod:`admmsearch.preflight` pass and the dense model
+    is known to learn, so a start that fails leaves no study, run or folder behind. The parent
+    run gets ``layers.json``: the compressed layers and the modules with a weight that stay
+    uncompressed (also in ``StudyContext.uncompressed``). Workers starting together create the
+    tables, the study, the experiment and the parent run once, in turn under the storage lock.
 
     Raises:
         AdmmSearchError: a check failed; the message names the setting, file or store.
@@ -187,38 +196,65 @@ def prepare(
     check_layers(config, layers)  # done by validate_study; again for library callers
     config = normalise_enqueue(config, layers)
     storage = resolve_storage(config, storage)
-    data = _checked_data(config, layers, storage, tracking_uri)
     cache = resolve_cache_dir(config, cache_dir, workdir)
+    folders = {
+        f"cache folder {cache} ({cache_setting(config, cache_dir)})": cache,
+        f"work folder {workdir}": Path(workdir),
+    }
+    data = _checked_data(config, layers, storage, tracking_uri, folders)
     dense = dense_model(config, data, cache, layers)
     _check_dense_learns(config, data, dense)
-    uncompressed = uncompressed_layers(build_model(config, data), layers)
-    lock, w = StorageLock(storage), config.workers
+    unused = uncompressed_layers(build_model(config, data), layers)
+    lock = StorageLock(storage)
     with lock:
-        tracker = Tracker(resolve_tracking(config, tracking_uri), config.name)
-        rdb = make_storage(
-            storage,
-            heartbeat_interval_s=w.heartbeat_interval_s,
-            grace_period_s=w.grace_period_s,
-            on_lost=LostTrials(tracker.end_trial_runs, w.max_retry),
-            patience_s=w.grace_period_s,
-        )
-        study = open_study(config, rdb)
-        end_stale_runs(tracker, study)
-        check_reuse(config, layers, storage, study)  # again: another start may have won the race
-        # What `show`, `pareto` and `export` need to read the study back by its name alone.
-        study.set_user_attr(StudyAttr.CONFIG, config.resolved_dict())
-        study.set_user_attr(StudyAttr.LAYERS, list(layers))
-        parent = tracker.study_run(
-            config.resolved_dict(), study.user_attrs.get(StudyAttr.MLFLOW_PARENT_RUN_ID)
-        )
-        study.set_user_attr(StudyAttr.MLFLOW_PARENT_RUN_ID, parent)
+        tracker, rdb, study, parent = _open_stores(config, layers, storage, tracking_uri)
+    _record_dense(study, tracker, parent, dense, {"compressed": layers, "uncompressed": unused})
+    here = (data, dense, Path(workdir), cache, lock, rdb, unused)
+    return StudyContext(config, layers, study, storage, tracker, parent, *here)
+
+
+def _open_stores(
+    config: StudyConfig, layers: list[str], storage: str, tracking_uri: str | None
+) -> tuple[Tracker, optuna.storages.RDBStorage, optuna.Study, str]:
+    """The MLflow experiment (first: a store that refuses it leaves no study behind), the
+    Optuna study and the parent run. Call it holding the storage lock."""
+    w = config.workers
+    tracker = Tracker(resolve_tracking(config, tracking_uri), config.name)
+    rdb = make_storage(
+        storage,
+        heartbeat_interval_s=w.heartbeat_interval_s,
+        grace_period_s=w.grace_period_s,
+        on_lost=LostTrials(tracker.end_trial_runs, w.max_retry),
+        patience_s=w.grace_period_s,
+    )
+    study = open_study(config, rdb)
+    end_stale_runs(tracker, study)
+    check_reuse(config, layers, storage, study)  # again: another start may have won the race
+    # What `show`, `pareto` and `export` need to read the study back by its name alone.
+    study.set_user_attr(StudyAttr.CONFIG, config.resolved_dict())
+    study.set_user_attr(StudyAttr.LAYERS, list(layers))
+    parent = tracker.study_run(
+        config.resolved_dict(), study.user_attrs.get(StudyAttr.MLFLOW_PARENT_RUN_ID)
+    )
+    study.set_user_attr(StudyAttr.MLFLOW_PARENT_RUN_ID, parent)
+    return tracker, rdb, study, parent
+
+
+def _record_dense(
+    study: optuna.Study,
+    tracker: Tracker,
+    parent: str,
+    dense: DenseModel,
+    layers: dict[str, Any],
+) -> None:
+    """The dense model's figures on the study and its parent run, with ``layers.json``."""
     figures = DenseFigures(
         val_accuracy=dense.val_accuracy,
         test_accuracy=dense.test_accuracy,
         storage_bits=dense.storage_bits,
     )
     study.set_user_attr(StudyAttr.DENSE, figures)
-    tracker.log_dict(parent, {"compressed": layers, "uncompressed": uncompressed}, "layers.json")
+    tracker.log_dict(parent, layers, "layers.json")
     tracker.log(
         parent,
         metrics={
@@ -226,21 +262,6 @@ def prepare(
             Metric.DENSE_TEST_ACCURACY: dense.test_accuracy,
             "dense_storage_bits": dense.storage_bits,
         },
-    )
-    return StudyContext(
-        config,
-        layers,
-        study,
-        storage,
-        tracker,
-        parent,
-        data,
-        dense,
-        Path(workdir),
-        cache,
-        lock,
-        rdb,
-        uncompressed,
     )
 
 
@@ -258,19 +279,21 @@ def end_stale_runs(tracker: Tracker, study: optuna.Study) -> int:
 
 
 def _checked_data(
-    config: StudyConfig, layers: list[str], storage: str, tracking_uri: str | None
+    config: StudyConfig,
+    layers: list[str],
+    storage: str,
+    tracking_uri: str | None,
+    folders: dict[str, Path],
 ) -> DataSplits:
     """Run the checks of :mod:`admmsearch.preflight` in order; returns the loaded data."""
-    check_store_folder(storage, "storage")
-    given = tracking_uri or config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if given:  # the default, mlruns/ in the current folder, is made when needed
-        check_store_folder(given, "tracking URI")
+    check_stores(config, storage, tracking_uri, folders)
     check_device(config.device)
     d = config.dataset
     data = load_dataset(d.name, seed=config.seed, **d.load_options())
     check_splits(config, data)
     check_model(config, data)
     check_checkpoint(config, data)
+    check_constraints(config, data, layers)
     check_reuse(config, layers, storage)
     return data
 

@@ -45,6 +45,7 @@ __all__ = [
     "TRIAL_TAG",
     "Tracker",
     "artifact_root",
+    "check_experiment",
     "default_tracking_uri",
     "mlflow_key",
     "search_runs",
@@ -152,6 +153,43 @@ def _tracking_error(uri: str, exc: Exception) -> TrackingError:
     return TrackingError(f"tracking URI {where}: {text}")
 
 
+def check_experiment(uri: str, study_name: str) -> None:
+    """Refuse, before anything is created, a study whose MLflow experiment (named after it) is
+    deleted: MLflow keeps a deleted experiment's name and refuses new runs in it. An SQLite
+    store that does not exist yet is not created by looking.
+
+    Raises:
+        TrackingError: the experiment is deleted (the message names it, the store and the ways
+            out), or the store cannot be read.
+    """
+    import mlflow
+    import requests
+    from mlflow.tracking import MlflowClient
+
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
+        return
+    set_mlflow_defaults()
+    try:
+        found = MlflowClient(uri).get_experiment_by_name(study_name)
+    except (mlflow.exceptions.MlflowException, requests.exceptions.RequestException) as exc:
+        raise _tracking_error(uri, exc) from None
+    if found is not None:
+        _refuse_deleted(uri, found)
+
+
+def _refuse_deleted(uri: str, experiment: Any) -> None:
+    if experiment.lifecycle_stage != "deleted":
+        return
+    where, number = redact_url(uri), experiment.experiment_id
+    raise TrackingError(
+        f"tracking URI {where}: this study's MLflow experiment {experiment.name!r} (id {number}) "
+        "was deleted, and MLflow keeps a deleted experiment's name; restore it (mlflow "
+        f"experiments restore --experiment-id {number}), remove it for good (mlflow gc "
+        f"--backend-store-uri {where} --experiment-ids {number}), or give the study another "
+        "name: or tracking URI"
+    )
+
+
 def default_tracking_uri(root: str | Path = "mlruns") -> str:
     """The embedded store: an SQLite file in ``root`` (MLflow 3 retired the plain file store)."""
     root = Path(root).resolve()
@@ -190,9 +228,14 @@ class Tracker:
         self.experiment_id = self._experiment()
 
     def _experiment(self) -> str:
-        """The study's experiment; a worker that loses the race to create it takes the winner's."""
+        """The study's experiment; a worker that loses the race to create it takes the winner's.
+
+        Raises:
+            TrackingError: the experiment of that name is deleted (see :func:`check_experiment`).
+        """
         found = self.client.get_experiment_by_name(self.study_name)
         if found is not None:
+            _refuse_deleted(self.uri, found)
             return found.experiment_id
         import mlflow
 

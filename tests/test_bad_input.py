@@ -336,6 +336,50 @@ CASES: dict[str, tuple[dict[str, str | Callable[[Path], None]], list[str], str]]
         ["run", "s.yaml"],
         "enqueue[0].bits.fc9: is not a parameter; enqueue[0].keep.conv9: is not a parameter",
     ),
+    # --- cases/31, /37: stores that clash, a constraint no trial can meet ---
+    "tracking-uri-is-the-storage": (
+        {"s.yaml": study_yaml()},
+        [
+            "run",
+            "s.yaml",
+            "--storage",
+            "sqlite:///optuna.db",
+            "--tracking-uri",
+            "sqlite:///optuna.db",
+        ],
+        "tracking URI sqlite:///optuna.db is the study storage sqlite:///optuna.db: Optuna and "
+        "MLflow each need a database of their own",
+    ),
+    "tracking-uri-is-an-optuna-database": (
+        {"s.yaml": study_yaml()},
+        [
+            "run",
+            "s.yaml",
+            "--storage",
+            "sqlite:///fresh.db",
+            "--tracking-uri",
+            "sqlite:///optuna.db",
+        ],
+        "tracking URI sqlite:///optuna.db is an Optuna database (it holds Optuna's tables)",
+    ),
+    "storage-is-an-mlflow-database": (
+        {"s.yaml": study_yaml()},
+        [
+            "run",
+            "s.yaml",
+            "--storage",
+            "sqlite:///mlruns/mlflow.db",
+            "--tracking-uri",
+            "sqlite:///fresh.db",
+        ],
+        "storage sqlite:///mlruns/mlflow.db is an MLflow tracking database",
+    ),
+    "storage-limit-below-any-file": (
+        {"s.yaml": study_yaml(constraints={"max_storage_bits": 1000})},
+        ["run", "s.yaml"],
+        "constraints.max_storage_bits: 1000 is below the smallest packed file this study's model "
+        "can have (",
+    ),
     "reused-name-other-objectives": (
         {"s.yaml": study_yaml(name="good", objectives=["val_accuracy"])},
         ["run", "s.yaml"],
@@ -488,3 +532,88 @@ def test_a_damaged_dense_cache_is_one_warning_line_and_the_study_goes_on(work) -
     assert f"warning: dense cache {cached.relative_to(folder)}" in warnings[0]
     assert "training the dense model again" in warnings[0]
     assert "Traceback" not in result.stderr
+
+
+def test_a_deleted_mlflow_experiment_is_refused_before_anything(work) -> None:
+    """cases/38: the study's experiment deleted in MLflow; refused naming it, the store and
+    the ways out, before the Optuna study is created."""
+    from mlflow.tracking import MlflowClient
+
+    folder, env = work
+    uri = env["MLFLOW_TRACKING_URI"]
+    client = MlflowClient(uri)
+    number = client.create_experiment("gone")
+    client.delete_experiment(number)
+    (folder / "gone.yaml").write_text(study_yaml(name="gone"))
+    before = _snapshot(folder)
+    result = _invoke(folder, env, ["run", "gone.yaml"])
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr == (
+        f"error: tracking URI {uri}: this study's MLflow experiment 'gone' (id {number}) was "
+        "deleted, and MLflow keeps a deleted experiment's name; restore it (mlflow experiments "
+        f"restore --experiment-id {number}), remove it for good (mlflow gc --backend-store-uri "
+        f"{uri} --experiment-ids {number}), or give the study another name: or tracking URI\n"
+    )
+    assert _snapshot(folder) == before
+
+
+def _limited(fsize: int | None) -> Callable[[], None] | None:
+    if fsize is None:
+        return None
+
+    def limit() -> None:  # a full disk, as far as writing files goes: EFBIG, "File too large"
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    return limit
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("setup", "args", "fsize", "expected"),
+    [
+        ("cache", ["--cache-dir", "cache"], None, "cache folder cache (--cache-dir): cannot "),
+        ("mlruns", [], None, "(the default): cannot write in "),
+        ("", [], 0, "storage sqlite:///"),
+    ],
+    ids=["cache-read-only", "mlruns-read-only", "disk-full"],
+)
+def test_folders_that_cannot_be_written_are_refused_before_any_work(
+    tmp_path: Path, setup: str, args: list[str], fsize: int | None, expected: str
+) -> None:
+    """cases/32: without the power to override permissions (as an ordinary user), a cache or
+    MLflow folder without write permission failed with a PermissionError after the dense model
+    trained, leaving an empty study; a full disk drowned the right line in MLflow's traceback.
+    """
+    (tmp_path / "s.yaml").write_text(study_yaml())
+    if setup:
+        (tmp_path / setup).mkdir()
+        (tmp_path / setup).chmod(0o555)
+    nocap = "--inh-caps=-dac_override,-dac_read_search"
+    bounding = "--bounding-set=-dac_override,-dac_read_search"
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    run = subprocess.run(
+        [
+            "setpriv",
+            nocap,
+            bounding,
+            str(ADMMSEARCH),
+            "run",
+            "s.yaml",
+            "--storage",
+            storage,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "ADMMSEARCH_STORAGE": "", "MLFLOW_TRACKING_URI": ""},
+        preexec_fn=_limited(fsize),
+    )
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1, run.stderr
+    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+    reason = "File too large" if fsize == 0 else "Permission denied"
+    assert lines[0].endswith(f"({reason})"), lines[0]
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / ".admmsearch").exists()
