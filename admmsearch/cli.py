@@ -265,7 +265,7 @@ def compress(
         }
         plan = None if plan_path is None else read_plan(plan_path)
         uniform = {"keep": 0.1 if keep is None else keep, "bits": 4 if bits is None else bits}
-        source = FromModel(plan=plan, **uniform, **given_model)
+        source = FromModel(plan=plan, plan_file=plan_path, **uniform, **given_model)
     done = compress_once(source, out, device=device, on_epoch=_echo_epoch)
     if settings is not None:
         _print_reproduction(done, settings, out, fmt)

@@ -31,12 +31,12 @@ from .cache import build_model, dense_model, packed_meta
 from .config import StudyConfig
 from .config.loading import read_yaml
 from .data import load_dataset
-from .errors import PackError
+from .errors import ConstraintError, LayerError, PackError
 from .export import read_settings
 from .models import compressible_layers, create_model
 from .objective import trial_metrics
 from .packing import ModelMeta, PackInfo, encode_model
-from .pipeline import PipelineHooks, PipelineResult, run_pipeline
+from .pipeline import PipelineHooks, PipelineResult, check_plan, run_pipeline
 from .plan import LayerPlan, Plan
 from .preflight import check_checkpoint, check_device
 from .search_space import settings_from_params
@@ -76,11 +76,13 @@ class FromModel:
     """A model and dataset by name (as a study names them), trained with ``settings`` (None:
     :func:`reference_settings`, which suit the small reference models) and compressed to
     ``plan``; without a plan, every compressible layer keeps ``keep`` of its weights on
-    ``bits`` bits."""
+    ``bits`` bits. ``plan_file``, where the plan was read from, is named when it does not fit
+    the model."""
 
     model: str = "digits-cnn"
     dataset: str = "digits"
     plan: Plan | None = None
+    plan_file: Path | None = None
     keep: float = 0.1
     bits: int | None = 4
     seed: int = 0
@@ -223,6 +225,7 @@ def _compress_model(source: FromModel, device: str, on_epoch: OnEpoch | None) ->
     if plan is None:
         plan = Plan(layers=dict.fromkeys(compressible_layers(model), every))
     settings = reference_settings(source.seed) if source.settings is None else source.settings
+    _check_plan_file(model, plan, source.plan_file)
     result = run_pipeline(
         model,
         data,
@@ -244,6 +247,17 @@ def _compress_model(source: FromModel, device: str, on_epoch: OnEpoch | None) ->
     packed, info = encode_model(model, names, index, meta=meta, report=result.storage)
     metrics = _finite(trial_metrics(result, result.dense, info))
     return Compressed(result, metrics, model, packed, info)
+
+
+def _check_plan_file(model: nn.Module, plan: Plan, path: Path | None) -> None:
+    """The plan against the model's layers and shapes, before any training; errors name the
+    plan file."""
+    try:
+        check_plan(model, plan)
+    except (ConstraintError, LayerError) as exc:
+        if path is None:
+            raise
+        raise type(exc)(f"{path}: {exc}") from None
 
 
 def _finite(metrics: Mapping[str, Any]) -> dict[str, float]:

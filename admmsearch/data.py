@@ -424,9 +424,10 @@ def _class_count(name: str, splits: DataSplits, num_classes: int | None) -> int:
     label + 1, refused when most of those classes have no sample (a stray label).
 
     Raises:
-        DatasetError: a label is outside ``0 .. num_classes - 1``, or a stray label implies
-            classes that mostly never occur.
+        DatasetError: a label is outside ``0 .. num_classes - 1``, a stray label implies
+            classes that mostly never occur, or the training labels hold a single class.
     """
+    _check_two_classes(name, splits.y_train)
     labels = [t for t in (splits.y_train, splits.y_val, splits.y_test) if len(t)]
     top = max(int(t.max()) for t in labels) if labels else 0
     if num_classes is not None:
@@ -445,6 +446,17 @@ def _class_count(name: str, splits: DataSplits, num_classes: int | None) -> int:
             "classes without samples are meant, set dataset.num_classes"
         )
     return implied
+
+
+def _check_two_classes(name: str, y_train: Tensor) -> None:
+    """A classifier needs two classes to tell apart; with one, the dense model scores 1.0 and
+    every trial would collapse to "chance level"."""
+    present = y_train.unique()
+    if len(y_train) and present.numel() < 2:
+        raise DatasetError(
+            f"dataset {quote(name)}: y_train holds a single class ({int(present[0])}); a "
+            "classifier needs at least 2"
+        )
 
 
 def _cache_root(root: Path | None) -> Path:

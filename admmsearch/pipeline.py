@@ -48,6 +48,7 @@ __all__ = [
     "PrunedState",
     "QuantRetrainSettings",
     "StageResult",
+    "check_plan",
     "layer_figures",
     "run_pipeline",
     "stage_steps",
@@ -447,12 +448,7 @@ def run_pipeline(
     """
     model.to(device)
     data = data.to(device)
-    layers = compressible_layers(model, layer_patterns)
-    others = uncompressed_layers(model, layers)
-    named = [n for n in plan.layers if n in others]
-    if named:
-        layers = compressible_layers(model, [*layers, *named])
-    plan.check_layers(layers, {n: m.weight.numel() for n, m in layers.items()})
+    layers = check_plan(model, plan, layer_patterns)
     timings = active()
     with nullcontext(timings) if timings else Timings(str(device)).activate():
         run = _Run(model, data, plan, settings, layers, hooks or PipelineHooks())
@@ -476,6 +472,33 @@ def run_pipeline(
         uncompressed=uncompressed_layers(model, layers),
         folding=run.folding,
     )
+
+
+def check_plan(
+    model: nn.Module, plan: Plan, layer_patterns: list[str] | None = None
+) -> dict[str, nn.Module]:
+    """The layers :func:`run_pipeline` compresses (those ``layer_patterns`` select, plus any
+    other module with a weight that ``plan`` names), once ``plan`` is checked against their
+    shapes: every planned layer exists and keeps a weight, or an output channel where it is
+    pruned structured. Cheap: call it before training to refuse a plan at once.
+
+    Raises:
+        LayerError: a pattern, or a layer the plan names, is not a module with a weight.
+        ConstraintError: a keep keeps nothing of its layer; names ``layers.<name>.keep``.
+    """
+    layers = compressible_layers(model, layer_patterns)
+    others = uncompressed_layers(model, layers)
+    named = [n for n in plan.layers if n in others]
+    if named:
+        layers = compressible_layers(model, [*layers, *named])
+    numel = {n: m.weight.numel() for n, m in layers.items()}
+    plan.check_layers(layers, numel, {n: _channel_count(m) for n, m in layers.items()})
+    return layers
+
+
+def _channel_count(module: nn.Module) -> int:
+    axis, groups = output_channels(module)
+    return module.weight.shape[axis] * (groups if axis == 1 else 1)
 
 
 def _dense_and_prune(run: _Run) -> None:

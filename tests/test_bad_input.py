@@ -152,6 +152,14 @@ CASES: dict[str, tuple[dict[str, str | Callable[[Path], None]], list[str], str]]
         ["run", "s.yaml"],
         "1 training sample(s) are too few for val_fraction 0.1",
     ),
+    "data-one-class": (  # cases/33: refused only after the dense model trained
+        {
+            "data.npz": npz(y_train=np.zeros(60, np.int64), y_test=np.zeros(20, np.int64)),
+            "s.yaml": study_yaml(**digits_npz()),
+        },
+        ["run", "s.yaml"],
+        "dataset 'data.npz': y_train holds a single class (0); a classifier needs at least 2",
+    ),
     "data-channels-last": (
         {
             "data.npz": npz(
@@ -251,6 +259,12 @@ CASES: dict[str, tuple[dict[str, str | Callable[[Path], None]], list[str], str]]
         {"plan.yaml": "layers:\n  fc1: {keep: 0.5}\n  fc1: {keep: 0.2}\n"},
         ["compress", "--plan", "plan.yaml"],
         "plan.yaml: not valid YAML: line 3, column 3: key 'fc1' appears twice",
+    ),
+    "plan-structured-keep-keeps-no-filter": (  # cases/34: refused after 15 dense epochs
+        {"plan-struct.yaml": "layers: {conv1: {keep: 0.01, structured: true}}\n"},
+        ["compress", "--plan", "plan-struct.yaml"],
+        "plan-struct.yaml: layers.conv1.keep: keep=0.01 of 16 output channels keeps nothing; "
+        "at least one must survive (raise keep to at least 0.0625)",
     ),
     "plan-bad-field": (
         {"plan.yaml": "layers:\n  fc1: {keep: 2}\n"},
