@@ -144,15 +144,7 @@ def dense_model(
         model.load_state_dict(read_checkpoint(path, model))
     else:
         path = cache_dir / f"dense-{config.fingerprint_dense()[:16]}-{data_digest(data)[:8]}.pt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(f"{path}.lock"):
-            state = _cached_state(path, model)
-            trained = state is None
-            if trained:
-                _train_dense(model, data, config)
-                _save_atomic(model.state_dict(), path)
-            else:
-                model.load_state_dict(state)
+        trained = _cached_or_trained(model, path, data, config)
     remove_reparametrizations(model)  # the state trials load: plain weights
     d = data.to(config.device)
     _, packed = encode_model(model, layers, meta=packed_meta(config, data))
@@ -165,6 +157,22 @@ def dense_model(
         trained,
         time.perf_counter() - start,
     )
+
+
+def _cached_or_trained(
+    model: nn.Module, path: Path, data: DataSplits, config: StudyConfig
+) -> bool:
+    """Load the dense cache at ``path`` into ``model``, else train and cache it, under a lock
+    file shared with other workers; returns whether it trained."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        state = _cached_state(path, model)
+        if state is None:
+            _train_dense(model, data, config)
+            _save_atomic(model.state_dict(), path)
+            return True
+        model.load_state_dict(state)
+        return False
 
 
 def data_digest(data: DataSplits) -> str:

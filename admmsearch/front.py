@@ -177,12 +177,7 @@ def write_front(
         png, html = path.with_suffix(".png"), path.with_suffix(".html")
         plot_front(study, png, html)
         return FrontFiles((png, html), len(front_trials(study)))
-    table = front_table(study, list(objectives))
-    if table.empty and limits is not None:
-        table = closest_table(study, list(objectives), limits)
-    if table.empty:
-        what = "completed" if limits is not None else "feasible completed"
-        raise NoTrialError(f"study {study.study_name!r} has no {what} trial")
+    table = _table_to_write(study, list(objectives), limits)
     text = (
         table.to_json(orient="records", indent=2) + "\n"
         if path.suffix == ".json"
@@ -190,6 +185,18 @@ def write_front(
     )
     _write(path, text)
     return FrontFiles((path,), len(table))
+
+
+def _table_to_write(
+    study: optuna.Study, objectives: list[str], limits: ConstraintsConfig | None
+) -> pd.DataFrame:
+    table = front_table(study, objectives)
+    if table.empty and limits is not None:
+        table = closest_table(study, objectives, limits)
+    if table.empty:
+        what = "completed" if limits is not None else "feasible completed"
+        raise NoTrialError(f"study {study.study_name!r} has no {what} trial")
+    return table
 
 
 def _write(path: Path, text: str) -> None:

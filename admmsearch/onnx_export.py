@@ -89,7 +89,38 @@ def export_onnx(
     import onnx
 
     deployed = load_model(model_file, trust_code=trust_code)
-    meta, out = deployed.meta, Path(out)
+    out = Path(out)
+    proto = _exported(deployed, model_file)
+    chosen = _int8_layers(deployed) if int8 else {}
+    done, cast = _to_qdq(proto, chosen)
+    try:
+        onnx.save(proto, str(out))
+    except OSError as exc:
+        raise ExportError(f"cannot write {out}: {exc}") from None
+    floats = {s.key: _why_float(s, chosen) for s in deployed.packed.streams}
+    floats = {k: why for k, why in floats.items() if why and k not in done}
+    reasons = tuple(floats.values()) if int8 else ()
+    return OnnxInfo(out, out.stat().st_size, tuple(done), tuple(floats), reasons, tuple(cast))
+
+
+def _why_float(stream, chosen: dict) -> str | None:
+    """Why a compressed weight is not stored int8 (None for tensors that are not)."""
+    if stream.encoding == "raw":
+        return None
+    if stream.coding == "codebook":
+        return "learned levels"
+    if stream.coding == "raw":
+        return "not quantized"
+    return "not in the exported graph" if stream.key in chosen else "levels beyond int8"
+
+
+def _exported(deployed: DeployedModel, model_file: str | Path):
+    """The ONNX proto of the network behind its normalisation (torch's dynamo exporter).
+
+    Raises:
+        ExportError: the exporter cannot express the network.
+    """
+    meta = deployed.meta
     wrapper = _WithInputs(deployed.model, meta.normalisation, len(meta.input_shape)).eval()
     example = torch.zeros(2, *meta.input_shape)
     try:
@@ -103,34 +134,12 @@ def export_onnx(
             dynamo=True,
             verbose=False,
         )
-        proto = program.model_proto
+        return program.model_proto
     except Exception as exc:  # noqa: BLE001 - the exporter's failures have many types
         first = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
         raise ExportError(
             f"{model_file}: ONNX cannot express network {meta.model!r} ({first})"
         ) from None
-    chosen = _int8_layers(deployed) if int8 else {}
-    done, cast = _to_qdq(proto, chosen)
-    try:
-        onnx.save(proto, str(out))
-    except OSError as exc:
-        raise ExportError(f"cannot write {out}: {exc}") from None
-    floats = {s.key: _why_float(s, chosen) for s in deployed.packed.streams}
-    floats = {k: why for k, why in floats.items() if why and k not in done}
-    reasons = tuple(floats.values()) if int8 else ()
-    size = out.stat().st_size
-    return OnnxInfo(out, size, tuple(done), tuple(floats), reasons, tuple(cast))
-
-
-def _why_float(stream, chosen: dict) -> str | None:
-    """Why a compressed weight is not stored int8 (None for tensors that are not)."""
-    if stream.encoding == "raw":
-        return None
-    if stream.coding == "codebook":
-        return "learned levels"
-    if stream.coding == "raw":
-        return "not quantized"
-    return "not in the exported graph" if stream.key in chosen else "levels beyond int8"
 
 
 def _int8_layers(deployed: DeployedModel) -> dict[str, tuple[np.ndarray, np.float32, np.ndarray]]:

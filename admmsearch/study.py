@@ -660,17 +660,8 @@ def run_parallel(
     with ctx.lock:
         _queue_first_trials(ctx, seeds)
     spawn = mp.get_context("spawn")
-    args = (
-        str(path),
-        ctx.layers,
-        ctx.storage,
-        ctx.tracker.uri,
-        str(ctx.workdir),
-        str(ctx.cache_dir),
-        trials,
-        timeout,
-        threads,
-    )
+    stores = (ctx.storage, ctx.tracker.uri, str(ctx.workdir), str(ctx.cache_dir))
+    args = (str(path), ctx.layers, *stores, trials, timeout, threads)
     placed = [(d, devices.count(d)) for d in devices] if devices else [(None, 1)] * jobs
     workers = [spawn.Process(target=_worker, args=(*args, *where)) for where in placed]
     _start_and_wait(workers)
