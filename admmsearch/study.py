@@ -204,12 +204,12 @@ def prepare(
     data = _checked_data(config, layers, storage, tracking_uri, folders)
     dense = dense_model(config, data, cache, layers)
     _check_dense_learns(config, data, dense)
-    unused = uncompressed_layers(build_model(config, data), layers)
+    raw = uncompressed_layers(build_model(config, data), layers)
     lock = StorageLock(storage)
     with lock:
         tracker, rdb, study, parent = _open_stores(config, layers, storage, tracking_uri)
-    _record_dense(study, tracker, parent, dense, {"compressed": layers, "uncompressed": unused})
-    here = (data, dense, Path(workdir), cache, lock, rdb, unused)
+    _record_dense(study, tracker, parent, dense, {"compressed": layers, "uncompressed": raw})
+    here = (data, dense, Path(workdir), cache, lock, rdb, raw)
     return StudyContext(config, layers, study, storage, tracker, parent, *here)
 
 

@@ -196,6 +196,7 @@ def _retried(name: str) -> Callable[..., Any]:
 for _name, _method in list(vars(optuna.storages.RDBStorage).items()):
     if inspect.isfunction(_method) and not _name.startswith("__"):
         setattr(RetryingStorage, _name, _retried(_name))
+del _name, _method
 
 
 def make_storage(
