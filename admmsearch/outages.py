@@ -160,5 +160,8 @@ class Retry:
         reason = redact_text(driver_reason(exc), self.url)
         tried = ""
         if self.patience_s:
-            tried = f"; still failing after {waited:.0f} s of retries ({self.setting})"
+            tried = (
+                f"; gave up after {waited:.0f} s of retries ({self.setting} is "
+                f"{self.patience_s:g} s)"
+            )
         return StoreError(f"storage {redact_url(self.url)}: {reason}{tried}")

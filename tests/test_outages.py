@@ -361,8 +361,8 @@ def test_a_call_still_failing_after_its_patience_is_one_line_naming_the_storage(
     with pytest.raises(StoreError) as err:
         retry.call(down, "claim", wait=lambda seconds: None)
     assert str(err.value) == (
-        "storage postgresql+psycopg://u:***@db/optuna: Connection refused; still failing "
-        "after 0 s of retries (workers.grace_period_s)"
+        "storage postgresql+psycopg://u:***@db/optuna: Connection refused; gave up after 0 s "
+        "of retries (workers.grace_period_s is 1 s)"
     )
 
 
