@@ -265,6 +265,8 @@ class Heartbeat:
             try:
                 self._storage.retry.call(self._record, "heartbeat", self._stop.wait)
             except Exception as exc:  # noqa: BLE001 - an outage: try afresh next interval
+                if self._stop.is_set():  # the trial ended while this beat waited to retry
+                    return
                 self.failed_beats += 1
                 _log.debug(
                     "heartbeat of trial id %s failed: %s", self._trial_id, exc, exc_info=True
