@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,12 +32,13 @@ class _Group(click.Group):
     """Every error is one line on stderr, ``error: ...``, with a meaningful exit code:
     2 for a bad command line, study file, settings, data or a lookup that fails (every error
     before work starts); 1 for a failure while running (``AdmmSearchError.exit_code``); 130 for
-    Ctrl-C. ``--debug`` shows the traceback instead."""
+    Ctrl-C and 143 for SIGTERM, which stops the command as Ctrl-C does (a running trial is
+    ended as interrupted, its run KILLED). ``--debug`` shows the traceback instead."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _sigterm_interrupts():
                 warnings.showwarning = _show_warning
                 code = super().main(*args, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:  # bare `admmsearch`: its help
@@ -45,6 +49,9 @@ class _Group(click.Group):
             click.echo(f"error: {exc.format_message()}{hint}", err=True)
             sys.exit(exc.exit_code)
         except click.Abort:
+            if _TERMINATED:
+                click.echo("error: stopped by SIGTERM", err=True)
+                sys.exit(128 + signal.SIGTERM)
             click.echo("error: interrupted", err=True)
             sys.exit(130)
         sys.exit(code if isinstance(code, int) else 0)
@@ -76,6 +83,28 @@ class _Group(click.Group):
             message = redact_text(f"{type(exc).__name__}: {exc}", *urls)
             click.echo(f"error: {message} (run with --debug for the traceback)", err=True)
             sys.exit(1)
+
+
+_TERMINATED: list[int] = []  # the signal that stopped the command, if one did
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While a command runs, SIGTERM (``kill``, a container or job scheduler stopping it)
+    raises KeyboardInterrupt as Ctrl-C does, so the command ends what it runs cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        _TERMINATED.append(signum)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _show_warning(
@@ -238,7 +267,7 @@ def compress(
         }
         plan = None if plan_path is None else read_plan(plan_path)
         uniform = {"keep": 0.1 if keep is None else keep, "bits": 4 if bits is None else bits}
-        source = FromModel(plan=plan, **uniform, **given_model)
+        source = FromModel(plan=plan, plan_file=plan_path, **uniform, **given_model)
     done = compress_once(source, out, device=device, on_epoch=_echo_epoch)
     if settings is not None:
         _print_reproduction(done, settings, out, fmt)
@@ -422,7 +451,7 @@ def run(
             )
         finally:
             bar.close()
-    _print_front(study, list(config.objectives))
+    _print_front(study, config)
 
 
 @main.command()
@@ -523,7 +552,7 @@ def sensitivity(
 )
 def list_(storage: str | None, fmt: str) -> None:
     """The studies in a storage: state, trial counts and the ends of each Pareto front."""
-    from .runtime import resolve_storage
+    from .locations import resolve_storage
     from .search.catalog import study_rows
 
     url = resolve_storage(None, storage)
@@ -549,7 +578,7 @@ def show(study: str, storage: str | None, tracking_uri: str | None) -> None:
         click.echo(f"{key:<{width}}  {value}")
     table = front_table(opened.study, list(opened.config.objectives))
     click.echo("")
-    click.echo("Pareto front:" if not table.empty else "Pareto front: no feasible trial yet")
+    click.echo("Pareto front:" if not table.empty else f"Pareto front: {_no_front(opened)}")
     if not table.empty:
         click.echo(table.to_string(index=False))
     failures = failed_trials(opened.study)
@@ -580,7 +609,7 @@ def pareto(
 ) -> None:
     """The Pareto front of STUDY (validation accuracy against the packed file's size)."""
     from .search.catalog import open_existing
-    from .search.front import FRONT_SUFFIXES, front_table, write_front
+    from .search.front import FRONT_SUFFIXES, write_front
 
     if out is not None and out.suffix not in FRONT_SUFFIXES:
         raise click.BadParameter(
@@ -590,15 +619,14 @@ def pareto(
     _check_out_folder(out)
     opened = open_existing(study, storage=storage, tracking_uri=tracking_uri)
     if out is not None:
-        written = write_front(opened.study, out, list(opened.config.objectives))
+        written = write_front(
+            opened.study, out, list(opened.config.objectives), opened.config.constraints
+        )
         names = " and ".join(str(p) for p in written.paths)
         trials = "" if out.suffix in (".png", ".html") else f" ({written.trials} trials)"
         click.echo(f"wrote {names}{trials}")
         return
-    table = front_table(opened.study, list(opened.config.objectives))
-    if table.empty:
-        raise NoTrialError(f"study {opened.config.name!r} has no feasible completed trial yet")
-    _echo_frame(table, fmt)
+    _echo_frame(_front_or_closest(opened), fmt)
 
 
 @main.command()
@@ -644,6 +672,7 @@ def export(
 
     if (number is None) == (policy is None):
         raise click.UsageError("give exactly one of --trial N and --policy")
+    _check_out_folder(out)
     opened = open_existing(study, storage=storage, tracking_uri=tracking_uri)
     bits = None if max_storage_kib is None else max_storage_kib * BITS_PER_KIB
     trial, why = choose_trial(
@@ -664,6 +693,39 @@ def export(
     )
 
 
+def _no_front(opened) -> str:
+    """Why ``show`` has no front to print: the constraints no trial meets, else no completed
+    trial (``yet`` only while the study has budget left)."""
+    from .search.catalog import study_budget, study_state
+    from .search.feasibility import infeasible_note
+
+    study, config = opened.study, opened.config
+    if note := infeasible_note(study, config.constraints):
+        return f"none: {note}"
+    spent = study_state(study, study_budget(study, config.budget.trials)) == "finished"
+    return "none: no trial completed" if spent else "no feasible trial yet"
+
+
+def _front_or_closest(opened):
+    """The front; when no completed trial is feasible, every completed trial, the closest to
+    the constraints first, with a warning line naming what they break.
+
+    Raises:
+        NoTrialError: no trial completed.
+    """
+    from .search.feasibility import infeasible_note
+    from .search.front import closest_table, front_table
+
+    table = front_table(opened.study, list(opened.config.objectives))
+    if not table.empty:
+        return table
+    note = infeasible_note(opened.study, opened.config.constraints)
+    if note is None:
+        raise NoTrialError(f"study {opened.config.name!r} has no completed trial")
+    click.echo(f"warning: {note}; listed: every completed trial, the closest first", err=True)
+    return closest_table(opened.study, list(opened.config.objectives), opened.config.constraints)
+
+
 def _frame_text(frame, fmt: str) -> str:
     if fmt == "csv":
         return frame.to_csv(index=False)
@@ -676,12 +738,13 @@ def _echo_frame(frame, fmt: str) -> None:
     click.echo(_frame_text(frame, fmt), nl=False)
 
 
-def _print_front(study, objectives: list[str]) -> None:
+def _print_front(study, config) -> None:
+    from .search.feasibility import infeasible_note
     from .search.front import front_table
 
-    table = front_table(study, objectives)
+    table = front_table(study, list(config.objectives))
     if table.empty:
-        click.echo("no feasible finished trial yet")
+        click.echo(infeasible_note(study, config.constraints) or "no trial completed")
         return
     click.echo(f"Pareto front of {study.study_name} ({len(table)} trials):")
     click.echo(table.to_string(index=False))
@@ -758,7 +821,7 @@ def predict(model_file: Path, data: Path, trust_code: bool, fmt: str) -> None:
     from .deploy import load_model, read_arrays
 
     deployed = load_model(model_file, trust_code=trust_code)
-    x, y, keys = read_arrays(data)
+    x, y, keys = read_arrays(data, deployed.meta.num_classes or None)
     accuracy = deployed.accuracy(x, y)
     if fmt == "json":
         summary = {"model": str(model_file), "data": str(data), "arrays": list(keys)}
@@ -907,7 +970,7 @@ def ui(
 def _stores(study: str | None, storage: str | None, tracking_uri: str | None) -> tuple[str, str]:
     """Optuna storage and MLflow URI: the options, else the study file's, else the defaults."""
     from .config import validate_study
-    from .runtime import resolve_storage, resolve_tracking
+    from .locations import resolve_storage, resolve_tracking
 
     config = None
     if study is not None and (study.endswith((".yaml", ".yml")) or Path(study).is_file()):

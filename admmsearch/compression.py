@@ -37,7 +37,8 @@ from .config import StudyConfig, study_data
 from .config.loading import read_yaml
 from .data import DataSplits, load_dataset
 from .dense import build_model, dense_model, packed_meta
-from .errors import PackError
+from .errors import ConstraintError, LayerError, PackError
+from .locations import resolve_cache_dir
 from .metrics import Reference, trial_metrics
 from .models import compressible_layers, create_model
 from .packed import ModelMeta, PackInfo, encode_model
@@ -45,6 +46,7 @@ from .pipeline import (
     PipelineHooks,
     PipelineResult,
     PrunedState,
+    check_plan,
     dense_stage,
     extend_retraining,
     fold_stage,
@@ -55,7 +57,6 @@ from .pipeline import (
 )
 from .plan import LayerPlan, Plan
 from .preflight import check_checkpoint, check_device
-from .runtime import resolve_cache_dir
 from .settings import (
     AdmmSettings,
     PipelineSettings,
@@ -204,11 +205,13 @@ class FromModel:
     """A model and dataset by name (as a study names them), trained with ``settings`` (None:
     :func:`reference_settings`, which suit the small reference models) and compressed to
     ``plan``; without a plan, every compressible layer keeps ``keep`` of its weights on
-    ``bits`` bits."""
+    ``bits`` bits. ``plan_file``, where the plan was read from, is named when it does not fit
+    the model."""
 
     model: str = "digits-cnn"
     dataset: str = "digits"
     plan: Plan | None = None
+    plan_file: Path | None = None
     keep: float = 0.1
     bits: int | None = 4
     seed: int = 0
@@ -325,6 +328,7 @@ def _from_model(source: FromModel, device: str, hooks: PipelineHooks) -> Compres
     model = create_model(source.model, num_classes=data.num_classes, input_shape=data.input_shape)
     plan = source.plan or Plan(layers=dict.fromkeys(compressible_layers(model), every))
     settings = source.settings or reference_settings(source.seed)
+    _check_plan_file(model, plan, source.plan_file)
     meta = ModelMeta(
         model=source.model,
         num_classes=data.num_classes,
@@ -332,6 +336,17 @@ def _from_model(source: FromModel, device: str, hooks: PipelineHooks) -> Compres
         normalisation=data.normalisation,
     )
     return compress_dense(Job(model, data, plan, settings, meta, device=device), hooks=hooks)
+
+
+def _check_plan_file(model: nn.Module, plan: Plan, path: Path | None) -> None:
+    """The plan against the model's layers and shapes, before any training; errors name the
+    plan file."""
+    try:
+        check_plan(model, plan)
+    except (ConstraintError, LayerError) as exc:
+        if path is None:
+            raise
+        raise type(exc)(f"{path}: {exc}") from None
 
 
 def _finite(metrics: Mapping[str, Any]) -> dict[str, float]:

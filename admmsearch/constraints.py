@@ -127,9 +127,13 @@ class StructuredSparsity(Constraint):
         blocks = w.reshape(self.groups, w.shape[0] // self.groups, w.shape[1], -1)
         return blocks.transpose(1, 2).reshape(self.groups * w.shape[1], -1)
 
+    def count(self, channels: int) -> int:
+        """How many of a layer's ``channels`` output channels survive."""
+        return _keep_count(self.keep, channels, "output channels")
+
     def mask(self, w: torch.Tensor) -> torch.Tensor:
         rows = self.channels(w.detach())
-        count = _keep_count(self.keep, rows.shape[0], "rows")
+        count = self.count(rows.shape[0])
         kept = torch.zeros(rows.shape[0], dtype=torch.bool, device=w.device)
         kept[torch.topk(rows.norm(dim=1), count, sorted=False).indices] = True
         if self.axis == 0:

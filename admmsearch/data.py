@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import AdmmSearchError, ConfigError, DatasetError, UserCodeError
+from .errors import AdmmSearchError, ConfigError, DatasetError, UserCodeError, quote
 from .normalise import Normalisation
 from .registry import Registry, import_object, one_line
 
@@ -36,6 +36,7 @@ __all__ = [
     "DataSplits",
     "RawData",
     "batches",
+    "check_arrays",
     "load_dataset",
 ]
 
@@ -147,7 +148,9 @@ def load_dataset(
     if num_classes is not None and (
         isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
     ):
-        raise ConfigError(f"num_classes must be a positive integer or None, got {num_classes!r}")
+        raise ConfigError(
+            f"num_classes must be a positive integer or None, got {quote(num_classes)}"
+        )
     path = Path(root).expanduser() if root is not None else None
     raw = _load_raw(name, path, download)
     if isinstance(raw, DataSplits):
@@ -161,7 +164,7 @@ def load_dataset(
         splits = _split_and_normalise(name, raw, val_fraction, seed, limit_train, normalise)
         if val_fraction > 0 and len(splits.y_val) == 0:
             raise DatasetError(
-                f"dataset {name!r}: {len(raw.y_train)} training sample(s) are too few for "
+                f"dataset {quote(name)}: {len(raw.y_train)} training sample(s) are too few for "
                 f"val_fraction {val_fraction}: the validation split would be empty; give more "
                 "training samples or a larger val_fraction"
             )
@@ -185,7 +188,7 @@ def batches(
     over the batch.
     """
     if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
+        raise ConfigError(f"batch_size must be >= 1, got {quote(batch_size)}")
     if len(x) != len(y):
         raise ConfigError(f"x has {len(x)} samples but y has {len(y)}")
     if augment is not None and (augment not in _AUGMENTS or x.dim() != 4):
@@ -220,9 +223,11 @@ def _crop_flip(x: Tensor, generator: torch.Generator | None, pad: int = 4) -> Te
 def _check_options(val_fraction: float, limit_train: int | None) -> None:
     number = isinstance(val_fraction, (int, float)) and not isinstance(val_fraction, bool)
     if not number or not 0 <= val_fraction < 1:
-        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+        raise ConfigError(f"val_fraction must be in [0, 1), got {quote(val_fraction)}")
     if limit_train is not None and (not isinstance(limit_train, int) or limit_train < 1):
-        raise ConfigError(f"limit_train must be a positive integer or None, got {limit_train!r}")
+        raise ConfigError(
+            f"limit_train must be a positive integer or None, got {quote(limit_train)}"
+        )
 
 
 def _load_raw(name: str, root: Path | None, download: bool) -> RawData | DataSplits:
@@ -247,7 +252,9 @@ def _split_and_normalise(
     if limit_train is not None:
         train_index = train_index[:limit_train]
     if len(train_index) == 0:
-        raise ConfigError(f"val_fraction={val_fraction} leaves no training samples in {name!r}")
+        raise ConfigError(
+            f"val_fraction={val_fraction} leaves no training samples in {quote(name)}"
+        )
     x_train = raw.x_train[train_index]  # indexing copies, so in-place ops below are safe
     x_val, x_test = raw.x_train[val_index], raw.x_test.clone()
     norm = Normalisation.fit(x_train) if normalise else None
@@ -320,6 +327,37 @@ def _labels(source: str, key: str, value: object, count: int) -> Tensor:
     return torch.from_numpy(array.astype(np.int64))
 
 
+def check_arrays(
+    source: str,
+    x: object,
+    y: object,
+    keys: tuple[str, str] = ("x", "y"),
+    num_classes: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Inputs and labels from a user's file, checked as training data is: numeric, finite,
+    channels-first inputs and integer labels, one per input, in ``0 .. num_classes - 1``.
+
+    Args:
+        source: the file, for messages.
+        keys: the arrays' names in the file (``x_test``, ``y_test``), for messages.
+        num_classes: the model's class count, if known.
+
+    Returns:
+        The inputs as float32 ``(N, C, H, W)`` (or ``(N, D)``), the labels as int64 ``(N,)``.
+
+    Raises:
+        DatasetError: one line naming ``source``, the array and what is wrong.
+    """
+    inputs = _images(source, keys[0], x)
+    labels = _labels(source, keys[1], y, len(inputs))
+    if num_classes is not None and len(labels) and int(labels.max()) >= num_classes:
+        raise DatasetError(
+            f"{source}: {keys[1]} has label {int(labels.max())}, outside 0..{num_classes - 1} "
+            f"(the model's {num_classes} classes)"
+        )
+    return inputs, labels
+
+
 def _load_npz(path: Path) -> RawData:
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -335,24 +373,24 @@ def _load_from_function(path: str) -> RawData | DataSplits:
     loader = import_object(path, "dataset")
     if not callable(loader):
         raise UserCodeError(
-            f"dataset {path!r} is a {type(loader).__name__}, not a function to call"
+            f"dataset {quote(path)} is a {type(loader).__name__}, not a function to call"
         )
     try:
         result = loader()
     except AdmmSearchError:
         raise
     except Exception as exc:  # noqa: BLE001 - user code: any failure is named in one line
-        raise UserCodeError(f"dataset {path!r} raised {one_line(exc)}") from exc
+        raise UserCodeError(f"dataset {quote(path)} raised {one_line(exc)}") from exc
     if isinstance(result, DataSplits):
         return result
     if isinstance(result, Sequence) and len(result) == 4:
         result = dict(zip(_KEYS, result, strict=True))
     if not isinstance(result, Mapping):
         raise UserCodeError(
-            f"dataset {path!r} must return a DataSplits, a dict with "
+            f"dataset {quote(path)} must return a DataSplits, a dict with "
             f"{_KEYS} or a 4-tuple of them, got {type(result).__name__}"
         )
-    return _from_arrays(f"dataset {path!r}", result)
+    return _from_arrays(f"dataset {quote(path)}", result)
 
 
 def _check_splits(name: str, splits: DataSplits) -> None:
@@ -360,21 +398,23 @@ def _check_splits(name: str, splits: DataSplits) -> None:
     for field in _TENSOR_FIELDS:
         tensor = getattr(splits, field)
         if not isinstance(tensor, Tensor):
-            raise DatasetError(f"dataset {name!r}: DataSplits.{field} is not a tensor")
+            raise DatasetError(f"dataset {quote(name)}: DataSplits.{field} is not a tensor")
         if field.startswith("x") and tensor.is_floating_point() and not tensor.isfinite().all():
-            raise DatasetError(f"dataset {name!r}: DataSplits.{field} has NaN or infinite values")
+            raise DatasetError(
+                f"dataset {quote(name)}: DataSplits.{field} has NaN or infinite values"
+            )
         if field.startswith("y") and len(tensor) and not 0 <= int(tensor.min()):
-            raise DatasetError(f"dataset {name!r}: DataSplits.{field} has negative labels")
+            raise DatasetError(f"dataset {quote(name)}: DataSplits.{field} has negative labels")
         if field.startswith("y") and len(tensor) and int(tensor.max()) >= splits.num_classes:
             raise DatasetError(
-                f"dataset {name!r}: DataSplits.{field} has label {int(tensor.max())}, outside "
-                f"0..{splits.num_classes - 1} (its num_classes)"
+                f"dataset {quote(name)}: DataSplits.{field} has label {int(tensor.max())}, "
+                f"outside 0..{splits.num_classes - 1} (its num_classes)"
             )
     for part in ("train", "val", "test"):
         x, y = getattr(splits, f"x_{part}"), getattr(splits, f"y_{part}")
         if len(x) != len(y):
             raise DatasetError(
-                f"dataset {name!r}: DataSplits.x_{part} has {len(x)} samples but "
+                f"dataset {quote(name)}: DataSplits.x_{part} has {len(x)} samples but "
                 f"y_{part} has {len(y)}"
             )
 
@@ -384,15 +424,16 @@ def _class_count(name: str, splits: DataSplits, num_classes: int | None) -> int:
     label + 1, refused when most of those classes have no sample (a stray label).
 
     Raises:
-        DatasetError: a label is outside ``0 .. num_classes - 1``, or a stray label implies
-            classes that mostly never occur.
+        DatasetError: a label is outside ``0 .. num_classes - 1``, a stray label implies
+            classes that mostly never occur, or the training labels hold a single class.
     """
+    _check_two_classes(name, splits.y_train)
     labels = [t for t in (splits.y_train, splits.y_val, splits.y_test) if len(t)]
     top = max(int(t.max()) for t in labels) if labels else 0
     if num_classes is not None:
         if top >= num_classes:
             raise DatasetError(
-                f"dataset {name!r}: label {top} is outside 0..{num_classes - 1} "
+                f"dataset {quote(name)}: label {top} is outside 0..{num_classes - 1} "
                 f"(num_classes is {num_classes}); fix the labels or raise num_classes"
             )
         return num_classes
@@ -400,11 +441,22 @@ def _class_count(name: str, splits: DataSplits, num_classes: int | None) -> int:
     present = int(torch.cat(labels).unique().numel()) if labels else 0
     if present * 2 < implied:
         raise DatasetError(
-            f"dataset {name!r}: labels go up to {top}, so {implied} classes, but only {present} "
-            "of them occur; labels must be 0..num_classes-1 (a stray label?). If classes "
-            "without samples are meant, set dataset.num_classes"
+            f"dataset {quote(name)}: labels go up to {top}, so {implied} classes, but only "
+            f"{present} of them occur; labels must be 0..num_classes-1 (a stray label?). If "
+            "classes without samples are meant, set dataset.num_classes"
         )
     return implied
+
+
+def _check_two_classes(name: str, y_train: Tensor) -> None:
+    """A classifier needs two classes to tell apart; with one, the dense model scores 1.0 and
+    every trial would collapse to "chance level"."""
+    present = y_train.unique()
+    if len(y_train) and present.numel() < 2:
+        raise DatasetError(
+            f"dataset {quote(name)}: y_train holds a single class ({int(present[0])}); a "
+            "classifier needs at least 2"
+        )
 
 
 def _cache_root(root: Path | None) -> Path:
@@ -446,7 +498,7 @@ def _missing_message(
     if name == "fashion-mnist":
         ways.insert(0, "apt-get install dataset-fashion-mnist")
     return (
-        f"dataset {name!r} not found (looked in {looked}; download={download}; "
+        f"dataset {quote(name)} not found (looked in {looked}; download={download}; "
         f"{type(exc).__name__}: {exc}). To get it: " + "; or ".join(ways)
     )
 

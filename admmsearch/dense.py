@@ -25,7 +25,7 @@ from torch import nn
 from .config import StudyConfig, dense_settings
 from .data import DataSplits
 from .errors import ConfigError, DivergenceError
-from .fold import Folding
+from .fold import Folding, remove_reparametrizations
 from .hooks import load_recipe
 from .models import create_model
 from .packed import ModelMeta, encode_model
@@ -64,15 +64,24 @@ class DenseModel:
     seconds: float = 0.0
 
 
-def build_model(config: StudyConfig, data: DataSplits) -> nn.Module:
-    """The study's model, freshly initialised with the study seed, for ``data``'s shape."""
+def build_model(config: StudyConfig, data: DataSplits, *, plain: bool = True) -> nn.Module:
+    """The study's model, freshly initialised with the study seed, for ``data``'s shape.
+
+    ``plain``: weight reparametrizations (weight or spectral norm) replaced by plain weights
+    (:func:`admmsearch.fold.remove_reparametrizations`), the form the dense model's state is
+    kept in and trials compress; False gives the model as written, which the dense model
+    trains as and a ``dense.checkpoint`` was saved from.
+    """
     torch.manual_seed(config.seed)
-    return create_model(
+    model = create_model(
         config.model.name,
         num_classes=data.num_classes,
         input_shape=data.input_shape,
         **config.model.kwargs,
     )
+    if plain:
+        remove_reparametrizations(model)
+    return model
 
 
 def packed_meta(
@@ -105,21 +114,14 @@ def dense_model(
         DivergenceError: the dense training diverged; the message names ``dense.train.lr``.
     """
     start = time.perf_counter()
-    model = build_model(config, data).to(config.device)
+    model = build_model(config, data, plain=False).to(config.device)
     if config.dense.checkpoint:
         path, trained = Path(config.dense.checkpoint), False
         model.load_state_dict(read_checkpoint(path, model))
     else:
         path = cache_dir / f"dense-{config.fingerprint_dense()[:16]}-{data_digest(data)[:8]}.pt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(f"{path}.lock"):
-            state = _cached_state(path, model)
-            trained = state is None
-            if trained:
-                _train_dense(model, data, config)
-                save_tensors(model.state_dict(), path)
-            else:
-                model.load_state_dict(state)
+        trained = _cached_or_trained(model, path, data, config)
+    remove_reparametrizations(model)  # the state trials load: plain weights
     d = data.to(config.device)
     _, packed = encode_model(model, layers, meta=packed_meta(config, data))
     return DenseModel(
@@ -131,6 +133,22 @@ def dense_model(
         trained,
         time.perf_counter() - start,
     )
+
+
+def _cached_or_trained(
+    model: nn.Module, path: Path, data: DataSplits, config: StudyConfig
+) -> bool:
+    """Load the dense cache at ``path`` into ``model``, else train and cache it, under a lock
+    file shared with other workers; returns whether it trained."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        state = _cached_state(path, model)
+        if state is None:
+            _train_dense(model, data, config)
+            save_tensors(model.state_dict(), path)
+            return True
+        model.load_state_dict(state)
+        return False
 
 
 def data_digest(data: DataSplits) -> str:

@@ -1,6 +1,9 @@
-"""The exceptions admmsearch raises: one root, a few kinds, messages that say what to fix."""
+"""The exceptions admmsearch raises: one root, a few kinds, messages that say what to fix; and
+:func:`quote`, how every message shows a value the user gave."""
 
 from __future__ import annotations
+
+import reprlib
 
 __all__ = [
     "AdmmSearchError",
@@ -13,13 +16,34 @@ __all__ = [
     "LayerError",
     "NoTrialError",
     "PackError",
+    "QUOTE_LIMIT",
     "RegistryError",
     "StoreError",
     "StudyNotFoundError",
     "TrackingError",
     "UIError",
     "UserCodeError",
+    "quote",
 ]
+
+#: The longest a quoted value gets in a message, in characters.
+QUOTE_LIMIT = 80
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, 60, 60, 40
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 6
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` for a message, at most ``limit`` characters, read without walking all
+    of a huge value (a long list shows its first items; :mod:`reprlib`).
+
+    >>> quote("accuracy"), quote(list(range(100)))
+    ("'accuracy'", '[0, 1, 2, 3, 4, 5, ...]')
+    >>> len(quote("x" * 10_000)) <= QUOTE_LIMIT
+    True
+    """
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class AdmmSearchError(Exception):

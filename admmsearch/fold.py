@@ -1,7 +1,8 @@
-"""BatchNorm folding: each Conv -> BatchNorm pair becomes one convolution with a bias.
+"""Folding: each Conv -> BatchNorm pair becomes one convolution with a bias, and a weight's
+reparametrization (weight norm, spectral norm) becomes the plain weight it computes.
 
 In eval mode a BatchNorm after a convolution is an affine map per output channel, so it folds
-into the convolution's weight and bias (torch's own ``fuse_conv_bn_weights``):
+into the convolution's weight and bias (Ioffe & Szegedy 2015, Algorithm 2, step 11):
 ``w' = w * gamma / sqrt(var + eps)`` per output channel and
 ``b' = (b - mean) * gamma / sqrt(var + eps) + beta``. The pipeline folds after the dense model
 is trained and before compression, so the compressed (and accounted, and packed) network is the
@@ -9,7 +10,16 @@ one that is deployed: no float32 BatchNorm is left beside the compressed convolu
 
 Pairs are found on the traced graph (``torch.fx``): a BatchNorm whose only input is a
 convolution's output, that convolution's output going nowhere else, each module called once.
-A model that does not trace folds nothing (:attr:`Folding.skipped` says why).
+A model that does not trace folds nothing (:attr:`Folding.skipped` says why). A transposed
+convolution keeps its output channels on axis 1 of its ``(in, out/groups, *kernel)`` weight, in
+``groups`` blocks of ``in/groups`` rows: output channel ``g * out/groups + j`` is column ``j`` of
+block ``g``, which is how its scale is applied (torch's ``fuse_conv_bn_weights`` takes dim 1 for
+the output channels and fails for ``groups > 1``, pytorch/pytorch#180995).
+
+Layers written with ``torch.nn.utils.parametrizations.weight_norm`` / ``spectral_norm`` (or the
+older hook-based ``torch.nn.utils.weight_norm`` / ``spectral_norm``) train as written; before
+compression :func:`remove_reparametrizations` replaces each by the weight it computes in eval
+mode, so that the weight compressed and stored is the one the layer applies.
 
 Example::
 
@@ -29,9 +39,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import fx, nn
-from torch.nn.utils.fusion import fuse_conv_bn_weights
+from torch.nn.utils import parametrize
+from torch.nn.utils.spectral_norm import SpectralNorm, remove_spectral_norm
+from torch.nn.utils.weight_norm import WeightNorm, remove_weight_norm
 
-__all__ = ["Folding", "conv_bn_pairs", "fold_batchnorm"]
+__all__ = ["Folding", "conv_bn_pairs", "fold_batchnorm", "remove_reparametrizations"]
 
 _CONVS = (
     nn.Conv1d,
@@ -100,16 +112,61 @@ def fold_batchnorm(model: nn.Module) -> Folding:
 
 def _fold_pair(model: nn.Module, conv_name: str, norm_name: str) -> None:
     conv, norm = model.get_submodule(conv_name), model.get_submodule(norm_name)
-    weight, bias = fuse_conv_bn_weights(
-        conv.weight,
-        conv.bias,
-        norm.running_mean,
-        norm.running_var,
-        norm.eps,
-        norm.weight,
-        norm.bias,
-        transpose=isinstance(conv, nn.modules.conv._ConvTransposeNd),
-    )
-    conv.weight, conv.bias = weight, bias
+    scale = norm.running_var.add(norm.eps).rsqrt()
+    shift = -norm.running_mean * scale
+    if norm.weight is not None:
+        scale, shift = scale * norm.weight, shift * norm.weight + norm.bias
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    conv.weight = nn.Parameter(_scaled(conv, scale))
+    conv.bias = nn.Parameter(bias.to(conv.weight.dtype))
     parent_name, _, child = norm_name.rpartition(".")
     setattr(model.get_submodule(parent_name), child, nn.Identity())
+
+
+def _scaled(conv: nn.Module, scale: torch.Tensor) -> torch.Tensor:
+    """``conv.weight`` with output channel ``c`` multiplied by ``scale[c]``.
+
+    A convolution's weight is ``(out, in/groups, *kernel)``; a transposed one's is
+    ``(in, out/groups, *kernel)`` with output channel ``g * out/groups + j`` in column ``j`` of
+    row block ``g`` of ``in/groups`` rows.
+    """
+    w, ones = conv.weight, [1] * (conv.weight.dim() - 2)
+    if not isinstance(conv, nn.modules.conv._ConvTransposeNd):
+        return w * scale.reshape(-1, 1, *ones)
+    groups = conv.groups
+    blocks = w.reshape(groups, w.shape[0] // groups, *w.shape[1:])
+    return (blocks * scale.reshape(groups, 1, -1, *ones)).reshape(w.shape)
+
+
+def remove_reparametrizations(model: nn.Module) -> tuple[str, ...]:
+    """Replace every weight reparametrization of ``model`` by the plain tensor it computes, in
+    place: torch's parametrizations (``parametrizations.weight_norm``, ``spectral_norm``, any
+    ``parametrize.register_parametrization``) and the hook-based ``weight_norm`` and
+    ``spectral_norm``. The tensor is computed in eval mode (spectral norm's power iteration
+    does not step), so eval outputs stay equal. Call it before admmsearch's own masks go on.
+
+    Returns:
+        The tensors changed, as ``module.tensor`` names.
+    """
+    training, done = model.training, []
+    model.eval()
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            for tensor in _remove_from(module):
+                done.append(f"{name}.{tensor}" if name else tensor)
+    model.train(training)
+    return tuple(done)
+
+
+def _remove_from(module: nn.Module) -> list[str]:
+    removed = []
+    for hook in list(module._forward_pre_hooks.values()):
+        if isinstance(hook, WeightNorm | SpectralNorm):
+            remove = remove_weight_norm if isinstance(hook, WeightNorm) else remove_spectral_norm
+            remove(module, hook.name)
+            removed.append(hook.name)
+    if parametrize.is_parametrized(module):
+        for tensor in list(module.parametrizations):
+            parametrize.remove_parametrizations(module, tensor, leave_parametrized=True)
+            removed.append(tensor)
+    return removed

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import UserCodeError
+from .errors import UserCodeError, quote
 from .registry import import_object, one_line
 from .settings import TrainingHooks
 
@@ -151,7 +151,7 @@ def load_recipe(hooks: TrainingHooks) -> Recipe:
         what = f"training.{hook}"
         obj = import_object(name, what)
         if not callable(obj):
-            raise UserCodeError(f"{what} {name!r}: is a {type(obj).__name__}, not a function")
+            raise UserCodeError(f"{what} {quote(name)}: is a {type(obj).__name__}, not a function")
         _check_arguments(obj, what, name, _ARGUMENTS[hook])
         found[hook] = obj
     return Recipe(hooks, **found)
@@ -166,7 +166,7 @@ def _check_arguments(fn: Callable[..., Any], what: str, name: str, args: tuple[s
         signature.bind(*args)
     except TypeError:
         raise UserCodeError(
-            f"{what} {name!r}: is called as ({', '.join(args)}), but takes {signature}"
+            f"{what} {quote(name)}: is called as ({', '.join(args)}), but takes {signature}"
         ) from None
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import AdmmSearchError, ConfigError, LayerError, RegistryError, UserCodeError
+from .errors import AdmmSearchError, ConfigError, LayerError, RegistryError, UserCodeError, quote
 from .registry import Registry, import_object, one_line
 
 __all__ = [
@@ -91,7 +91,7 @@ def create_model(
             message names ``model``, the name and the factory's own message.
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+        raise ConfigError(f"num_classes must be a positive integer, got {quote(num_classes)}")
     shape = tuple(input_shape)
     if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
         raise ConfigError(f"input_shape must be positive integers like (1, 28, 28), got {shape}")
@@ -105,7 +105,7 @@ def create_model(
     model = _call_factory(name, factory, args, kwargs)  # type: ignore[arg-type]
     if not isinstance(model, nn.Module):
         raise UserCodeError(
-            f"model {name!r} returned {type(model).__name__}, not a torch.nn.Module; "
+            f"model {quote(name)} returned {type(model).__name__}, not a torch.nn.Module; "
             "the function must return the network"
         )
     return model
@@ -197,7 +197,7 @@ def _call_factory(
     """
     if not callable(factory):
         raise UserCodeError(
-            f"model {name!r} is a {type(factory).__name__}, not a function or class"
+            f"model {quote(name)} is a {type(factory).__name__}, not a function or class"
         )
     try:
         params = inspect.signature(factory).parameters
@@ -209,7 +209,8 @@ def _call_factory(
         unknown = sorted(set(kwargs) - set(params))
         if unknown:
             raise ConfigError(
-                f"model {name!r} does not take {', '.join(unknown)}; it takes {', '.join(params)}"
+                f"model {quote(name)} does not take {', '.join(unknown)}; "
+                f"it takes {', '.join(params)}"
             )
         accepted = {k: v for k, v in {**args, **kwargs}.items() if k in params}
     try:
@@ -217,7 +218,7 @@ def _call_factory(
     except AdmmSearchError:
         raise
     except Exception as exc:  # noqa: BLE001 - user code: any failure is named in one line
-        raise UserCodeError(f"model {name!r} raised {one_line(exc)}") from exc
+        raise UserCodeError(f"model {quote(name)} raised {one_line(exc)}") from exc
 
 
 def _torchvision_model(name: str, num_classes: int, kwargs: dict[str, object]) -> nn.Module:
@@ -225,18 +226,22 @@ def _torchvision_model(name: str, num_classes: int, kwargs: dict[str, object]) -
 
     known = torchvision.models.list_models(module=torchvision.models)  # classifiers only
     if name not in known:
-        raise RegistryError(f"unknown torchvision classifier {name!r}; known: {', '.join(known)}")
+        raise RegistryError(
+            f"unknown torchvision classifier {quote(name)}; known: {', '.join(known)}"
+        )
     try:
         return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     except TypeError as exc:
-        raise ConfigError(f"torchvision model {name!r} rejected its arguments: {exc}") from exc
+        raise ConfigError(
+            f"torchvision model {quote(name)} rejected its arguments: {exc}"
+        ) from exc
 
 
 def _image_shape(name: str, input_shape: tuple[int, ...], min_size: int) -> tuple[int, int, int]:
     """Check ``input_shape`` is ``(C, H, W)`` with H and W at least ``min_size``."""
     if len(input_shape) != 3 or min(input_shape[1:]) < min_size:
         raise ConfigError(
-            f"model {name!r} needs input_shape (C, H, W) with H, W >= {min_size}, "
+            f"model {quote(name)} needs input_shape (C, H, W) with H, W >= {min_size}, "
             f"got {input_shape}"
         )
     return input_shape  # type: ignore[return-value]

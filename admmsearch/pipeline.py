@@ -37,7 +37,7 @@ from .admm import AdmmState, Residuals
 from .constraints import Constraint, nearest_codes
 from .data import DataSplits
 from .errors import DivergenceError
-from .fold import Folding, fold_batchnorm
+from .fold import Folding, fold_batchnorm, remove_reparametrizations
 from .hooks import Recipe, load_recipe
 from .masking import Quantized, finalize, mask_of, prune_, quantize_
 from .models import compressible_layers, output_channels, uncompressed_layers
@@ -54,6 +54,7 @@ __all__ = [
     "PrunedState",
     "StageResult",
     "admm_stage",
+    "check_plan",
     "dense_stage",
     "extend_retraining",
     "fold_stage",
@@ -174,11 +175,7 @@ def network(
         ConstraintError: a planned keep ratio keeps no weight of its layer.
     """
     model.to(device)
-    layers = compressible_layers(model, layer_patterns)
-    named = [n for n in plan.layers if n in uncompressed_layers(model, layers)]
-    if named:
-        layers = compressible_layers(model, [*layers, *named])
-    plan.check_layers(layers, {n: m.weight.numel() for n, m in layers.items()})
+    layers = check_plan(model, plan, layer_patterns)
     recipe = load_recipe(settings.training)
     return Network(model, layers, data.to(device), recipe, hooks or PipelineHooks(), settings.seed)
 
@@ -311,8 +308,11 @@ def dense_stage(
 
 
 def fold_stage(net: Network, s: PipelineSettings) -> Folding:
-    """Fold BatchNorm into the convolutions (:mod:`admmsearch.fold`) if ``s`` asks for it:
-    after the dense stage, before anything is pruned or quantized."""
+    """After the dense stage, before anything is pruned or quantized: weight
+    reparametrizations (weight or spectral norm) become plain weights (they would clash with
+    the masks, and the effective weight is what is stored), then BatchNorm folds into the
+    convolutions (:mod:`admmsearch.fold`) if ``s`` asks for it."""
+    remove_reparametrizations(net.model)
     return fold_batchnorm(net.model) if s.fold_batchnorm else Folding()
 
 
@@ -567,3 +567,30 @@ def run_pipeline(
         folding = fold_stage(net, settings)
         pruned = prune_phase(net, plan, settings, dense)
         return quantize_phase(net, plan, settings, pruned, folding)
+
+
+def check_plan(
+    model: nn.Module, plan: Plan, layer_patterns: list[str] | None = None
+) -> dict[str, nn.Module]:
+    """The layers :func:`run_pipeline` compresses (those ``layer_patterns`` select, plus any
+    other module with a weight that ``plan`` names), once ``plan`` is checked against their
+    shapes: every planned layer exists and keeps a weight, or an output channel where it is
+    pruned structured. Cheap: call it before training to refuse a plan at once.
+
+    Raises:
+        LayerError: a pattern, or a layer the plan names, is not a module with a weight.
+        ConstraintError: a keep keeps nothing of its layer; names ``layers.<name>.keep``.
+    """
+    layers = compressible_layers(model, layer_patterns)
+    others = uncompressed_layers(model, layers)
+    named = [n for n in plan.layers if n in others]
+    if named:
+        layers = compressible_layers(model, [*layers, *named])
+    numel = {n: m.weight.numel() for n, m in layers.items()}
+    plan.check_layers(layers, numel, {n: _channel_count(m) for n, m in layers.items()})
+    return layers
+
+
+def _channel_count(module: nn.Module) -> int:
+    axis, groups = output_channels(module)
+    return module.weight.shape[axis] * (groups if axis == 1 else 1)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import field_validator, model_validator
 
-from .errors import ConstraintError, LayerError
+from .errors import ConstraintError, LayerError, quote
 from .validation import Bits, Clusters, Fraction, FrozenModel, StrictBool
 
 if TYPE_CHECKING:
@@ -143,24 +143,37 @@ class Plan(FrozenModel):
             "layers": {name: lp.to_dict() for name, lp in self.layers.items()},
         }
 
-    def check_layers(self, valid: Iterable[str], numel: Mapping[str, int] | None = None) -> None:
-        """Every planned layer must exist and keep at least one weight."""
-        from .constraints import Sparsity
+    def check_layers(
+        self,
+        valid: Iterable[str],
+        numel: Mapping[str, int] | None = None,
+        channels: Mapping[str, int] | None = None,
+    ) -> None:
+        """Every planned layer must exist and keep at least one weight (of its ``numel``) or,
+        pruned structured, one output channel (of its ``channels``).
+
+        Raises:
+            LayerError: a planned layer is not among ``valid``.
+            ConstraintError: a keep that keeps nothing, naming ``layers.<name>.keep``.
+        """
+        from .constraints import Sparsity, StructuredSparsity
 
         valid = list(valid)
         for name in self.layers:
             if name not in valid:
                 raise LayerError(
-                    f"plan names layer {name!r}, which is not a compressible layer; "
+                    f"plan names layer {quote(name)}, which is not a compressible layer; "
                     f"valid: {', '.join(valid)}"
                 )
-        for name, size in (numel or {}).items():
-            lp = self.layers.get(name)
-            if lp is not None and lp.prunes and not lp.structured:
-                try:
-                    Sparsity(lp.keep).count(size)
-                except ConstraintError as exc:
-                    raise ConstraintError(f"layers.{name}.keep: {exc}") from None
+        for name, lp in self.layers.items():
+            sizes = (channels if lp.structured else numel) or {}
+            size = sizes.get(name) if lp.prunes else None
+            if size is None:
+                continue
+            try:
+                (StructuredSparsity if lp.structured else Sparsity)(lp.keep).count(size)
+            except ConstraintError as exc:
+                raise ConstraintError(f"layers.{name}.keep: {exc}") from None
 
     def prune_constraints(self, weights: Mapping[str, torch.Tensor]) -> dict[str, Constraint]:
         """Sparsity constraints of the layers that are pruned."""

@@ -1,18 +1,22 @@
 """Checks made before a study starts: everything that can be known to fail is refused before
 any study, MLflow run, folder or training is created.
 
-:func:`admmsearch.search.study.prepare` runs them in this order: the stores' folders
-(:func:`check_store_folder`), the device (:func:`check_device`), the data (loaded and checked by
-:func:`admmsearch.data.load_dataset`, then :func:`check_splits`; :func:`check_validation_size`
-only warns), the model on a batch of that data (:func:`check_model`), the dense checkpoint
-(:func:`check_checkpoint`) and a study of the same name with another definition
-(:mod:`admmsearch.search.reuse`). The study file itself, its layers and its enqueued params were
-checked when it was loaded (:func:`admmsearch.config.validate_study`).
+:func:`admmsearch.search.study.prepare` runs them in this order: the stores and the folders a
+study writes (:func:`check_stores`: they exist or can be made, take files, do not clash, and
+the study's MLflow experiment is not deleted), the device (:func:`check_device`), the data
+(loaded and checked by :func:`admmsearch.data.load_dataset`, then :func:`check_splits`;
+:func:`check_validation_size` only warns), the model on a batch of that data
+(:func:`check_model`), the dense checkpoint (:func:`check_checkpoint`), the constraints
+(:func:`check_constraints`) and a study of the same name with another definition
+(:mod:`admmsearch.search.reuse`). The study file itself, its layers and its enqueued params
+were checked when it was loaded (:func:`admmsearch.config.validate_study`).
 """
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import sqlalchemy
@@ -20,7 +24,7 @@ import torch
 
 from .config import StudyConfig
 from .data import DataSplits
-from .dense import build_model, read_checkpoint
+from .dense import build_model, packed_meta, read_checkpoint
 from .errors import (
     AdmmSearchError,
     AdmmSearchWarning,
@@ -29,18 +33,24 @@ from .errors import (
     StoreError,
     UserCodeError,
 )
+from .fold import fold_batchnorm
+from .locations import check_clash, writable_folder
+from .packed import smallest_file_bits
 from .redact import redact_url
 from .registry import one_line
+from .tracking import check_experiment
 
 __all__ = [
     "MIN_IMAGES_WITHIN_DROP",
     "SmallValidationWarning",
     "check_checkpoint",
+    "check_constraints",
     "check_device",
     "check_model",
     "store_file",
     "check_splits",
     "check_store_folder",
+    "check_stores",
     "check_validation_size",
 ]
 
@@ -92,6 +102,51 @@ def check_store_folder(url: str, what: str) -> None:
             f"{what} {redact_url(url)}: folder {folder} does not exist; create it first, or fix "
             "the path (admmsearch does not create folders for stores)"
         )
+    _check_writable_store(url, what, file.expanduser())
+
+
+def _check_writable_store(url: str, what: str, file: Path) -> None:
+    """The store's folder takes new files (SQLite writes its journal beside the database),
+    the file itself can be written, and so can an SQLite tracking store's ``artifacts/``."""
+    folders = [file.parent]
+    if what.startswith("tracking") and (file.parent / "artifacts").is_dir():
+        folders.append(file.parent / "artifacts")
+    for folder in folders:
+        if why := writable_folder(folder):
+            raise StoreError(f"{what} {redact_url(url)}: {why}")
+    if file.is_file() and not os.access(file, os.W_OK):
+        raise StoreError(f"{what} {redact_url(url)}: {file} is read-only")
+
+
+def check_stores(
+    config: StudyConfig, storage: str, tracking_uri: str | None, folders: Mapping[str, Path]
+) -> None:
+    """Everything a study writes, before anything is: the Optuna storage and the MLflow store
+    (their folders exist and take files, :func:`check_store_folder`; they are not one database,
+    :func:`admmsearch.locations.check_clash`; the study's experiment is not deleted,
+    :func:`admmsearch.tracking.check_experiment`), and ``folders`` admmsearch makes (what each
+    is, e.g. ``"cache folder .admmsearch/cache (--cache-dir)"``, to the folder).
+
+    Raises:
+        StoreError: names the store or folder, the setting and the system's reason.
+        TrackingError: the study's MLflow experiment is deleted.
+    """
+    check_store_folder(storage, "storage")
+    tracking = tracking_uri or config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if tracking:
+        check_store_folder(tracking, "tracking URI")
+    else:  # the default, mlruns/ in the current folder, is made when needed
+        tracking = f"sqlite:///{Path('mlruns').resolve() / 'mlflow.db'}"
+        default = Path("mlruns").resolve()
+        if why := writable_folder(default if default.is_dir() else default.parent):
+            raise StoreError(f"tracking URI {tracking} (the default): {why}")
+        if default.is_dir():
+            _check_writable_store(tracking, "tracking URI (the default)", default / "mlflow.db")
+    check_clash(storage, tracking)
+    for what, folder in folders.items():
+        if why := writable_folder(folder):
+            raise StoreError(f"{what}: {why}")
+    check_experiment(tracking, config.name)
 
 
 def store_file(url: str) -> Path | None:
@@ -175,6 +230,32 @@ def check_model(config: StudyConfig, data: DataSplits) -> None:
         )
 
 
+def check_constraints(config: StudyConfig, data: DataSplits, layers: Sequence[str]) -> None:
+    """A ``constraints.max_storage_bits`` below the smallest packed file the study's model can
+    have (:func:`admmsearch.packing.smallest_file_bits`: header, uncompressed tensors, one
+    value per compressed layer; after BatchNorm folding where the pipeline folds) is refused
+    before training: no trial could ever be feasible.
+
+    Raises:
+        ConfigError: names ``constraints.max_storage_bits``, the bound and what makes it up.
+    """
+    limit = config.constraints.max_storage_bits
+    if limit is None:
+        return
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(config, data).eval()
+    if config.pipeline.fold_batchnorm:
+        fold_batchnorm(model)
+    smallest = smallest_file_bits(model, layers, packed_meta(config, data))
+    if limit < smallest:
+        raise ConfigError(
+            f"constraints.max_storage_bits: {limit} is below the smallest packed file this "
+            f"study's model can have ({smallest} bits: the header, the tensors stored "
+            f"uncompressed, and one 32-bit value for each of its {len(layers)} compressed "
+            "layers), so no trial could meet it; raise it, or set it to null"
+        )
+
+
 def check_checkpoint(config: StudyConfig, data: DataSplits) -> None:
     """A ``dense.checkpoint`` must be a state dict that fits the model (read without
     unpickling).
@@ -184,5 +265,5 @@ def check_checkpoint(config: StudyConfig, data: DataSplits) -> None:
     """
     if config.dense.checkpoint:
         with torch.random.fork_rng(devices=[]):
-            model = build_model(config, data)
+            model = build_model(config, data, plain=False)
         read_checkpoint(Path(config.dense.checkpoint), model)

@@ -120,6 +120,7 @@ class StudyAttr:
     FRONT_MODELS_LOGGED: Final = "front_models_logged"
     SENSITIVITY: Final = "sensitivity"  # the key of the sensitivity result the seeds came from
     STOPPED_BY_TIMEOUT: Final = "stopped_by_timeout"
+    BUDGET: Final = "budget"  # the trial budget of the last run (--trials, else the file's)
 
 
 class DenseFigures(TypedDict):

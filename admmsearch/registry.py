@@ -12,7 +12,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Generic, TypeVar
 
-from .errors import RegistryError
+from .errors import RegistryError, quote
 
 __all__ = ["Registry", "add_search_dir", "import_object", "one_line", "search_dirs"]
 
@@ -32,7 +32,7 @@ class Registry(Generic[T]):
 
         def decorate(fn: Callable[..., T]) -> Callable[..., T]:
             if name in self._factories:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+                raise ValueError(f"{self.kind} {quote(name)} is registered twice")
             self._factories[name] = fn
             return fn
 
@@ -44,7 +44,7 @@ class Registry(Generic[T]):
             return self._factories[name]
         except KeyError:
             known = ", ".join(sorted(self._factories))
-            raise RegistryError(f"unknown {self.kind} {name!r}; known: {known}") from None
+            raise RegistryError(f"unknown {self.kind} {quote(name)}; known: {known}") from None
 
     def names(self) -> list[str]:
         return sorted(self._factories)
@@ -94,7 +94,8 @@ def import_object(path: str, what: str) -> object:
     module_name, sep, attr = path.rpartition(":")
     if not sep or not module_name or not attr:
         raise RegistryError(
-            f"{what} {path!r} must look like 'package.module:function' or 'path/file.py:function'"
+            f"{what} {quote(path)} must look like 'package.module:function' or "
+            "'path/file.py:function'"
         )
     if module_name.endswith(".py"):
         module = _import_file(path, module_name, what)
@@ -105,7 +106,9 @@ def import_object(path: str, what: str) -> object:
         for part in attr.split("."):
             obj = getattr(obj, part)
     except AttributeError:
-        raise RegistryError(f"{what} {path!r}: {module_name!r} has no {attr!r}") from None
+        raise RegistryError(
+            f"{what} {quote(path)}: {quote(module_name)} has no {quote(attr)}"
+        ) from None
     return obj
 
 
@@ -127,12 +130,12 @@ def _import_module(path: str, module_name: str, what: str) -> ModuleType:
     except ModuleNotFoundError as exc:
         if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
             raise RegistryError(
-                f"{what} {path!r}: no module named {exc.name!r} on the Python path or in "
-                f"{_looked_in()}"
+                f"{what} {quote(path)}: no module named {quote(exc.name)} on the Python path or "
+                f"in {_looked_in()}"
             ) from None
-        raise RegistryError(f"{what} {path!r}: importing it failed: {one_line(exc)}") from exc
+        raise RegistryError(f"{what} {quote(path)}: importing it failed: {one_line(exc)}") from exc
     except Exception as exc:  # noqa: BLE001 - user code: any failure is named in one line
-        raise RegistryError(f"{what} {path!r}: importing it failed: {one_line(exc)}") from exc
+        raise RegistryError(f"{what} {quote(path)}: importing it failed: {one_line(exc)}") from exc
     finally:
         del sys.path[: len(extra)]
 
@@ -145,14 +148,14 @@ def _import_file(path: str, file: str, what: str) -> ModuleType:
     found = next((c.resolve() for c in candidates if c.is_file()), None)
     if found is None:
         where = "" if given.is_absolute() else f" in {_looked_in()}"
-        raise RegistryError(f"{what} {path!r}: no file {file!r}{where}")
+        raise RegistryError(f"{what} {quote(path)}: no file {quote(file)}{where}")
     digest = hashlib.sha256(str(found).encode()).hexdigest()[:12]
     name = f"_admmsearch_user_{found.stem}_{digest}"
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, found)
     if spec is None or spec.loader is None:
-        raise RegistryError(f"{what} {path!r}: {found} cannot be imported as a Python module")
+        raise RegistryError(f"{what} {quote(path)}: {found} cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     sys.path.insert(0, str(found.parent))
@@ -160,7 +163,7 @@ def _import_file(path: str, file: str, what: str) -> ModuleType:
         spec.loader.exec_module(module)
     except Exception as exc:  # noqa: BLE001 - user code: any failure is named in one line
         del sys.modules[name]
-        raise RegistryError(f"{what} {path!r}: importing it failed: {one_line(exc)}") from exc
+        raise RegistryError(f"{what} {quote(path)}: importing it failed: {one_line(exc)}") from exc
     finally:
         sys.path.remove(str(found.parent))
     return module

@@ -37,6 +37,8 @@ if TYPE_CHECKING:  # mlflow loads on first use: importing this module stays chea
 __all__ = [
     "HTTP_DEFAULTS",
     "KEYS_ARTIFACT",
+    "MAX_PARAM_CHARS",
+    "PARAMS_FOLDER",
     "PARENT_TAG",
     "REASON_TAG",
     "ROLE_TAG",
@@ -44,6 +46,7 @@ __all__ = [
     "TRIAL_TAG",
     "Tracker",
     "artifact_root",
+    "check_experiment",
     "default_tracking_uri",
     "mlflow_key",
     "search_runs",
@@ -64,6 +67,10 @@ HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
 _BATCH = 900
+#: The longest param value MLflow stores whole (``mlflow.utils.validation.MAX_PARAM_VAL_LENGTH``).
+MAX_PARAM_CHARS = 6000
+#: Where a param value too long for MLflow goes, as ``<key>.txt``.
+PARAMS_FOLDER = "params"
 _MAX_KEY = 250  # MLflow's limit on key length
 _MAX_TAG = 5000  # well within MLflow's limit on a tag value
 _PLAIN = frozenset(string.ascii_letters + string.digits + "_.")
@@ -147,6 +154,43 @@ def _tracking_error(uri: str, exc: Exception) -> TrackingError:
     return TrackingError(f"tracking URI {where}: {text}")
 
 
+def check_experiment(uri: str, study_name: str) -> None:
+    """Refuse, before anything is created, a study whose MLflow experiment (named after it) is
+    deleted: MLflow keeps a deleted experiment's name and refuses new runs in it. An SQLite
+    store that does not exist yet is not created by looking.
+
+    Raises:
+        TrackingError: the experiment is deleted (the message names it, the store and the ways
+            out), or the store cannot be read.
+    """
+    import mlflow
+    import requests
+    from mlflow.tracking import MlflowClient
+
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
+        return
+    set_mlflow_defaults()
+    try:
+        found = MlflowClient(uri).get_experiment_by_name(study_name)
+    except (mlflow.exceptions.MlflowException, requests.exceptions.RequestException) as exc:
+        raise _tracking_error(uri, exc) from None
+    if found is not None:
+        _refuse_deleted(uri, found)
+
+
+def _refuse_deleted(uri: str, experiment: Any) -> None:
+    if experiment.lifecycle_stage != "deleted":
+        return
+    where, number = redact_url(uri), experiment.experiment_id
+    raise TrackingError(
+        f"tracking URI {where}: this study's MLflow experiment {experiment.name!r} (id {number}) "
+        "was deleted, and MLflow keeps a deleted experiment's name; restore it (mlflow "
+        f"experiments restore --experiment-id {number}), remove it for good (mlflow gc "
+        f"--backend-store-uri {where} --experiment-ids {number}), or give the study another "
+        "name: or tracking URI"
+    )
+
+
 def default_tracking_uri(root: str | Path = "mlruns") -> str:
     """The embedded store: an SQLite file in ``root`` (MLflow 3 retired the plain file store)."""
     root = Path(root).resolve()
@@ -184,9 +228,14 @@ class Tracker:
         self.experiment_id = self._experiment()
 
     def _experiment(self) -> str:
-        """The study's experiment; a worker that loses the race to create it takes the winner's."""
+        """The study's experiment; a worker that loses the race to create it takes the winner's.
+
+        Raises:
+            TrackingError: the experiment of that name is deleted (see :func:`check_experiment`).
+        """
         found = self.client.get_experiment_by_name(self.study_name)
         if found is not None:
+            _refuse_deleted(self.uri, found)
             return found.experiment_id
         import mlflow
 
@@ -260,19 +309,33 @@ class Tracker:
         """Params, scalar metrics, stepped series (step = index) and tags, in batches.
 
         Keys go through :func:`mlflow_key`; where one changes, the run's ``mlflow_keys.json``
-        maps it back.
+        maps it back. A param value longer than MLflow takes (:data:`MAX_PARAM_CHARS`; e.g.
+        the normalisation of an input with hundreds of channels) goes whole into the artifact
+        ``params/<key>.txt``, and the param says so, rather than being cut.
         """
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, RunTag
 
         names = [*(params or {}), *(metrics or {}), *(series or {}), *(tags or {})]
         key = {name: mlflow_key(name) for name in names}
-        items: list[Any] = [Param(key[k], str(v)) for k, v in (params or {}).items()]
+        items, long = _param_items(params or {}, key)
         items += [Metric(key[k], float(v), 0, 0) for k, v in (metrics or {}).items() if _finite(v)]
         for name, values in (series or {}).items():
             items += [
                 Metric(key[name], float(v), 0, i) for i, v in enumerate(values) if _finite(v)
             ]
         items += [RunTag(key[k], str(v)) for k, v in (tags or {}).items()]
+        self._log_batches(run_id, items)
+        for safe, text in long.items():
+            self.client.log_text(run_id, text, f"{PARAMS_FOLDER}/{safe}.txt")
+        renamed = self._renamed.setdefault(run_id, {})
+        fresh = {safe: name for name, safe in key.items() if safe != name and safe not in renamed}
+        if fresh:
+            renamed.update(fresh)
+            self.client.log_dict(run_id, dict(sorted(renamed.items())), KEYS_ARTIFACT)
+
+    def _log_batches(self, run_id: str, items: list[Any]) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
         for start in range(0, len(items), _BATCH):
             chunk = items[start : start + _BATCH]
             self.client.log_batch(
@@ -281,11 +344,6 @@ class Tracker:
                 params=[i for i in chunk if isinstance(i, Param)],
                 tags=[i for i in chunk if isinstance(i, RunTag)],
             )
-        renamed = self._renamed.setdefault(run_id, {})
-        fresh = {safe: name for name, safe in key.items() if safe != name and safe not in renamed}
-        if fresh:
-            renamed.update(fresh)
-            self.client.log_dict(run_id, dict(sorted(renamed.items())), KEYS_ARTIFACT)
 
     @_store_errors
     def log_frame(self, run_id: str, frame: pd.DataFrame, name: str) -> None:
@@ -355,6 +413,23 @@ class Tracker:
                 self.client.set_terminated(run.info.run_id, status=status)
                 ended += 1
         return ended
+
+
+def _param_items(
+    params: Mapping[str, Any], key: Mapping[str, str]
+) -> tuple[list[Any], dict[str, str]]:
+    """MLflow params of ``params`` (keys made safe by ``key``), and the values too long for a
+    param by safe key: their param points at the artifact that holds them."""
+    from mlflow.entities import Param
+
+    items, long = [], {}
+    for name, value in params.items():
+        text, safe = str(value), key[name]
+        if len(text) > MAX_PARAM_CHARS:
+            long[safe] = text
+            text = f"{len(text)} characters, in artifact {PARAMS_FOLDER}/{safe}.txt"
+        items.append(Param(safe, text))
+    return items, long
 
 
 def search_runs(tracking_uri: str, study_name: str) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Strict, ValidationError
 
-from .errors import ConfigError
+from .errors import ConfigError, quote
 
 __all__ = [
     "Bits",
@@ -154,13 +154,22 @@ def report_errors(
     ``rename`` maps a dotted prefix to the name the reader knows it by (when the data was
     rearranged before validation).
     """
-    lines = [_line(error) for error in exc.errors(include_url=False)]
+    lines = [_line(error) for error in _own_errors(exc.errors(include_url=False))]
     for old, new in (rename or {}).items():
         lines = [new + line[len(old) :] if line.startswith(old) else line for line in lines]
     lines = list(dict.fromkeys(lines))
     if len(lines) == 1:
         return f"{source}: {lines[0]}"
     return f"{source}: {len(lines)} problems:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _own_errors(errors: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Pydantic's errors less a list's "too short" where its items were refused: a list of
+    one bad item is not empty, and saying so again would mislead."""
+    bad_items = {
+        tuple(e["loc"][:-1]) for e in errors if e["loc"] and isinstance(e["loc"][-1], int)
+    }
+    return [e for e in errors if not (e["type"] == "too_short" and tuple(e["loc"]) in bad_items)]
 
 
 _PHRASES = (
@@ -188,5 +197,5 @@ def _line(error: Mapping[str, Any]) -> str:
         for pattern, new in _PHRASES:
             text = pattern.sub(new, text)
         if not isinstance(error.get("input"), Mapping):
-            text += f", got {error['input']!r}"
+            text += f", got {quote(error['input'])}"
     return f"{where}: {text}" if where else text

@@ -21,7 +21,8 @@ FLOORS = (
     ("packed",),
     ("pipeline",),
     ("config",),
-    ("metrics", "tensorfile", "dense", "stage_cache", "settings_file", "preflight", "tracking"),
+    ("metrics", "tensorfile", "dense", "stage_cache", "settings_file", "preflight", "tracking")
+    + ("locations",),
     ("runtime",),
     ("compression",),
     ("deploy",),

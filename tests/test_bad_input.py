@@ -109,6 +109,15 @@ def garbage(path: Path) -> None:
     path.write_bytes(b"PK\x03\x04 this is not a zip archive at all" * 3)
 
 
+def alias_bomb(path: Path) -> None:
+    """cases/30: 9 ** 8 strings in ``layers`` from a few lines of YAML anchors and aliases."""
+    lines = ["name: bomb", "model: digits-cnn", "dataset: digits", "anchors:"]
+    lines.append("  x0: &a0 [" + ",".join(['"lol"'] * 9) + "]")
+    for i in range(1, 9):
+        lines.append(f"  x{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]")
+    path.write_text("\n".join([*lines, "layers: *a8", ""]))
+
+
 def binary(path: Path) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
 
@@ -142,6 +151,14 @@ CASES: dict[str, tuple[dict[str, str | Callable[[Path], None]], list[str], str]]
         },
         ["run", "s.yaml"],
         "1 training sample(s) are too few for val_fraction 0.1",
+    ),
+    "data-one-class": (  # cases/33: refused only after the dense model trained
+        {
+            "data.npz": npz(y_train=np.zeros(60, np.int64), y_test=np.zeros(20, np.int64)),
+            "s.yaml": study_yaml(**digits_npz()),
+        },
+        ["run", "s.yaml"],
+        "dataset 'data.npz': y_train holds a single class (0); a classifier needs at least 2",
     ),
     "data-channels-last": (
         {
@@ -243,6 +260,12 @@ CASES: dict[str, tuple[dict[str, str | Callable[[Path], None]], list[str], str]]
         ["compress", "--plan", "plan.yaml"],
         "plan.yaml: not valid YAML: line 3, column 3: key 'fc1' appears twice",
     ),
+    "plan-structured-keep-keeps-no-filter": (  # cases/34: refused after 15 dense epochs
+        {"plan-struct.yaml": "layers: {conv1: {keep: 0.01, structured: true}}\n"},
+        ["compress", "--plan", "plan-struct.yaml"],
+        "plan-struct.yaml: layers.conv1.keep: keep=0.01 of 16 output channels keeps nothing; "
+        "at least one must survive (raise keep to at least 0.0625)",
+    ),
     "plan-bad-field": (
         {"plan.yaml": "layers:\n  fc1: {keep: 2}\n"},
         ["compress", "--plan", "plan.yaml"],
@@ -295,6 +318,81 @@ CASES: dict[str, tuple[dict[str, str | Callable[[Path], None]], list[str], str]]
         {},
         ["compress", "--out", "nofolder/model.admm"],
         "folder nofolder does not exist",
+    ),
+    "storage-is-a-text-file": (
+        {"notes.db": "hello\n", "s.yaml": study_yaml()},
+        ["list", "--storage", "sqlite:///notes.db"],
+        "storage sqlite:///notes.db: cannot read it (file is not a database)",
+    ),
+    "export-out-folder-missing": (
+        {},
+        ["export", "good", "--trial", "0", "--out", "nofolder/best.yaml"],
+        "folder nofolder does not exist",
+    ),
+    # --- cases/30, /39 and the smaller faults of issue 19 ---
+    "yaml-alias-bomb": (
+        {"s.yaml": alias_bomb},
+        ["run", "s.yaml"],
+        "s.yaml: its aliases (*name) expand it to more than 100,000 values",
+    ),
+    "step-does-not-divide-the-range": (
+        {"s.yaml": study_yaml(search={"keep": {"low": 0.02, "high": 1.0, "step": 0.05}})},
+        ["run", "s.yaml"],
+        "search.keep: high 1.0 is not low + k * step (0.02 + k * 0.05); use high 0.97 or low 0.05",
+    ),
+    "objective-unknown": (
+        {"s.yaml": study_yaml(objectives=["accuracy"])},
+        ["run", "s.yaml"],
+        "s.yaml: objectives[0]: must be one of val_accuracy, ",
+    ),
+    "enqueue-two-wrong-names": (
+        {"s.yaml": study_yaml(enqueue=[{"keep.conv9": 0.5, "bits.fc9": 4}])},
+        ["run", "s.yaml"],
+        "enqueue[0].bits.fc9: is not a parameter; enqueue[0].keep.conv9: is not a parameter",
+    ),
+    # --- cases/31, /37: stores that clash, a constraint no trial can meet ---
+    "tracking-uri-is-the-storage": (
+        {"s.yaml": study_yaml()},
+        [
+            "run",
+            "s.yaml",
+            "--storage",
+            "sqlite:///optuna.db",
+            "--tracking-uri",
+            "sqlite:///optuna.db",
+        ],
+        "tracking URI sqlite:///optuna.db is the study storage sqlite:///optuna.db: Optuna and "
+        "MLflow each need a database of their own",
+    ),
+    "tracking-uri-is-an-optuna-database": (
+        {"s.yaml": study_yaml()},
+        [
+            "run",
+            "s.yaml",
+            "--storage",
+            "sqlite:///fresh.db",
+            "--tracking-uri",
+            "sqlite:///optuna.db",
+        ],
+        "tracking URI sqlite:///optuna.db is an Optuna database (it holds Optuna's tables)",
+    ),
+    "storage-is-an-mlflow-database": (
+        {"s.yaml": study_yaml()},
+        [
+            "run",
+            "s.yaml",
+            "--storage",
+            "sqlite:///mlruns/mlflow.db",
+            "--tracking-uri",
+            "sqlite:///fresh.db",
+        ],
+        "storage sqlite:///mlruns/mlflow.db is an MLflow tracking database",
+    ),
+    "storage-limit-below-any-file": (
+        {"s.yaml": study_yaml(constraints={"max_storage_bits": 1000})},
+        ["run", "s.yaml"],
+        "constraints.max_storage_bits: 1000 is below the smallest packed file this study's model "
+        "can have (",
     ),
     "reused-name-other-objectives": (
         {"s.yaml": study_yaml(name="good", objectives=["val_accuracy"])},
@@ -448,3 +546,88 @@ def test_a_damaged_dense_cache_is_one_warning_line_and_the_study_goes_on(work) -
     assert f"warning: dense cache {cached.relative_to(folder)}" in warnings[0]
     assert "training the dense model again" in warnings[0]
     assert "Traceback" not in result.stderr
+
+
+def test_a_deleted_mlflow_experiment_is_refused_before_anything(work) -> None:
+    """cases/38: the study's experiment deleted in MLflow; refused naming it, the store and
+    the ways out, before the Optuna study is created."""
+    from mlflow.tracking import MlflowClient
+
+    folder, env = work
+    uri = env["MLFLOW_TRACKING_URI"]
+    client = MlflowClient(uri)
+    number = client.create_experiment("gone")
+    client.delete_experiment(number)
+    (folder / "gone.yaml").write_text(study_yaml(name="gone"))
+    before = _snapshot(folder)
+    result = _invoke(folder, env, ["run", "gone.yaml"])
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr == (
+        f"error: tracking URI {uri}: this study's MLflow experiment 'gone' (id {number}) was "
+        "deleted, and MLflow keeps a deleted experiment's name; restore it (mlflow experiments "
+        f"restore --experiment-id {number}), remove it for good (mlflow gc --backend-store-uri "
+        f"{uri} --experiment-ids {number}), or give the study another name: or tracking URI\n"
+    )
+    assert _snapshot(folder) == before
+
+
+def _limited(fsize: int | None) -> Callable[[], None] | None:
+    if fsize is None:
+        return None
+
+    def limit() -> None:  # a full disk, as far as writing files goes: EFBIG, "File too large"
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    return limit
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("setup", "args", "fsize", "expected"),
+    [
+        ("cache", ["--cache-dir", "cache"], None, "cache folder cache (--cache-dir): cannot "),
+        ("mlruns", [], None, "(the default): cannot write in "),
+        ("", [], 0, "storage sqlite:///"),
+    ],
+    ids=["cache-read-only", "mlruns-read-only", "disk-full"],
+)
+def test_folders_that_cannot_be_written_are_refused_before_any_work(
+    tmp_path: Path, setup: str, args: list[str], fsize: int | None, expected: str
+) -> None:
+    """cases/32: without the power to override permissions (as an ordinary user), a cache or
+    MLflow folder without write permission failed with a PermissionError after the dense model
+    trained, leaving an empty study; a full disk drowned the right line in MLflow's traceback.
+    """
+    (tmp_path / "s.yaml").write_text(study_yaml())
+    if setup:
+        (tmp_path / setup).mkdir()
+        (tmp_path / setup).chmod(0o555)
+    nocap = "--inh-caps=-dac_override,-dac_read_search"
+    bounding = "--bounding-set=-dac_override,-dac_read_search"
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    run = subprocess.run(
+        [
+            "setpriv",
+            nocap,
+            bounding,
+            str(ADMMSEARCH),
+            "run",
+            "s.yaml",
+            "--storage",
+            storage,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "ADMMSEARCH_STORAGE": "", "MLFLOW_TRACKING_URI": ""},
+        preexec_fn=_limited(fsize),
+    )
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1, run.stderr
+    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+    reason = "File too large" if fsize == 0 else "Permission denied"
+    assert lines[0].endswith(f"({reason})"), lines[0]
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / ".admmsearch").exists()

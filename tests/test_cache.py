@@ -193,3 +193,31 @@ def test_compress_on_exported_settings_reuses_the_study_dense_model(tmp_path, ti
     assert cold.result.stages[0].seconds > 0 and warm.result.stages[0].seconds > 0
     figures = [{k: v for k, v in r.metrics.items() if "seconds" not in k} for r in (cold, warm)]
     assert figures[0] == figures[1]
+
+
+def test_a_weight_normed_model_trains_as_written_and_trials_get_its_plain_weights(
+    tmp_path, tiny_study
+) -> None:
+    """cases/36 (`run`): the dense model of a model with weight and spectral norm is trained
+    with them, cached as written, and handed to trials as plain weights that a freshly built
+    model loads (the study refused it with 'call finalize(model) before packing')."""
+    from admmsearch.dense import build_model
+
+    (tmp_path / "wnorm.py").write_text(
+        "from torch import nn\nfrom torch.nn.utils import parametrizations\n\n"
+        "def build(num_classes=10, in_channels=1):\n"
+        "    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), "
+        "nn.Linear(32, num_classes))\n"
+        "    parametrizations.weight_norm(net[1])\n"
+        "    parametrizations.spectral_norm(net[3])\n"
+        "    return net\n"
+    )
+    config = load_study(tiny_study(model=f"{tmp_path / 'wnorm.py'}:build"))
+    data = load_dataset("digits", seed=0, limit_train=300)
+    dense = dense_model(config, data, tmp_path / "cache", resolve_layers(config))
+    assert sorted(dense.state) == ["1.bias", "1.weight", "3.bias", "3.weight"]
+    cached = torch.load(dense.path, weights_only=True)
+    assert "1.parametrizations.weight.original0" in cached  # trained with the weight norm
+    model = build_model(config, data)
+    model.load_state_dict(dense.state)
+    assert dense.val_accuracy > 0.5

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+
 import optuna
 from click.testing import CliRunner
 
@@ -20,3 +24,82 @@ def test_a_study_recorded_by_another_version_is_one_line_naming_it(tmp_path) -> 
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: study 'older': its recorded study file")
     assert "bogus: unknown field" in line and "by its study file" in line
+
+
+def _infeasible_study(storage: str, budget: int = 2, completed: int = 2) -> optuna.Study:
+    """cases/37 without training: a finished study whose constraint max_storage_bits 1000 no
+    trial meets (each packed file is 100 000 bits or more)."""
+    from admmsearch.config import StudyConfig
+
+    config = StudyConfig.model_validate(
+        {
+            "name": "all-infeasible",
+            "model": "digits-cnn",
+            "dataset": "digits",
+            "constraints": {"max_accuracy_drop": 0.05, "max_storage_bits": 1000},
+            "budget": {"trials": budget},
+        }
+    )
+    study = optuna.create_study(
+        study_name=config.name, storage=storage, directions=config.directions
+    )
+    study.set_user_attr("config", config.resolved_dict())
+    study.set_user_attr("layers", ["conv1", "conv2", "fc1", "fc2"])
+    for i in range(completed):
+        bits, drop = 100_000.0 + 20_000 * (completed - i), 0.01 * i
+        metrics = {
+            "val_accuracy": 0.97 - drop,
+            "test_accuracy": 0.96,
+            "accuracy_drop": drop,
+            "storage_bits_with_index": bits,
+            "payload_bits": bits - 2500,
+            "compression_ratio_with_index": 10.0,
+            "weight_ratio_no_index": 12.0,
+        }
+        trial = study.ask()
+        trial.set_user_attr("metrics", metrics)
+        trial.set_constraint("accuracy_drop", drop - 0.05)
+        trial.set_constraint("storage_bits", bits - 1000)
+        study.tell(trial, [metrics["val_accuracy"], bits])
+    return study
+
+
+def test_a_study_no_trial_of_which_meets_its_constraints_says_which_and_the_closest(
+    tmp_path,
+) -> None:
+    """show, list and pareto name the broken constraint and the closest trial; pareto lists
+    the trials with feasible=False instead of exit 2; no 'yet' for a spent budget."""
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    _infeasible_study(storage)
+    runner = CliRunner()
+    note = (
+        "constraints.max_storage_bits 1000 is broken by 2 of 2 completed trials "
+        "(closest: trial 1 with 120000 bits)"
+    )
+    show = runner.invoke(main, ["show", "all-infeasible", "--storage", storage])
+    assert show.exit_code == 0, show.output
+    assert f"Pareto front: none: no trial meets the constraints: {note}" in show.stdout
+    assert "yet" not in show.stdout
+    listed = runner.invoke(main, ["list", "--storage", storage, "--format", "json"])
+    assert json.loads(listed.stdout)[0]["unmet"] == note
+    pareto = runner.invoke(
+        main, ["pareto", "all-infeasible", "--storage", storage, "--format", "csv"]
+    )
+    assert pareto.exit_code == 0, pareto.output
+    rows = list(csv.DictReader(io.StringIO(pareto.stdout)))
+    assert [(r["trial"], r["feasible"]) for r in rows] == [("1", "False"), ("0", "False")]
+    assert pareto.stderr == (
+        f"warning: no trial meets the constraints: {note}; listed: every completed trial, "
+        "the closest first\n"
+    )
+
+
+def test_show_and_list_count_against_the_budget_of_the_last_run(tmp_path) -> None:
+    """A study file's budget of 2, resumed with --trials 3: '3 finished of 3', not 'of 2'."""
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    study = _infeasible_study(storage, budget=2, completed=3)
+    study.set_user_attr("budget", 3)  # what run_study records for --trials 3
+    show = CliRunner().invoke(main, ["show", "all-infeasible", "--storage", storage])
+    assert "3 finished of 3; 3 complete" in show.stdout, show.stdout
+    listed = CliRunner().invoke(main, ["list", "--storage", storage, "--format", "json"])
+    assert json.loads(listed.stdout)[0]["budget"] == 3

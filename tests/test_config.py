@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -421,3 +422,76 @@ def test_old_rho_keys_are_read_as_the_new_schedule_with_a_warning(tmp_path) -> N
     rho = config.pipeline.admm_prune.rho
     # epochs 0..4 trained with 0.01, 0.02, 0.04, then capped: 0.05, 0.05
     assert (rho.start, rho.end, rho.updates) == (1e-2, 0.05, 5)
+
+
+# --- what a message quotes stays short; a document's aliases cannot blow it up ---
+
+
+def _alias_bomb(depth: int) -> str:
+    """cases/30: 9 ** depth strings in `layers` from a few lines of anchors and aliases."""
+    lines = ["name: bomb", "model: digits-cnn", "dataset: digits", "anchors:"]
+    lines.append('  x0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]')
+    for i in range(1, depth + 1):
+        lines.append(f"  x{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]")
+    return "\n".join([*lines, f"layers: *a{depth}", ""])
+
+
+def test_an_alias_bomb_is_refused_at_once_naming_the_file(tmp_path: Path) -> None:
+    start = time.monotonic()
+    message = rejected(tmp_path, _alias_bomb(8))  # 43 million strings once expanded
+    assert message.endswith(
+        ": its aliases (*name) expand it to more than 100,000 values; write the values out instead"
+    )
+    assert time.monotonic() - start < 5
+
+
+def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
+    message = rejected(tmp_path, "name: &a [t, *a]\nmodel: digits-cnn\ndataset: digits\n")
+    assert "expand it to more than" in message
+
+
+def test_quoted_values_are_cut_short(tmp_path: Path) -> None:
+    """A smaller bomb, and a long list put in a string field, are quoted in a few words."""
+    message = rejected(tmp_path, _alias_bomb(3))
+    assert len(message) < 1500 and "\n  anchors: unknown field" in message
+    message = rejected(tmp_path, study(name=list(range(10_000))))
+    assert message.endswith("name: must be a valid string, got [0, 1, 2, 3, 4, 5, ...]")
+
+
+def test_a_list_of_bad_items_is_not_also_called_empty(tmp_path: Path) -> None:
+    message = rejected(tmp_path, study(objectives=["accuracy"]))
+    assert message == (
+        f"{tmp_path / 'study.yaml'}: objectives[0]: must be one of val_accuracy, "
+        "storage_bits_with_index, compression_ratio_with_index, got 'accuracy'"
+    )
+
+
+def test_every_wrong_enqueued_name_is_named() -> None:
+    cfg = config(enqueue=[{"keep.conv9": 0.5, "bits.fc9": 4}])
+    with pytest.raises(ConfigError) as info:
+        check_layers(cfg, LAYERS)
+    assert str(info.value).startswith(
+        "enqueue[0].keep.conv9: is not a parameter; enqueue[0].bits.fc9: is not a parameter; "
+        "searched: keep.conv1, "
+    )
+
+
+@pytest.mark.parametrize(
+    ("knob", "expected"),
+    [
+        (
+            {"keep": {"low": 0.02, "high": 1.0, "step": 0.05}},
+            "search.keep: high 1.0 is not low + k * step (0.02 + k * 0.05); "
+            "use high 0.97 or low 0.05",
+        ),
+        (
+            {"admm_epochs": {"low": 1, "high": 10, "step": 2}},
+            "search.admm_epochs: high 10 is not low + k * step (1 + k * 2); use high 9 or low 2",
+        ),
+    ],
+)
+def test_a_step_that_does_not_divide_its_range_is_refused(
+    tmp_path: Path, knob: dict[str, Any], expected: str
+) -> None:
+    """cases/39: Optuna lowered high to the last step below it, warning once per trial."""
+    assert rejected(tmp_path, study(search=knob)).endswith(expected)

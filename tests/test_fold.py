@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import doctest
+import warnings
 
+import pytest
 import torch
 from torch import nn
 
 from admmsearch import fold
 from admmsearch.data import load_dataset
 from admmsearch.deploy._predict import load_model
-from admmsearch.fold import conv_bn_pairs, fold_batchnorm
+from admmsearch.fold import conv_bn_pairs, fold_batchnorm, remove_reparametrizations
 from admmsearch.models import compressible_layers, create_model
 from admmsearch.packed._format import ModelMeta, pack_model, read_model_file
 from admmsearch.pipeline import PipelineSettings, QuantRetrainSettings, run_pipeline
@@ -131,3 +133,129 @@ def test_folding_can_be_turned_off() -> None:
     )  # fmt: skip
     result = run_pipeline(model, data, Plan(), settings)
     assert result.folding.pairs == () and result.storage.other_bits > 0
+
+
+def _gconvt(groups: int, affine: bool = True) -> nn.Module:
+    """cases/35: a grouped ConvTranspose2d -> BatchNorm2d (a decoder's upsampling block)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1, bias=False),
+        nn.ConvTranspose2d(8, 8, 2, stride=2, groups=groups, bias=groups == 8),
+        nn.BatchNorm2d(8, affine=affine),
+        nn.ReLU(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("groups", "affine"), [(1, True), (2, True), (4, False), (8, True)], ids=str
+)
+def test_a_grouped_transposed_convolution_folds_exactly(groups: int, affine: bool) -> None:
+    """torch's fuse_conv_bn_weights takes dim 1 of a transposed weight for the output channels,
+    which is out/groups: groups 2 raised a size mismatch, groups == out channels mixed them up."""
+    torch.manual_seed(0)
+    model = _settle(_gconvt(groups, affine), (1, 8, 8))
+    if affine:
+        with torch.no_grad():
+            model[2].weight.uniform_(0.5, 2.0)
+            model[2].bias.uniform_(-1.0, 1.0)
+    x = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = model(x)
+    assert fold_batchnorm(model).pairs == (("1", "2"),)
+    with torch.no_grad():
+        after = model(x)
+    assert isinstance(model[2], nn.Identity)
+    assert torch.allclose(before, after, rtol=1e-5, atol=1e-5), (before - after).abs().max()
+
+
+def _normed(kind: str) -> nn.Module:
+    """cases/36: a conv and a linear layer with weight (or spectral) normalisation."""
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10)
+    )
+    if kind == "param":
+        torch.nn.utils.parametrizations.weight_norm(net[0])
+        torch.nn.utils.parametrizations.spectral_norm(net[3])
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.nn.utils.weight_norm is deprecated
+            torch.nn.utils.weight_norm(net[0])
+            torch.nn.utils.spectral_norm(net[3])
+    return net
+
+
+@pytest.mark.parametrize("kind", ["param", "hook"])
+def test_weight_and_spectral_norm_become_the_plain_weight_they_compute(kind: str) -> None:
+    torch.manual_seed(0)
+    model = _normed(kind)
+    x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    model.train()
+    model(x)  # a training step moves spectral norm's power iteration
+    model.eval()
+    with torch.no_grad():
+        before = model(x)
+    assert remove_reparametrizations(model) == ("0.weight", "3.weight")
+    assert sorted(model.state_dict()) == ["0.bias", "0.weight", "3.bias", "3.weight"]
+    with torch.no_grad():
+        assert torch.allclose(before, model(x), rtol=1e-5, atol=1e-6)
+    assert remove_reparametrizations(model) == ()
+
+
+NORMED = """
+import warnings
+from torch import nn
+from torch.nn.utils import parametrizations
+
+
+def _net(num_classes, in_channels):
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, num_classes),
+    )
+
+
+def build_param(num_classes=10, in_channels=1):
+    net = _net(num_classes, in_channels)
+    parametrizations.weight_norm(net[2])
+    parametrizations.spectral_norm(net[5])
+    return net
+
+
+def build_hook(num_classes=10, in_channels=1):
+    net = _net(num_classes, in_channels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nn.utils.weight_norm(net[2])
+        nn.utils.weight_norm(net[5])
+    return net
+"""
+
+
+@pytest.mark.parametrize("flavour", ["build_param", "build_hook"])
+def test_weight_normed_layers_are_compressed_packed_and_rebuilt(tmp_path, flavour) -> None:
+    """cases/36: compress died after training on '_WeightNorm' object has no attribute 'mask'
+    (or on the hook's missing weight): the normalised layers now train as written, are made
+    plain before pruning, and the packed file rebuilds and predicts like the compressed net."""
+    (tmp_path / "wnorm.py").write_text(NORMED)
+    name = f"{tmp_path / 'wnorm.py'}:{flavour}"
+    data = load_dataset("digits", seed=0, limit_train=200)
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, input_shape=(1, 8, 8))
+    layers = list(compressible_layers(model))
+    plan = Plan.uniform(layers, keep=0.3, bits=4)
+    train = TrainSettings(epochs=1, lr=0.05, batch_size=64)
+    settings = PipelineSettings(
+        pretrain=train,
+        admm_prune=None,
+        retrain=train,
+        admm_quantize=None,
+        quant_retrain=QuantRetrainSettings(train, shares=(1.0,)),
+    )
+    result = run_pipeline(model, data, plan, settings)
+    assert {row.name: row.nonzeros for row in result.storage.layers}["2"] <= 0.3 * 8 * 8 * 9 + 1
+    path = tmp_path / "w.admm"
+    meta = ModelMeta(name, {}, 10, (1, 8, 8), False, data.normalisation)
+    pack_model(model, layers, path, meta=meta)
+    deployed = load_model(path, trust_code=True)
+    raw = data.x_test * torch.tensor(data.normalisation.std[0]) + data.normalisation.mean[0]
+    with torch.no_grad():
+        assert torch.allclose(deployed.logits(raw), model.eval()(data.x_test), atol=1e-4)

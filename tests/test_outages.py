@@ -1,9 +1,11 @@
-"""Outages while a study runs: the PostgreSQL database refusing connections or dropped, the
-MLflow tracking server killed. Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth),
+"""Outages while a study runs: the PostgreSQL database refusing connections, cut at a chosen
+storage call (through a TCP proxy started here) or dropped, the MLflow tracking server killed, a
+worker told to stop (SIGTERM). Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth),
 as tests/test_many_workers.py does; fails, never skips, without it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -18,11 +20,13 @@ from pathlib import Path
 import optuna
 import psycopg
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 from admmsearch.config import load_study, resolve_layers
 from admmsearch.errors import StoreError, TrackingError
-from admmsearch.runtime._workers import Heartbeat, make_storage
+from admmsearch.runtime._outages import Retry, transient
+from admmsearch.runtime._workers import Heartbeat, StorageLock, claim, make_storage
 from admmsearch.search.study import finished_count, prepare, run_study
 from admmsearch.tracking import search_runs
 
@@ -55,6 +59,75 @@ def thread_deaths(monkeypatch) -> list[str]:
         threading, "excepthook", lambda args: deaths.append(f"{args.thread}: {args.exc_value}")
     )
     return deaths
+
+
+class _Proxy:
+    """A TCP proxy from a free local port to PostgreSQL: :meth:`cut` closes every connection
+    through it and refuses new ones for a while, a database outage for its clients alone."""
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.2)
+        self.port = self._server.getsockname()[1]
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        self._down_until = 0.0
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self, seconds: float) -> None:
+        """Drop every connection now and refuse new ones for ``seconds``."""
+        with self._lock:
+            self._down_until = time.monotonic() + seconds
+            for sock in self._open:
+                _shut(sock)
+            self._open.clear()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.cut(0)
+        self._server.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._server.accept()
+            except OSError:  # the timeout, or closed
+                continue
+            with self._lock:
+                if time.monotonic() < self._down_until:
+                    _shut(client)
+                    continue
+                upstream = socket.create_connection(("127.0.0.1", 5432))
+                self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        _shut(source)
+        _shut(sink)
+
+
+@pytest.fixture()
+def proxy():
+    p = _Proxy()
+    yield p
+    p.close()
 
 
 def _last_beat(database: str) -> float:
@@ -90,19 +163,19 @@ def test_heartbeats_survive_a_database_outage_and_resume(database, thread_deaths
 
 
 def _study_file(tmp_path: Path, tiny_study, name: str, **changes) -> Path:
-    return tiny_study(
-        name=name,
-        enqueue=[],
-        budget={"trials": 3},
-        pipeline={
+    settings = {
+        "name": name,
+        "enqueue": [],
+        "budget": {"trials": 3},
+        "pipeline": {
             "admm_prune": {"train": {"epochs": 3, "lr": 0.02, "batch_size": 32}},
             "retrain": {"epochs": 1, "lr": 0.02, "batch_size": 32},
             "admm_quantize": {"train": {"epochs": 1, "lr": 0.01, "batch_size": 32}},
             "quant_retrain": {"train": {"epochs": 1}, "shares": [1.0]},
         },
-        workers={"heartbeat_interval_s": 1, "grace_period_s": 30},
-        **changes,
-    )
+        "workers": {"heartbeat_interval_s": 1, "grace_period_s": 30},
+    }
+    return tiny_study(**{**settings, **changes})
 
 
 @pytest.mark.slow
@@ -252,3 +325,162 @@ def test_a_dying_background_thread_is_one_line_without_debug(tmp_path, monkeypat
         "warning: thread heartbeat-7 stopped: RuntimeError: lost postgresql://u:***@h/db "
         "(--debug shows the traceback)\n"
     )
+
+
+def _unreachable() -> Exception:
+    return sqlalchemy.exc.OperationalError("SELECT 1", {}, OSError("Connection refused"))
+
+
+def test_a_call_is_retried_while_the_storage_is_unreachable_and_only_then() -> None:
+    outcomes = [_unreachable(), _unreachable(), "stored"]
+    waits: list[float] = []
+
+    def call() -> str:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    retry = Retry("postgresql+psycopg://u:pw@db/optuna", patience_s=60)
+    assert retry.call(call, "tell", wait=waits.append) == "stored"
+    assert waits == [0.5, 1.0] and retry.retried == {"tell": 2}
+    with pytest.raises(ValueError):  # not an outage: raised at once
+        retry.call(lambda: (_ for _ in ()).throw(ValueError("bad value")), "tell")
+    assert retry.retried == {"tell": 2}
+    assert not transient(
+        sqlalchemy.exc.OperationalError("x", {}, Exception("no such table")), "sqlite:///a.db"
+    )
+
+
+def test_a_call_still_failing_after_its_patience_is_one_line_naming_the_storage() -> None:
+    retry = Retry("postgresql+psycopg://u:pw@db/optuna", patience_s=1)
+
+    def down() -> None:
+        raise _unreachable()
+
+    with pytest.raises(StoreError) as err:
+        retry.call(down, "claim", wait=lambda seconds: None)
+    assert str(err.value) == (
+        "storage postgresql+psycopg://u:***@db/optuna: Connection refused; gave up after 0 s "
+        "of retries (workers.grace_period_s is 1 s)"
+    )
+
+
+def test_an_idle_worker_waiting_on_the_budget_rides_out_an_outage(database, proxy) -> None:
+    """Budget 1, trial 0 runs on worker A; B waits on the budget. The database is cut for 3 s
+    at B's second poll: B tries again, and once A's trial ends B sees the budget spent and
+    stops, instead of failing with `connection failed`."""
+    through = f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{database}"
+    direct = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
+    a = make_storage(through, heartbeat_interval_s=1, grace_period_s=30, patience_s=20)
+    study_a = optuna.create_study(study_name="idle", storage=a)
+    started = claim(study_a, a, StorageLock(through), budget=1, deadline=None, poll_s=0.5)
+    b = make_storage(through, heartbeat_interval_s=1, grace_period_s=30, patience_s=20)
+    study_b = optuna.load_study(study_name="idle", storage=b)
+    polls: list[float] = []
+
+    def cut_at_second_poll(what: str) -> None:
+        if what == "claim" and len(polls) == 1:
+            proxy.cut(3.0)
+            threading.Timer(
+                5.0,
+                lambda: optuna.load_study(study_name="idle", storage=direct).tell(
+                    started.trial.number, 1.0
+                ),
+            ).start()
+        polls.append(time.monotonic())
+
+    b.retry.on_call = cut_at_second_poll
+    assert claim(study_b, b, StorageLock(through), budget=1, deadline=None, poll_s=0.5) is None
+    assert b.retry.retried["claim"] >= 1
+    assert polls[-1] - polls[1] >= 4.0  # it waited out the outage, then polled on
+    assert [t.state for t in study_b.trials] == [TrialState.COMPLETE]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["claim", "result", "front"])
+def test_an_outage_at_a_storage_call_of_a_trial_loses_nothing(
+    tmp_path, tiny_study, database, proxy, thread_deaths, moment
+) -> None:
+    """The database is cut for 3 s (grace period 20 s) exactly when the worker claims its
+    trial, writes the finished trial's result, or updates the front: the call is tried again
+    once it is back, and the trial completes and counts."""
+    workers = {"heartbeat_interval_s": 1, "grace_period_s": 20}
+    path = _study_file(
+        tmp_path, tiny_study, f"cut-{moment}", budget={"trials": 1}, workers=workers
+    )
+    config = load_study(path)
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{database}"
+    ctx = prepare(
+        config,
+        resolve_layers(config),
+        storage=url,
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        workdir=tmp_path / "work",
+    )
+    armed, cut_at = [moment != "result"], []
+
+    def arm_after_training(stage: str, epoch: int, loss: float) -> None:
+        if stage == "quant_retrain":  # the last stage: the next storage call writes the result
+            armed[0] = True
+
+    def cut(what: str) -> None:
+        main = threading.current_thread() is threading.main_thread()
+        if main and armed[0] and not cut_at and (moment == "result" or what == moment):
+            proxy.cut(3.0)
+            cut_at.append(what)
+
+    ctx.rdb.retry.on_call = cut
+    study = run_study(ctx, on_epoch=arm_after_training)
+    assert cut_at and ctx.rdb.retry.retried[cut_at[0]] >= 1, (cut_at, ctx.rdb.retry.retried)
+    if moment == "result":
+        # the first call of Objective._set_constraints (trial.set_constraint reads the trial)
+        assert cut_at[0] in ("get_trial", "set_trial_system_attr", "set_trial_user_attr")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+    assert finished_count(study) == 1 and "metrics" in study.trials[0].user_attrs
+    assert thread_deaths == []
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_trial_as_interrupted_like_ctrl_c(tmp_path, tiny_study) -> None:
+    """`kill` (SIGTERM) on a running `admmsearch run`: the trial is failed as interrupted (it
+    does not count and runs again on resume), its MLflow run ends KILLED, and the command
+    exits 143 with one line, instead of dying at once with the trial left RUNNING."""
+    slow = {"admm_prune": {"train": {"epochs": 200, "lr": 0.02, "batch_size": 32}}}
+    path = _study_file(tmp_path, tiny_study, "terminated", budget={"trials": 1}, pipeline=slow)
+    db, tracking = tmp_path / "optuna.db", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = f"sqlite:///{db}"
+    command = [str(Path(sys.executable).parent / "admmsearch"), "run", str(path)]
+    proc = subprocess.Popen(
+        [*command, "--storage", storage, "--tracking-uri", tracking],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 180
+    while not _running_trials(db):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.5)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "error: stopped by SIGTERM"
+    assert "Traceback" not in err
+    trial = optuna.load_study(study_name="terminated", storage=storage).trials[0]
+    assert trial.state == TrialState.FAIL and trial.user_attrs["interrupted"]
+    runs = search_runs(tracking, "terminated")
+    run = runs[runs["tags.admmsearch.role"] == "trial"].iloc[0]
+    assert run["status"] == "KILLED" and run["tags.admmsearch.fail_reason"] == "interrupted"
+
+
+def _running_trials(db: Path) -> int:
+    if not db.exists():
+        return 0
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        try:
+            return conn.execute("SELECT count(*) FROM trials WHERE state='RUNNING'").fetchone()[0]
+        except sqlite3.OperationalError:  # the tables are not made yet
+            return 0

@@ -338,3 +338,17 @@ def test_a_format_2_file_still_loads(packed: Path) -> None:
     read = read_model_file(packed)
     assert read.version == 2 and read.graph.missing == "format 2 files record no graph"
     assert all(torch.equal(read.state[k], v) for k, v in state.items())
+
+
+def test_the_smallest_file_bound_is_below_every_real_file(packed_digits) -> None:
+    """What check_constraints refuses max_storage_bits against: a true lower bound (here on a
+    model pruned to 5 % at 2 bits in fc1), and above the header and raw tensors alone."""
+    from admmsearch.models import compressible_layers
+    from admmsearch.packed import smallest_file_bits
+
+    model, info = packed_digits.model, packed_digits.info
+    layers = list(compressible_layers(model))
+    meta = read_model_file(packed_digits.path).meta
+    bound = smallest_file_bits(model, layers, meta)
+    raw = sum(t.numel() * 32 for k, t in model.state_dict().items() if k.endswith("bias"))
+    assert raw + 32 * len(layers) < bound <= 8 * info.file_bytes

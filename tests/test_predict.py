@@ -204,3 +204,32 @@ def test_user_code_is_found_beside_the_packed_file(tmp_path, monkeypatch) -> Non
     x = torch.randn(3, 1, 8, 8)
     with torch.no_grad():
         assert torch.equal(load_model(path, trust_code=True).logits(x), model(x))
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "message"),
+    [
+        (
+            load_digits().data[:50].astype(np.float32).reshape(-1, 1, 8, 8),
+            np.full(50, 99, dtype=np.int64),
+            "{path}: y has label 99, outside 0..9 (the model's 10 classes)",
+        ),
+        (
+            np.full((50, 1, 8, 8), np.nan, dtype=np.float32),
+            load_digits().target[:50],
+            "{path}: x has 3200 NaN or infinite value(s); clean or drop those samples",
+        ),
+    ],
+    ids=["labels-outside-classes", "nan-inputs"],
+)
+def test_predict_refuses_the_data_training_refuses(tmp_path, packed_digits, x, y, message):
+    """cases/29: labels 99 for a 10-class model and all-NaN inputs gave an accuracy, exit 0."""
+    from click.testing import CliRunner
+
+    from admmsearch.cli import main
+
+    path = tmp_path / "bad.npz"
+    np.savez(path, x=x, y=y)
+    result = CliRunner().invoke(main, ["predict", str(packed_digits.path), str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.output == f"error: {message.format(path=path)}\n"

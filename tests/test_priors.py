@@ -103,8 +103,8 @@ def test_clip_keep_puts_a_keep_inside_its_knob() -> None:
     assert clip_keep(FloatRange(low=0.02, high=0.5), 0.9) == 0.5
     assert clip_keep(FloatRange(low=0.02, high=1.0), 0.001, floor=0.01) == 0.02
     assert clip_keep(FloatRange(low=0.001, high=1.0), 0.001, floor=0.01) == 0.01
-    assert clip_keep(FloatRange(low=0.1, high=0.95, step=0.2), 0.42) == 0.5
-    assert clip_keep(FloatRange(low=0.1, high=0.95, step=0.2), 1.0) == 0.9
+    assert clip_keep(FloatRange(low=0.1, high=0.9, step=0.2), 0.42) == 0.5
+    assert clip_keep(FloatRange(low=0.1, high=0.9, step=0.2), 1.0) == 0.9
     assert clip_keep(Choices(choices=(0.05, 0.2, 0.8)), 0.1) == 0.2  # nearest on a log scale
     assert clip_keep(Choices(choices=(0.05, 0.2, 0.8)), 0.01, floor=0.1) == 0.2
     assert clip_keep(0.4, 0.9) == 0.4

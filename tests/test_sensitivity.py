@@ -49,7 +49,7 @@ def test_keep_grid_spreads_over_the_range() -> None:
 
     assert keep_grid(FloatRange(low=0.01, high=1.0, log=True), 3) == (0.01, 0.1, 1.0)
     assert keep_grid(FloatRange(low=0.2, high=0.6), 3) == (0.2, 0.4, 0.6)
-    assert keep_grid(FloatRange(low=0.2, high=0.6, step=0.25), 3) == (0.2, 0.45)
+    assert keep_grid(FloatRange(low=0.2, high=0.45, step=0.25), 3) == (0.2, 0.45)
     assert keep_grid(Choices(choices=(0.5, 0.1)), 8) == (0.1, 0.5)
     assert keep_grid(0.3, 8) == (0.3,)
     assert level_grid(Choices(choices=(None, 4, 2))) == (2, 4, None)

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from admmsearch.config import load_study, resolve_layers
+from admmsearch.search.failures import RepeatedFailure
 from admmsearch.search.front import trials_frame
 from admmsearch.search.study import finished_count, prepare, run_study
 from admmsearch.tracking import search_runs
@@ -187,3 +188,53 @@ def test_two_worker_processes_share_one_study(mlruns, tmp_path_factory) -> None:
     assert len(numbers) >= 4 and len(set(numbers)) == len(numbers)
     runs = trial_runs(tmp_path, config.name)
     assert sorted(runs["tags.admmsearch.trial"].astype(int)) == [t.number for t in study.trials]
+
+
+def test_the_same_error_in_every_trial_stops_the_study_without_spending_its_budget(
+    mlruns,
+) -> None:
+    """cases/35's kind: a failure inside the pipeline that every trial meets (here a training
+    step that runs out of memory after the dense model) failed each trial, counted it and went
+    on; now errored trials do not count, and three in a row with the same error stop the
+    study with one line naming them and the error."""
+    tmp_path = mlruns
+    (tmp_path / "oom.py").write_text(
+        "def step(batch):\n"
+        "    if batch.stage != 'dense':\n"
+        "        raise RuntimeError('CUDA out of memory. Tried to allocate 2.00 GiB')\n"
+        "    return batch.loss(batch.model(batch.x), batch.y)\n"
+    )
+    config, layers = make_config(
+        tmp_path,
+        name="digits-oom",
+        training={"step": f"{tmp_path / 'oom.py'}:step"},
+        budget={"trials": 2},
+        dense={"train": {"epochs": 2, "lr": 0.05, "batch_size": 32}},
+    )
+    ctx = context(tmp_path, config, layers)
+    with pytest.raises(RepeatedFailure) as err:
+        run_study(ctx)
+    message = str(err.value)
+    assert message.startswith(
+        "trials 0, 1, 2 failed with the same error, so it does not depend on their settings: "
+    )
+    assert "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB; the study" in message
+    assert [t.state for t in ctx.study.trials] == [optuna.trial.TrialState.FAIL] * 3
+    assert all(t.user_attrs["interrupted"] for t in ctx.study.trials)
+    assert finished_count(ctx.study) == 0  # the budget of 2 is untouched
+
+
+def test_a_resume_with_more_trials_records_its_budget(mlruns) -> None:
+    from admmsearch.search.catalog import describe, open_existing
+
+    tmp_path = mlruns
+    config, layers = make_config(tmp_path, name="digits-more", budget={"trials": 1})
+    run_study(context(tmp_path, config, layers))
+    study = run_study(context(tmp_path, config, layers), trials=2)
+    assert study.user_attrs["budget"] == 2
+    opened = open_existing(
+        "digits-more",
+        storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+    )
+    assert dict(describe(opened))["trials"] == "2 finished of 2; 2 complete"

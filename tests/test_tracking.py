@@ -248,3 +248,24 @@ def test_resuming_ends_runs_left_running_by_finished_trials(tmp_path) -> None:
     assert tracker.client.get_run(runs[1]).info.status == "RUNNING"
     assert end_stale_runs(tracker, study) == 0
     assert tracking.REASON_TAG == "admmsearch.fail_reason"
+
+
+def test_a_param_longer_than_mlflow_takes_goes_whole_into_an_artifact(tmp_path) -> None:
+    """The normalisation of a 500-channel input is about 10,000 characters of JSON: MLflow
+    cut it to 6,000 (invalid JSON); now the param points at an artifact holding all of it."""
+    from admmsearch.normalise import Normalisation
+    from admmsearch.search.objective import data_params
+
+    norm = Normalisation(tuple(0.123456789 + i for i in range(500)), tuple([1.5] * 500))
+    params = data_params(type("Data", (), {"normalisation": norm})())
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "wide")
+    run = tracker.trial_run(tracker.study_run({}), 0)
+    tracker.log(run, params=params)
+    logged = tracker.client.get_run(run).data.params
+    assert logged["normalisation"] == "per-channel"
+    assert logged["normalisation.mean"] == (
+        f"{len(params['normalisation.mean'])} characters, in artifact "
+        "params/normalisation.mean.txt"
+    )
+    stored = tracker.client.download_artifacts(run, "params/normalisation.mean.txt", tmp_path)
+    assert json.loads(open(stored).read()) == list(norm.mean)

@@ -20,8 +20,8 @@ from admmsearch.config import StudyConfig, load_study, resolve_layers
 from admmsearch.data import load_dataset
 from admmsearch.dense import dense_model
 from admmsearch.errors import ConfigError, StoreError
+from admmsearch.locations import resolve_cache_dir
 from admmsearch.redact import redact_text, redact_url
-from admmsearch.runtime import resolve_cache_dir
 from admmsearch.runtime._workers import StorageLock, budget_counts, claim, fail_lost_trials
 from admmsearch.search import study as study_module
 from admmsearch.search.space import suggest

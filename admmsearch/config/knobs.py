@@ -6,6 +6,7 @@ or ``trial.suggest_int`` (:class:`IntRange`); choices with ``trial.suggest_categ
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -32,13 +33,35 @@ _FIXED, _RANGE, _CHOICES = "~fixed", "~range", "~choices"  # union tags, dropped
 V = TypeVar("V")
 
 
-def _check_range(low: float, high: float, log: bool, stepped: bool) -> None:
+def _check_range(low: float, high: float, log: bool, step: float | None) -> None:
     if low > high:
         raise ValueError(f"low ({low}) must be <= high ({high})")
     if log and low <= 0:
         raise ValueError(f"a log range needs low > 0, got {low}")
-    if log and stepped:
+    if log and step is not None:
         raise ValueError("log and step cannot be combined")
+    if step is not None:
+        _check_step(low, high, step)
+
+
+def _check_step(low: float, high: float, step: float) -> None:
+    """``high`` must be ``low + k * step``: Optuna would silently lower it to the last such
+    value below it (and warn once per trial), so the top of the range could never be drawn.
+
+    >>> _check_step(0.02, 1.0, 0.05)
+    Traceback (most recent call last):
+    ...
+    ValueError: high 1.0 is not low + k * step (0.02 + k * 0.05); use high 0.97 or low 0.05
+    """
+    steps = (high - low) / step
+    if abs(steps - round(steps)) < 1e-9:
+        return
+    below = low + math.floor(steps) * step
+    above = high - math.floor(steps) * step
+    raise ValueError(
+        f"high {high} is not low + k * step ({low} + k * {step}); "
+        f"use high {round(below, 10):g} or low {round(above, 10):g}"
+    )
 
 
 class FloatRange(FrozenModel, Generic[V]):
@@ -51,7 +74,7 @@ class FloatRange(FrozenModel, Generic[V]):
 
     @model_validator(mode="after")
     def _ordered(self) -> FloatRange:
-        _check_range(self.low, self.high, self.log, self.step is not None)
+        _check_range(self.low, self.high, self.log, self.step)
         return self
 
 
@@ -65,7 +88,7 @@ class IntRange(FrozenModel, Generic[V]):
 
     @model_validator(mode="after")
     def _ordered(self) -> IntRange:
-        _check_range(self.low, self.high, self.log, self.step != 1)
+        _check_range(self.low, self.high, self.log, None if self.step == 1 else self.step)
         return self
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from ..errors import AdmmSearchError, ConfigError
+from ..errors import AdmmSearchError, ConfigError, quote
 from ..registry import add_search_dir
 from ..settings import PipelineSettings, TrainSettings
 from .schema import StudyConfig
@@ -20,8 +20,10 @@ if TYPE_CHECKING:
 from .units import check_layers, normalise_enqueue, resolve_layers
 
 __all__ = [
+    "MAX_NODES",
     "base_pipeline",
     "dense_settings",
+    "expanded_size",
     "load_study",
     "read_yaml",
     "validate_study",
@@ -37,10 +39,55 @@ class _StudyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, str | int | float | bool) and key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice", key_node.start_mark
+                    None, None, f"key {quote(key)} appears twice", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+    def get_single_node(self) -> yaml.Node | None:
+        """The document's node graph, refused when its aliases expand it beyond
+        :data:`MAX_NODES` (a "billion laughs" file of a few lines would otherwise take the
+        memory and time of its whole expansion wherever a value is read or quoted)."""
+        node = super().get_single_node()
+        if node is not None and expanded_size(node) > MAX_NODES:
+            raise _TooLarge(f"its aliases (*name) expand it to more than {MAX_NODES:,} values")
+        return node
+
+
+class _TooLarge(yaml.YAMLError):
+    """A document whose aliases expand it beyond :data:`MAX_NODES`."""
+
+
+#: The most values (YAML nodes, aliases expanded) a file admmsearch reads may hold.
+MAX_NODES = 100_000
+
+
+def expanded_size(root: yaml.Node) -> int:
+    """How many nodes the document under ``root`` holds once every alias is expanded, counted
+    on the composed graph (an alias shares its anchor's node) without expanding anything; a
+    recursive alias counts as more than :data:`MAX_NODES`."""
+    sizes: dict[int, int] = {}
+    ancestors: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        children = _children(node)
+        if done:
+            ancestors.discard(id(node))
+            sizes[id(node)] = min(MAX_NODES + 1, 1 + sum(sizes[id(c)] for c in children))
+        elif id(node) in ancestors:
+            return MAX_NODES + 1
+        elif id(node) not in sizes:
+            ancestors.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
 
 
 _StudyLoader.add_implicit_resolver(
@@ -117,6 +164,8 @@ def read_yaml(path: str | Path, what: str) -> dict[str, Any]:
         ) from None
     try:
         data = yaml.load(text, Loader=_StudyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _TooLarge as exc:
+        raise ConfigError(f"{path}: {exc}; write the values out instead") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict):

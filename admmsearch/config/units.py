@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, LayerError, RegistryError
+from ..errors import ConfigError, LayerError, RegistryError, quote
 from ..names import DATASET_SHAPES
 from .knobs import Choices, IntRange, contains, is_searched, normalise
 from .schema import GLOBAL_KNOBS, LayerOverride, SearchConfig, StudyConfig
@@ -92,11 +92,15 @@ def _group_members(groups: Mapping[str, Sequence[str]], layers: list[str]) -> di
         for pattern in patterns:
             matched = {n for n in layers if fnmatch.fnmatchcase(n, pattern)}
             if not matched:
-                raise ConfigError(f"{where}: {pattern!r} matches no layer; valid: {_list(layers)}")
+                raise ConfigError(
+                    f"{where}: {quote(pattern)} matches no layer; valid: {_list(layers)}"
+                )
             found |= matched
         for layer in found:
             if layer in owner:
-                raise ConfigError(f"{where}: layer {layer!r} is already in group {owner[layer]!r}")
+                raise ConfigError(
+                    f"{where}: layer {quote(layer)} is already in group {quote(owner[layer])}"
+                )
             owner[layer] = group
         members[group] = tuple(n for n in layers if n in found)
     return members
@@ -143,22 +147,34 @@ def check_layers(config: StudyConfig, layers: Sequence[str]) -> None:
     for name in config.search.layers:
         where = f"search.layers.{name}"
         if name in owner:
-            raise ConfigError(f"{where}: layer {name!r} is tied in group {owner[name]!r}")
+            raise ConfigError(
+                f"{where}: layer {quote(name)} is tied in group {quote(owner[name])}"
+            )
         if name not in valid:
             raise ConfigError(f"{where}: not a compressible layer or group; valid: {_list(valid)}")
     _check_enqueue(config.enqueue, knob_specs(config, layers))
 
 
 def _check_enqueue(enqueue: Sequence[Mapping[str, Any]], specs: Mapping[str, Any]) -> None:
+    """Every enqueued name must be a searched knob and every value one it can take.
+
+    Raises:
+        ConfigError: one line naming every bad ``enqueue[i].<param>``, then the searched ones.
+    """
     searched = [name for name, spec in specs.items() if is_searched(spec)]
+    problems, unknown = [], False
     for i, params in enumerate(enqueue):
         for name, value in params.items():
             where = f"enqueue[{i}].{name}"
             if name not in searched:
+                unknown = True
                 why = "is fixed in this study" if name in specs else "is not a parameter"
-                raise ConfigError(f"{where}: {why}; searched: {_list(searched)}")
-            if not contains(specs[name], normalise(specs[name], value)):
-                raise ConfigError(f"{where}: {value!r} is outside {_describe(specs[name])}")
+                problems.append(f"{where}: {why}")
+            elif not contains(specs[name], normalise(specs[name], value)):
+                problems.append(f"{where}: {quote(value)} is outside {_describe(specs[name])}")
+    if problems:
+        searched_too = [f"searched: {_list(searched)}"] if unknown else []
+        raise ConfigError("; ".join(problems + searched_too))
 
 
 def normalise_enqueue(config: StudyConfig, layers: Sequence[str]) -> StudyConfig:
@@ -179,7 +195,7 @@ def _describe(spec: Any) -> str:
     if isinstance(spec, Choices):
         return f"choices {list(spec.choices)}"
     if not is_searched(spec):
-        return f"fixed value {spec!r}"
+        return f"fixed value {quote(spec)}"
     step = f" in steps of {spec.step}" if spec.step not in (None, 1) else ""
     kind = " (integers" + step + ")" if isinstance(spec, IntRange) else step and f" ({step[1:]})"
     return f"range [{spec.low}, {spec.high}]{kind}"
@@ -221,7 +237,7 @@ def resolve_layers(config: StudyConfig) -> list[str]:
         raise LayerError(f"layers: {exc}") from None
     if not layers:
         raise LayerError(
-            f"model {config.model.name!r} has no layer admmsearch can compress: none of its "
+            f"model {quote(config.model.name)} has no layer admmsearch can compress: none of its "
             "modules is a convolution or linear layer with a weight, so there is nothing to "
             "prune or quantize"
         )

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..data import check_arrays
 from ..errors import AdmmSearchError, DatasetError, PackError
-from ..fold import fold_batchnorm
+from ..fold import fold_batchnorm, remove_reparametrizations
 from ..models import MODELS, create_model
 from ..packed import MAX_ENTRIES, ModelMeta, PackedFile, load_state, read_model_file
 from ..registry import add_search_dir
@@ -114,6 +115,7 @@ def rebuild(meta: ModelMeta, path: str | Path, *, trust_code: bool = False) -> n
         )
     except AdmmSearchError as exc:
         raise PackError(f"{path}: cannot rebuild its network {name!r}: {exc}") from None
+    remove_reparametrizations(model)  # packed: the plain weights they computed
     if meta.folded:
         folding = fold_batchnorm(model)
         if folding.skipped:
@@ -121,13 +123,23 @@ def rebuild(meta: ModelMeta, path: str | Path, *, trust_code: bool = False) -> n
     return model.eval()
 
 
-def read_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
-    """Inputs and labels from a ``.npz``: ``x_test``/``y_test`` (a dataset file) or ``x``/``y``.
+def read_arrays(
+    path: str | Path, num_classes: int | None = None
+) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
+    """Inputs and labels from a ``.npz``: ``x_test``/``y_test`` (a dataset file) or ``x``/``y``,
+    checked as training data is (:func:`admmsearch.data.check_arrays`): finite inputs, integer
+    labels in ``0 .. num_classes - 1`` (the model's classes, when given).
 
     Raises:
-        DatasetError: the file cannot be read or holds neither pair.
+        DatasetError: the file cannot be read, holds neither pair, or holds data training
+            would refuse; one line naming the file.
     """
-    path = Path(path)
+    x, y, keys = _read_pair(Path(path))
+    check_arrays(str(path), x, y, keys, num_classes)
+    return x, y, keys
+
+
+def _read_pair(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             for keys in _ARRAY_KEYS:

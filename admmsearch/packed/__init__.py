@@ -23,6 +23,7 @@ from ._format import (
     pack_model,
     read_model_file,
     read_packed,
+    smallest_file_bits,
     unpack_into,
 )
 from ._graph import ELEMENTWISE, GraphNode, NetworkGraph
@@ -53,6 +54,7 @@ __all__ = [
     "pack_model",
     "read_model_file",
     "read_packed",
+    "smallest_file_bits",
     "trace_graph",
     "uniform_levels",
     "unpack_into",

@@ -38,6 +38,7 @@ from ..errors import PackError
 from ..normalise import Normalisation
 from ._accounting import StorageReport, model_storage
 from ._binio import ByteReader, ByteWriter, Malformed
+from ._coding import FLOAT_BITS
 from ._graph import NetworkGraph
 from ._streams import StreamMeta, decode, encode
 from ._tracing import trace_graph
@@ -55,6 +56,7 @@ __all__ = [
     "pack_model",
     "read_model_file",
     "read_packed",
+    "smallest_file_bits",
     "unpack_into",
 ]
 
@@ -175,6 +177,32 @@ def _encode_streams(
     if sum(m.bits for m, _ in streams if m.encoding != "raw") != report.stored_bits:
         raise PackError("packed bits differ from the storage accounting; please report this bug")
     return streams, report, list(state)
+
+
+def smallest_file_bits(
+    model: nn.Module, layer_names: Sequence[str], meta: ModelMeta | None = None
+) -> int:
+    """A lower bound, in bits, on the packed file of any compression of ``model`` with
+    ``layer_names``' weights compressed: the prefix, the header with every compressed weight's
+    entry at its shortest (dense, raw coding: no codebook, grid or index fields), the checksum,
+    every other tensor raw, and at least 32 bits per compressed weight (one float32 value,
+    quantization scale or codebook entry, before byte padding).
+
+    >>> from torch import nn
+    >>> layer = nn.Linear(4, 2)
+    >>> smallest_file_bits(layer, [""]), 8 * encode_model(layer, [""])[1].file_bytes
+    (720, 944)
+    """
+    state = model.state_dict()
+    compressed = {_state_key(name, "weight") for name in layer_names}
+    entries = [
+        StreamMeta(key, t.dtype, tuple(t.shape), "dense" if key in compressed else "raw")
+        for key, t in state.items()
+    ]
+    header = _header(meta or ModelMeta(), entries, NetworkGraph.absent(""))
+    raw = sum(t.numel() * t.element_size() for k, t in state.items() if k not in compressed)
+    fixed = _PREFIX.size + len(header) + raw + _CRC.size
+    return 8 * fixed + FLOAT_BITS * len(compressed & state.keys())
 
 
 def pack_model(

@@ -1,21 +1,18 @@
-"""What lets many worker processes run one study: where its stores are, a storage-wide lock,
-heartbeats, lost trials, the exact budget, and devices shared between workers. Implementation
+"""What lets many worker processes run one study: a storage-wide lock, heartbeats, lost trials,
+the exact budget, storage calls that ride out a short outage, and devices shared between
+workers. Implementation
 modules are private; this module names what is public."""
 
 from __future__ import annotations
 
 from ._devices import share_device, worker_devices
-from ._locations import (
-    DEFAULT_STORAGE_FILE,
-    resolve_cache_dir,
-    resolve_storage,
-    resolve_tracking,
-)
+from ._outages import Retry, transient
 from ._workers import (
     COUNTED,
     Claim,
     Heartbeat,
     LostTrials,
+    RetryingStorage,
     StorageLock,
     budget_counts,
     claim,
@@ -28,21 +25,20 @@ from ._workers import (
 
 __all__ = [
     "COUNTED",
-    "DEFAULT_STORAGE_FILE",
     "Claim",
     "Heartbeat",
     "LostTrials",
+    "Retry",
+    "RetryingStorage",
     "StorageLock",
     "budget_counts",
     "claim",
     "driver_reason",
     "fail_lost_trials",
     "make_storage",
-    "resolve_cache_dir",
-    "resolve_storage",
-    "resolve_tracking",
     "share_device",
     "storage_errors",
+    "transient",
     "worker_devices",
     "worker_info",
 ]

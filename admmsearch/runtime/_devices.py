@@ -28,7 +28,7 @@ import os
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, quote
 from ..preflight import check_device
 
 __all__ = ["MEMORY_HEADROOM", "mps_active", "share_device", "worker_devices"]
@@ -48,7 +48,7 @@ def worker_devices(device: str, per_device: int) -> list[str]:
         ConfigError: ``per_device`` is below 1, or the device is not on this machine.
     """
     if isinstance(per_device, bool) or not isinstance(per_device, int) or per_device < 1:
-        raise ConfigError(f"per_device: must be an integer >= 1, got {per_device!r}")
+        raise ConfigError(f"per_device: must be an integer >= 1, got {quote(per_device)}")
     check_device(device)
     if device != "cuda":
         return [device] * per_device

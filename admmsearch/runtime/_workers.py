@@ -20,7 +20,9 @@ Only PostgreSQL and SQLite storages are supported: the two the lock knows.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
+import inspect
 import logging
 import os
 import socket
@@ -41,12 +43,14 @@ from optuna.trial import FrozenTrial, TrialState
 from ..errors import StoreError
 from ..record import TrialAttr
 from ..redact import redact_text, redact_url
+from ._outages import Retry, driver_reason
 
 __all__ = [
     "COUNTED",
     "Claim",
     "Heartbeat",
     "LostTrials",
+    "RetryingStorage",
     "StorageLock",
     "budget_counts",
     "claim",
@@ -76,30 +80,6 @@ def _store_error(url: str, exc: BaseException) -> StoreError:
     if isinstance(exc, ImportError | ModuleNotFoundError):
         detail = f"{detail}; {_DRIVER_HINT}"
     return StoreError(f"storage {redact_url(url)}: {redact_text(detail, url)}")
-
-
-def driver_reason(exc: BaseException) -> str:
-    """The first line of the database driver's own message behind ``exc``.
-
-    Optuna wraps driver errors in ``StorageInternalError`` ("An exception is raised during the
-    commit...") and SQLAlchemy in its own classes; the reason is found by walking ``__cause__``
-    and ``__context__`` to the driver's exception (``DBAPIError.orig``), else to the innermost
-    exception that is not Optuna's wrapper.
-    """
-    chain: list[BaseException] = []
-    while exc is not None and exc not in chain:
-        chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    for link in chain:
-        if isinstance(link, sqlalchemy.exc.DBAPIError) and link.orig is not None:
-            return _first_line(link.orig)
-    plain = [e for e in chain if not isinstance(e, optuna.exceptions.StorageInternalError)]
-    return _first_line(plain[-1] if plain else chain[-1])
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 @contextmanager
@@ -188,14 +168,51 @@ class StorageLock:
             connection.close()  # closing the session releases the lock in any case
 
 
+class RetryingStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage whose every call goes through ``retry``
+    (:class:`~admmsearch.outages.Retry`): a worker rides out a database outage shorter than
+    its patience, and a longer one ends in one line naming the storage.
+
+    Every method Optuna's ``RDBStorage`` defines is wrapped (the public ones, and the private
+    ones Optuna's trial cache calls); calls made inside another (a session's helpers) run once,
+    as part of the outer call.
+    """
+
+    def __init__(self, url: str, *, retry: Retry, **kwargs: Any) -> None:
+        self.retry = retry
+        super().__init__(url, **kwargs)
+
+
+def _retried(name: str) -> Callable[..., Any]:
+    method = getattr(optuna.storages.RDBStorage, name)
+
+    @functools.wraps(method)
+    def call(self: RetryingStorage, *args: Any, **kwargs: Any) -> Any:
+        return self.retry.call(lambda: method(self, *args, **kwargs), name)
+
+    return call
+
+
+for _name, _method in list(vars(optuna.storages.RDBStorage).items()):
+    if inspect.isfunction(_method) and not _name.startswith("__"):
+        setattr(RetryingStorage, _name, _retried(_name))
+del _name, _method
+
+
 def make_storage(
     url: str,
     *,
     heartbeat_interval_s: int,
     grace_period_s: int,
     on_lost: Callable[[optuna.Study, FrozenTrial], None] | None = None,
-) -> optuna.storages.RDBStorage:
+    patience_s: float = 0.0,
+) -> RetryingStorage:
     """The Optuna storage at ``url`` with heartbeats on; ``on_lost`` runs for each lost trial.
+
+    Args:
+        patience_s: how long each storage call is retried while the database is unreachable
+            (a worker passes ``workers.grace_period_s``); 0 tries once. Either way a storage
+            that fails ends in one :class:`StoreError` line.
 
     Raises:
         StoreError: the database cannot be reached or its driver is missing (password masked).
@@ -203,8 +220,9 @@ def make_storage(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
+            return RetryingStorage(
                 url,
+                retry=Retry(url, patience_s),
                 engine_kwargs={"pool_pre_ping": True},
                 heartbeat_interval=heartbeat_interval_s,
                 grace_period=grace_period_s,
@@ -222,16 +240,15 @@ def worker_info() -> dict[str, Any]:
 class Heartbeat:
     """Records a trial's heartbeat now and every ``interval_s`` seconds until the block ends.
 
-    A beat that fails (the database refuses connections for a while, Optuna raising
-    ``StorageInternalError``) is counted in ``failed_beats`` and retried at the next interval;
-    the thread never dies and never prints (details go to the ``admmsearch.runtime`` logger at
-    DEBUG level, which ``--debug`` shows). An outage longer than the grace period makes the
-    trial lost, as a dead worker's would be.
+    Each beat goes through the storage's :class:`Retry` (the first one too): while the
+    database is unreachable it is tried again with backoff, and a beat given up is counted in
+    ``failed_beats`` and tried afresh at the next interval. The thread never dies and never
+    prints (details go to the ``admmsearch.runtime`` logger at DEBUG level, which ``--debug``
+    shows); ending the block stops a beat that is waiting to retry. An outage longer than the
+    grace period makes the trial lost, as a dead worker's would be.
     """
 
-    def __init__(
-        self, storage: optuna.storages.RDBStorage, trial_id: int, interval_s: float
-    ) -> None:
+    def __init__(self, storage: RetryingStorage, trial_id: int, interval_s: float) -> None:
         self._storage, self._trial_id, self._interval = storage, trial_id, interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -240,11 +257,16 @@ class Heartbeat:
         self.beats = 0  # beats recorded by the thread
         self.failed_beats = 0
 
+    def _record(self) -> None:
+        self._storage.record_heartbeat(self._trial_id)
+
     def _beat(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                self._storage.record_heartbeat(self._trial_id)
-            except Exception as exc:  # noqa: BLE001 - a blip or an outage: retry next interval
+                self._storage.retry.call(self._record, "heartbeat", self._stop.wait)
+            except Exception as exc:  # noqa: BLE001 - an outage: try afresh next interval
+                if self._stop.is_set():  # the trial ended while this beat waited to retry
+                    return
                 self.failed_beats += 1
                 _log.debug(
                     "heartbeat of trial id %s failed: %s", self._trial_id, exc, exc_info=True
@@ -253,7 +275,7 @@ class Heartbeat:
                 self.beats += 1
 
     def __enter__(self) -> Heartbeat:
-        self._storage.record_heartbeat(self._trial_id)
+        self._storage.retry.call(self._record, "heartbeat")
         self._thread.start()
         return self
 
@@ -333,7 +355,7 @@ class Claim:
 
 def claim(
     study: optuna.Study,
-    storage: optuna.storages.RDBStorage,
+    storage: RetryingStorage,
     lock: StorageLock,
     *,
     budget: int | None,
@@ -344,29 +366,63 @@ def claim(
 
     Under the lock: fail lost trials (queuing their retries), count, and ask Optuna for a trial
     only if ``counted + running < budget``; a claimed trial gets its first heartbeat and the
-    ``worker`` user attribute before the lock is released. Returns None once the budget is
-    spent or ``deadline`` (``time.monotonic()``) has passed.
+    ``worker`` user attribute before the lock is released. Each try, the budget polls included,
+    is retried as a whole through the storage's :class:`~admmsearch.outages.Retry` while the
+    database is unreachable; a trial that a try left without its worker (the outage struck
+    between Optuna's ask and the heartbeat) is taken over by the next claim, under the lock.
+    Returns None once the budget is spent or ``deadline`` (``time.monotonic()``) has passed.
+
+    Raises:
+        StoreError: the storage stayed unreachable for the retry's patience.
     """
     while deadline is None or time.monotonic() < deadline:
-        with lock:
-            fail_lost_trials(study)
-            counted, running = budget_counts(study.get_trials(deepcopy=False))
-            if budget is not None and counted >= budget:
-                return None
-            if budget is None or counted + running < budget:
-                return _start(study, storage)
+        claimed = storage.retry.call(lambda: _try_claim(study, storage, lock, budget), "claim")
+        if claimed is not _WAIT:
+            return claimed
         time.sleep(
             poll_s if deadline is None else max(0.0, min(poll_s, deadline - time.monotonic()))
         )
     return None
 
 
-def _start(study: optuna.Study, storage: optuna.storages.RDBStorage) -> Claim:
-    with warnings.catch_warnings():  # we record heartbeats ourselves, see Heartbeat
-        warnings.filterwarnings("ignore", message="Heartbeat of storage")
-        trial = study.ask()
+_WAIT = object()  # a claim's answer while others' trials fill the budget
+
+
+def _try_claim(
+    study: optuna.Study, storage: RetryingStorage, lock: StorageLock, budget: int | None
+) -> Any:
+    """One claim under the lock: a trial left without its worker, a new trial, None when the
+    budget is spent, or ``_WAIT``."""
+    with lock:
+        fail_lost_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        orphan = next((t for t in trials if _unowned(t)), None)
+        if orphan is not None:
+            trial_id = _trial_id(study, storage, orphan.number)
+            return _own(study, storage, optuna.Trial(study, trial_id))
+        counted, running = budget_counts(trials)
+        if budget is not None and counted >= budget:
+            return None
+        if budget is None or counted + running < budget:
+            with warnings.catch_warnings():  # we record heartbeats ourselves, see Heartbeat
+                warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                return _own(study, storage, study.ask())
+        return _WAIT
+
+
+def _unowned(trial: FrozenTrial) -> bool:
+    """A running trial that no worker owns: a claim stopped between ask and its heartbeat."""
+    return trial.state == TrialState.RUNNING and TrialAttr.WORKER not in trial.user_attrs
+
+
+def _trial_id(study: optuna.Study, storage: RetryingStorage, number: int) -> int:
     study_id = storage.get_study_id_from_name(study.study_name)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+
+def _own(study: optuna.Study, storage: RetryingStorage, trial: optuna.Trial) -> Claim:
+    """Make ``trial`` this worker's: its first heartbeat, then the ``worker`` attribute."""
+    trial_id = _trial_id(study, storage, trial.number)
     storage.record_heartbeat(trial_id)
     trial.set_user_attr(TrialAttr.WORKER, worker_info())
     return Claim(trial, trial_id)

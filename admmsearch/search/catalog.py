@@ -18,11 +18,14 @@ import pandas as pd
 from pydantic import ValidationError
 
 from ..config import StudyConfig, validate_study
-from ..errors import ConfigError, StoreError, StudyNotFoundError
+from ..config.schema import ConstraintsConfig
+from ..errors import ConfigError, StoreError, StudyNotFoundError, quote
+from ..locations import resolve_storage, resolve_tracking
 from ..record import Metric, StudyAttr, TrialAttr, kib
 from ..redact import redact_text, redact_url
-from ..runtime import resolve_storage, resolve_tracking
+from ..runtime import driver_reason
 from ..validation import report_errors
+from .feasibility import infeasible_note
 from .front import front_frame
 from .quiet import quiet_optuna
 from .study import finished_count
@@ -37,6 +40,7 @@ __all__ = [
     "seeded_trials",
     "state_counts",
     "study_names",
+    "study_budget",
     "study_rows",
     "study_state",
     "timeout_note",
@@ -69,7 +73,7 @@ def study_names(storage: str) -> list[str]:
     try:
         return sorted(optuna.study.get_all_study_names(storage=storage))
     except Exception as exc:  # noqa: BLE001 - any storage failure is reported the same way
-        reason = redact_text(str(exc), storage)
+        reason = redact_text(driver_reason(exc), storage)
         raise StoreError(f"storage {redact_url(storage)}: cannot read it ({reason})") from None
 
 
@@ -93,14 +97,14 @@ def open_existing(
     if name not in names:
         there = ", ".join(names) if names else "none"
         raise StudyNotFoundError(
-            f"no study named {name!r} in storage {redact_url(url)} (studies there: {there})"
+            f"no study named {quote(name)} in storage {redact_url(url)} (studies there: {there})"
         )
     with quiet_optuna():
         study = optuna.load_study(study_name=name, storage=url)
     recorded = study.user_attrs.get(StudyAttr.CONFIG)
     if recorded is None:
         raise StudyNotFoundError(
-            f"study {name!r} in {redact_url(url)} was not made by "
+            f"study {quote(name)} in {redact_url(url)} was not made by "
             "admmsearch (it has no recorded study file)"
         )
     config = file_config or _recorded_config(name, recorded)
@@ -118,11 +122,17 @@ def _recorded_config(name: str, recorded: Any) -> StudyConfig:
     try:
         return StudyConfig.model_validate(recorded)
     except ValidationError as exc:
-        problems = report_errors(f"study {name!r}: its recorded study file", exc)
+        problems = report_errors(f"study {quote(name)}: its recorded study file", exc)
         raise ConfigError(
             f"{problems.splitlines()[0]} (recorded by an older admmsearch; name the study by "
             "its study file, updated, instead of by its name)"
         ) from None
+
+
+def study_budget(study: optuna.Study, configured: int | None) -> int | None:
+    """The trial budget the study's last run worked to (a resume with ``--trials`` raises the
+    study file's), else ``configured``."""
+    return study.user_attrs.get(StudyAttr.BUDGET, configured)
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:
@@ -158,7 +168,7 @@ def study_rows(storage: str) -> pd.DataFrame:
     for name in study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
         recorded = study.user_attrs.get(StudyAttr.CONFIG) or {}
-        budget = (recorded.get("budget") or {}).get("trials")
+        budget = study_budget(study, (recorded.get("budget") or {}).get("trials"))
         objectives = list(recorded.get("objectives") or [])
         row: dict[str, Any] = {
             "study": name,
@@ -168,6 +178,7 @@ def study_rows(storage: str) -> pd.DataFrame:
         }
         row.update({k.lower(): v for k, v in state_counts(study).items()})
         row.update(_front_ends(study, objectives))
+        row["unmet"] = _unmet(study, recorded.get("constraints"))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -187,12 +198,23 @@ def _front_ends(study: optuna.Study, objectives: list[str]) -> dict[str, Any]:
     return ends
 
 
+def _unmet(study: optuna.Study, constraints: Any) -> str | None:
+    """For ``list``: the constraints no completed trial meets, with the closest trial of each
+    (:func:`admmsearch.feasibility.infeasible_note`), or None."""
+    try:
+        limits = ConstraintsConfig.model_validate(constraints or {})
+    except ValidationError:
+        return None
+    note = infeasible_note(study, limits)
+    return None if note is None else note.removeprefix("no trial meets the constraints: ")
+
+
 def describe(opened: OpenedStudy) -> list[tuple[str, str]]:
     """Key facts of a study, in reading order, for ``show``."""
     study, config = opened.study, opened.config
     dense = study.user_attrs.get(StudyAttr.DENSE, {})
     counts = state_counts(study)
-    budget = config.budget.trials
+    budget = study_budget(study, config.budget.trials)
     facts = [
         ("study", config.name),
         ("state", study_state(study, budget)),

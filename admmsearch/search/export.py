@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 
 from ..config import GLOBAL_KNOBS, KNOB_TARGETS, StudyConfig, base_pipeline, knob_specs
-from ..errors import ConfigError, NoTrialError
+from ..errors import ConfigError, NoTrialError, quote
 from ..names import POLICIES
 from ..plan import Plan
 from ..record import Metric, TrialAttr, kib
@@ -117,20 +117,20 @@ def choose_trial(
         )
     if policy is None:
         raise ConfigError("give --trial N or --policy (one of: " + ", ".join(POLICIES) + ")")
-    raise ConfigError(f"--policy: unknown policy {policy!r}; known: " + ", ".join(POLICIES))
+    raise ConfigError(f"--policy: unknown policy {quote(policy)}; known: " + ", ".join(POLICIES))
 
 
 def _numbered(study: optuna.Study, name: str, number: int) -> optuna.trial.FrozenTrial:
     trials = study.get_trials(deepcopy=False)
     if not 0 <= number < len(trials):
         raise NoTrialError(
-            f"--trial: study {name!r} has no trial {number} (trials 0 to {len(trials) - 1})"
+            f"--trial: study {quote(name)} has no trial {number} (trials 0 to {len(trials) - 1})"
         )
     trial = trials[number]
     if trial.state != _DONE or TrialAttr.METRICS not in trial.user_attrs:
         why = trial.user_attrs.get(TrialAttr.FAIL_REASON, "")
         raise NoTrialError(
-            f"--trial: trial {number} of study {name!r} is "
+            f"--trial: trial {number} of study {quote(name)} is "
             f"{trial.state.name.lower()}{f' ({why})' if why else ''}, "
             "not completed; only completed trials can be exported"
         )
@@ -149,7 +149,7 @@ def _best(
     chosen = [t for t in done if meets(t.user_attrs[TrialAttr.METRICS])]
     if not chosen:
         if not done:
-            raise NoTrialError(f"study {name!r} has no completed feasible trial yet")
+            raise NoTrialError(f"study {quote(name)} has no completed feasible trial yet")
         near = pick(done, key=lambda t: t.user_attrs[TrialAttr.METRICS][closest])
         value = near.user_attrs[TrialAttr.METRICS][closest]
         shown = (
@@ -158,7 +158,7 @@ def _best(
             else f"{closest.replace('_', ' ')} {value:.4f}"
         )
         raise NoTrialError(
-            f"no completed trial of study {name!r} has {bound} "
+            f"no completed trial of study {quote(name)} has {bound} "
             f"(closest: trial {near.number} with {shown})"
         )
     best = min(chosen, key=lambda t: rank(t.user_attrs[TrialAttr.METRICS]))

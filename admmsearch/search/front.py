@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 import optuna
 import pandas as pd
 
+from ..config.schema import ConstraintsConfig
 from ..errors import AdmmSearchError, ConfigError, NoTrialError
 from ..record import BITS_PER_KIB, Metric, TrialAttr
+from .feasibility import closest_first
 from .quiet import quiet_optuna
 
 if TYPE_CHECKING:
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FRONT_SUFFIXES",
     "FrontFiles",
+    "closest_table",
     "feasible",
     "front_figure",
     "front_frame",
@@ -99,7 +102,24 @@ def front_frame(study: optuna.Study, objectives: list[str]) -> pd.DataFrame:
 def front_table(study: optuna.Study, objectives: list[str]) -> pd.DataFrame:
     """The front as people read it: accuracy, drop, the packed file in KiB (with its payload,
     the storage accounting, beside it) and the ratios."""
-    frame = front_frame(study, objectives)
+    return _readable(front_frame(study, objectives))
+
+
+def closest_table(
+    study: optuna.Study, objectives: list[str], limits: ConstraintsConfig
+) -> pd.DataFrame:
+    """Every completed trial as :func:`front_table` shows the front, the closest to meeting
+    the constraints first (:func:`admmsearch.feasibility.closest_first`): what a study without
+    a feasible trial has to show."""
+    frame = trials_frame(study, objectives)
+    if frame.empty:
+        return frame
+    done = study.get_trials(deepcopy=False, states=(_DONE,))
+    order = [t.number for t in closest_first(done, limits)]
+    return _readable(frame.set_index("trial").loc[order].reset_index())
+
+
+def _readable(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return frame
     table = pd.DataFrame(
@@ -126,7 +146,12 @@ class FrontFiles:
     trials: int
 
 
-def write_front(study: optuna.Study, path: str | Path, objectives: Sequence[str]) -> FrontFiles:
+def write_front(
+    study: optuna.Study,
+    path: str | Path,
+    objectives: Sequence[str],
+    limits: ConstraintsConfig | None = None,
+) -> FrontFiles:
     """Write the front of ``study`` to ``path``, by its suffix: ``.csv`` or ``.json`` the
     table of :func:`front_table`; ``.png`` or ``.html`` the figure, both files side by side
     (``front.png`` and ``front.html``).
@@ -135,10 +160,14 @@ def write_front(study: optuna.Study, path: str | Path, objectives: Sequence[str]
         study: a study made by admmsearch (its trials carry their metrics).
         path: the file; its folder must exist.
         objectives: the study's objectives, in order (``config.objectives``).
+        limits: the study's constraints; given, a table of a study without a feasible trial
+            holds every completed trial, the closest to the constraints first
+            (:func:`closest_table`).
 
     Raises:
         ConfigError: the suffix is none of :data:`FRONT_SUFFIXES`.
-        NoTrialError: a table is asked for and no feasible trial has finished.
+        NoTrialError: a table is asked for and no trial has completed (with ``limits``), or
+            no feasible one (without).
         AdmmSearchError: a figure is asked for and the study recorded no dense model, or a file
             cannot be written.
     """
@@ -149,9 +178,7 @@ def write_front(study: optuna.Study, path: str | Path, objectives: Sequence[str]
         png, html = path.with_suffix(".png"), path.with_suffix(".html")
         plot_front(study, png, html)
         return FrontFiles((png, html), len(front_trials(study)))
-    table = front_table(study, list(objectives))
-    if table.empty:
-        raise NoTrialError(f"study {study.study_name!r} has no feasible completed trial yet")
+    table = _table_to_write(study, list(objectives), limits)
     text = (
         table.to_json(orient="records", indent=2) + "\n"
         if path.suffix == ".json"
@@ -159,6 +186,18 @@ def write_front(study: optuna.Study, path: str | Path, objectives: Sequence[str]
     )
     _write(path, text)
     return FrontFiles((path,), len(table))
+
+
+def _table_to_write(
+    study: optuna.Study, objectives: list[str], limits: ConstraintsConfig | None
+) -> pd.DataFrame:
+    table = front_table(study, objectives)
+    if table.empty and limits is not None:
+        table = closest_table(study, objectives, limits)
+    if table.empty:
+        what = "completed" if limits is not None else "feasible completed"
+        raise NoTrialError(f"study {study.study_name!r} has no {what} trial")
+    return table
 
 
 def _write(path: Path, text: str) -> None:

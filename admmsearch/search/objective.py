@@ -157,8 +157,8 @@ class Objective:
 
         A trial stopped by a tracking failure or an interruption is marked ``interrupted``: it
         does not count against the budget and its params are queued again on resume. Any other
-        exception fails the trial with its one-line reason (it counts: rerunning the same
-        settings would fail the same way).
+        exception fails the trial with its one-line reason (whether it counts is the study's
+        call: :mod:`admmsearch.failures`).
         """
         start, timings = time.perf_counter(), Timings(self.config.device)
         with timings.activate(), part("suggest"):

@@ -54,7 +54,7 @@ from ..config import (
     knob_specs,
     unit_spaces,
 )
-from ..errors import ConfigError
+from ..errors import ConfigError, quote
 from ..plan import LayerPlan, Plan
 from ..settings import PipelineSettings
 
@@ -104,7 +104,9 @@ def settings_from_params(
         )
     for name, value in params.items():
         if not contains(specs[name], value):
-            raise ConfigError(f"params.{name}: {value!r} is outside this study's search space")
+            raise ConfigError(
+                f"params.{name}: {quote(value)} is outside this study's search space"
+            )
     return suggest(optuna.trial.FixedTrial(dict(params)), config, layers)
 
 

@@ -10,8 +10,10 @@ run exactly the budget, and a trial whose worker dies is failed and run again (s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -26,15 +28,17 @@ from tqdm.auto import tqdm
 from ..config import StudyConfig, check_layers, normalise_enqueue
 from ..data import DataSplits, load_dataset
 from ..dense import DenseModel, build_model, dense_model
-from ..errors import AdmmSearchError, DivergenceError
+from ..errors import AdmmSearchError, DivergenceError, StoreError
+from ..locations import cache_setting, resolve_cache_dir, resolve_storage, resolve_tracking
 from ..metrics import collapsed
 from ..models import uncompressed_layers
 from ..preflight import (
     check_checkpoint,
+    check_constraints,
     check_device,
     check_model,
     check_splits,
-    check_store_folder,
+    check_stores,
     check_validation_size,
 )
 from ..record import DenseFigures, Metric, StudyAttr, TrialAttr
@@ -46,14 +50,12 @@ from ..runtime import (
     budget_counts,
     claim,
     make_storage,
-    resolve_cache_dir,
-    resolve_storage,
-    resolve_tracking,
     share_device,
     storage_errors,
 )
 from ..tracking import REASON_TAG, Tracker
 from .context import StudyContext
+from .failures import FailureStreak
 from .front import plot_front, trials_frame
 from .objective import Objective
 from .quiet import quiet_optuna
@@ -148,13 +150,11 @@ def prepare(
     """Check everything checkable, get the (cached) dense model, then open the study and its
     parent run.
 
-    Nothing is created before the checks of :mod:`admmsearch.preflight` pass (stores' folders,
-    device, data, model, checkpoint, a reused study name) and the dense model is known to learn,
-    so a start that fails leaves no study, run or folder behind. The parent run gets
-    ``layers.json``: the compressed layers and the modules with a weight that stay uncompressed
-    (also in ``StudyContext.uncompressed``). Workers starting together create the tables, the
-    study, the MLflow experiment and the parent run once: they take turns under the storage
-    lock.
+    Nothing is created before the checks of :mod:`admmsearch.preflight` pass and the dense model
+    is known to learn, so a start that fails leaves no study, run or folder behind. The parent
+    run gets ``layers.json``: the compressed layers and the modules with a weight that stay
+    uncompressed (also in ``StudyContext.uncompressed``). Workers starting together create the
+    tables, the study, the experiment and the parent run once, in turn under the storage lock.
 
     Raises:
         AdmmSearchError: a check failed; the message names the setting, file or store.
@@ -162,37 +162,65 @@ def prepare(
     check_layers(config, layers)  # done by validate_study; again for library callers
     config = normalise_enqueue(config, layers)
     storage = resolve_storage(config, storage)
-    data = _checked_data(config, layers, storage, tracking_uri)
     cache = resolve_cache_dir(config, cache_dir, workdir)
+    folders = {
+        f"cache folder {cache} ({cache_setting(config, cache_dir)})": cache,
+        f"work folder {workdir}": Path(workdir),
+    }
+    data = _checked_data(config, layers, storage, tracking_uri, folders)
     dense = dense_model(config, data, cache, layers)
     _check_dense_learns(config, data, dense)
-    uncompressed = uncompressed_layers(build_model(config, data), layers)
-    lock, w = StorageLock(storage), config.workers
+    raw = uncompressed_layers(build_model(config, data), layers)
+    lock = StorageLock(storage)
     with lock:
-        tracker = Tracker(resolve_tracking(config, tracking_uri), config.name)
-        rdb = make_storage(
-            storage,
-            heartbeat_interval_s=w.heartbeat_interval_s,
-            grace_period_s=w.grace_period_s,
-            on_lost=LostTrials(tracker.end_trial_runs, w.max_retry),
-        )
-        study = open_study(config, rdb)
-        end_stale_runs(tracker, study)
-        check_reuse(config, layers, storage, study)  # again: another start may have won the race
-        # What `show`, `pareto` and `export` need to read the study back by its name alone.
-        study.set_user_attr(StudyAttr.CONFIG, config.resolved_dict())
-        study.set_user_attr(StudyAttr.LAYERS, list(layers))
-        parent = tracker.study_run(
-            config.resolved_dict(), study.user_attrs.get(StudyAttr.MLFLOW_PARENT_RUN_ID)
-        )
-        study.set_user_attr(StudyAttr.MLFLOW_PARENT_RUN_ID, parent)
+        tracker, rdb, study, parent = _open_stores(config, layers, storage, tracking_uri)
+    _record_dense(study, tracker, parent, dense, {"compressed": layers, "uncompressed": raw})
+    here = (data, dense, Path(workdir), cache, lock, rdb, raw)
+    return StudyContext(config, layers, study, storage, tracker, parent, *here)
+
+
+def _open_stores(
+    config: StudyConfig, layers: list[str], storage: str, tracking_uri: str | None
+) -> tuple[Tracker, optuna.storages.RDBStorage, optuna.Study, str]:
+    """The MLflow experiment (first: a store that refuses it leaves no study behind), the
+    Optuna study and the parent run. Call it holding the storage lock."""
+    w = config.workers
+    tracker = Tracker(resolve_tracking(config, tracking_uri), config.name)
+    rdb = make_storage(
+        storage,
+        heartbeat_interval_s=w.heartbeat_interval_s,
+        grace_period_s=w.grace_period_s,
+        on_lost=LostTrials(tracker.end_trial_runs, w.max_retry),
+        patience_s=w.grace_period_s,
+    )
+    study = open_study(config, rdb)
+    end_stale_runs(tracker, study)
+    check_reuse(config, layers, storage, study)  # again: another start may have won the race
+    # What `show`, `pareto` and `export` need to read the study back by its name alone.
+    study.set_user_attr(StudyAttr.CONFIG, config.resolved_dict())
+    study.set_user_attr(StudyAttr.LAYERS, list(layers))
+    parent = tracker.study_run(
+        config.resolved_dict(), study.user_attrs.get(StudyAttr.MLFLOW_PARENT_RUN_ID)
+    )
+    study.set_user_attr(StudyAttr.MLFLOW_PARENT_RUN_ID, parent)
+    return tracker, rdb, study, parent
+
+
+def _record_dense(
+    study: optuna.Study,
+    tracker: Tracker,
+    parent: str,
+    dense: DenseModel,
+    layers: dict[str, Any],
+) -> None:
+    """The dense model's figures on the study and its parent run, with ``layers.json``."""
     figures = DenseFigures(
         val_accuracy=dense.val_accuracy,
         test_accuracy=dense.test_accuracy,
         storage_bits=dense.storage_bits,
     )
     study.set_user_attr(StudyAttr.DENSE, figures)
-    tracker.log_dict(parent, {"compressed": layers, "uncompressed": uncompressed}, "layers.json")
+    tracker.log_dict(parent, layers, "layers.json")
     tracker.log(
         parent,
         metrics={
@@ -200,21 +228,6 @@ def prepare(
             Metric.DENSE_TEST_ACCURACY: dense.test_accuracy,
             "dense_storage_bits": dense.storage_bits,
         },
-    )
-    return StudyContext(
-        config,
-        layers,
-        study,
-        storage,
-        tracker,
-        parent,
-        data,
-        dense,
-        Path(workdir),
-        cache,
-        lock,
-        rdb,
-        uncompressed,
     )
 
 
@@ -232,13 +245,14 @@ def end_stale_runs(tracker: Tracker, study: optuna.Study) -> int:
 
 
 def _checked_data(
-    config: StudyConfig, layers: list[str], storage: str, tracking_uri: str | None
+    config: StudyConfig,
+    layers: list[str],
+    storage: str,
+    tracking_uri: str | None,
+    folders: dict[str, Path],
 ) -> DataSplits:
     """Run the checks of :mod:`admmsearch.preflight` in order; returns the loaded data."""
-    check_store_folder(storage, "storage")
-    given = tracking_uri or config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if given:  # the default, mlruns/ in the current folder, is made when needed
-        check_store_folder(given, "tracking URI")
+    check_stores(config, storage, tracking_uri, folders)
     check_device(config.device)
     d = config.dataset
     data = load_dataset(d.name, seed=config.seed, **d.load_options())
@@ -246,6 +260,7 @@ def _checked_data(
     check_validation_size(config, data)
     check_model(config, data)
     check_checkpoint(config, data)
+    check_constraints(config, data, layers)
     check_reuse(config, layers, storage)
     return data
 
@@ -296,7 +311,14 @@ def _queue_first_trials(ctx: StudyContext, seeds: Sequence[Seed] = ()) -> None:
 
 
 def update_front(ctx: StudyContext) -> None:
-    """Write the front (CSV, PNG, HTML) into the parent run; log front trials' packed models."""
+    """Write the front (CSV, PNG, HTML) into the parent run; log front trials' packed models.
+
+    Retried as a whole while the storage is unreachable (:class:`~admmsearch.outages.Retry`).
+    """
+    ctx.rdb.retry.call(lambda: _write_front(ctx), "front")
+
+
+def _write_front(ctx: StudyContext) -> None:
     frame = trials_frame(ctx.study, list(ctx.config.objectives))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -364,13 +386,20 @@ def run_study(
         seeds = first_trials(ctx)
         with ctx.lock:
             _queue_first_trials(ctx, seeds)
+    _note_budget(ctx, budget)
     remaining = None if budget is None else max(0, budget - finished_count(ctx.study))
-    if remaining == 0:
-        _mark_parent(ctx, budget)
-        return ctx.study
-    ctx.tracker.set_status(ctx.parent_run, "RUNNING")
-    bar = tqdm(total=remaining, desc=ctx.config.name, unit="trial", disable=not progress)
-    objective = Objective(
+    if remaining != 0:
+        ctx.tracker.set_status(ctx.parent_run, "RUNNING")
+        bar = tqdm(total=remaining, desc=ctx.config.name, unit="trial", disable=not progress)
+        with contextlib.closing(bar):
+            _run_trials(ctx, _objective(ctx, on_epoch), budget, deadline, bar)
+    _mark_parent(ctx, budget)
+    _note_timeout(ctx, budget, timeout, deadline)
+    return ctx.study
+
+
+def _objective(ctx: StudyContext, on_epoch: Callable[[str, int, float], None] | None) -> Objective:
+    return Objective(
         ctx.config,
         ctx.layers,
         ctx.data,
@@ -380,21 +409,31 @@ def run_study(
         ctx.workdir / "models" / ctx.config.name,
         on_epoch,
     )
+
+
+def _run_trials(
+    ctx: StudyContext, objective: Objective, budget: int | None, deadline: float | None, bar: Any
+) -> None:
+    """Claim and run trials until none is left to claim; stop when errors repeat
+    (:class:`~admmsearch.failures.FailureStreak`)."""
     poll_s = min(ctx.config.workers.heartbeat_interval_s, _POLL_S)
-    try:
-        while (
-            claimed := claim(
-                ctx.study, ctx.rdb, ctx.lock, budget=budget, deadline=deadline, poll_s=poll_s
-            )
-        ) is not None:
-            _run_trial(ctx, objective, claimed)
-            bar.update(1)
-            update_front(ctx)
-    finally:
-        bar.close()
-    _mark_parent(ctx, budget)
-    _note_timeout(ctx, budget, timeout, deadline)
-    return ctx.study
+    streak = FailureStreak()
+    while (
+        claimed := claim(
+            ctx.study, ctx.rdb, ctx.lock, budget=budget, deadline=deadline, poll_s=poll_s
+        )
+    ) is not None:
+        error = _run_trial(ctx, objective, claimed)
+        bar.update(1)
+        update_front(ctx)
+        streak.record(claimed.trial.number, error)
+
+
+def _note_budget(ctx: StudyContext, budget: int | None) -> None:
+    """Record the budget this run works to (``--trials`` may raise the file's on resume), for
+    ``show`` and ``list``."""
+    if ctx.study.user_attrs.get(StudyAttr.BUDGET) != budget:
+        ctx.study.set_user_attr(StudyAttr.BUDGET, budget)
 
 
 def _note_timeout(
@@ -424,13 +463,15 @@ def _mark_parent(ctx: StudyContext, budget: int | None) -> None:
     ctx.tracker.set_status(ctx.parent_run, "FINISHED" if done else "RUNNING")
 
 
-def _run_trial(ctx: StudyContext, objective: Objective, claimed: Claim) -> None:
-    """Run one claimed trial with heartbeats and tell Optuna how it ended.
+def _run_trial(ctx: StudyContext, objective: Objective, claimed: Claim) -> Exception | None:
+    """Run one claimed trial with heartbeats and tell Optuna how it ended; returns the error it
+    failed with, if any.
 
-    Diverged trials fail (with ``fail_reason``) and the study goes on; anything else that
-    escapes the objective (Ctrl-C, a bug) fails the trial and is raised again.
+    Diverged trials fail (with ``fail_reason``) and count; a trial that fails with an error
+    (:mod:`admmsearch.failures`) fails without counting; the study goes on after both. A
+    storage or tracking failure, Ctrl-C or SIGTERM fails the trial and is raised again.
     """
-    trial, state = claimed.trial, None
+    trial, state, error = claimed.trial, None, None
     values: tuple[float, ...] | None = None
     try:
         with Heartbeat(ctx.rdb, claimed.trial_id, ctx.config.workers.heartbeat_interval_s):
@@ -441,14 +482,38 @@ def _run_trial(ctx: StudyContext, objective: Objective, claimed: Claim) -> None:
         state = optuna.trial.TrialState.FAIL
     except optuna.exceptions.UpdateFinishedTrialError:
         _taken_for_lost(ctx, claimed)
-        return
+        return None
+    except StoreError:
+        _fail_unless_finished(ctx, claimed)
+        raise
+    except Exception as exc:  # noqa: BLE001 - an error: the trial fails without counting
+        state, error = optuna.trial.TrialState.FAIL, exc
+        trial.set_user_attr(TrialAttr.INTERRUPTED, True)
     except BaseException:
         _fail_unless_finished(ctx, claimed)
         raise
-    if ctx.rdb.get_trial(claimed.trial_id).state.is_finished():
+    if not ctx.rdb.retry.call(lambda: _tell(ctx, claimed, values, state), "tell"):
         _taken_for_lost(ctx, claimed)
-        return
-    ctx.study.tell(trial, values, state=state)
+    return error
+
+
+def _tell(
+    ctx: StudyContext,
+    claimed: Claim,
+    values: tuple[float, ...] | None,
+    state: optuna.trial.TrialState | None,
+) -> bool:
+    """Tell Optuna how the trial ended; False when another worker took it for lost meanwhile.
+
+    Safe to try again: a try whose answer was lost to an outage after it was stored is found
+    finished with this trial's own values.
+    """
+    stored = ctx.rdb.get_trial(claimed.trial_id)
+    if stored.state.is_finished():
+        mine = stored.state == (state or optuna.trial.TrialState.COMPLETE)
+        return mine and (values is None or stored.values == list(values))
+    ctx.study.tell(claimed.trial, values, state=state)
+    return True
 
 
 def _fail_unless_finished(ctx: StudyContext, claimed: Claim) -> None:
@@ -490,6 +555,7 @@ def _worker(
     """
     from ..config import load_study
 
+    _interrupt_once()
     config = load_study(path)
     if device is not None:
         config = config.model_copy(update={"device": device})
@@ -502,7 +568,40 @@ def _worker(
         workdir=workdir,
         cache_dir=cache_dir,
     )
-    run_study(ctx, trials=trials, timeout=timeout, threads=threads, queue=False)
+    try:
+        run_study(ctx, trials=trials, timeout=timeout, threads=threads, queue=False)
+    except KeyboardInterrupt:  # its trial was ended as interrupted; no traceback
+        raise SystemExit(130) from None
+
+
+def _interrupt_once() -> None:
+    """In a worker process: the first SIGINT or SIGTERM raises KeyboardInterrupt, which ends
+    the running trial as interrupted (as Ctrl-C does); later ones, while it does, are ignored."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
+
+
+def _start_and_wait(workers: Sequence[Any]) -> None:
+    """Start the worker processes and wait for them; stopped (Ctrl-C, SIGTERM), stop them too:
+    each ends its running trial as interrupted."""
+    for w in workers:
+        w.start()
+    try:
+        for w in workers:
+            w.join()
+    except BaseException:
+        for w in workers:
+            if w.is_alive():
+                w.terminate()
+        for w in workers:
+            w.join()
+        raise
 
 
 def run_parallel(
@@ -530,23 +629,11 @@ def run_parallel(
     with ctx.lock:
         _queue_first_trials(ctx, seeds)
     spawn = mp.get_context("spawn")
-    args = (
-        str(path),
-        ctx.layers,
-        ctx.storage,
-        ctx.tracker.uri,
-        str(ctx.workdir),
-        str(ctx.cache_dir),
-        trials,
-        timeout,
-        threads,
-    )
+    stores = (ctx.storage, ctx.tracker.uri, str(ctx.workdir), str(ctx.cache_dir))
+    args = (str(path), ctx.layers, *stores, trials, timeout, threads)
     placed = [(d, devices.count(d)) for d in devices] if devices else [(None, 1)] * jobs
     workers = [spawn.Process(target=_worker, args=(*args, *where)) for where in placed]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    _start_and_wait(workers)
     failed = [w.exitcode for w in workers if w.exitcode != 0]
     if failed:
         error = AdmmSearchError(f"{len(failed)} of {jobs} workers failed (exit codes {failed})")
