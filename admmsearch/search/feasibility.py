@@ -80,7 +80,7 @@ def _broken(key: str, done: Sequence[optuna.trial.FrozenTrial], limits: Constrai
     setting, metric, unit = CONSTRAINTS.get(key, (key, "", ""))
     near, _ = min(breaking, key=lambda tv: (tv[1], tv[0].number))
     return (
-        f"constraints.{setting} {_shown(getattr(limits, setting, None))} is broken by "
+        f"constraints.{setting}{_shown(getattr(limits, setting, None))} is broken by "
         f"{len(breaking)} of {len(done)} completed trials (closest: trial {near.number}"
         f"{_with(near, metric, unit)})"
     )
@@ -94,4 +94,4 @@ def _with(trial: optuna.trial.FrozenTrial, metric: str, unit: str) -> str:
 
 
 def _shown(limit: float | None) -> str:
-    return "" if limit is None else f"{limit:g}"
+    return "" if limit is None else f" {limit:g}"
