@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from admmsearch.errors import UserCodeError
-from admmsearch.failures import FailureStreak, RepeatedFailure
+from admmsearch.search.failures import FailureStreak, RepeatedFailure
 
 
 def test_the_third_same_error_in_a_row_stops_and_names_the_trials() -> None:

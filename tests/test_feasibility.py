@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 
 from admmsearch.config.schema import ConstraintsConfig
-from admmsearch.feasibility import closest_first, infeasible_note, violation
+from admmsearch.search.feasibility import closest_first, infeasible_note, violation
 
 LIMITS = ConstraintsConfig(max_accuracy_drop=0.05, max_storage_bits=1000)
 
