@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,13 +156,14 @@ def compress_dense(
     *,
     hooks: PipelineHooks | None = None,
     pruned: PrunedState | None = None,
-    more_retraining: TrainSettings | None = None,
+    more_retraining: Sequence[tuple[str, TrainSettings]] = (),
 ) -> Compressed:
     """Compress ``job.model`` to ``job.plan`` and pack it: the dense stage, BatchNorm folding,
     the prune phase (skipped when ``pruned``, a state of the same model, data, pruning plan and
-    pruning stages, is given), ``more_retraining`` of the pruned model on its masks if given
-    (stage ``retrain_more``: a trial promoted to a longer rung), the quantize phase, then the
-    packed file and the metrics.
+    pruning stages, is given), each ``(stage name, settings)`` of ``more_retraining`` on the
+    pruned model's masks (a setting continued to longer rungs of successive halving,
+    :func:`admmsearch.fidelity.rung_chain`), the quantize phase, then the packed file and the
+    metrics.
 
     Raises:
         LayerError, ConstraintError: the plan does not fit the model.
@@ -178,8 +179,8 @@ def compress_dense(
         dense = dense_stage(net, s, known)
         folding = fold_stage(net, s)
         pruned = pruned or prune_phase(net, job.plan, s, dense)
-        if more_retraining is not None:
-            pruned = extend_retraining(net, pruned, more_retraining, "retrain_more")
+        for name, more in more_retraining:
+            pruned = extend_retraining(net, pruned, more, name)
         result = quantize_phase(net, job.plan, s, pruned, folding)
         model = net.model.cpu()
         meta = dataclasses.replace(job.meta, folded=bool(folding.pairs))
@@ -284,6 +285,7 @@ def _from_settings(source: FromSettings, device: str | None, hooks: PipelineHook
         cache_dir=cache,
         device=device,
         hooks=hooks,
+        more_retraining=file.more_retraining,
     )
     return dataclasses.replace(done, document=file.document)
 
@@ -297,9 +299,11 @@ def reproduce(
     cache_dir: Path,
     device: str | None = None,
     hooks: PipelineHooks | None = None,
+    more_retraining: Sequence[tuple[str, TrainSettings]] = (),
 ) -> Compressed:
     """Run a fixed study's ``plan`` and ``pipeline`` once from its (cached) dense model, like a
-    trial does; nothing is written but the dense cache.
+    trial does (with ``more_retraining`` as a promoted trial of successive halving added it:
+    :func:`compress_dense`); nothing is written but the dense cache.
 
     The result's ``dense`` stage reports the seconds spent getting the dense model (training
     it, or reading the cache or checkpoint).
@@ -314,7 +318,7 @@ def reproduce(
     model.load_state_dict(dense.state)
     meta = packed_meta(config, data)
     job = Job(model, data, plan, pipeline, meta, list(layers), config.device, dense)
-    done = compress_dense(job, hooks=hooks)
+    done = compress_dense(job, hooks=hooks, more_retraining=more_retraining)
     first, *rest = done.result.stages
     stages = (dataclasses.replace(first, seconds=dense.seconds), *rest)
     return dataclasses.replace(done, result=dataclasses.replace(done.result, stages=stages))

@@ -107,6 +107,11 @@ class TrialAttr:
     ENQUEUED: Final = "enqueued"  # from the study file's ``enqueue`` (the entry's index)
     RETRY_OF: Final = "retry_of"  # the trial number it repeats
     TIMINGS: Final = "timings"  # seconds per part of the trial (admmsearch.timing), training too
+    RUNG: Final = "rung"  # its rung of successive halving (0: the shortest)
+    CONTINUES: Final = "continues"  # the lower-rung trial whose model it continues
+    EPOCHS: Final = "epochs"  # training epochs it runs: reserved when claimed, actual when done
+    #: What a trial queued again (lost, interrupted, errored) keeps of the trial it repeats.
+    CARRIED: Final = ("rung", "continues")
 
 
 class StudyAttr:
@@ -121,6 +126,8 @@ class StudyAttr:
     SENSITIVITY: Final = "sensitivity"  # the key of the sensitivity result the seeds came from
     STOPPED_BY_TIMEOUT: Final = "stopped_by_timeout"
     BUDGET: Final = "budget"  # the trial budget of the last run (--trials, else the file's)
+    EPOCH_BUDGET: Final = "epoch_budget"  # the epoch budget of the last run (--epochs, else file)
+    TOP_RUNG: Final = "top_rung"  # the full-fidelity rung of successive halving (None: no rungs)
 
 
 class DenseFigures(TypedDict):

@@ -15,20 +15,30 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import Strict, ValidationError
 
 from .config import StudyConfig, base_pipeline, check_layers
 from .config.loading import read_yaml
+from .config.schema import RungsConfig
 from .errors import ConfigError
+from .fidelity import RungSchedule, rung_chain
 from .plan import Plan
 from .registry import add_search_dir
-from .settings import PipelineSettings
-from .validation import report_errors
+from .settings import PipelineSettings, TrainSettings
+from .validation import bound, report_errors
 
-__all__ = ["FORMAT", "SettingsFile", "read_settings", "settings_config", "write_settings"]
+__all__ = [
+    "FORMAT",
+    "ExportedRung",
+    "SettingsFile",
+    "applied_settings",
+    "read_settings",
+    "settings_config",
+    "write_settings",
+]
 
 FORMAT = "admmsearch-settings/1"
 
@@ -36,13 +46,45 @@ FORMAT = "admmsearch-settings/1"
 @dataclass(frozen=True)
 class SettingsFile:
     """A settings file read and checked: its fixed study and layers, the plan and pipeline it
-    applies, and the document itself (study, trial, exported metrics)."""
+    applies, the masked retraining a trial of a longer rung added (``(stage name, settings)``,
+    in order; see :func:`admmsearch.fidelity.rung_chain`), and the document itself (study,
+    trial, exported metrics)."""
 
     config: StudyConfig
     layers: list[str]
     plan: Plan
     pipeline: PipelineSettings
     document: Mapping[str, Any]
+    more_retraining: tuple[tuple[str, TrainSettings], ...] = ()
+
+
+class ExportedRung(RungsConfig):
+    """A trial of successive halving: the study's rungs and the trial's own (``rungs:``)."""
+
+    rung: Annotated[int, Strict(), bound(0, 7)]
+
+
+def applied_settings(
+    doc: Mapping[str, Any], config: StudyConfig, source: str
+) -> tuple[PipelineSettings, tuple[tuple[str, TrainSettings], ...]]:
+    """The pipeline a document's trial ran and the retraining its promotions added: the
+    study's pipeline as written, or for a trial of a rung (``rungs:``) the chain of
+    :func:`admmsearch.fidelity.rung_chain`.
+
+    Raises:
+        ConfigError: a bad ``rungs:`` section, its field named.
+    """
+    pipeline = base_pipeline(config)
+    if doc.get("rungs") is None:
+        return pipeline, ()
+    try:
+        r = ExportedRung.model_validate(doc["rungs"])
+    except ValidationError as exc:
+        raise ConfigError(report_errors(f"{source}: rungs", exc)) from None
+    if r.rung >= r.count:
+        raise ConfigError(f"{source}: rungs.rung: must be below rungs.count ({r.count})")
+    base, more = rung_chain(pipeline, RungSchedule(eta=r.eta, count=r.count), r.rung)
+    return base, tuple(more)
 
 
 def write_settings(doc: Mapping[str, Any], path: Path | None) -> str:
@@ -72,6 +114,7 @@ def _yaml_section(key: str, value: Any) -> str:
     entries before it.
     """
     sections = ("layers", "pipeline", "model", "dataset", "dense", "normalisation", "training")
+    sections += ("rungs",)
     flow = None if key in sections and isinstance(value, Mapping) else False
     return yaml.safe_dump({key: value}, sort_keys=False, width=120, default_flow_style=flow)
 
@@ -94,7 +137,8 @@ def read_settings(path: Path) -> SettingsFile:
         )
     config, layers = settings_config(doc, source=str(path))
     plan = Plan.from_dict({"layers": doc["layers"]}, str(path))
-    return SettingsFile(config, layers, plan, base_pipeline(config), doc)
+    pipeline, more = applied_settings(doc, config, str(path))
+    return SettingsFile(config, layers, plan, pipeline, doc, more)
 
 
 def settings_config(doc: Mapping[str, Any], source: str) -> tuple[StudyConfig, list[str]]:

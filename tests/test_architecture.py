@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "admmsearch"
 #: below. Names are top-level modules or packages under admmsearch.
 FLOORS = (
     ("errors", "record", "redact", "timing", "validation"),
-    ("settings", "plan", "constraints", "names", "registry", "normalise"),
+    ("settings", "plan", "constraints", "names", "registry", "normalise", "fidelity"),
     ("data", "models", "hooks", "fold", "masking", "admm", "train"),
     ("packed",),
     ("pipeline",),

@@ -26,7 +26,13 @@ from optuna.trial import TrialState
 from admmsearch.config import load_study, resolve_layers
 from admmsearch.errors import StoreError, TrackingError
 from admmsearch.runtime._outages import Retry, transient
-from admmsearch.runtime._workers import Heartbeat, StorageLock, claim, make_storage
+from admmsearch.runtime._workers import (
+    Heartbeat,
+    StorageLock,
+    claim,
+    make_storage,
+    trial_budget,
+)
 from admmsearch.search.study import finished_count, prepare, run_study
 from admmsearch.tracking import search_runs
 
@@ -374,7 +380,9 @@ def test_an_idle_worker_waiting_on_the_budget_rides_out_an_outage(database, prox
     direct = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
     a = make_storage(through, heartbeat_interval_s=1, grace_period_s=30, patience_s=20)
     study_a = optuna.create_study(study_name="idle", storage=a)
-    started = claim(study_a, a, StorageLock(through), budget=1, deadline=None, poll_s=0.5)
+    started = claim(
+        study_a, a, StorageLock(through), decide=trial_budget(1), deadline=None, poll_s=0.5
+    )
     b = make_storage(through, heartbeat_interval_s=1, grace_period_s=30, patience_s=20)
     study_b = optuna.load_study(study_name="idle", storage=b)
     polls: list[float] = []
@@ -391,7 +399,10 @@ def test_an_idle_worker_waiting_on_the_budget_rides_out_an_outage(database, prox
         polls.append(time.monotonic())
 
     b.retry.on_call = cut_at_second_poll
-    assert claim(study_b, b, StorageLock(through), budget=1, deadline=None, poll_s=0.5) is None
+    assert (
+        claim(study_b, b, StorageLock(through), decide=trial_budget(1), deadline=None, poll_s=0.5)
+        is None
+    )
     assert b.retry.retried["claim"] >= 1
     assert polls[-1] - polls[1] >= 4.0  # it waited out the outage, then polled on
     assert [t.state for t in study_b.trials] == [TrialState.COMPLETE]

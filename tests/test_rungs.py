@@ -7,19 +7,21 @@ import math
 
 import pytest
 
+from admmsearch.fidelity import (
+    RungSchedule,
+    rung_pipeline,
+    scaled_epochs,
+    trial_epochs,
+)
 from admmsearch.search.rungs import (
     Job,
     Limits,
-    RungSchedule,
     RungTrial,
     crowding_distances,
     next_job,
     nondominated_ranks,
     promotion_order,
-    rung_pipeline,
-    scaled_epochs,
     screening_quota,
-    trial_epochs,
 )
 from admmsearch.settings import PipelineSettings
 
@@ -57,6 +59,7 @@ def test_a_promoted_trial_counts_only_the_epochs_it_adds() -> None:
     assert trial_epochs(top, continues=low) == (12 - 3) + 2 + 3 * 2  # no ADMM again
     steps = top.replace(progressive_steps=2)
     assert trial_epochs(steps) == 2 * (3 + 12) + 2 + 6
+    assert trial_epochs(steps, continues=low.replace(progressive_steps=2)) == 9 + 2 + 6
 
 
 def test_nondominated_ranks_and_crowding_by_hand() -> None:

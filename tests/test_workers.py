@@ -22,7 +22,13 @@ from admmsearch.dense import dense_model
 from admmsearch.errors import ConfigError, StoreError
 from admmsearch.locations import resolve_cache_dir
 from admmsearch.redact import redact_text, redact_url
-from admmsearch.runtime._workers import StorageLock, budget_counts, claim, fail_lost_trials
+from admmsearch.runtime._workers import (
+    StorageLock,
+    budget_counts,
+    claim,
+    fail_lost_trials,
+    trial_budget,
+)
 from admmsearch.search import study as study_module
 from admmsearch.search.space import suggest
 from admmsearch.search.study import finished_count, prepare, run_study
@@ -177,7 +183,7 @@ def test_lost_trial_is_failed_retried_with_its_params_and_its_run_killed(
         tracking_uri=tracking,
         workdir=tmp_path / "work",
     )
-    dead = claim(ctx.study, ctx.rdb, ctx.lock, budget=2, deadline=None, poll_s=1)
+    dead = claim(ctx.study, ctx.rdb, ctx.lock, decide=trial_budget(2), deadline=None, poll_s=1)
     suggest(dead.trial, config, layers)
     dead.trial.set_user_attr("mlflow_run_id", ctx.tracker.trial_run(ctx.parent_run, 0))
     time.sleep(3.5)  # past the grace period (the database clock counts whole seconds)

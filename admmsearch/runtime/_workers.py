@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 import optuna
 import sqlalchemy
@@ -52,12 +52,16 @@ __all__ = [
     "LostTrials",
     "RetryingStorage",
     "StorageLock",
+    "WAIT",
     "budget_counts",
+    "carried",
     "claim",
+    "counted_trials",
     "driver_reason",
     "fail_lost_trials",
     "make_storage",
     "storage_errors",
+    "trial_budget",
     "worker_info",
 ]
 
@@ -306,7 +310,7 @@ class LostTrials:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         again = copy.copy(trial)  # the retry starts clean: no stale run id or worker
-        again.user_attrs = {TrialAttr.RETRY_OF: trial.number}
+        again.user_attrs = {TrialAttr.RETRY_OF: trial.number, **carried(trial)}
         with warnings.catch_warnings():  # the retry first: it must not wait on MLflow
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self._retry(study, again)
@@ -318,6 +322,12 @@ class LostTrials:
         )
 
 
+def carried(trial: FrozenTrial) -> dict[str, Any]:
+    """What a trial queued again keeps of the one it repeats (its rung, and the lower-rung
+    trial it continues: :data:`TrialAttr.CARRIED`)."""
+    return {k: trial.user_attrs[k] for k in TrialAttr.CARRIED if k in trial.user_attrs}
+
+
 def fail_lost_trials(study: optuna.Study) -> None:
     """Fail the study's trials whose heartbeat lapsed and run the storage's callback on each."""
     with warnings.catch_warnings():
@@ -325,24 +335,28 @@ def fail_lost_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def budget_counts(trials: Iterable[FrozenTrial]) -> tuple[int, int]:
-    """``(counted, running)``: trials that count against the budget, and trials running.
-
-    Counted: complete, pruned and failed (diverged, or lost more than ``max_retry`` times),
-    except trials interrupted by Ctrl-C (``interrupted`` user attribute) and lost trials that
-    were queued again (named in another trial's ``retry_history``): their retry counts instead.
-    """
+def counted_trials(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials that count against the budget: complete, pruned and failed (diverged, or
+    lost more than ``max_retry`` times), except trials interrupted (``interrupted`` user
+    attribute: Ctrl-C, a tracking failure, an error) and lost trials that were queued again
+    (named in another trial's ``retry_history``): their retry counts instead."""
     trials = list(trials)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
-    counted = sum(
-        1
+    return [
+        t
         for t in trials
         if t.state in COUNTED
         and t.number not in retried
         and not t.user_attrs.get(TrialAttr.INTERRUPTED)
-    )
+    ]
+
+
+def budget_counts(trials: Iterable[FrozenTrial]) -> tuple[int, int]:
+    """``(counted, running)``: trials that count against the budget (:func:`counted_trials`),
+    and trials running."""
+    trials = list(trials)
     running = sum(1 for t in trials if t.state == TrialState.RUNNING)
-    return counted, running
+    return len(counted_trials(trials)), running
 
 
 @dataclass(frozen=True)
@@ -353,31 +367,37 @@ class Claim:
     trial_id: int
 
 
+#: What a study's ``decide`` answers while others' trials may still change what it can start.
+WAIT: Final = object()
+
+
 def claim(
     study: optuna.Study,
     storage: RetryingStorage,
     lock: StorageLock,
     *,
-    budget: int | None,
+    decide: Callable[[optuna.Study, list[FrozenTrial]], Any],
     deadline: float | None,
     poll_s: float,
 ) -> Claim | None:
-    """Start the next trial this worker may run, waiting while others' trials fill the budget.
+    """Start the next trial this worker may run, waiting while others' trials run.
 
-    Under the lock: fail lost trials (queuing their retries), count, and ask Optuna for a trial
-    only if ``counted + running < budget``; a claimed trial gets its first heartbeat and the
-    ``worker`` user attribute before the lock is released. Each try, the budget polls included,
-    is retried as a whole through the storage's :class:`~admmsearch.outages.Retry` while the
-    database is unreachable; a trial that a try left without its worker (the outage struck
-    between Optuna's ask and the heartbeat) is taken over by the next claim, under the lock.
-    Returns None once the budget is spent or ``deadline`` (``time.monotonic()``) has passed.
+    Under the lock: fail lost trials (queuing their retries), then ask ``decide(study,
+    trials)``: None when the budget is spent, :data:`WAIT` while running trials may still
+    change that, else a function that starts the trial (it sees the lock held). A claimed
+    trial gets its first heartbeat and the ``worker`` user attribute before the lock is
+    released. Each try, the waits included, is retried as a whole through the storage's
+    :class:`Retry` while the database is unreachable; a trial that a try left without its
+    worker (the outage struck between its start and the heartbeat) is taken over by the next
+    claim, under the lock. Returns None once the budget is spent or ``deadline``
+    (``time.monotonic()``) has passed.
 
     Raises:
         StoreError: the storage stayed unreachable for the retry's patience.
     """
     while deadline is None or time.monotonic() < deadline:
-        claimed = storage.retry.call(lambda: _try_claim(study, storage, lock, budget), "claim")
-        if claimed is not _WAIT:
+        claimed = storage.retry.call(lambda: _try_claim(study, storage, lock, decide), "claim")
+        if claimed is not WAIT:
             return claimed
         time.sleep(
             poll_s if deadline is None else max(0.0, min(poll_s, deadline - time.monotonic()))
@@ -385,14 +405,14 @@ def claim(
     return None
 
 
-_WAIT = object()  # a claim's answer while others' trials fill the budget
-
-
 def _try_claim(
-    study: optuna.Study, storage: RetryingStorage, lock: StorageLock, budget: int | None
+    study: optuna.Study,
+    storage: RetryingStorage,
+    lock: StorageLock,
+    decide: Callable[[optuna.Study, list[FrozenTrial]], Any],
 ) -> Any:
-    """One claim under the lock: a trial left without its worker, a new trial, None when the
-    budget is spent, or ``_WAIT``."""
+    """One claim under the lock: a trial left without its worker, the trial ``decide``
+    starts, None when the budget is spent, or :data:`WAIT`."""
     with lock:
         fail_lost_trials(study)
         trials = study.get_trials(deepcopy=False)
@@ -400,14 +420,31 @@ def _try_claim(
         if orphan is not None:
             trial_id = _trial_id(study, storage, orphan.number)
             return _own(study, storage, optuna.Trial(study, trial_id))
+        start = decide(study, trials)
+        if start is None or start is WAIT:
+            return start
+        return _own(study, storage, start())
+
+
+def trial_budget(budget: int | None) -> Callable[[optuna.Study, list[FrozenTrial]], Any]:
+    """The plain ``decide`` of :func:`claim`: a new trial (Optuna's ``ask``) while counted and
+    running trials are fewer than ``budget``; None once ``budget`` trials count."""
+
+    def decide(study: optuna.Study, trials: list[FrozenTrial]) -> Any:
         counted, running = budget_counts(trials)
         if budget is not None and counted >= budget:
             return None
-        if budget is None or counted + running < budget:
-            with warnings.catch_warnings():  # we record heartbeats ourselves, see Heartbeat
-                warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                return _own(study, storage, study.ask())
-        return _WAIT
+        if budget is not None and counted + running >= budget:
+            return WAIT
+        return lambda: _ask(study)
+
+    return decide
+
+
+def _ask(study: optuna.Study) -> optuna.Trial:
+    with warnings.catch_warnings():  # we record heartbeats ourselves, see Heartbeat
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        return study.ask()
 
 
 def _unowned(trial: FrozenTrial) -> bool:

@@ -13,15 +13,16 @@ from typing import Any
 
 import optuna
 
-from ..config import GLOBAL_KNOBS, KNOB_TARGETS, StudyConfig, base_pipeline, knob_specs
+from ..config import GLOBAL_KNOBS, KNOB_TARGETS, StudyConfig, knob_specs
 from ..errors import ConfigError, NoTrialError, quote
+from ..fidelity import RungSchedule, rung_chain
 from ..names import POLICIES
 from ..plan import Plan
 from ..record import Metric, TrialAttr, kib
-from ..settings_file import FORMAT, settings_config
+from ..settings_file import FORMAT, applied_settings, settings_config
 from .catalog import OpenedStudy
-from .front import feasible
-from .space import settings_from_params
+from .front import feasible, full_fidelity
+from .space import TrialSettings, settings_from_params
 
 __all__ = [
     "EXPORTED_METRICS",
@@ -68,7 +69,8 @@ def choose_trial(
 ) -> tuple[optuna.trial.FrozenTrial, str]:
     """The trial to export and a line saying why it was chosen.
 
-    ``number`` picks a trial; otherwise ``policy`` does: ``max-compression`` is the smallest
+    ``number`` picks a trial; otherwise ``policy`` does, among the trials at full fidelity
+    (with successive halving, those of the top rung): ``max-compression`` is the smallest
     storage (the packed file) whose validation accuracy drop is at most ``max_drop`` (default: the
     study's ``max_accuracy_drop``); ``max-accuracy`` is the best validation accuracy whose
     storage is at most ``max_storage_bits`` (default: the study's ``max_storage_bits``).
@@ -83,7 +85,7 @@ def choose_trial(
     done = [
         t
         for t in study.get_trials(deepcopy=False, states=(_DONE,))
-        if TrialAttr.METRICS in t.user_attrs and feasible(t)
+        if TrialAttr.METRICS in t.user_attrs and feasible(t) and full_fidelity(t, study)
     ]
     limits = opened.config.constraints
     if policy == "max-compression":
@@ -192,17 +194,35 @@ def settings_document(
         doc[key] = resolved[key]
     if config.training.named:
         doc["training"] = resolved["training"]
-    replayed, replayed_layers = settings_config(doc, source="export")
-    applied = (Plan.from_dict({"layers": doc["layers"]}), base_pipeline(replayed))
-    if settings_from_params({}, replayed, replayed_layers) != original or applied != (
+    if (rung := trial.user_attrs.get(TrialAttr.RUNG)) is not None and config.search.rungs:
+        doc["rungs"] = {**config.search.rungs.model_dump(), "rung": rung}
+    _check_replay(doc, original, trial.number)
+    return doc
+
+
+def _check_replay(doc: Mapping[str, Any], original: TrialSettings, number: int) -> None:
+    """Export checks its own work: the settings read back from ``doc`` are the trial's, and
+    so is what ``compress`` applies (for a rung's trial, its rung chain).
+
+    Raises:
+        ConfigError: they differ (a bug: please report it).
+    """
+    replayed, layers = settings_config(doc, source="export")
+    pipeline, _ = applied_settings(doc, replayed, "export")
+    rungs = doc.get("rungs")
+    expected = original.pipeline
+    if rungs is not None:
+        chain = RungSchedule(eta=rungs["eta"], count=rungs["count"])
+        expected = rung_chain(original.pipeline, chain, rungs["rung"])[0]
+    applied = (Plan.from_dict({"layers": doc["layers"]}), pipeline)
+    if settings_from_params({}, replayed, layers) != original or applied != (
         original.plan,
-        original.pipeline,
+        expected,
     ):
         raise ConfigError(
-            f"trial {trial.number}: its settings do not survive export "
-            "unchanged; please report this as a bug"
+            f"trial {number}: its settings do not survive export unchanged; please report "
+            "this as a bug"
         )
-    return doc
 
 
 def _pipeline_with_knobs(

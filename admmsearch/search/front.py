@@ -20,9 +20,10 @@ import pandas as pd
 
 from ..config.schema import ConstraintsConfig
 from ..errors import AdmmSearchError, ConfigError, NoTrialError
-from ..record import BITS_PER_KIB, Metric, TrialAttr
+from ..record import BITS_PER_KIB, Metric, StudyAttr, TrialAttr
 from .feasibility import closest_first
 from .quiet import quiet_optuna
+from .rungs import nondominated_ranks
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -36,6 +37,7 @@ __all__ = [
     "front_frame",
     "front_table",
     "front_trials",
+    "full_fidelity",
     "plot_front",
     "trials_frame",
     "write_front",
@@ -49,11 +51,26 @@ _DONE = optuna.trial.TrialState.COMPLETE
 
 
 def front_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The non-dominated feasible trials (Optuna's ``best_trials``), by trial number."""
-    if len(study.directions) == 1:
-        done = [t for t in study.get_trials(deepcopy=False, states=(_DONE,)) if feasible(t)]
-        return [study.best_trial] if done else []
-    return sorted(study.best_trials, key=lambda t: t.number)
+    """The non-dominated feasible trials at full fidelity, by trial number: with successive
+    halving, trials of the top rung only (lower rungs trained less: :func:`full_fidelity`)."""
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(_DONE,))
+        if feasible(t) and full_fidelity(t, study)
+    ]
+    signs = [1 if d == optuna.study.StudyDirection.MINIMIZE else -1 for d in study.directions]
+    points = [tuple(s * v for s, v in zip(signs, t.values, strict=True)) for t in done]
+    if len(signs) == 1:  # the best, or those tied for it
+        best = min(points, default=None)
+        return [t for t, p in zip(done, points, strict=True) if p == best]
+    ranks = nondominated_ranks(points)
+    return [t for t, r in zip(done, ranks, strict=True) if r == 0]
+
+
+def full_fidelity(trial: optuna.trial.FrozenTrial, study: optuna.Study) -> bool:
+    """A trial ran the study's whole pipeline: it has no rung, or the study's top one."""
+    rung = trial.user_attrs.get(TrialAttr.RUNG)
+    return rung is None or rung == study.user_attrs.get(StudyAttr.TOP_RUNG)
 
 
 def feasible(trial: optuna.trial.FrozenTrial) -> bool:
@@ -82,6 +99,8 @@ def trials_frame(study: optuna.Study, objectives: list[str]) -> pd.DataFrame:
             Metric.WEIGHT_RATIO_WITH_INDEX,
         ):
             row.setdefault(key, metrics.get(key))
+        row["rung"] = t.user_attrs.get(TrialAttr.RUNG)
+        row["epochs"] = t.user_attrs.get(TrialAttr.EPOCHS)
         row["feasible"] = feasible(t)
         row["front"] = t.number in front
         rows.append(row)

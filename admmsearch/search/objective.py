@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +19,21 @@ import optuna
 import pandas as pd
 
 from ..compression import Compressed, Job, compress_dense
-from ..config import StudyConfig
 from ..data import DataSplits
-from ..dense import DenseModel, build_model, packed_meta
+from ..dense import build_model, packed_meta
 from ..errors import DivergenceError, PackError, TrackingError
+from ..fidelity import added_retraining, rung_pipeline, trial_epochs
 from ..metrics import collapsed
-from ..pipeline import PipelineHooks, PipelineResult, StageResult
+from ..pipeline import PipelineHooks, PipelineResult, PrunedState, StageResult
+from ..plan import Plan
 from ..record import Metric, TrialAttr
 from ..registry import one_line
+from ..settings import PipelineSettings
 from ..stage_cache import load_pruned, pruning_key, save_pruned
 from ..timing import Timings, part
-from ..tracking import REASON_TAG, Tracker
+from ..tracking import REASON_TAG
+from .context import StudyContext
+from .schedule import Schedule
 from .space import TrialSettings, suggest
 
 __all__ = ["Objective", "data_params", "layer_table", "origin_tags"]
@@ -137,19 +142,20 @@ class Objective:
 
     def __init__(
         self,
-        config: StudyConfig,
-        layers: list[str],
-        data: DataSplits,
-        dense: DenseModel,
-        tracker: Tracker,
-        parent_run: str,
-        models_dir: Path,
+        ctx: StudyContext,
+        schedule: Schedule,
         on_epoch: Callable[[str, int, float], None] | None = None,
     ) -> None:
-        self.config, self.layers, self.data, self.dense = config, layers, data, dense
-        self.tracker, self.parent_run, self.models_dir = tracker, parent_run, models_dir
-        self.on_epoch = on_epoch
-        self.stage_dir = dense.path.parent / "stages"
+        self.config, self.layers, self.data, self.dense = (
+            ctx.config,
+            ctx.layers,
+            ctx.data,
+            ctx.dense,
+        )
+        self.tracker, self.parent_run = ctx.tracker, ctx.parent_run
+        self.models_dir = ctx.workdir / "models" / ctx.config.name
+        self.schedule, self.on_epoch = schedule, on_epoch
+        self.stage_dir = ctx.dense.path.parent / "stages"
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         """Run one trial; its MLflow run ends FINISHED, FAILED (diverged, pruned, or killed by
@@ -212,47 +218,80 @@ class Objective:
             pass
 
     def _run(self, trial: optuna.Trial, settings: TrialSettings, run_id: str) -> tuple[float, ...]:
-        done, hit = self._compress(settings)
-        path = self.models_dir / f"trial-{trial.number}.admm"
+        run = self._compress(trial, settings)
+        done, path = run.compressed, self.models_dir / f"trial-{trial.number}.admm"
         with part("pack"):
             _write(path, done.packed)
         metrics, norm = done.metrics, self.data.normalisation
         with part("tracking"):
             self._set_constraints(trial, metrics)
-            trial.set_user_attr(TrialAttr.PRUNING_CACHE_HIT, hit)
+            trial.set_user_attr(TrialAttr.PRUNING_CACHE_HIT, run.cache_hit)
+            trial.set_user_attr(TrialAttr.EPOCHS, run.epochs)
             trial.set_user_attr(TrialAttr.PACKED_MODEL, str(path))
             trial.set_user_attr(TrialAttr.NORMALISATION, None if norm is None else norm.to_dict())
             trial.set_user_attr(TrialAttr.METRICS, dict(metrics))
-            self.tracker.log(run_id, metrics=metrics, series=_series(done.result))
+            self.tracker.log(
+                run_id, params=run.params, metrics=metrics, series=_series(done.result)
+            )
             self.tracker.log_frame(run_id, layer_table(done.result), "layers.csv")
         return tuple(float(metrics[name]) for name in self.config.objectives)
 
-    def _compress(self, settings: TrialSettings) -> tuple[Compressed, bool]:
-        """Compress the dense model to the trial's settings, from the stage cache's pruned
-        state when a trial with the same pruning settings left one (then True)."""
+    def _compress(self, trial: optuna.Trial, settings: TrialSettings) -> _TrialRun:
+        """Compress the dense model to the trial's settings at the trial's rung: continuing
+        the lower-rung trial's pruned model when it is a promotion, else from the stage
+        cache's pruned state when a trial with the same pruning settings left one."""
+        rung = trial.user_attrs.get(TrialAttr.RUNG)
+        pipeline = rung_pipeline(settings.pipeline, self.schedule.fraction(rung))
+        job = self._job(settings.plan, pipeline)
+        hooks = PipelineHooks(on_epoch=self.on_epoch, on_stage=self._check_collapse)
+        lower = self._lower_rung(trial, settings, rung)
+        if lower is not None:
+            state, below = lower
+            more = added_retraining(pipeline, below)
+            steps = [] if more is None else [(f"retrain_rung{rung}", more)]
+            done = compress_dense(job, hooks=hooks, pruned=state, more_retraining=steps)
+            run = _TrialRun(done, False, trial_epochs(pipeline, below))
+        else:
+            done, hit = self._from_stage_cache(job, hooks)
+            run = _TrialRun(done, hit, trial_epochs(pipeline))
+        if rung is not None:  # its model, for a promotion to continue
+            with part("cache"):
+                save_pruned(done.pruned, self._rung_file(trial.number))
+        return run
+
+    def _job(self, plan: Plan, pipeline: PipelineSettings) -> Job:
         model = build_model(self.config, self.data)
         model.load_state_dict(self.dense.state)
-        key = pruning_key(settings.plan, settings.pipeline, self.dense.path.name)
+        meta = packed_meta(self.config, self.data)
+        device = self.config.device
+        return Job(model, self.data, plan, pipeline, meta, list(self.layers), device, self.dense)
+
+    def _from_stage_cache(self, job: Job, hooks: PipelineHooks) -> tuple[Compressed, bool]:
+        key = pruning_key(job.plan, job.settings, self.dense.path.name)
         cache = self.stage_dir / f"pruned-{key}.pt"
         with part("cache"):
             pruned = load_pruned(cache, self.dense.state)
-        meta = packed_meta(self.config, self.data)
-        job = Job(
-            model,
-            self.data,
-            settings.plan,
-            settings.pipeline,
-            meta,
-            list(self.layers),
-            self.config.device,
-            self.dense,
-        )
-        hooks = PipelineHooks(on_epoch=self.on_epoch, on_stage=self._check_collapse)
         done = compress_dense(job, hooks=hooks, pruned=pruned)
         if pruned is None:
             with part("cache"):
                 save_pruned(done.pruned, cache)
         return done, pruned is not None
+
+    def _lower_rung(
+        self, trial: optuna.Trial, settings: TrialSettings, rung: int | None
+    ) -> tuple[PrunedState, PipelineSettings] | None:
+        """A promotion's lower-rung pruned state and pipeline; None for a trial that continues
+        none, or whose lower rung's state is gone (then it runs its rung from the start)."""
+        lower = trial.user_attrs.get(TrialAttr.CONTINUES)
+        if lower is None or not rung:
+            return None
+        with part("cache"):
+            state = load_pruned(self._rung_file(lower), self.dense.state)
+        below = rung_pipeline(settings.pipeline, self.schedule.fraction(rung - 1))
+        return None if state is None else (state, below)
+
+    def _rung_file(self, number: int) -> Path:
+        return self.stage_dir.parent / "rungs" / f"{self.config.name}-trial-{number}.pt"
 
     def _check_collapse(self, stage: StageResult) -> None:
         """Accuracy at chance level after a stage means the trial diverged: stop it."""
@@ -270,6 +309,20 @@ class Objective:
             trial.set_constraint("accuracy_drop", drop)
         if c.max_storage_bits is not None:
             trial.set_constraint("storage_bits", metrics[Metric.STORAGE_BITS] - c.max_storage_bits)
+
+
+@dataclass(frozen=True)
+class _TrialRun:
+    """A trial's compression, whether the stage cache spared its prune phase, and the
+    training epochs it ran."""
+
+    compressed: Compressed
+    cache_hit: bool
+    epochs: int
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"epochs": self.epochs}
 
 
 def _write(path: Path, packed: bytes) -> None:

@@ -15,17 +15,9 @@ continues it: each rung of a setting is an Optuna trial of its own, with user at
 ``rung``, ``continues`` (the lower-rung trial it continues) and ``epochs`` (the training epochs
 it adds). A promoted trial continues from its lower rung's pruned model (the same masks, more
 masked retraining) rather than starting again, and runs the quantization stages at its own
-length; only the epochs it adds count against the budget. Which trials a study can still start
-is decided under the storage lock (:func:`next_job`).
-
-Example: three rungs with ``eta = 3`` run a pipeline of 3 ADMM + 9 retraining epochs as 1 + 1
-(rung 0), then continued to 3 retraining epochs (rung 1), then to 9 (rung 2)::
-
-    >>> rungs = RungSchedule(eta=3, count=3)
-    >>> [rungs.fraction(r) for r in range(3)]
-    [0.1111111111111111, 0.3333333333333333, 1.0]
-    >>> [scaled_epochs(9, rungs.fraction(r)) for r in range(3)]
-    [1, 3, 9]
+length; only the epochs it adds count against the budget (:mod:`admmsearch.fidelity`: how long
+each rung trains). Which trials a study can still start is decided under the storage lock
+(:func:`next_job`, called by :mod:`.schedule`).
 """
 
 from __future__ import annotations
@@ -34,96 +26,19 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ..settings import PipelineSettings, TrainSettings
+from ..fidelity import RungSchedule
 
 __all__ = [
     "Job",
     "Limits",
-    "RungSchedule",
     "RungTrial",
     "crowding_distances",
     "next_job",
     "nondominated_ranks",
+    "promotable",
     "promotion_order",
-    "rung_pipeline",
-    "scaled_epochs",
     "screening_quota",
-    "trial_epochs",
 ]
-
-
-@dataclass(frozen=True)
-class RungSchedule:
-    """``count`` rungs, each ``eta`` times longer than the one below; the top rung
-    (``count - 1``) is the study's pipeline as written."""
-
-    eta: int = 3
-    count: int = 3
-
-    @property
-    def top(self) -> int:
-        return self.count - 1
-
-    def fraction(self, rung: int) -> float:
-        """The share of the top rung's epochs a stage gets at ``rung``: eta ** (rung - top)."""
-        return float(self.eta ** (rung - self.top))
-
-
-def scaled_epochs(epochs: int, fraction: float) -> int:
-    """A stage's epochs at a rung: ``round(epochs * fraction)``, at least 1 for a stage that
-    trains at all (a stage of 0 epochs stays 0)."""
-    return 0 if epochs == 0 else max(1, round(epochs * fraction))
-
-
-def _scaled(s: TrainSettings, fraction: float) -> TrainSettings:
-    return s.replace(epochs=scaled_epochs(s.epochs, fraction))
-
-
-def rung_pipeline(p: PipelineSettings, fraction: float) -> PipelineSettings:
-    """``p`` with every training stage's epochs scaled to ``fraction`` of their length (see
-    :func:`scaled_epochs`); everything else (rho schedules, learning rates) as written."""
-    stages: dict[str, object] = {}
-    if p.admm_prune is not None:
-        stages["admm_prune"] = p.admm_prune.replace(train=_scaled(p.admm_prune.train, fraction))
-    if p.retrain is not None:
-        stages["retrain"] = _scaled(p.retrain, fraction)
-    if p.admm_quantize is not None:
-        train = _scaled(p.admm_quantize.train, fraction)
-        stages["admm_quantize"] = p.admm_quantize.replace(train=train)
-    if p.quant_retrain is not None:
-        stages["quant_retrain"] = p.quant_retrain.replace(
-            train=_scaled(p.quant_retrain.train, fraction)
-        )
-    return p.replace(**stages)
-
-
-def _retrain_epochs(p: PipelineSettings) -> int:
-    return 0 if p.retrain is None else p.retrain.epochs
-
-
-def trial_epochs(p: PipelineSettings, continues: PipelineSettings | None = None) -> int:
-    """Training epochs a trial runs with pipeline ``p`` (the dense model, trained once per
-    study, not counted): the prune phase's stages once per progressive step, the quantized
-    retraining once per share; a trial that ``continues`` a lower rung's pipeline adds only
-    its retraining beyond that rung's, and its quantization stages.
-
-    >>> p = PipelineSettings.model_validate(
-    ...     {"admm_prune": {"train": {"epochs": 3}}, "retrain": {"epochs": 9},
-    ...      "admm_quantize": None, "quant_retrain": None}
-    ... )
-    >>> trial_epochs(p), trial_epochs(p, rung_pipeline(p, 1 / 3))
-    (12, 6)
-    """
-    steps = p.progressive_steps
-    if continues is None:
-        admm = 0 if p.admm_prune is None else p.admm_prune.train.epochs
-        prune = steps * (admm + _retrain_epochs(p))
-    else:
-        prune = steps * (_retrain_epochs(p) - _retrain_epochs(continues))
-    quantize = 0 if p.admm_quantize is None else p.admm_quantize.train.epochs
-    if p.quant_retrain is not None:
-        quantize += p.quant_retrain.train.epochs * len(p.quant_retrain.shares)
-    return prune + quantize
 
 
 # -- ranking ------------------------------------------------------------------------------

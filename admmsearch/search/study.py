@@ -25,10 +25,11 @@ import optuna
 import torch
 from tqdm.auto import tqdm
 
-from ..config import StudyConfig, check_layers, normalise_enqueue
+from ..config import StudyConfig, base_pipeline, check_layers, normalise_enqueue
 from ..data import DataSplits, load_dataset
 from ..dense import DenseModel, build_model, dense_model
 from ..errors import AdmmSearchError, DivergenceError, StoreError
+from ..fidelity import trial_epochs
 from ..locations import cache_setting, resolve_cache_dir, resolve_storage, resolve_tracking
 from ..metrics import collapsed
 from ..models import uncompressed_layers
@@ -48,6 +49,7 @@ from ..runtime import (
     LostTrials,
     StorageLock,
     budget_counts,
+    carried,
     claim,
     make_storage,
     share_device,
@@ -61,6 +63,7 @@ from .objective import Objective
 from .quiet import quiet_optuna
 from .reuse import check_reuse
 from .sampling import PerTrialSampler
+from .schedule import Budget, Schedule
 from .seeding import Seed, first_trials
 
 __all__ = [
@@ -73,6 +76,7 @@ __all__ = [
     "run_parallel",
     "run_study",
     "startup_trials",
+    "study_budget",
     "update_front",
 ]
 
@@ -83,14 +87,17 @@ _POLL_S = 5.0  # a worker waiting on others' trials looks again this often (or e
 
 def startup_trials(config: StudyConfig) -> int:
     """Finished trials TPE and GP draw at random before their model guides them:
-    ``min(10, max(2, budget.trials // 5))`` of the study file's budget, 10 (Optuna's default)
-    without a trial budget.
+    ``min(10, max(2, budget.trials // 5))`` of the study file's budget (with an epoch budget
+    alone, the trials it buys at the pipeline's length), 10 (Optuna's default) without one.
 
     Optuna counts every completed or pruned trial of the study towards it, whatever its origin,
     so the study file's ``enqueue``, the priors and the seeded trials, which run first, fill the
     start-up too: a study of 12 trials that starts with 6 of them is guided from its 7th.
     """
     trials = config.budget.trials
+    if trials is None and config.budget.epochs is not None:
+        per_trial = trial_epochs(base_pipeline(config))
+        trials = config.budget.epochs // per_trial if per_trial else None
     return 10 if trials is None else min(10, max(2, trials // 5))
 
 
@@ -305,7 +312,8 @@ def _queue_first_trials(ctx: StudyContext, seeds: Sequence[Seed] = ()) -> None:
     requeued = set(study.user_attrs.get(StudyAttr.REQUEUED, []))
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
         if t.user_attrs.get(TrialAttr.INTERRUPTED) and t.number not in requeued:
-            study.enqueue_trial(t.params, user_attrs={TrialAttr.RETRY_OF: t.number})
+            again = {TrialAttr.RETRY_OF: t.number, **carried(t)}
+            study.enqueue_trial(t.params, user_attrs=again)
             requeued.add(t.number)
     study.set_user_attr(StudyAttr.REQUEUED, sorted(requeued))
 
@@ -360,6 +368,7 @@ def run_study(
     ctx: StudyContext,
     *,
     trials: int | None = None,
+    epochs: int | None = None,
     timeout: float | None = None,
     threads: int | None = None,
     progress: bool = False,
@@ -368,9 +377,11 @@ def run_study(
 ) -> optuna.Study:
     """Run trials until the budget (all workers together) is spent or ``timeout`` passes.
 
-    Trials are claimed one at a time (:func:`admmsearch.runtime._workers.claim`), so however many
-    workers share the study, exactly ``trials`` count in the end; a worker whose last trials
-    run elsewhere waits for them, to redo any that is lost.
+    The budget is ``trials`` trials and ``epochs`` training epochs (None: the study file's
+    ``budget``); trials are claimed one at a time under the storage lock, as the study's
+    :class:`~.schedule.Schedule` decides (its rungs, if any), so however many workers share the
+    study, the budget holds exactly; a worker whose last trials run elsewhere waits for them,
+    to redo any that is lost.
 
     Raises:
         StoreError: the storage failed while the study ran (the database went away): one
@@ -379,48 +390,56 @@ def run_study(
     """
     if threads:
         torch.set_num_threads(threads)
-    budget = trials if trials is not None else ctx.config.budget.trials
+    schedule = Schedule(ctx.config, ctx.layers, study_budget(ctx.config, trials, epochs))
     timeout = timeout if timeout is not None else ctx.config.budget.timeout_s
     deadline = None if timeout is None else time.monotonic() + timeout
     if queue:
         seeds = first_trials(ctx)
         with ctx.lock:
             _queue_first_trials(ctx, seeds)
-    _note_budget(ctx, budget)
+    _note_budget(ctx, schedule)
+    budget = schedule.budget.trials
     remaining = None if budget is None else max(0, budget - finished_count(ctx.study))
-    if remaining != 0:
+    if not schedule.finished(ctx.study):
         ctx.tracker.set_status(ctx.parent_run, "RUNNING")
         bar = tqdm(total=remaining, desc=ctx.config.name, unit="trial", disable=not progress)
         with contextlib.closing(bar):
-            _run_trials(ctx, _objective(ctx, on_epoch), budget, deadline, bar)
-    _mark_parent(ctx, budget)
-    _note_timeout(ctx, budget, timeout, deadline)
+            _run_trials(ctx, _objective(ctx, schedule, on_epoch), schedule, deadline, bar)
+    _mark_parent(ctx, schedule)
+    _note_timeout(ctx, schedule, timeout, deadline)
     return ctx.study
 
 
-def _objective(ctx: StudyContext, on_epoch: Callable[[str, int, float], None] | None) -> Objective:
-    return Objective(
-        ctx.config,
-        ctx.layers,
-        ctx.data,
-        ctx.dense,
-        ctx.tracker,
-        ctx.parent_run,
-        ctx.workdir / "models" / ctx.config.name,
-        on_epoch,
+def study_budget(config: StudyConfig, trials: int | None, epochs: int | None) -> Budget:
+    """The budget of a run: ``trials`` and ``epochs`` where given (``--trials``,
+    ``--epochs``), else the study file's; a run given one of them keeps the file's other."""
+    b = config.budget
+    return Budget(
+        trials if trials is not None else b.trials, epochs if epochs is not None else b.epochs
     )
 
 
+def _objective(
+    ctx: StudyContext, schedule: Schedule, on_epoch: Callable[[str, int, float], None] | None
+) -> Objective:
+    return Objective(ctx, schedule, on_epoch)
+
+
 def _run_trials(
-    ctx: StudyContext, objective: Objective, budget: int | None, deadline: float | None, bar: Any
+    ctx: StudyContext,
+    objective: Objective,
+    schedule: Schedule,
+    deadline: float | None,
+    bar: Any,
 ) -> None:
     """Claim and run trials until none is left to claim; stop when errors repeat
-    (:class:`~admmsearch.failures.FailureStreak`)."""
+    (:class:`~.failures.FailureStreak`)."""
     poll_s = min(ctx.config.workers.heartbeat_interval_s, _POLL_S)
     streak = FailureStreak()
+    decide = schedule.decide
     while (
         claimed := claim(
-            ctx.study, ctx.rdb, ctx.lock, budget=budget, deadline=deadline, poll_s=poll_s
+            ctx.study, ctx.rdb, ctx.lock, decide=decide, deadline=deadline, poll_s=poll_s
         )
     ) is not None:
         error = _run_trial(ctx, objective, claimed)
@@ -429,20 +448,26 @@ def _run_trials(
         streak.record(claimed.trial.number, error)
 
 
-def _note_budget(ctx: StudyContext, budget: int | None) -> None:
-    """Record the budget this run works to (``--trials`` may raise the file's on resume), for
-    ``show`` and ``list``."""
-    if ctx.study.user_attrs.get(StudyAttr.BUDGET) != budget:
-        ctx.study.set_user_attr(StudyAttr.BUDGET, budget)
+def _note_budget(ctx: StudyContext, schedule: Schedule) -> None:
+    """Record the budget this run works to (``--trials`` or ``--epochs`` may raise the file's
+    on resume) and the full-fidelity rung, for ``show``, ``list`` and the front."""
+    study, budget = ctx.study, schedule.budget
+    notes = {
+        StudyAttr.BUDGET: budget.trials,
+        StudyAttr.EPOCH_BUDGET: budget.epochs,
+        StudyAttr.TOP_RUNG: schedule.top,
+    }
+    for key, value in notes.items():
+        if study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)
 
 
 def _note_timeout(
-    ctx: StudyContext, budget: int | None, timeout: float | None, deadline: float | None
+    ctx: StudyContext, schedule: Schedule, timeout: float | None, deadline: float | None
 ) -> None:
     """Record on the study that the timeout, not the budget, ended this run (``show`` and
     ``list`` say so); a run that ends by its budget clears the note."""
-    done = finished_count(ctx.study)
-    if deadline is None or time.monotonic() < deadline or (budget is not None and done >= budget):
+    if deadline is None or time.monotonic() < deadline or schedule.finished(ctx.study):
         if ctx.study.user_attrs.get(TIMEOUT_ATTR):
             ctx.study.set_user_attr(TIMEOUT_ATTR, None)
         return
@@ -450,16 +475,15 @@ def _note_timeout(
         TIMEOUT_ATTR,
         {
             "timeout_s": timeout,
-            "finished": done,
+            "finished": finished_count(ctx.study),
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     )
 
 
-def _mark_parent(ctx: StudyContext, budget: int | None) -> None:
+def _mark_parent(ctx: StudyContext, schedule: Schedule) -> None:
     """The parent run is FINISHED once the budget is spent and no trial runs, else RUNNING."""
-    running = ctx.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    done = budget is not None and finished_count(ctx.study) >= budget and not running
+    done = schedule.finished(ctx.study)
     ctx.tracker.set_status(ctx.parent_run, "FINISHED" if done else "RUNNING")
 
 
@@ -543,6 +567,7 @@ def _worker(
     workdir: str,
     cache_dir: str,
     trials: int | None,
+    epochs: int | None,
     timeout: float | None,
     threads: int,
     device: str | None = None,
@@ -569,7 +594,7 @@ def _worker(
         cache_dir=cache_dir,
     )
     try:
-        run_study(ctx, trials=trials, timeout=timeout, threads=threads, queue=False)
+        run_study(ctx, trials=trials, epochs=epochs, timeout=timeout, threads=threads, queue=False)
     except KeyboardInterrupt:  # its trial was ended as interrupted; no traceback
         raise SystemExit(130) from None
 
@@ -610,6 +635,7 @@ def run_parallel(
     jobs: int,
     *,
     trials: int | None = None,
+    epochs: int | None = None,
     timeout: float | None = None,
     devices: Sequence[str] | None = None,
 ) -> optuna.Study:
@@ -630,7 +656,7 @@ def run_parallel(
         _queue_first_trials(ctx, seeds)
     spawn = mp.get_context("spawn")
     stores = (ctx.storage, ctx.tracker.uri, str(ctx.workdir), str(ctx.cache_dir))
-    args = (str(path), ctx.layers, *stores, trials, timeout, threads)
+    args = (str(path), ctx.layers, *stores, trials, epochs, timeout, threads)
     placed = [(d, devices.count(d)) for d in devices] if devices else [(None, 1)] * jobs
     workers = [spawn.Process(target=_worker, args=(*args, *where)) for where in placed]
     _start_and_wait(workers)
@@ -640,5 +666,5 @@ def run_parallel(
         error.exit_code = 1
         raise error
     update_front(ctx)
-    _mark_parent(ctx, trials if trials is not None else ctx.config.budget.trials)
+    _mark_parent(ctx, Schedule(ctx.config, ctx.layers, study_budget(ctx.config, trials, epochs)))
     return ctx.study
