@@ -116,13 +116,18 @@ def make_sampler(config: StudyConfig, seed: int | None = None) -> optuna.sampler
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def open_study(config: StudyConfig, storage: str | optuna.storages.RDBStorage) -> optuna.Study:
+def open_study(
+    config: StudyConfig,
+    storage: str | optuna.storages.RDBStorage,
+    sampler: optuna.samplers.BaseSampler | None = None,
+) -> optuna.Study:
     """Create the study or load it if it exists (same name, same storage).
 
     A URL opens the storage with the study's heartbeat settings (see :func:`prepare` for a
     worker's, which also handles lost trials). Trial ``n`` draws its settings with a sampler
-    seeded from the sampler seed and ``n`` (:mod:`.sampling`), so workers and resumed
-    runs never replay each other's draws.
+    seeded from the sampler seed and ``n`` (:mod:`.sampling`), so workers and resumed runs
+    never replay each other's draws; ``sampler`` replaces it (a seam for experiments: it is
+    this process's alone, and its draws are its own business).
     """
     if isinstance(storage, str):
         w = config.workers
@@ -134,7 +139,8 @@ def open_study(config: StudyConfig, storage: str | optuna.storages.RDBStorage) -
             study_name=config.name,
             storage=storage,
             directions=config.directions,
-            sampler=PerTrialSampler(lambda seed: make_sampler(config, seed), config.sampler_seed),
+            sampler=sampler
+            or PerTrialSampler(lambda seed: make_sampler(config, seed), config.sampler_seed),
             load_if_exists=True,
         )
 
@@ -153,9 +159,10 @@ def prepare(
     tracking_uri: str | None = None,
     workdir: str | Path = ".admmsearch",
     cache_dir: str | Path | None = None,
+    sampler: optuna.samplers.BaseSampler | None = None,
 ) -> StudyContext:
     """Check everything checkable, get the (cached) dense model, then open the study and its
-    parent run.
+    parent run; ``sampler`` replaces the study's own in this process (see :func:`open_study`).
 
     Nothing is created before the checks of :mod:`admmsearch.preflight` pass and the dense model
     is known to learn, so a start that fails leaves no study, run or folder behind. The parent
@@ -180,14 +187,18 @@ def prepare(
     raw = uncompressed_layers(build_model(config, data), layers)
     lock = StorageLock(storage)
     with lock:
-        tracker, rdb, study, parent = _open_stores(config, layers, storage, tracking_uri)
+        tracker, rdb, study, parent = _open_stores(config, layers, storage, tracking_uri, sampler)
     _record_dense(study, tracker, parent, dense, {"compressed": layers, "uncompressed": raw})
     here = (data, dense, Path(workdir), cache, lock, rdb, raw)
     return StudyContext(config, layers, study, storage, tracker, parent, *here)
 
 
 def _open_stores(
-    config: StudyConfig, layers: list[str], storage: str, tracking_uri: str | None
+    config: StudyConfig,
+    layers: list[str],
+    storage: str,
+    tracking_uri: str | None,
+    sampler: optuna.samplers.BaseSampler | None = None,
 ) -> tuple[Tracker, optuna.storages.RDBStorage, optuna.Study, str]:
     """The MLflow experiment (first: a store that refuses it leaves no study behind), the
     Optuna study and the parent run. Call it holding the storage lock."""
@@ -200,7 +211,7 @@ def _open_stores(
         on_lost=LostTrials(tracker.end_trial_runs, w.max_retry),
         patience_s=w.grace_period_s,
     )
-    study = open_study(config, rdb)
+    study = open_study(config, rdb, sampler)
     end_stale_runs(tracker, study)
     check_reuse(config, layers, storage, study)  # again: another start may have won the race
     # What `show`, `pareto` and `export` need to read the study back by its name alone.
