@@ -169,7 +169,6 @@ def check_experiment(uri: str, study_name: str) -> None:
 
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
         return
-    set_mlflow_defaults()
     try:
         found = MlflowClient(uri).get_experiment_by_name(study_name)
     except (mlflow.exceptions.MlflowException, requests.exceptions.RequestException) as exc:

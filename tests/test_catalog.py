@@ -95,11 +95,11 @@ def test_a_study_no_trial_of_which_meets_its_constraints_says_which_and_the_clos
 
 
 def test_show_and_list_count_against_the_budget_of_the_last_run(tmp_path) -> None:
-    """A study file's budget of 2, resumed with --trials 3: '3 finished of 3', not 'of 2'."""
+    """A study file's budget of 2, resumed with --trials 3: '3 of 3 trials', not 'of 2'."""
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     study = _infeasible_study(storage, budget=2, completed=3)
     study.set_user_attr("budget", 3)  # what run_study records for --trials 3
     show = CliRunner().invoke(main, ["show", "all-infeasible", "--storage", storage])
-    assert "3 finished of 3; 3 complete" in show.stdout, show.stdout
+    assert "budget           3 of 3 trials\ntrials           3 complete" in show.stdout
     listed = CliRunner().invoke(main, ["list", "--storage", storage, "--format", "json"])
     assert json.loads(listed.stdout)[0]["budget"] == 3

@@ -19,9 +19,9 @@ import optuna
 import pandas as pd
 
 from ..config.schema import ConstraintsConfig
-from ..errors import AdmmSearchError, ConfigError, NoTrialError
+from ..errors import AdmmSearchError, ConfigError, NoTrialError, quote
 from ..record import BITS_PER_KIB, Metric, StudyAttr, TrialAttr
-from .feasibility import closest_first
+from .feasibility import closest_first, infeasible_note
 from .quiet import quiet_optuna
 from .rungs import nondominated_ranks
 
@@ -33,8 +33,10 @@ __all__ = [
     "FrontFiles",
     "closest_table",
     "feasible",
+    "all_trial_records",
     "front_figure",
     "front_frame",
+    "front_records",
     "front_table",
     "front_trials",
     "full_fidelity",
@@ -136,6 +138,49 @@ def closest_table(
     done = study.get_trials(deepcopy=False, states=(_DONE,))
     order = [t.number for t in closest_first(done, limits)]
     return _readable(frame.set_index("trial").loc[order].reset_index())
+
+
+def front_records(
+    study: optuna.Study, objectives: list[str], limits: ConstraintsConfig
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The front as records (JSON's rows); when no completed trial is feasible, every
+    completed trial, the closest to the constraints first, with a note naming what they
+    break (:func:`.feasibility.infeasible_note`).
+
+    Raises:
+        NoTrialError: no trial completed, or none at full fidelity yet.
+    """
+    table = front_table(study, objectives)
+    if not table.empty:
+        return table.to_dict("records"), None
+    note = infeasible_note(study, limits)
+    if note is None:
+        done = study.get_trials(deepcopy=False, states=(_DONE,))
+        what = "at full fidelity (the top rung)" if done else ""
+        raise NoTrialError(f"study {quote(study.study_name)} has no completed trial {what}")
+    return closest_table(study, objectives, limits).to_dict("records"), note
+
+
+def all_trial_records(study: optuna.Study) -> list[dict[str, Any]]:
+    """Every trial, as ``show --all`` lists it: state, rung and epochs, validation accuracy,
+    the packed file in KiB, feasibility, and why a trial failed."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        m = t.user_attrs.get(TrialAttr.METRICS) or {}
+        storage = m.get(Metric.STORAGE_BITS)
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name.lower(),
+                "rung": t.user_attrs.get(TrialAttr.RUNG),
+                "epochs": t.user_attrs.get(TrialAttr.EPOCHS),
+                "val_accuracy": m.get(Metric.VAL_ACCURACY),
+                "storage_kib": None if storage is None else round(storage / _KIB_BITS, 3),
+                "feasible": feasible(t) if m else None,
+                "reason": t.user_attrs.get(TrialAttr.FAIL_REASON),
+            }
+        )
+    return rows
 
 
 def _readable(frame: pd.DataFrame) -> pd.DataFrame:
