@@ -95,9 +95,9 @@ def worker(study_file: Path, **options: Any) -> None:
 def _run_or_join(study_file: Path, jobs: int, **o: Any) -> None:
     """Prepare the study (checks, dense model, stores), run it here or in ``jobs`` worker
     processes with its progress on stderr, then its closing summary and front."""
+    config, layers = _validated(study_file)  # a bad file is refused before torch loads
     from .search.study import prepare, run_parallel, run_study
 
-    config, layers = _validated(study_file)
     devices = _devices(config, o["per_device"], jobs)
     budget = {"trials": o["trials"], "epochs": o["epochs"], "timeout": o["timeout"]}
     b = config.budget
@@ -171,9 +171,9 @@ def _print_front(study: Any, config: Any) -> None:
 def check(study_file: Path, storage, tracking_uri, cache_dir, fmt: str) -> None:
     """Check STUDY_FILE and everything checkable before training, as `run` does, and say what
     the study will do: its layers and search ranges, the data, the budget and its cost."""
+    config, layers = _validated(study_file)
     from .search.check import check_study
 
-    config, layers = _validated(study_file)
     where = {"storage": storage, "tracking_uri": tracking_uri, "cache_dir": cache_dir}
     done = check_study(config, layers, **where)
     if fmt == "json":
@@ -196,11 +196,11 @@ def sensitivity(study_file: Path, out, fmt: str, storage, tracking_uri, cache_di
     """Per-layer sensitivity of the study's dense model: validation accuracy with each layer
     (or tied group) alone pruned to each keep ratio, or quantized to each bit width, of the
     study's range; nothing retrained. Cached, and logged to the study's MLflow parent run."""
+    config, layers = _validated(study_file)
     from .search.seeding import study_sensitivity
     from .search.sensitivity.plot import write_sensitivity
     from .search.study import prepare
 
-    config, layers = _validated(study_file)
     where = {"storage": storage, "tracking_uri": tracking_uri, "cache_dir": cache_dir}
     events = console.StudyProgress(config.name).events()
     result = study_sensitivity(prepare(config, layers, **where, events=events))

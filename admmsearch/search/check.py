@@ -130,7 +130,7 @@ def check_study(
         name=config.name,
         model=config.model.name,
         storage=redact_url(url),
-        tracking_uri=redact_url(resolve_tracking(config, tracking_uri)),
+        tracking_uri=redact_url(resolve_tracking(config, tracking_uri, create=False)),
         samples={"train": len(data.y_train), "val": len(data.y_val), "test": len(data.y_test)},
         input_shape=tuple(data.input_shape),
         classes=data.num_classes,
@@ -174,19 +174,20 @@ def _epochs(config: StudyConfig, layers: list[str]) -> int | None:
 
 
 def _epoch_seconds(model: torch.nn.Module, data: DataSplits, config: StudyConfig) -> float:
-    """One epoch's training time, from one timed batch (the second of two: the first warms
-    up), times the batches of an epoch."""
+    """One epoch's training time: the median of five timed training batches (after one that
+    warms up) times the batches of an epoch."""
     s = dense_settings(config)
     device = torch.device(config.device)
     model, splits = model.to(device).train(), data.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-9)
     loader = batches(splits.x_train, splits.y_train, s.batch_size, shuffle=False)
-    seconds = 0.0
+    seconds = []
     with torch.random.fork_rng(devices=[]):
-        for _, (x, y) in zip(range(2), loader, strict=False):
+        for _, (x, y) in zip(range(6), loader, strict=False):
             start = time.perf_counter()
             optimizer.zero_grad()
             torch.nn.functional.cross_entropy(model(x), y).backward()
             optimizer.step()
-            seconds = time.perf_counter() - start
-    return seconds * math.ceil(len(splits.y_train) / s.batch_size)
+            seconds.append(time.perf_counter() - start)
+    timed = sorted(seconds[1:] or seconds)
+    return timed[len(timed) // 2] * math.ceil(len(splits.y_train) / s.batch_size)

@@ -274,7 +274,8 @@ def run_summary(
     epochs spent in all, and why it stopped (``why``, else the budget or the timeout)."""
     schedule = study_schedule(study, config)
     counts = state_counts(study)
-    states = ", ".join(f"{counts[s]} {s.lower()}" for s in ("COMPLETE", "FAIL", "PRUNED"))
+    words = {"COMPLETE": "complete", "FAIL": "failed", "PRUNED": "pruned"}
+    states = ", ".join(f"{counts[s]} {word}" for s, word in words.items())
     now = spent(study.get_trials(deepcopy=False))
     if why is None:
         why = _stop_reason(study, schedule)
