@@ -206,12 +206,12 @@ def deploy(cli: Cli, packed: Path) -> dict[str, int]:
     """The packed model exported as a user deploys it (``export-model``): sizes in bytes of
     the ONNX file (float32 and ``--int8``) and of the C export's flash arrays."""
     onnx, int8, c_folder = (packed.with_suffix(s) for s in (".onnx", ".int8.onnx", ""))
-    cli("export-model", str(packed), "--format", "onnx", "--out", str(onnx))
-    cli("export-model", str(packed), "--format", "onnx", "--int8", "--out", str(int8))
-    line = cli("export-model", str(packed), "--format", "c", "--out", str(c_folder))
+    cli("export-model", str(packed), "--target", "onnx", "--out", str(onnx))
+    cli("export-model", str(packed), "--target", "onnx", "--int8", "--out", str(int8))
+    line = cli("export-model", str(packed), "--target", "c", "--out", str(c_folder))
     flash = re.search(r"flash arrays (\d+) bytes", line)
     if flash is None:
-        raise SystemExit(f"export-model --format c printed no flash size: {line!r}")
+        raise SystemExit(f"export-model --target c printed no flash size: {line!r}")
     return {
         "onnx_bytes": onnx.stat().st_size,
         "onnx_int8_bytes": int8.stat().st_size,

@@ -259,7 +259,7 @@ def test_the_cli_harness_prints_what_predict_prints(tmp_path, packed_digits) -> 
     cli = Path(sys.executable).parent / "admmsearch"
     data = tmp_path / "digits_test.npz"
     np.savez(data, x_test=_raw(packed_digits.data), y_test=packed_digits.data.y_test.numpy())
-    args = ["export-model", packed_digits.path, "--format", "c", "--out", tmp_path / "c"]
+    args = ["export-model", packed_digits.path, "--target", "c", "--out", tmp_path / "c"]
     out = _cli(cli, *args, "--samples", data, "--measure", "host")
     assert "(with admm_predict, 9 operations, weights read from the streams)" in out
     assert "for this computer (gcc -std=c99 -Os): flash " in out

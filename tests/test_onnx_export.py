@@ -87,16 +87,23 @@ def test_command_line_export_and_bad_input(tmp_path, packed_digits) -> None:
     out = tmp_path / "m.onnx"
     run = subprocess.run(
         [sys.executable, "-m", "admmsearch", "export-model", str(packed_digits.path),
-         "--format", "onnx", "--int8", "--out", str(out)],
+         "--target", "onnx", "--int8", "--out", str(out)],
         capture_output=True, text=True,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith(f"wrote {out}: ") and "int8 (QDQ): conv1.weight" in run.stdout
+    old = subprocess.run(  # the old spelling still works, and says it is old
+        [sys.executable, "-m", "admmsearch", "export-model", str(packed_digits.path),
+         "--format", "onnx", "--out", str(out)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert old.returncode == 0 and old.stdout.startswith(f"wrote {out}: "), old.stderr
+    assert old.stderr == "warning: export-model --format is deprecated; use --target\n"
     broken = tmp_path / "broken.admm"
     broken.write_bytes(packed_digits.path.read_bytes()[:-7])
     for args, message in [
-        ([str(broken), "--format", "onnx"], f"error: {broken} is truncated"),
-        ([str(packed_digits.path), "--format", "tflite"], "error: Invalid value for '--format'"),
+        ([str(broken), "--target", "onnx"], f"error: {broken} is truncated"),
+        ([str(packed_digits.path), "--target", "tflite"], "error: Invalid value for '--target'"),
     ]:
         run = subprocess.run(
             [sys.executable, "-m", "admmsearch", "export-model", *args],
