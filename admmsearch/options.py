@@ -207,57 +207,66 @@ def _deprecated_format(ctx: click.Context, param: click.Parameter, value: str | 
     return value
 
 
+_TARGET_OPTIONS = (
+    click.option(
+        "--target",
+        type=click.Choice(["onnx", "c"]),
+        help="onnx: one .onnx file; c: a C99 header and source with admm_predict.",
+    ),
+    click.option(
+        "--format",
+        "old_target",
+        type=click.Choice(["onnx", "c"]),
+        hidden=True,
+        callback=_deprecated_format,
+        help="Deprecated spelling of --target.",
+    ),
+    click.option(
+        "--out",
+        type=click.Path(path_type=Path),
+        help="The .onnx file, or the folder for the C files [default: beside MODEL_FILE].",
+    ),
+    click.option(
+        "--int8",
+        is_flag=True,
+        help="ONNX: uniformly quantized layers whose "
+        "levels fit int8 as int8 weights and one scale (QDQ).",
+    ),
+)
+
+_C_OPTIONS = (
+    click.option(
+        "--decode-layers",
+        is_flag=True,
+        help="C: decode each layer whole into "
+        "a buffer first (faster, more RAM) instead of reading its stream.",
+    ),
+    click.option(
+        "--samples",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="C: write this .npz's raw test arrays as samples.bin for main.c.",
+    ),
+    click.option(
+        "--measure",
+        type=click.Choice(["auto", "cortex-m4", "host", "none"]),
+        default="auto",
+        show_default=True,
+        help="C: compile the export to "
+        "measure code, data, RAM and stack (auto: a Cortex-M4 if arm-none-eabi-gcc "
+        "is installed, else this computer if gcc is).",
+    ),
+)
+
+
 def export_model_options(fn: Callable) -> Callable:
     """``export-model``: the target (``--format``, its old spelling, still read) and its
     options."""
     return _apply(
         fn,
         click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path)),
-        click.option(
-            "--target",
-            type=click.Choice(["onnx", "c"]),
-            help="onnx: one .onnx file; c: a C99 header and source with admm_predict.",
-        ),
-        click.option(
-            "--format",
-            "old_target",
-            type=click.Choice(["onnx", "c"]),
-            hidden=True,
-            callback=_deprecated_format,
-            help="Deprecated spelling of --target.",
-        ),
-        click.option(
-            "--out",
-            type=click.Path(path_type=Path),
-            help="The .onnx file, or the folder for the C files [default: beside MODEL_FILE].",
-        ),
-        click.option(
-            "--int8",
-            is_flag=True,
-            help="ONNX: uniformly quantized layers whose "
-            "levels fit int8 as int8 weights and one scale (QDQ).",
-        ),
+        *_TARGET_OPTIONS,
         TRUST_CODE,
-        click.option(
-            "--decode-layers",
-            is_flag=True,
-            help="C: decode each layer whole into "
-            "a buffer first (faster, more RAM) instead of reading its stream.",
-        ),
-        click.option(
-            "--samples",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="C: write this .npz's raw test arrays as samples.bin for main.c.",
-        ),
-        click.option(
-            "--measure",
-            type=click.Choice(["auto", "cortex-m4", "host", "none"]),
-            default="auto",
-            show_default=True,
-            help="C: compile the export to "
-            "measure code, data, RAM and stack (auto: a Cortex-M4 if arm-none-eabi-gcc "
-            "is installed, else this computer if gcc is).",
-        ),
+        *_C_OPTIONS,
     )
 
 
