@@ -103,3 +103,55 @@ def test_show_and_list_count_against_the_budget_of_the_last_run(tmp_path) -> Non
     assert "3 finished of 3; 3 complete" in show.stdout, show.stdout
     listed = CliRunner().invoke(main, ["list", "--storage", storage, "--format", "json"])
     assert json.loads(listed.stdout)[0]["budget"] == 3
+
+
+def test_all_trials_lists_every_trial_with_its_origin_settings_and_reason() -> None:
+    """``show --all``: complete, failed, pruned and running trials alike, each with where its
+    settings came from and what they are."""
+    from admmsearch.config import StudyConfig
+    from admmsearch.search.catalog import all_trials_table
+    from admmsearch.search.space import suggest
+
+    layers = ["conv1", "conv2", "fc1", "fc2"]
+    config = StudyConfig.model_validate(
+        {
+            "name": "every",
+            "model": "digits-cnn",
+            "dataset": "digits",
+            "search": {"keep": {"low": 0.05, "high": 1.0, "log": True}, "bits": {"choices": [2]}},
+            "objectives": ["val_accuracy", "compression_ratio_with_index"],
+        }
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        directions=config.directions, sampler=optuna.samplers.RandomSampler(0)
+    )
+    study.set_user_attr("config", config.resolved_dict())
+    study.set_user_attr("layers", layers)
+    study.enqueue_trial({f"keep.{layer}": 0.5 for layer in layers}, user_attrs={"enqueued": 0})
+    trials = [study.ask() for _ in range(4)]
+    plans = [suggest(t, config, layers).plan for t in trials]
+    metrics = {"val_accuracy": 0.91234, "storage_bits_with_index": 16384}
+    trials[0].set_user_attr("metrics", metrics)
+    study.tell(trials[0], [0.91234, 12.5])
+    trials[1].set_user_attr("fail_reason", "diverged: loss is nan")
+    study.tell(trials[1], state=optuna.trial.TrialState.FAIL)
+    trials[2].set_user_attr("rung", 1)
+    trials[2].set_user_attr("continues", 0)
+    study.tell(trials[2], state=optuna.trial.TrialState.PRUNED)
+    table = all_trials_table(study, list(config.objectives))
+    assert table.columns.tolist() == [
+        "trial", "state", "origin", "rung", "epochs", "val_accuracy", "storage_kib",
+        "compression_ratio_with_index", "feasible", "layers", "fail_reason",
+    ]  # fmt: skip
+    assert table["state"].tolist() == ["complete", "fail", "pruned", "running"]
+    assert table["origin"].tolist() == ["enqueued", "sampled", "promoted", "sampled"]
+    assert table["layers"].tolist() == [p.compact() for p in plans]
+    assert table["layers"][0] == "conv1 .50/2b conv2 .50/2b fc1 .50/2b fc2 .50/2b"
+    first = table.iloc[0]
+    assert (first.val_accuracy, first.storage_kib, first.feasible) == (0.9123, 2.0, True)
+    assert first.compression_ratio_with_index == 12.5
+    reasons = table["fail_reason"].tolist()
+    assert reasons[1:3] == ["diverged: loss is nan", "pruned, no reason recorded"]
+    assert table["fail_reason"].isna().tolist() == [True, False, False, True]
+    assert table["feasible"].isna().tolist() == [False, True, True, True]

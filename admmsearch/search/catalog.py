@@ -26,12 +26,14 @@ from ..redact import redact_text, redact_url
 from ..runtime import driver_reason
 from ..validation import report_errors
 from .feasibility import infeasible_note
-from .front import front_frame
+from .front import feasible, front_frame, study_space, trial_plan
+from .origin import trial_origin
 from .quiet import quiet_optuna
 from .study import finished_count
 
 __all__ = [
     "OpenedStudy",
+    "all_trials_table",
     "describe",
     "failed_trials",
     "is_study_file",
@@ -299,3 +301,59 @@ def _reason(trial: optuna.trial.FrozenTrial) -> str:
     if trial.system_attrs.get("fail_reason"):  # Optuna's own, e.g. a lost heartbeat
         return str(trial.system_attrs["fail_reason"]).strip().splitlines()[0]
     return f"{trial.state.name.lower()}, no reason recorded"
+
+
+def all_trials_table(study: optuna.Study, objectives: list[str]) -> pd.DataFrame:
+    """Every trial of ``study``, whatever its state, for ``show --all``: ``trial``, ``state``
+    (lower case), ``origin``, ``rung``, ``epochs``, ``val_accuracy``, ``storage_kib``, any
+    other of the study's ``objectives`` (``compression_ratio_with_index``), ``feasible``
+    (None unless complete), ``layers`` (its per-layer settings, as the front's table gives
+    them) and ``fail_reason`` (of failed and pruned trials, as :func:`failed_trials` gives it).
+    """
+    space = study_space(study)
+    others = [o for o in objectives if o not in (Metric.VAL_ACCURACY, Metric.STORAGE_BITS)]
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row = _trial_line(t, space)
+        done = t.state == optuna.trial.TrialState.COMPLETE and t.values is not None
+        values = dict(zip(objectives, t.values, strict=True)) if done else {}
+        rows.append({**row, **{o: values.get(o) for o in others}})
+    columns = [*_TRIAL_COLUMNS[:7], *others, *_TRIAL_COLUMNS[7:]]
+    table = pd.DataFrame(rows, columns=columns)
+    return table.astype({"rung": "Int64", "epochs": "Int64"})
+
+
+_TRIAL_COLUMNS = (
+    "trial",
+    "state",
+    "origin",
+    "rung",
+    "epochs",
+    "val_accuracy",
+    "storage_kib",
+    "feasible",
+    "layers",
+    "fail_reason",
+)
+
+
+def _trial_line(trial: optuna.trial.FrozenTrial, space: Any) -> dict[str, Any]:
+    """One row of :func:`all_trials_table`."""
+    metrics = trial.user_attrs.get(TrialAttr.METRICS) or {}
+    done = trial.state == optuna.trial.TrialState.COMPLETE
+    bits = metrics.get(Metric.STORAGE_BITS)
+    accuracy = metrics.get(Metric.VAL_ACCURACY)
+    plan = trial_plan(trial, space)
+    bad = trial.state in (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
+    return {
+        "trial": trial.number,
+        "state": trial.state.name.lower(),
+        "origin": trial_origin(trial.user_attrs),
+        "rung": trial.user_attrs.get(TrialAttr.RUNG),
+        "epochs": trial.user_attrs.get(TrialAttr.EPOCHS),
+        "val_accuracy": None if accuracy is None else round(float(accuracy), 4),
+        "storage_kib": None if bits is None else round(kib(float(bits)), 3),
+        "feasible": feasible(trial) if done else None,
+        "layers": None if plan is None else plan.compact(),
+        "fail_reason": _reason(trial) if bad else None,
+    }
