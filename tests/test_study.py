@@ -12,7 +12,7 @@ import yaml
 from admmsearch.config import load_study, resolve_layers
 from admmsearch.search.failures import RepeatedFailure
 from admmsearch.search.front import trials_frame
-from admmsearch.search.study import finished_count, prepare, run_study
+from admmsearch.search.study import finished_count, prepare, run_study, update_front
 from admmsearch.tracking import search_runs
 
 pytestmark = pytest.mark.slow  # subprocesses or real studies, every test
@@ -126,6 +126,24 @@ def test_study_end_to_end_is_tracked_and_has_its_front(mlruns) -> None:
     for number in front:
         run_id = study.trials[number].user_attrs["mlflow_run_id"]
         assert [a.path for a in client.list_artifacts(run_id, "model")]
+    # the README's filter shows the front's runs, and only them
+    experiment = client.get_run(parent).info.experiment_id
+    shown = client.search_runs([experiment], 'tags.admmsearch.front = "true"')
+    assert sorted(int(r.data.tags["admmsearch.trial"]) for r in shown) == front
+    reloaded = optuna.load_study(study_name=config.name, storage=ctx.storage)
+    assert reloaded.metric_names == list(config.objectives)
+    # a trial that dominates them all: the old front's runs are tagged false, its own true
+    best = max(t.user_attrs["metrics"]["val_accuracy"] for t in done)
+    metrics = {**done[0].user_attrs["metrics"], "val_accuracy": best + 0.01}
+    metrics["storage_bits_with_index"] = 1000
+    number = len(study.trials)
+    attrs = {"metrics": metrics, "mlflow_run_id": ctx.tracker.trial_run(parent, number)}
+    study.add_trial(optuna.trial.create_trial(values=[best + 0.01, 1000], user_attrs=attrs))
+    update_front(ctx)
+    runs = client.search_runs([experiment], "tags.admmsearch.front != ''")
+    tags = {int(r.data.tags["admmsearch.trial"]): r.data.tags["admmsearch.front"] for r in runs}
+    assert [n for n, tag in tags.items() if tag == "true"] == [number]
+    assert all(tags[n] == "false" for n in front)  # they left the front: the tag says so
 
 
 def test_interrupted_study_resumes_without_duplicates_or_losses(mlruns) -> None:

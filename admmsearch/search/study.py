@@ -16,6 +16,7 @@ import os
 import signal
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,10 +56,10 @@ from ..runtime import (
     share_device,
     storage_errors,
 )
-from ..tracking import REASON_TAG, Tracker
+from ..tracking import FRONT_TAG, REASON_TAG, Tracker
 from .context import StudyContext
 from .failures import FailureStreak
-from .front import plot_front, trials_frame
+from .front import front_trials, plot_front, trials_frame
 from .objective import Objective
 from .quiet import quiet_optuna
 from .reuse import check_reuse
@@ -135,7 +136,7 @@ def open_study(
             storage, heartbeat_interval_s=w.heartbeat_interval_s, grace_period_s=w.grace_period_s
         )
     with quiet_optuna():
-        return optuna.create_study(
+        study = optuna.create_study(
             study_name=config.name,
             storage=storage,
             directions=config.directions,
@@ -143,6 +144,18 @@ def open_study(
             or PerTrialSampler(lambda seed: make_sampler(config, seed), config.sampler_seed),
             load_if_exists=True,
         )
+    _name_objectives(study, list(config.objectives))
+    return study
+
+
+def _name_objectives(study: optuna.Study, objectives: list[str]) -> None:
+    """The objectives by their names in Optuna (``val_accuracy``, ``storage_bits_with_index``),
+    so that the dashboard and Optuna's plots name them rather than number them."""
+    if study.metric_names == objectives:
+        return
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, and stable in use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(objectives)
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -330,7 +343,8 @@ def _queue_first_trials(ctx: StudyContext, seeds: Sequence[Seed] = ()) -> None:
 
 
 def update_front(ctx: StudyContext) -> None:
-    """Write the front (CSV, PNG, HTML) into the parent run; log front trials' packed models.
+    """Write the front (CSV, PNG, HTML) into the parent run; log front trials' packed models;
+    tag the front trials' runs (:data:`~admmsearch.tracking.FRONT_TAG`).
 
     Retried as a whole while the storage is unreachable (:class:`~admmsearch.outages.Retry`).
     """
@@ -355,6 +369,24 @@ def _write_front(ctx: StudyContext) -> None:
             ctx.tracker.log_file(run_id, path, "model")
             logged.add(number)
     ctx.study.set_user_attr(StudyAttr.FRONT_MODELS_LOGGED, sorted(logged))
+    _tag_front(ctx)
+
+
+def _tag_front(ctx: StudyContext) -> None:
+    """Tag the runs of the front's trials ``admmsearch.front`` = ``true`` and those of trials
+    that left it ``false`` (only the changes). Under the storage lock, reading the front
+    afresh: workers that finish trials together leave the tags as the latest front says."""
+    with ctx.lock:
+        front = {t.number for t in front_trials(ctx.study)}
+        tagged = set(ctx.study.user_attrs.get(StudyAttr.FRONT_TAGGED, []))
+        if front == tagged:
+            return
+        trials = ctx.study.get_trials(deepcopy=False)
+        for number in sorted(front ^ tagged):
+            run_id = trials[number].user_attrs.get(TrialAttr.MLFLOW_RUN_ID)
+            if run_id:
+                ctx.tracker.log(run_id, tags={FRONT_TAG: "true" if number in front else "false"})
+        ctx.study.set_user_attr(StudyAttr.FRONT_TAGGED, sorted(front))
 
 
 def _storage_errors(run: Callable[..., optuna.Study]) -> Callable[..., optuna.Study]:
