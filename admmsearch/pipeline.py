@@ -37,7 +37,7 @@ from .admm import AdmmState, Residuals
 from .constraints import Constraint, nearest_codes
 from .data import DataSplits
 from .errors import DivergenceError
-from .fold import Folding, fold_batchnorm, remove_reparametrizations
+from .fold import Folding, fold_model
 from .hooks import Recipe, load_recipe
 from .masking import Quantized, finalize, mask_of, prune_, quantize_
 from .models import compressible_layers, output_channels, uncompressed_layers
@@ -319,8 +319,7 @@ def fold_stage(net: Network, s: PipelineSettings) -> Folding:
     reparametrizations (weight or spectral norm) become plain weights (they would clash with
     the masks, and the effective weight is what is stored), then BatchNorm folds into the
     convolutions (:mod:`admmsearch.fold`) if ``s`` asks for it."""
-    remove_reparametrizations(net.model)
-    return fold_batchnorm(net.model) if s.fold_batchnorm else Folding()
+    return fold_model(net.model, s.fold_batchnorm)
 
 
 def admm_stage(

@@ -256,3 +256,33 @@ def test_a_resume_with_more_trials_records_its_budget(mlruns) -> None:
         tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
     )
     assert dict(describe(opened))["trials"] == "2 finished of 2; 2 complete"
+
+
+def test_a_study_says_once_what_is_folded_and_what_stays_raw(mlruns) -> None:
+    """cases/42: prepare said the BatchNorms that every trial folds were stored raw, and so
+    did layers.json; now both say what the packed files hold."""
+    import json
+
+    from admmsearch.fold import describe_layers
+    from admmsearch.packed import read_packed
+
+    tmp_path = mlruns
+    search = {"keep": {"low": 0.3, "high": 1.0}, "bits": {"choices": [4, 8]}}
+    model = {"name": "resnet20", "kwargs": {"blocks": 1}}
+    dense = {"train": {"epochs": 4, "lr": 0.05, "batch_size": 32}}
+    config, layers = make_config(tmp_path, model=model, search=search, dense=dense)
+    ctx = context(tmp_path, config, layers)
+    assert ctx.uncompressed == {} and len(ctx.folding.pairs) == 7
+    text = describe_layers(ctx.folding.pairs, ctx.uncompressed)
+    assert text.splitlines()[0].startswith("BatchNorm folded into convolutions: bn1 -> conv1, ")
+    assert text.splitlines()[1] == "uncompressed layers (stored raw): none"
+    client = ctx.tracker.client
+    logged = json.loads(
+        open(client.download_artifacts(ctx.parent_run, "layers.json", str(tmp_path))).read()
+    )
+    assert logged["uncompressed"] == {} and len(logged["folded_batchnorm"]) == 7
+    study = run_study(ctx, trials=1)
+    state = read_packed(study.trials[0].user_attrs["packed_model"])
+    weighted = {key.rsplit(".", 1)[0] for key in state if key.endswith(".weight")}
+    assert weighted - set(layers) == set(ctx.uncompressed)  # what the packed file holds raw
+    assert not any("bn" in key for key in state)

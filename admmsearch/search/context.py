@@ -10,6 +10,7 @@ import optuna
 from ..config import StudyConfig
 from ..data import DataSplits
 from ..dense import DenseModel
+from ..fold import Folding
 from ..runtime import StorageLock
 from ..tracking import Tracker
 
@@ -33,3 +34,4 @@ class StudyContext:
     lock: StorageLock
     rdb: optuna.storages.RDBStorage  # the storage object: heartbeats, lost trials
     uncompressed: dict[str, str] = field(default_factory=dict)  # layer -> type, stored raw
+    folding: Folding = Folding()  # the BatchNorms the pipeline folds (before compressing)

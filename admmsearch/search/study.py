@@ -31,6 +31,7 @@ from ..data import DataSplits, load_dataset
 from ..dense import DenseModel, build_model, dense_model
 from ..errors import AdmmSearchError, DivergenceError, StoreError
 from ..fidelity import trial_epochs
+from ..fold import Folding, fold_model
 from ..locations import cache_setting, resolve_cache_dir, resolve_storage, resolve_tracking
 from ..metrics import collapsed
 from ..models import uncompressed_layers
@@ -77,6 +78,7 @@ __all__ = [
     "run_parallel",
     "run_study",
     "startup_trials",
+    "stored_layers",
     "study_budget",
     "update_front",
 ]
@@ -179,8 +181,10 @@ def prepare(
 
     Nothing is created before the checks of :mod:`admmsearch.preflight` pass and the dense model
     is known to learn, so a start that fails leaves no study, run or folder behind. The parent
-    run gets ``layers.json``: the compressed layers and the modules with a weight that stay
-    uncompressed (also in ``StudyContext.uncompressed``). Workers starting together create the
+    run gets ``layers.json``: the compressed layers, the modules with a weight that stay
+    uncompressed once the BatchNorms are folded (also in ``StudyContext.uncompressed``) and
+    the BatchNorms folded (``folded_batchnorm``: ``[conv, batchnorm]`` pairs; also in
+    ``StudyContext.folding``): :func:`stored_layers`. Workers starting together create the
     tables, the study, the experiment and the parent run once, in turn under the storage lock.
 
     Raises:
@@ -197,13 +201,26 @@ def prepare(
     data = _checked_data(config, layers, storage, tracking_uri, folders)
     dense = dense_model(config, data, cache, layers)
     _check_dense_learns(config, data, dense)
-    raw = uncompressed_layers(build_model(config, data), layers)
+    folding, raw = stored_layers(config, data, layers)
     lock = StorageLock(storage)
     with lock:
         tracker, rdb, study, parent = _open_stores(config, layers, storage, tracking_uri, sampler)
-    _record_dense(study, tracker, parent, dense, {"compressed": layers, "uncompressed": raw})
-    here = (data, dense, Path(workdir), cache, lock, rdb, raw)
+    record = {"compressed": layers, "uncompressed": raw, "folded_batchnorm": folding.pairs}
+    _record_dense(study, tracker, parent, dense, record)
+    here = (data, dense, Path(workdir), cache, lock, rdb, raw, folding)
     return StudyContext(config, layers, study, storage, tracker, parent, *here)
+
+
+def stored_layers(
+    config: StudyConfig, data: DataSplits, layers: list[str]
+) -> tuple[Folding, dict[str, str]]:
+    """How the study's network is stored beside its compressed ``layers``: the BatchNorms the
+    pipeline folds into their convolutions (with ``pipeline.fold_batchnorm``), and the modules
+    with a weight left uncompressed once they are folded (name -> type), as every trial's
+    packed file has them (:func:`admmsearch.fold.fold_model`, on a fresh model)."""
+    model = build_model(config, data)
+    folding = fold_model(model, config.pipeline.fold_batchnorm)
+    return folding, uncompressed_layers(model, layers)
 
 
 def _open_stores(
