@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -94,7 +94,6 @@ def sensitivity_figure(frame: pd.DataFrame, dense: float) -> Figure:
 
 def _html(frame: pd.DataFrame, dense: float, path: Path) -> None:
     import matplotlib
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     fig = make_subplots(
@@ -107,22 +106,7 @@ def _html(frame: pd.DataFrame, dense: float, path: Path) -> None:
     for i, (unit, c) in enumerate(curves(frame).items()):
         color = "rgb({:.0f},{:.0f},{:.0f})".format(*(255 * x for x in palette[i % 10]))
         for col, (x, part) in enumerate((("keep", c["keep"]), ("bits", c["bits"])), start=1):
-            fig.add_trace(
-                go.Scatter(
-                    x=part[x],
-                    y=part["val_accuracy"],
-                    mode="lines+markers",
-                    name=unit,
-                    legendgroup=unit,
-                    showlegend=col == 1,
-                    line={"color": color},
-                    customdata=kib(part[["storage_bits"]].to_numpy()),
-                    hovertemplate=f"{unit}<br>{x} %{{x:.4g}}<br>val acc %{{y:.4f}}"
-                    "<br>%{customdata[0]:.2f} KiB<extra></extra>",
-                ),
-                row=1,
-                col=col,
-            )
+            fig.add_trace(_curve(unit, x, part, color, legend=col == 1), row=1, col=col)
     fig.add_hline(y=dense, line_dash="dash", annotation_text=f"dense {dense:.4f}")
     ticks = keep_ticks(frame)
     fig.update_xaxes(
@@ -137,3 +121,21 @@ def _html(frame: pd.DataFrame, dense: float, path: Path) -> None:
     fig.update_yaxes(title_text="validation accuracy", row=1, col=1)
     fig.update_layout(template="plotly_white")
     fig.write_html(path, include_plotlyjs=True, full_html=True)
+
+
+def _curve(unit: str, x: str, part: pd.DataFrame, color: str, legend: bool) -> Any:
+    """One unit's plotly curve over ``x`` (``keep`` or ``bits``), hover with its KiB."""
+    import plotly.graph_objects as go
+
+    return go.Scatter(
+        x=part[x],
+        y=part["val_accuracy"],
+        mode="lines+markers",
+        name=unit,
+        legendgroup=unit,
+        showlegend=legend,
+        line={"color": color},
+        customdata=kib(part[["storage_bits"]].to_numpy()),
+        hovertemplate=f"{unit}<br>{x} %{{x:.4g}}<br>val acc %{{y:.4f}}"
+        "<br>%{customdata[0]:.2f} KiB<extra></extra>",
+    )
