@@ -1,141 +1,49 @@
-"""The ``admmsearch`` command. Thin: each command parses, calls the library, prints the result."""
+"""The ``admmsearch`` command: one short function per command. Options are declared once in
+:mod:`admmsearch.options`; every command that prints data takes ``--format`` and prints through
+one formatter; errors become one line and an exit status of their kind in
+:class:`admmsearch.console.CommandGroup` (2 for bad input, 1 for a study that fails once
+running). Each command imports what it runs, so ``--help`` loads nothing heavy.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import signal
 import sys
 import threading
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from .errors import AdmmSearchError, AdmmSearchWarning, NoTrialError
-from .names import POLICIES
-from .record import BITS_PER_BYTE, BITS_PER_KIB, Metric, TrialAttr, kib
-from .redact import redact_text, redact_url
-from .tracking import set_mlflow_defaults
-
-if TYPE_CHECKING:  # each command imports what it runs, so that --help stays quick
-    from .compression import Compressed
+from . import console
+from .options import (
+    CACHE_DIR,
+    STORAGE,
+    TRUST_CODE,
+    compress_options,
+    export_model_options,
+    export_options,
+    out_file,
+    output_format,
+    stores,
+    study_command,
+    ui_options,
+)
+from .record import BITS_PER_KIB
 
 __all__ = ["main"]
 
 
-class _Group(click.Group):
-    """Every error is one line on stderr, ``error: ...``, with a meaningful exit code:
-    2 for a bad command line, study file, settings, data or a lookup that fails (every error
-    before work starts); 1 for a failure while running (``AdmmSearchError.exit_code``); 130 for
-    Ctrl-C and 143 for SIGTERM, which stops the command as Ctrl-C does (a running trial is
-    ended as interrupted, its run KILLED). ``--debug`` shows the traceback instead."""
-
-    def main(self, *args: Any, **kwargs: Any) -> Any:
-        kwargs["standalone_mode"] = False
-        try:
-            with warnings.catch_warnings(), _sigterm_interrupts():
-                warnings.showwarning = _show_warning
-                code = super().main(*args, **kwargs)
-        except click.exceptions.NoArgsIsHelpError as exc:  # bare `admmsearch`: its help
-            click.echo(exc.ctx.get_help())
-            sys.exit(0)
-        except click.ClickException as exc:
-            hint = f" (see: {exc.ctx.command_path} --help)" if getattr(exc, "ctx", None) else ""
-            click.echo(f"error: {exc.format_message()}{hint}", err=True)
-            sys.exit(exc.exit_code)
-        except click.Abort:
-            if _TERMINATED:
-                click.echo("error: stopped by SIGTERM", err=True)
-                sys.exit(128 + signal.SIGTERM)
-            click.echo("error: interrupted", err=True)
-            sys.exit(130)
-        sys.exit(code if isinstance(code, int) else 0)
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except AdmmSearchError as exc:
-            if ctx.params.get("debug"):
-                raise
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except (
-            click.ClickException,
-            click.exceptions.Exit,  # --help and ctx.exit(): click's own control flow
-            click.Abort,
-            SystemExit,
-            KeyboardInterrupt,
-        ):
-            raise
-        except Exception as exc:  # noqa: BLE001 - a bug or an outside failure: still one line
-            if ctx.params.get("debug"):
-                raise
-            urls = [
-                *_GIVEN_URLS,
-                os.environ.get("ADMMSEARCH_STORAGE"),
-                os.environ.get("MLFLOW_TRACKING_URI"),
-            ]
-            message = redact_text(f"{type(exc).__name__}: {exc}", *urls)
-            click.echo(f"error: {message} (run with --debug for the traceback)", err=True)
-            sys.exit(1)
-
-
-_TERMINATED: list[int] = []  # the signal that stopped the command, if one did
-
-
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """While a command runs, SIGTERM (``kill``, a container or job scheduler stopping it)
-    raises KeyboardInterrupt as Ctrl-C does, so the command ends what it runs cleanly."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        _TERMINATED.append(signum)
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    before = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
-
-
-def _show_warning(
-    message: Warning | str,
-    category: type[Warning],
-    filename: str,
-    lineno: int,
-    file: Any = None,
-    line: str | None = None,
-) -> None:
-    """admmsearch's own warnings as one ``warning: ...`` line; others as Python shows them."""
-    if issubclass(category, AdmmSearchWarning):
-        click.echo(f"warning: {message}", err=True)
-    else:
-        _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
-
-
-_PYTHON_SHOWWARNING = warnings.showwarning
-_GIVEN_URLS: list[str] = []  # --storage / --tracking-uri values, masked in unexpected errors
-
-
-def _remember_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value:
-        _GIVEN_URLS.append(value)
-    return value
-
-
-@click.group(cls=_Group)
+@click.group(cls=console.CommandGroup)
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
-def main(debug: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """Per-layer joint pruning and quantization of neural networks by ADMM."""
+    from .tracking import set_mlflow_defaults
+
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; workers inherit it
     # MLflow logs at INFO (creating its tables, ...) on stderr, between our progress and our
     # one-line errors; its warnings stay. Read when mlflow is first imported, so set it here.
@@ -145,237 +53,89 @@ def main(debug: bool) -> None:
         logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
         logging.getLogger("admmsearch").setLevel(logging.DEBUG)
     else:
-        threading.excepthook = _thread_failed
+        threading.excepthook = partial(console.thread_failed, ctx.meta)
 
 
-def _thread_failed(args: threading.ExceptHookArgs) -> None:
-    """A background thread that dies says so in one line; ``--debug`` shows the traceback."""
-    if args.exc_type is SystemExit:
-        return
-    urls = [
-        *_GIVEN_URLS,
-        os.environ.get("ADMMSEARCH_STORAGE"),
-        os.environ.get("MLFLOW_TRACKING_URI"),
-    ]
-    name = args.thread.name if args.thread is not None else "?"
-    text = redact_text(f"{args.exc_type.__name__}: {args.exc_value}", *urls).splitlines()
-    click.echo(
-        f"warning: thread {name} stopped: {text[0] if text else ''} (--debug shows the traceback)",
-        err=True,
-    )
+# -- studies ------------------------------------------------------------------------------
+
+
+def _validated(study_file: Path) -> tuple[Any, list[str]]:
+    """The study file read and checked: the file first (no torch, Optuna or MLflow, so a bad
+    file is refused at once), then its layers against the model."""
+    from .config import load_study, validate_study
+
+    load_study(study_file)
+    return validate_study(study_file)
 
 
 @main.command()
-@click.argument("settings", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@study_command
 @click.option(
-    "--model",
-    "model_name",
-    default=None,
-    help="Without SETTINGS: model name, torchvision:<name> or module:function "
-    "[default: digits-cnn].",
-)
-@click.option(
-    "--dataset",
-    default=None,
-    help="Without SETTINGS: dataset name, a .npz file or module:function [default: digits].",
-)
-@click.option(
-    "--plan",
-    "plan_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Without SETTINGS: per-layer plan (YAML: layers: {name: {keep, bits|clusters, "
-    "structured}}).",
-)
-@click.option(
-    "--keep",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=None,
-    help="Without SETTINGS or --plan: keep ratio of every layer [default: 0.1].",
-)
-@click.option(
-    "--bits",
-    type=click.IntRange(1, 16),
-    default=None,
-    help="Without SETTINGS or --plan: bits of every layer [default: 4].",
-)
-@click.option("--seed", type=int, default=None, help="Without SETTINGS: seed [default: 0].")
-@click.option("--device", default=None, help="cpu or cuda [default: SETTINGS' device, or cpu].")
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default="model.admm",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
     show_default=True,
-    help="Where to write the packed compressed model.",
+    help="Worker processes on this machine.",
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
-)
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="With SETTINGS: where the study's dense model is cached (default: "
-    "$ADMMSEARCH_CACHE_DIR, else .admmsearch/cache, as for the study).",
-)
-def compress(
-    settings: Path | None,
-    model_name: str | None,
-    dataset: str | None,
-    plan_path: Path | None,
-    keep: float | None,
-    bits: int | None,
-    seed: int | None,
-    device: str | None,
-    out: Path,
-    fmt: str,
-    cache_dir: Path | None,
-) -> None:
-    """Compress once, without search, and write the packed model.
+def run(study_file: Path, jobs: int, **options: Any) -> None:
+    """Launch (or resume) the study in STUDY_FILE; print its Pareto front at the end."""
+    _run_or_join(study_file, jobs, **options)
 
-    With SETTINGS (a file from `admmsearch export`), apply that trial's settings and compare
-    the result with the figures it recorded. Without it, train the model and compress it to
-    --plan or to a uniform --keep/--bits.
+
+@main.command()
+@study_command
+def worker(study_file: Path, **options: Any) -> None:
+    """Join the study in STUDY_FILE as one more worker (same storage), e.g. on another machine.
+
+    --trials and --epochs are the totals over all workers, not this worker's share.
     """
-    from .compression import FromModel, FromSettings, read_plan
-    from .compression import compress as compress_once
+    _run_or_join(study_file, 1, **options)
 
-    _check_out_folder(out)
-    if settings is not None:
-        given = [
-            f"--{n}"
-            for n, v in (
-                ("model", model_name),
-                ("dataset", dataset),
-                ("plan", plan_path),
-                ("keep", keep),
-                ("bits", bits),
-                ("seed", seed),
-            )
-            if v is not None
-        ]
-        if given:
-            raise click.UsageError(
-                f"{', '.join(given)} cannot be combined with SETTINGS "
-                "(edit the settings file instead)"
-            )
-        source: FromSettings | FromModel = FromSettings(settings, cache_dir)
+
+def _run_or_join(study_file: Path, jobs: int, **o: Any) -> None:
+    """Prepare the study (checks, dense model, stores), run it here or in ``jobs`` worker
+    processes with its progress on stderr, then its closing summary and front."""
+    config, layers = _validated(study_file)  # a bad file is refused before torch loads
+    from .search.study import prepare, run_parallel, run_study
+
+    devices = _devices(config, o["per_device"], jobs)
+    budget = {"trials": o["trials"], "epochs": o["epochs"], "timeout": o["timeout"]}
+    b = config.budget
+    progress = console.StudyProgress(config.name, o["trials"] or b.trials, o["epochs"] or b.epochs)
+    where = {"storage": o["storage"], "tracking_uri": o["tracking_uri"]}
+    ctx = prepare(config, layers, **where, cache_dir=o["cache_dir"], events=progress.events())
+    click.echo(console.layers_line(ctx.uncompressed), err=True)
+    before = _finished(ctx.study)
+    try:
+        with console.running():
+            if devices is not None or jobs > 1:
+                run_parallel(study_file, ctx, jobs, **budget, devices=devices)
+            else:
+                run_study(ctx, **budget)
+    except KeyboardInterrupt:
+        _close(progress, ctx, study_file, "interrupted (Ctrl-C or SIGTERM): run again to resume")
+        raise
+    _close(progress, ctx, study_file, None, before)
+
+
+def _finished(study: Any) -> int:
+    return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+
+
+def _close(progress, ctx, study_file: Path, why: str | None, before: int | None = None) -> None:
+    """The closing summary and the front; a rerun of a spent study says it ran nothing."""
+    from .search.report import run_summary
+
+    progress.close()
+    facts = run_summary(ctx.study, ctx.config, time.monotonic() - progress.started, why)
+    if before is not None and _finished(ctx.study) == before:
+        click.echo(f"{ctx.config.name}: {facts['why']}, nothing to run", err=True)
     else:
-        given_model = {
-            k: v
-            for k, v in (("model", model_name), ("dataset", dataset), ("seed", seed))
-            if v is not None
-        }
-        plan = None if plan_path is None else read_plan(plan_path)
-        uniform = {"keep": 0.1 if keep is None else keep, "bits": 4 if bits is None else bits}
-        source = FromModel(plan=plan, plan_file=plan_path, **uniform, **given_model)
-    done = compress_once(source, out, device=device, on_epoch=_echo_epoch)
-    if settings is not None:
-        _print_reproduction(done, settings, out, fmt)
-    else:
-        _print_result(done, out, fmt)
+        click.echo(console.summary_text(facts, ctx.config.name, str(study_file)), err=True)
+    _print_front(ctx.study, ctx.config)
 
 
-def _accuracy(value: float | None) -> str:
-    """An accuracy to four places, or a dash where it was not measured."""
-    return "–" if value is None else f"{value:.4f}"
-
-
-def _uncompressed_line(uncompressed: dict[str, str]) -> str:
-    """One line naming the modules with a weight that stay uncompressed (stored raw)."""
-    names = ", ".join(f"{name or '(model)'} ({kind})" for name, kind in uncompressed.items())
-    return f"uncompressed layers (stored raw): {names or 'none'}"
-
-
-def _check_out_folder(out: Path | None) -> None:
-    """An output file goes into a folder that exists: refused before any work, not after."""
-    if out is not None and not out.expanduser().absolute().parent.is_dir():
-        raise click.BadParameter(
-            f"{out}: folder {out.parent} does not exist; create it first", param_hint="'--out'"
-        )
-
-
-def _echo_epoch(stage: str, epoch: int, loss: float) -> None:
-    click.echo(f"  {stage:<16} epoch {epoch + 1:>3}  loss {loss:.4f}", err=True)
-
-
-def _print_reproduction(done: Compressed, settings: Path, out: Path, fmt: str) -> None:
-    """The result of a settings file, held against the figures its trial recorded."""
-    doc = done.document or {}
-    exported = doc.get("metrics", {})
-    if fmt == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "settings": str(settings),
-                    "study": doc.get("study"),
-                    "trial": doc.get("trial"),
-                    "metrics": done.metrics,
-                    "exported": exported,
-                    "uncompressed_layers": dict(done.result.uncompressed),
-                    "file": str(out),
-                    "file_bytes": done.info.file_bytes,
-                    "header_bytes": done.info.header_bytes,
-                },
-                indent=2,
-            )
-        )
-        return
-    _print_result(done, out, fmt)
-    click.echo("")
-    click.echo(f"against trial {doc.get('trial')} of study {doc.get('study')} (exported figures):")
-    for key in (
-        Metric.VAL_ACCURACY,
-        Metric.TEST_ACCURACY,
-        Metric.ACCURACY_DROP,
-        Metric.STORAGE_BITS,
-        Metric.PAYLOAD_BITS,
-        Metric.COMPRESSION_RATIO,
-    ):
-        if key in exported and key in done.metrics:
-            click.echo(f"  {key:<30} {done.metrics[key]:>14.4f}  exported {exported[key]:>14.4f}")
-
-
-def _study_options(fn):
-    """Options every command that touches a study takes."""
-    fn = click.option(
-        "--storage",
-        envvar=None,
-        default=None,
-        callback=_remember_url,
-        help="Optuna storage URL (default: study file, $ADMMSEARCH_STORAGE, "
-        "else sqlite:///admmsearch.db).",
-    )(fn)
-    fn = click.option(
-        "--tracking-uri",
-        default=None,
-        callback=_remember_url,
-        help="MLflow tracking URI (default: study file, $MLFLOW_TRACKING_URI, "
-        "else the local mlruns/).",
-    )(fn)
-    return fn
-
-
-def _cache_option(fn):
-    return click.option(
-        "--cache-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="Dense-model and stage caches, shareable by workers (default: the study file's "
-        "workers.cache_dir, $ADMMSEARCH_CACHE_DIR, else .admmsearch/cache).",
-    )(fn)
-
-
-def _per_device_option(fn):
-    return click.option(
-        "--per-device",
-        type=click.IntRange(min=1),
-        default=None,
-        help="Trials at once on each device, one worker process each (default: the study "
-        "file's workers.per_device, else 1).",
-    )(fn)
-
-
-def _devices(config, per_device: int | None, jobs: int) -> list[str] | None:
+def _devices(config: Any, per_device: int | None, jobs: int) -> list[str] | None:
     """One device per worker process when several trials share devices, else None."""
     from .runtime import worker_devices
 
@@ -390,101 +150,36 @@ def _devices(config, per_device: int | None, jobs: int) -> list[str] | None:
     return devices
 
 
-def _epoch_bar(enabled: bool):
-    """A second progress bar for the epochs inside the current trial."""
-    from tqdm.auto import tqdm
+def _print_front(study: Any, config: Any) -> None:
+    from .search.feasibility import infeasible_note
+    from .search.front import front_table
 
-    bar = tqdm(desc="epochs", unit="epoch", position=1, leave=False, disable=not enabled)
-
-    def on_epoch(stage: str, epoch: int, loss: float) -> None:
-        bar.set_postfix_str(f"{stage} loss {loss:.3f}")
-        bar.update(1)
-
-    return bar, on_epoch
-
-
-@main.command()
-@click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--trials", type=click.IntRange(min=1), help="Trials in all (overrides budget).")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Seconds before no new trial starts.",
-)
-@click.option(
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Worker processes on this machine.",
-)
-@_per_device_option
-@_study_options
-@_cache_option
-def run(
-    study_file: Path,
-    trials: int | None,
-    timeout: float | None,
-    jobs: int,
-    per_device: int | None,
-    storage: str | None,
-    tracking_uri: str | None,
-    cache_dir: Path | None,
-) -> None:
-    """Launch (or resume) the study in STUDY_FILE; print its Pareto front at the end."""
-    from .config import validate_study
-    from .search.study import prepare, run_parallel, run_study
-
-    config, layers = validate_study(study_file)
-    devices = _devices(config, per_device, jobs)
-    ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri, cache_dir=cache_dir)
-    click.echo(_uncompressed_line(ctx.uncompressed), err=True)
-    if devices is not None or jobs > 1:
-        study = run_parallel(
-            study_file, ctx, jobs, trials=trials, timeout=timeout, devices=devices
-        )
-    else:
-        bar, on_epoch = _epoch_bar(sys.stderr.isatty())
-        try:
-            study = run_study(
-                ctx, trials=trials, timeout=timeout, progress=True, on_epoch=on_epoch
-            )
-        finally:
-            bar.close()
-    _print_front(study, config)
+    table = front_table(study, list(config.objectives))
+    if table.empty:
+        click.echo(infeasible_note(study, config.constraints) or "no trial completed")
+        return
+    trials = "1 trial" if len(table) == 1 else f"{len(table)} trials"
+    click.echo(f"Pareto front of {study.study_name} ({trials}):")
+    click.echo(table.to_string(index=False))
 
 
 @main.command()
 @click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--trials", type=click.IntRange(min=1), help="Trials in all (overrides budget).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True))
-@_per_device_option
-@_study_options
-@_cache_option
-def worker(
-    study_file: Path,
-    trials: int | None,
-    timeout: float | None,
-    per_device: int | None,
-    storage: str | None,
-    tracking_uri: str | None,
-    cache_dir: Path | None,
-) -> None:
-    """Join the study in STUDY_FILE as one more worker (same storage), e.g. on another machine.
+@stores
+@CACHE_DIR
+@output_format("table", "json")
+def check(study_file: Path, storage, tracking_uri, cache_dir, fmt: str) -> None:
+    """Check STUDY_FILE and everything checkable before training, as `run` does, and say what
+    the study will do: its layers and search ranges, the data, the budget and its cost."""
+    config, layers = _validated(study_file)
+    from .search.check import check_study
 
-    --trials is the total over all workers, not this worker's share.
-    """
-    from .config import validate_study
-    from .search.study import prepare, run_parallel, run_study
-
-    config, layers = validate_study(study_file)
-    devices = _devices(config, per_device, 1)
-    ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri, cache_dir=cache_dir)
-    click.echo(_uncompressed_line(ctx.uncompressed), err=True)
-    if devices is not None:
-        run_parallel(study_file, ctx, 1, trials=trials, timeout=timeout, devices=devices)
-    else:
-        run_study(ctx, trials=trials, timeout=timeout, progress=False)
+    where = {"storage": storage, "tracking_uri": tracking_uri, "cache_dir": cache_dir}
+    done = check_study(config, layers, **where)
+    if fmt == "json":
+        console.echo(done.to_dict(), fmt)
+        return
+    click.echo(f"{study_file}: OK, nothing created\n" + console.check_text(done), nl=False)
 
 
 @main.command()
@@ -494,324 +189,155 @@ def worker(
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder for sensitivity.csv, .png and .html [default: sensitivity-<study name>].",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "csv", "json"]),
-    default="table",
-    show_default=True,
-    help="table: a summary per layer; csv, json: every row.",
-)
-@_study_options
-@_cache_option
-def sensitivity(
-    study_file: Path,
-    out: Path | None,
-    fmt: str,
-    storage: str | None,
-    tracking_uri: str | None,
-    cache_dir: Path | None,
-) -> None:
+@output_format()
+@stores
+@CACHE_DIR
+def sensitivity(study_file: Path, out, fmt: str, storage, tracking_uri, cache_dir) -> None:
     """Per-layer sensitivity of the study's dense model: validation accuracy with each layer
     (or tied group) alone pruned to each keep ratio, or quantized to each bit width, of the
     study's range; nothing retrained. Cached, and logged to the study's MLflow parent run."""
-    from .config import validate_study
+    config, layers = _validated(study_file)
     from .search.seeding import study_sensitivity
     from .search.sensitivity.plot import write_sensitivity
     from .search.study import prepare
 
-    config, layers = validate_study(study_file)
-    ctx = prepare(config, layers, storage=storage, tracking_uri=tracking_uri, cache_dir=cache_dir)
-    result = study_sensitivity(ctx)
+    where = {"storage": storage, "tracking_uri": tracking_uri, "cache_dir": cache_dir}
+    events = console.StudyProgress(config.name).events()
+    result = study_sensitivity(prepare(config, layers, **where, events=events))
     paths = write_sensitivity(result, out or Path(f"sensitivity-{config.name}"))
     if fmt != "table":
-        _echo_frame(result.frame(), fmt)
+        console.echo(result.frame(), fmt)
         return
-    how = "from the cache" if result.cached else f"measured in {result.seconds:.1f} s"
-    click.echo(
-        f"dense validation accuracy {result.dense_val_accuracy:.4f}; {len(result.rows)} "
-        f"points, {how}. Within 1 point of dense, each layer alone:"
-    )
-    click.echo(result.summary(0.01).to_string(index=False))
-    click.echo(f"wrote {', '.join(str(p) for p in paths)}")
+    click.echo(console.sensitivity_text(result, paths), nl=False)
 
 
 @main.command("list")
-@click.option(
-    "--storage",
-    default=None,
-    callback=_remember_url,
-    help="Optuna storage URL (default: $ADMMSEARCH_STORAGE, else sqlite:///admmsearch.db).",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "csv", "json"]),
-    default="table",
-    show_default=True,
-)
+@STORAGE
+@output_format()
 def list_(storage: str | None, fmt: str) -> None:
     """The studies in a storage: state, trial counts and the ends of each Pareto front."""
     from .locations import resolve_storage
-    from .search.catalog import study_rows
+    from .redact import redact_url
+    from .search.report import study_rows
 
     url = resolve_storage(None, storage)
     rows = study_rows(url)
     if rows.empty:
         click.echo(f"no studies in {redact_url(url)}")
         return
-    _echo_frame(rows, fmt)
+    console.echo(rows, fmt)
 
 
 @main.command()
 @click.argument("study")
-@_study_options
-def show(study: str, storage: str | None, tracking_uri: str | None) -> None:
+@stores
+@click.option("--all", "every", is_flag=True, help="List every trial, not only the front.")
+@output_format("table", "json")
+def show(study: str, storage, tracking_uri, every: bool, fmt: str) -> None:
     """One study (a study file or a study name): settings, trial counts, front, failures."""
-    from .search.catalog import describe, failed_trials, open_existing
-    from .search.front import front_table
+    from .search.catalog import open_existing
+    from .search.report import study_report
 
-    opened = open_existing(study, storage=storage, tracking_uri=tracking_uri)
-    facts = describe(opened)
-    width = max(len(k) for k, _ in facts)
-    for key, value in facts:
-        click.echo(f"{key:<{width}}  {value}")
-    table = front_table(opened.study, list(opened.config.objectives))
-    click.echo("")
-    click.echo("Pareto front:" if not table.empty else f"Pareto front: {_no_front(opened)}")
-    if not table.empty:
-        click.echo(table.to_string(index=False))
-    failures = failed_trials(opened.study)
-    if failures:
-        click.echo("")
-        click.echo("failed or stopped trials:")
-        for number, reason in failures:
-            click.echo(f"  trial {number}: {reason}")
+    report = study_report(open_existing(study, storage=storage, tracking_uri=tracking_uri), every)
+    if fmt == "json":
+        console.echo(report, fmt)
+        return
+    click.echo(console.report_text(report), nl=False)
 
 
 @main.command()
 @click.argument("study")
-@_study_options
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "csv", "json"]),
-    default="table",
-    show_default=True,
-)
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the front here instead of printing it (.csv, .json, or a plot: .png or .html).",
-)
-def pareto(
-    study: str, storage: str | None, tracking_uri: str | None, fmt: str, out: Path | None
-) -> None:
+@stores
+@output_format()
+@out_file("Write the front here instead of printing it (.csv, .json; a plot: .png or .html).")
+def pareto(study: str, storage, tracking_uri, fmt: str, out: Path | None) -> None:
     """The Pareto front of STUDY (validation accuracy against the packed file's size)."""
     from .search.catalog import open_existing
-    from .search.front import FRONT_SUFFIXES, write_front
+    from .search.front import FRONT_SUFFIXES, front_records, write_front
 
     if out is not None and out.suffix not in FRONT_SUFFIXES:
-        raise click.BadParameter(
-            f"{out}: writes only {', '.join(FRONT_SUFFIXES)} files; name it so",
-            param_hint="'--out'",
-        )
-    _check_out_folder(out)
+        kinds = ", ".join(FRONT_SUFFIXES)
+        raise click.BadParameter(f"{out}: writes only {kinds} files", param_hint="'--out'")
     opened = open_existing(study, storage=storage, tracking_uri=tracking_uri)
+    objectives, limits = list(opened.config.objectives), opened.config.constraints
     if out is not None:
-        written = write_front(
-            opened.study, out, list(opened.config.objectives), opened.config.constraints
-        )
-        names = " and ".join(str(p) for p in written.paths)
+        written = write_front(opened.study, out, objectives, limits)
         trials = "" if out.suffix in (".png", ".html") else f" ({written.trials} trials)"
-        click.echo(f"wrote {names}{trials}")
+        click.echo(f"wrote {' and '.join(str(p) for p in written.paths)}{trials}")
         return
-    _echo_frame(_front_or_closest(opened), fmt)
+    records, note = front_records(opened.study, objectives, limits)
+    if note:
+        click.echo(f"warning: {note}; listed: every completed trial, the closest first", err=True)
+    console.echo(records if fmt == "json" else console.flat(records), fmt)
 
 
 @main.command()
-@click.argument("study")
-@_study_options
-@click.option("--trial", "number", type=click.IntRange(min=0), help="Export this trial.")
-@click.option(
-    "--policy",
-    type=click.Choice(POLICIES),
-    help="Choose the trial: max-compression (smallest storage within --max-drop) or "
-    "max-accuracy (best validation accuracy within --max-storage-kib).",
-)
-@click.option(
-    "--max-drop",
-    type=click.FloatRange(0, 1),
-    help="Largest validation accuracy drop from dense, e.g. 0.01 [default: the "
-    "study's max_accuracy_drop].",
-)
-@click.option(
-    "--max-storage-kib",
-    type=click.FloatRange(0, min_open=True),
-    help="Largest packed model file, in KiB [default: the study's max_storage_bits].",
-)
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Settings file to write (.yaml or .json); printed when not given.",
-)
-def export(
-    study: str,
-    storage: str | None,
-    tracking_uri: str | None,
-    number: int | None,
-    policy: str | None,
-    max_drop: float | None,
-    max_storage_kib: float | None,
-    out: Path | None,
-) -> None:
-    """Export a trial's per-layer settings and metrics, chosen by --trial or --policy."""
+@export_options
+def export(study: str, storage, tracking_uri, number, policy, max_drop, max_storage_kib, out):
+    """Export a trial's per-layer settings and metrics: --trial N, --policy, or by default the
+    smallest feasible trial within the study's own max_accuracy_drop."""
     from .search.catalog import open_existing
     from .search.export import choose_trial, settings_document
     from .settings_file import write_settings
 
-    if (number is None) == (policy is None):
-        raise click.UsageError("give exactly one of --trial N and --policy")
-    _check_out_folder(out)
+    if number is not None and policy is not None:
+        raise click.UsageError("give --trial N or --policy, not both")
     opened = open_existing(study, storage=storage, tracking_uri=tracking_uri)
     bits = None if max_storage_kib is None else max_storage_kib * BITS_PER_KIB
     trial, why = choose_trial(
         opened, number=number, policy=policy, max_drop=max_drop, max_storage_bits=bits
     )
     text = write_settings(settings_document(opened, trial, why), out)
-    if out is None:
-        click.echo(text, nl=False)
-        return
-    m = trial.user_attrs[TrialAttr.METRICS]
-    payload = m.get(Metric.PAYLOAD_BITS)
-    payload = "" if payload is None else f", payload {kib(payload):.2f} KiB"
-    click.echo(
-        f"wrote {out}: trial {trial.number} ({why}): val accuracy "
-        f"{m[Metric.VAL_ACCURACY]:.4f} (drop {m[Metric.ACCURACY_DROP]:+.4f}), "
-        f"packed file {kib(m[Metric.STORAGE_BITS]):.2f} KiB{payload} "
-        f"({m[Metric.COMPRESSION_RATIO]:.1f}x)"
-    )
+    click.echo(text if out is None else console.exported_line(out, trial, why), nl=out is not None)
 
 
-def _no_front(opened) -> str:
-    """Why ``show`` has no front to print: the constraints no trial meets, else no completed
-    trial (``yet`` only while the study has budget left)."""
-    from .search.catalog import study_budget, study_state
-    from .search.feasibility import infeasible_note
-
-    study, config = opened.study, opened.config
-    if note := infeasible_note(study, config.constraints):
-        return f"none: {note}"
-    spent = study_state(study, study_budget(study, config.budget.trials)) == "finished"
-    return "none: no trial completed" if spent else "no feasible trial yet"
+# -- one model ----------------------------------------------------------------------------
 
 
-def _front_or_closest(opened):
-    """The front; when no completed trial is feasible, every completed trial, the closest to
-    the constraints first, with a warning line naming what they break.
+@main.command()
+@compress_options
+def compress(settings: Path | None, out: Path, fmt: str, device, cache_dir, **given) -> None:
+    """Compress once, without search, and write the packed model.
 
-    Raises:
-        NoTrialError: no trial completed.
+    With SETTINGS (a file from `admmsearch export`), apply that trial's settings and compare
+    the result with the figures it recorded. Without it, train the model and compress it to
+    --plan or to a uniform --keep/--bits.
     """
-    from .search.feasibility import infeasible_note
-    from .search.front import closest_table, front_table
+    from .compression import compress as compress_once
 
-    table = front_table(opened.study, list(opened.config.objectives))
-    if not table.empty:
-        return table
-    note = infeasible_note(opened.study, opened.config.constraints)
-    if note is None:
-        raise NoTrialError(f"study {opened.config.name!r} has no completed trial")
-    click.echo(f"warning: {note}; listed: every completed trial, the closest first", err=True)
-    return closest_table(opened.study, list(opened.config.objectives), opened.config.constraints)
-
-
-def _frame_text(frame, fmt: str) -> str:
-    if fmt == "csv":
-        return frame.to_csv(index=False)
-    if fmt == "json":
-        return frame.to_json(orient="records", indent=2) + "\n"
-    return frame.to_string(index=False) + "\n"
-
-
-def _echo_frame(frame, fmt: str) -> None:
-    click.echo(_frame_text(frame, fmt), nl=False)
-
-
-def _print_front(study, config) -> None:
-    from .search.feasibility import infeasible_note
-    from .search.front import front_table
-
-    table = front_table(study, list(config.objectives))
-    if table.empty:
-        click.echo(infeasible_note(study, config.constraints) or "no trial completed")
-        return
-    click.echo(f"Pareto front of {study.study_name} ({len(table)} trials):")
-    click.echo(table.to_string(index=False))
-
-
-def _print_result(done: Compressed, out: Path, fmt: str) -> None:
-    """Every stage, the storage per layer and the packed file's size."""
-    result, file_bytes, header_bytes = done.result, done.info.file_bytes, done.info.header_bytes
-    summary = result.storage.summary()
-    if fmt == "json":
-        stages = [
-            {
-                "stage": s.name,
-                "val_accuracy": s.val_accuracy,
-                "test_accuracy": s.test_accuracy,
-                "seconds": s.seconds,
-            }
-            for s in result.stages
-        ]
-        click.echo(
-            json.dumps(
-                {
-                    "stages": stages,
-                    "storage": summary,
-                    "uncompressed_layers": dict(result.uncompressed),
-                    "file": str(out),
-                    "file_bytes": file_bytes,
-                    "header_bytes": header_bytes,
-                },
-                indent=2,
-            )
-        )
-        return
-    click.echo(f"{'stage':<16} {'val acc':>8} {'test acc':>8} {'seconds':>8}")
-    for s in result.stages:
-        click.echo(
-            f"{s.name:<16} {s.val_accuracy:>8.4f} {_accuracy(s.test_accuracy):>8} "
-            f"{s.seconds:>8.1f}"
-        )
-    click.echo("")
-    click.echo(result.storage.to_frame().to_string(index=False))
-    click.echo("")
-    click.echo(_uncompressed_line(result.uncompressed))
-    file_ratio = result.storage.model_dense_bits / (BITS_PER_BYTE * file_bytes)
-    click.echo(
-        f"weights: {result.storage.weight_ratio_no_index:.1f}x smaller without indices, "
-        f"{result.storage.weight_ratio_with_index:.1f}x with indices; "
-        f"whole model {file_ratio:.1f}x as a file ({result.storage.model_ratio:.1f}x its payload)"
+    done = compress_once(
+        _source(settings, cache_dir, given), out, device=device, on_epoch=console.echo_epoch
     )
-    click.echo(
-        f"wrote {out}: {file_bytes} bytes = {header_bytes} header + "
-        f"{file_bytes - header_bytes} payload "
-        f"(accounted {summary[Metric.MODEL_STORED_BITS] / BITS_PER_BYTE:.0f} bytes)"
-    )
+    if fmt == "json":
+        console.echo(console.reproduction(done) if settings else done.to_dict(), fmt)
+        return
+    click.echo(console.compressed_text(done, str(out)), nl=False)
+    if settings is not None:
+        click.echo(console.reproduction_text(done), nl=False)
+
+
+def _source(settings: Path | None, cache_dir: Path | None, given: dict[str, Any]) -> Any:
+    """What to compress: the settings file, or the model, dataset and plan given."""
+    from .compression import FromModel, FromSettings, read_plan
+
+    named = {k: v for k, v in given.items() if v is not None}
+    if settings is not None:
+        if named:
+            flags = ", ".join(f"--{k.split('_')[0]}" for k in named)
+            raise click.UsageError(f"{flags} cannot be combined with SETTINGS (edit the file)")
+        return FromSettings(settings, cache_dir)
+    plan_path = named.pop("plan_path", None)
+    uniform = {"keep": named.pop("keep", 0.1), "bits": named.pop("bits", 4)}
+    model = {"model": named.pop("model_name", "digits-cnn"), **named}
+    plan = None if plan_path is None else read_plan(plan_path)
+    return FromModel(plan=plan, plan_file=plan_path, **uniform, **model)
 
 
 @main.command()
 @click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("data", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--trust-code",
-    is_flag=True,
-    help="Allow a file whose network is user code (module:function) to import and run it.",
-)
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
-)
+@TRUST_CODE
+@output_format("table", "json")
 def predict(model_file: Path, data: Path, trust_code: bool, fmt: str) -> None:
     """Rebuild MODEL_FILE (.admm) from the file alone and print its accuracy on DATA.
 
@@ -825,7 +351,7 @@ def predict(model_file: Path, data: Path, trust_code: bool, fmt: str) -> None:
     accuracy = deployed.accuracy(x, y)
     if fmt == "json":
         summary = {"model": str(model_file), "data": str(data), "arrays": list(keys)}
-        click.echo(json.dumps({**summary, "samples": len(y), "accuracy": accuracy}, indent=2))
+        console.echo({**summary, "samples": len(y), "accuracy": accuracy}, fmt)
         return
     correct = round(accuracy * len(y))
     click.echo(
@@ -835,144 +361,51 @@ def predict(model_file: Path, data: Path, trust_code: bool, fmt: str) -> None:
 
 
 @main.command("export-model")
-@click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["onnx", "c"]),
-    required=True,
-    help="onnx: one .onnx file; c: a C99 header and source with a decoder and admm_predict.",
-)
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    help="The .onnx file, or the folder for the C files [default: beside MODEL_FILE].",
-)
-@click.option(
-    "--int8",
-    is_flag=True,
-    help="ONNX: uniformly quantized layers whose levels fit int8 as int8 weights and one "
-    "scale (QDQ).",
-)
-@click.option(
-    "--trust-code",
-    is_flag=True,
-    help="Allow a file whose network is user code (module:function) to import and run it "
-    "(ONNX; C only for a format 2 file, which records no graph).",
-)
-@click.option(
-    "--decode-layers",
-    is_flag=True,
-    help="C: admm_predict decodes each layer whole into a buffer first (faster, more RAM) "
-    "instead of reading the weights from the compressed streams.",
-)
-@click.option(
-    "--samples",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="C: write this .npz's raw test arrays as samples.bin for the harness main.c.",
-)
-@click.option(
-    "--measure",
-    type=click.Choice(["auto", "cortex-m4", "host", "none"]),
-    default="auto",
-    show_default=True,
-    help="C: compile the export to measure code, constant data, RAM and stack; auto: for a "
-    "Cortex-M4 if arm-none-eabi-gcc is installed, else for this computer if gcc is.",
-)
-def export_model(
-    model_file: Path,
-    fmt: str,
-    out: Path | None,
-    int8: bool,
-    trust_code: bool,
-    decode_layers: bool,
-    samples: Path | None,
-    measure: str,
-) -> None:
+@export_model_options
+def export_model(model_file: Path, target: str | None, old_target: str | None, **o: Any) -> None:
     """Export a packed model (.admm) for deployment: ONNX, or C for microcontrollers."""
-    if fmt == "onnx" and (decode_layers or samples):
-        raise click.UsageError("--decode-layers and --samples apply to --format c only")
-    if fmt == "onnx":
-        from .deploy import export_onnx
+    from .deploy import export_c, export_onnx
 
-        onnx_info = export_onnx(
-            model_file, out or model_file.with_suffix(".onnx"), int8=int8, trust_code=trust_code
+    target = target or old_target
+    if target is None:
+        raise click.UsageError("give --target onnx or --target c")
+    if target == "onnx":
+        if o["decode_layers"] or o["samples"]:
+            raise click.UsageError("--decode-layers and --samples apply to --target c only")
+        out = o["out"] or model_file.with_suffix(".onnx")
+        click.echo(
+            export_onnx(model_file, out, int8=o["int8"], trust_code=o["trust_code"]).summary()
         )
-        click.echo(onnx_info.summary())
         return
-    if int8:
-        raise click.UsageError("--int8 applies to --format onnx only")
-    from .deploy import export_c
-
-    c_info = export_c(
-        model_file,
-        out or model_file.with_suffix(""),
-        decoded=decode_layers,
-        trust_code=trust_code,
-        samples=samples,
-        target=measure,
-    )
-    click.echo(c_info.summary())
+    if o["int8"]:
+        raise click.UsageError("--int8 applies to --target onnx only")
+    options = {"decoded": o["decode_layers"], "trust_code": o["trust_code"]}
+    out = o["out"] or model_file.with_suffix("")
+    info = export_c(model_file, out, **options, samples=o["samples"], target=o["measure"])
+    click.echo(info.summary())
 
 
 @main.command()
-@click.argument("study", required=False)
-@_study_options
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Interface to bind; 127.0.0.1 keeps the UIs on this machine.",
-)
-@click.option(
-    "--port",
-    type=click.IntRange(1, 65535),
-    default=5000,
-    show_default=True,
-    help="Port of the MLflow UI.",
-)
-@click.option(
-    "--dashboard-port",
-    type=click.IntRange(1, 65535),
-    default=8080,
-    show_default=True,
-    help="Port of the Optuna dashboard (where it is installed).",
-)
-@click.option("--no-dashboard", is_flag=True, help="Start only the MLflow UI.")
-def ui(
-    study: str | None,
-    storage: str | None,
-    tracking_uri: str | None,
-    host: str,
-    port: int,
-    dashboard_port: int,
-    no_dashboard: bool,
-) -> None:
+@ui_options
+def ui(study: str | None, storage, tracking_uri, no_dashboard: bool, **where: Any) -> None:
     """Start the MLflow UI (and the Optuna dashboard) on the stores of STUDY; Ctrl-C stops them.
 
     STUDY is a study file or a study name; without it the default stores are used.
     """
+    from .locations import resolve_storage, resolve_tracking
     from .preflight import check_store_folder
     from .ui import serve_ui
 
-    storage, tracking_uri = _stores(study, storage, tracking_uri)
-    check_store_folder(tracking_uri, "tracking URI")
-    serve_ui(
-        tracking_uri,
-        None if no_dashboard else storage,
-        host=host,
-        port=port,
-        dashboard_port=dashboard_port,
-        echo=click.echo,
-    )
-
-
-def _stores(study: str | None, storage: str | None, tracking_uri: str | None) -> tuple[str, str]:
-    """Optuna storage and MLflow URI: the options, else the study file's, else the defaults."""
-    from .config import validate_study
-    from .locations import resolve_storage, resolve_tracking
-
     config = None
     if study is not None and (study.endswith((".yaml", ".yml")) or Path(study).is_file()):
-        config, _ = validate_study(Path(study))
-    return resolve_storage(config, storage), resolve_tracking(config, tracking_uri)
+        config, _ = _validated(Path(study))
+    storage, tracking_uri = (
+        resolve_storage(config, storage),
+        resolve_tracking(config, tracking_uri),
+    )
+    check_store_folder(tracking_uri, "tracking URI")
+    serve_ui(tracking_uri, None if no_dashboard else storage, **where, echo=click.echo)
+
+
+if __name__ == "__main__":  # python -m admmsearch.cli
+    sys.exit(main())

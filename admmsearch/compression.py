@@ -136,7 +136,12 @@ class Compressed:
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON: stages, storage, metrics and the packed file's size."""
         stages = [
-            {k: getattr(s, k) for k in ("name", "val_accuracy", "test_accuracy", "seconds")}
+            {
+                "stage": s.name,
+                "val_accuracy": s.val_accuracy,
+                "test_accuracy": s.test_accuracy,
+                "seconds": s.seconds,
+            }
             for s in self.result.stages
         ]
         return {

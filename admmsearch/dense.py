@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +30,11 @@ from .hooks import load_recipe
 from .models import create_model
 from .packed import ModelMeta, encode_model
 from .tensorfile import PICKLED, CacheWarning, load_tensors, save_tensors
-from .train import evaluate, fit
+from .train import StepHooks, evaluate, fit
 
 __all__ = [
     "DenseModel",
+    "DenseProgress",
     "build_model",
     "data_digest",
     "dense_model",
@@ -98,10 +99,19 @@ def packed_meta(
     )
 
 
+#: Called after each epoch of the dense training: (epoch, epochs, mean loss, val accuracy).
+DenseProgress = Callable[[int, int, float, float], None]
+
+
 def dense_model(
-    config: StudyConfig, data: DataSplits, cache_dir: Path, layers: list[str]
+    config: StudyConfig,
+    data: DataSplits,
+    cache_dir: Path,
+    layers: list[str],
+    on_epoch: DenseProgress | None = None,
 ) -> DenseModel:
-    """Load the checkpoint or the cached dense model, else train it once and cache it.
+    """Load the checkpoint or the cached dense model, else train it once and cache it;
+    ``on_epoch`` follows the training (epoch 1-based, its loss and validation accuracy).
 
     Workers sharing ``cache_dir`` (one machine, or a network path) train it once: the first
     takes a lock file beside the cache file and trains, the others wait and load its result.
@@ -120,7 +130,7 @@ def dense_model(
         model.load_state_dict(read_checkpoint(path, model))
     else:
         path = cache_dir / f"dense-{config.fingerprint_dense()[:16]}-{data_digest(data)[:8]}.pt"
-        trained = _cached_or_trained(model, path, data, config)
+        trained = _cached_or_trained(model, path, data, config, on_epoch)
     remove_reparametrizations(model)  # the state trials load: plain weights
     d = data.to(config.device)
     _, packed = encode_model(model, layers, meta=packed_meta(config, data))
@@ -136,7 +146,11 @@ def dense_model(
 
 
 def _cached_or_trained(
-    model: nn.Module, path: Path, data: DataSplits, config: StudyConfig
+    model: nn.Module,
+    path: Path,
+    data: DataSplits,
+    config: StudyConfig,
+    on_epoch: DenseProgress | None = None,
 ) -> bool:
     """Load the dense cache at ``path`` into ``model``, else train and cache it, under a lock
     file shared with other workers; returns whether it trained."""
@@ -144,7 +158,7 @@ def _cached_or_trained(
     with FileLock(f"{path}.lock"):
         state = _cached_state(path, model)
         if state is None:
-            _train_dense(model, data, config)
+            _train_dense(model, data, config, on_epoch)
             save_tensors(model.state_dict(), path)
             return True
         model.load_state_dict(state)
@@ -161,15 +175,26 @@ def data_digest(data: DataSplits) -> str:
     return digest.hexdigest()
 
 
-def _train_dense(model: nn.Module, data: DataSplits, config: StudyConfig) -> None:
-    settings = dense_settings(config)
+def _train_dense(
+    model: nn.Module, data: DataSplits, config: StudyConfig, on_epoch: DenseProgress | None
+) -> None:
+    settings, data = dense_settings(config), data.to(config.device)
+    hooks = StepHooks()
+    if on_epoch is not None:  # the validation accuracy costs a forward pass; only when followed
+
+        def report(epoch: int, loss: float) -> None:
+            accuracy = evaluate(model, data.x_val, data.y_val)
+            on_epoch(epoch + 1, settings.epochs, loss, accuracy)
+
+        hooks = StepHooks(on_epoch=report)
     recipe = load_recipe(config.training)
     try:
         fit(
             model,
-            data.to(config.device),
+            data,
             settings,
             seed=config.seed * 1000,
+            hooks=hooks,
             recipe=recipe,
             stage="dense",
         )

@@ -47,15 +47,8 @@ def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
 
 
 class AdmmSearchError(Exception):
-    """Root of every error admmsearch raises on purpose.
-
-    ``exit_code`` is what the command line exits with: 2 for bad input (a command line, file,
-    setting or data, or a study, trial or policy that does not exist), which is every error
-    raised before work starts; a study that fails once running (a store lost, every worker
-    failed) raises with ``exit_code`` 1.
-    """
-
-    exit_code: int = 2
+    """Root of every error admmsearch raises on purpose. The command line, not the error,
+    decides its exit status (2 for bad input, 1 for a study that fails once running)."""
 
 
 class AdmmSearchWarning(UserWarning):

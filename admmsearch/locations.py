@@ -142,10 +142,13 @@ def resolve_storage(config: StudyConfig | None, override: str | None = None) -> 
     return url or f"sqlite:///{Path(DEFAULT_STORAGE_FILE).resolve()}"
 
 
-def resolve_tracking(config: StudyConfig | None, override: str | None = None) -> str:
-    """--tracking-uri, else the study file, else $MLFLOW_TRACKING_URI, else the local mlruns/."""
+def resolve_tracking(
+    config: StudyConfig | None, override: str | None = None, *, create: bool = True
+) -> str:
+    """--tracking-uri, else the study file, else $MLFLOW_TRACKING_URI, else the local mlruns/
+    (made, unless ``create`` is False: to name it without touching anything)."""
     uri = override or (config and config.tracking_uri) or os.environ.get("MLFLOW_TRACKING_URI")
-    return uri or default_tracking_uri("mlruns")
+    return uri or default_tracking_uri("mlruns", create=create)
 
 
 def resolve_cache_dir(

@@ -173,7 +173,6 @@ def check_experiment(uri: str, study_name: str) -> None:
 
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
         return
-    set_mlflow_defaults()
     try:
         found = MlflowClient(uri).get_experiment_by_name(study_name)
     except (mlflow.exceptions.MlflowException, requests.exceptions.RequestException) as exc:
@@ -195,10 +194,12 @@ def _refuse_deleted(uri: str, experiment: Any) -> None:
     )
 
 
-def default_tracking_uri(root: str | Path = "mlruns") -> str:
-    """The embedded store: an SQLite file in ``root`` (MLflow 3 retired the plain file store)."""
+def default_tracking_uri(root: str | Path = "mlruns", *, create: bool = True) -> str:
+    """The embedded store: an SQLite file in ``root`` (MLflow 3 retired the plain file store),
+    the folder made unless ``create`` is False."""
     root = Path(root).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}"
 
 

@@ -28,7 +28,7 @@ FLOORS = (
     ("deploy",),
     ("search",),
     ("ui",),
-    ("cli", "console", "__main__"),
+    ("cli", "options", "console", "__main__"),
 )
 FLOOR = {name: level for level, names in enumerate(FLOORS) for name in names}
 WINGS = ("packed", "deploy", "runtime", "ui")

@@ -23,7 +23,7 @@ LAYERS = ("conv1", "conv2", "fc1", "fc2")
 @pytest.fixture(scope="module")
 def smoke_report(tmp_path_factory) -> tuple[Path, dict]:
     try:
-        load_dataset("fashion-mnist", download=False, limit_train=1)
+        load_dataset("fashion-mnist", download=False, limit_train=200)
     except DatasetError as exc:
         pytest.skip(f"Fashion-MNIST is not installed: {exc}")
     out = tmp_path_factory.mktemp("bench")

@@ -38,7 +38,7 @@ def run_smoke(script: str, out: Path, *args: str) -> str:
 
 def needs_fashion() -> None:
     try:
-        load_dataset("fashion-mnist", download=False, limit_train=1)
+        load_dataset("fashion-mnist", download=False, limit_train=200)
     except DatasetError as exc:
         pytest.skip(f"Fashion-MNIST is not installed: {exc}")
 

@@ -19,7 +19,8 @@ from admmsearch.preflight import (
     check_store_folder,
     check_validation_size,
 )
-from admmsearch.search.catalog import describe, failed_trials, open_existing, study_rows
+from admmsearch.search.catalog import open_existing
+from admmsearch.search.report import describe, failed_trials, study_rows
 from admmsearch.search.reuse import check_reuse
 from admmsearch.search.study import prepare, run_study
 

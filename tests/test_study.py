@@ -243,7 +243,8 @@ def test_the_same_error_in_every_trial_stops_the_study_without_spending_its_budg
 
 
 def test_a_resume_with_more_trials_records_its_budget(mlruns) -> None:
-    from admmsearch.search.catalog import describe, open_existing
+    from admmsearch.search.catalog import open_existing
+    from admmsearch.search.report import describe
 
     tmp_path = mlruns
     config, layers = make_config(tmp_path, name="digits-more", budget={"trials": 1})

@@ -25,8 +25,6 @@ SAME_ERRORS = 3
 class RepeatedFailure(AdmmSearchError):
     """Trials in a row failed with the same error: it does not depend on their settings."""
 
-    exit_code = 1
-
 
 @dataclass
 class FailureStreak:

@@ -28,10 +28,10 @@ from pydantic import ValidationError
 
 from ..config import StudyConfig
 from ..config.schema import ConstraintsConfig
-from ..errors import AdmmSearchError, ConfigError, NoTrialError
+from ..errors import AdmmSearchError, ConfigError, NoTrialError, quote
 from ..plan import Plan
 from ..record import BITS_PER_KIB, Metric, StudyAttr, TrialAttr
-from .feasibility import closest_first
+from .feasibility import closest_first, infeasible_note
 from .origin import trial_origin
 from .rungs import nondominated_ranks
 from .space import settings_from_params
@@ -45,11 +45,13 @@ __all__ = [
     "FRONT_SUFFIXES",
     "POINT_GROUPS",
     "FrontFiles",
+    "all_trial_records",
     "closest_table",
     "feasible",
     "front_figure",
     "front_frame",
     "front_points",
+    "front_records",
     "front_table",
     "front_trials",
     "full_fidelity",
@@ -200,6 +202,59 @@ def closest_table(
     done = study.get_trials(deepcopy=False, states=(_DONE,))
     order = [t.number for t in closest_first(done, limits)]
     return _readable(frame.set_index("trial").loc[order].reset_index())
+
+
+def front_records(
+    study: optuna.Study, objectives: list[str], limits: ConstraintsConfig
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The front as records (JSON's rows, :func:`table_records`: each with its per-layer
+    ``settings``); when no completed trial is feasible, every completed trial, the closest to
+    the constraints first, with a note naming what they break
+    (:func:`.feasibility.infeasible_note`).
+
+    Raises:
+        NoTrialError: no trial completed, or none at full fidelity yet.
+    """
+    table = front_table(study, objectives)
+    if not table.empty:
+        return table_records(study, table), None
+    note = infeasible_note(study, limits)
+    if note is None:
+        done = study.get_trials(deepcopy=False, states=(_DONE,))
+        what = "at full fidelity (the top rung)" if done else ""
+        raise NoTrialError(f"study {quote(study.study_name)} has no completed trial {what}")
+    return table_records(study, closest_table(study, objectives, limits)), note
+
+
+def all_trial_records(study: optuna.Study) -> list[dict[str, Any]]:
+    """Every trial, whatever its state, as ``show --all`` lists it: ``trial``, ``state``,
+    ``origin``, ``rung``, ``epochs``, ``val_accuracy``, ``storage_kib``, ``feasible`` (None
+    without figures), ``layers`` (its per-layer settings in a few characters), ``reason``
+    (the recorded reason a trial failed) and ``settings`` (as data; None where
+    :func:`trial_plan` has none)."""
+    space = study_space(study)
+    return [_trial_record(t, space) for t in study.get_trials(deepcopy=False)]
+
+
+def _trial_record(
+    t: optuna.trial.FrozenTrial, space: tuple[StudyConfig, list[str]] | None
+) -> dict[str, Any]:
+    m = t.user_attrs.get(TrialAttr.METRICS) or {}
+    storage, accuracy = m.get(Metric.STORAGE_BITS), m.get(Metric.VAL_ACCURACY)
+    plan = trial_plan(t, space)
+    return {
+        "trial": t.number,
+        "state": t.state.name.lower(),
+        "origin": trial_origin(t.user_attrs),
+        "rung": t.user_attrs.get(TrialAttr.RUNG),
+        "epochs": t.user_attrs.get(TrialAttr.EPOCHS),
+        "val_accuracy": None if accuracy is None else round(float(accuracy), 4),
+        "storage_kib": None if storage is None else round(storage / _KIB_BITS, 3),
+        "feasible": feasible(t) if m else None,
+        "layers": None if plan is None else plan.compact(),
+        "reason": t.user_attrs.get(TrialAttr.FAIL_REASON),
+        "settings": None if plan is None else plan.to_dict()["layers"],
+    }
 
 
 def _readable(frame: pd.DataFrame) -> pd.DataFrame:

@@ -17,6 +17,7 @@ the budget (:func:`.rungs.screening_quota`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -124,16 +125,37 @@ class Schedule:
         """What a new setting reserves: the most epochs its first run can take."""
         return epochs_bound(self.config, self.layers, self.fraction(0))
 
+    def rung_costs(self) -> list[int]:
+        """Epochs a setting of the study's pipeline as written costs at rung 0, then adds at
+        each promotion (one entry without rungs: the whole pipeline)."""
+        base = base_pipeline(self.config)
+        if self.rungs is None:
+            return [trial_epochs(base)]
+        per = [trial_epochs(rung_pipeline(base, self.rungs.fraction(0)))]
+        for r in range(1, self.rungs.count):
+            low, high = (rung_pipeline(base, self.rungs.fraction(k)) for k in (r - 1, r))
+            per.append(trial_epochs(high, continues=low))
+        return per
+
+    def planned_epochs(self) -> int | None:
+        """The epochs the budget plans for: its epochs, else its trials at their most epochs
+        (with rungs: the planned screens, the best ``1/eta`` of each rung continued); None
+        with neither."""
+        if self.budget.epochs is not None:
+            return self.budget.epochs
+        if self.budget.trials is None:
+            return None
+        if self.rungs is None:
+            return self.budget.trials * self.new_epochs
+        per = self.rung_costs()
+        return math.ceil(self.quota * sum(c / self.rungs.eta**r for r, c in enumerate(per)))
+
     @cached_property
     def quota(self) -> int | None:
         """Settings to screen at rung 0 (None: as many as the budget allows, no rungs)."""
         if self.rungs is None:
             return None
-        base = base_pipeline(self.config)
-        per = [trial_epochs(rung_pipeline(base, self.rungs.fraction(0)))]
-        for r in range(1, self.rungs.count):
-            low, high = (rung_pipeline(base, self.rungs.fraction(k)) for k in (r - 1, r))
-            per.append(trial_epochs(high, continues=low))
+        per = self.rung_costs()
         quotas = []
         if self.budget.epochs is not None:
             quotas.append(screening_quota(self.rungs, self.budget.epochs, per))

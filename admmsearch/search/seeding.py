@@ -93,6 +93,7 @@ def study_sensitivity(ctx: StudyContext) -> Sensitivity:
         samples=config.sensitivity.samples,
         index_format=config.pipeline.index_format,
         finetune=sensitivity_finetune(config),
+        on_unit=ctx.events.sensitivity_unit,
     )
     if ctx.study.user_attrs.get(StudyAttr.SENSITIVITY) != result.key:
         log_sensitivity(ctx, result)

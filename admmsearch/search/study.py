@@ -10,7 +10,6 @@ run exactly the budget, and a trial whose worker dies is failed and run again (s
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import signal
@@ -24,26 +23,16 @@ from typing import Any
 
 import optuna
 import torch
-from tqdm.auto import tqdm
 
 from ..config import StudyConfig, base_pipeline, check_layers, normalise_enqueue
-from ..data import DataSplits, load_dataset
+from ..data import DataSplits
 from ..dense import DenseModel, build_model, dense_model
 from ..errors import AdmmSearchError, DivergenceError, StoreError
 from ..fidelity import trial_epochs
 from ..fold import Folding, fold_model
-from ..locations import cache_setting, resolve_cache_dir, resolve_storage, resolve_tracking
+from ..locations import resolve_cache_dir, resolve_storage, resolve_tracking
 from ..metrics import collapsed
 from ..models import uncompressed_layers
-from ..preflight import (
-    check_checkpoint,
-    check_constraints,
-    check_device,
-    check_model,
-    check_splits,
-    check_stores,
-    check_validation_size,
-)
 from ..record import DenseFigures, Metric, StudyAttr, TrialAttr
 from ..runtime import (
     Claim,
@@ -58,7 +47,8 @@ from ..runtime import (
     storage_errors,
 )
 from ..tracking import FRONT_TAG, REASON_TAG, Tracker
-from .context import StudyContext
+from .check import preflight, study_folders
+from .context import StudyContext, StudyEvents
 from .failures import FailureStreak
 from .front import front_trials, plot_front, trials_frame
 from .objective import Objective
@@ -175,9 +165,12 @@ def prepare(
     workdir: str | Path = ".admmsearch",
     cache_dir: str | Path | None = None,
     sampler: optuna.samplers.BaseSampler | None = None,
+    events: StudyEvents | None = None,
 ) -> StudyContext:
     """Check everything checkable, get the (cached) dense model, then open the study and its
-    parent run; ``sampler`` replaces the study's own in this process (see :func:`open_study`).
+    parent run; ``sampler`` replaces the study's own in this process (see :func:`open_study`);
+    ``events`` are told what happens (the dense training's epochs, then the study's), here and
+    by :func:`run_study`.
 
     Nothing is created before the checks of :mod:`admmsearch.preflight` pass and the dense model
     is known to learn, so a start that fails leaves no study, run or folder behind. The parent
@@ -194,12 +187,11 @@ def prepare(
     config = normalise_enqueue(config, layers)
     storage = resolve_storage(config, storage)
     cache = resolve_cache_dir(config, cache_dir, workdir)
-    folders = {
-        f"cache folder {cache} ({cache_setting(config, cache_dir)})": cache,
-        f"work folder {workdir}": Path(workdir),
-    }
-    data = _checked_data(config, layers, storage, tracking_uri, folders)
-    dense = dense_model(config, data, cache, layers)
+    data = preflight(
+        config, layers, storage, tracking_uri, study_folders(config, cache_dir, workdir)
+    )
+    events = events or StudyEvents()
+    dense = dense_model(config, data, cache, layers, events.dense_epoch)
     _check_dense_learns(config, data, dense)
     folding, raw = stored_layers(config, data, layers)
     lock = StorageLock(storage)
@@ -207,7 +199,7 @@ def prepare(
         tracker, rdb, study, parent = _open_stores(config, layers, storage, tracking_uri, sampler)
     record = {"compressed": layers, "uncompressed": raw, "folded_batchnorm": folding.pairs}
     _record_dense(study, tracker, parent, dense, record)
-    here = (data, dense, Path(workdir), cache, lock, rdb, raw, folding)
+    here = (data, dense, Path(workdir), cache, lock, rdb, raw, events, folding)
     return StudyContext(config, layers, study, storage, tracker, parent, *here)
 
 
@@ -290,27 +282,6 @@ def end_stale_runs(tracker: Tracker, study: optuna.Study) -> int:
         if t.state.is_finished()
     }
     return tracker.end_stale_runs(finished)
-
-
-def _checked_data(
-    config: StudyConfig,
-    layers: list[str],
-    storage: str,
-    tracking_uri: str | None,
-    folders: dict[str, Path],
-) -> DataSplits:
-    """Run the checks of :mod:`admmsearch.preflight` in order; returns the loaded data."""
-    check_stores(config, storage, tracking_uri, folders)
-    check_device(config.device)
-    d = config.dataset
-    data = load_dataset(d.name, seed=config.seed, **d.load_options())
-    check_splits(config, data)
-    check_validation_size(config, data)
-    check_model(config, data)
-    check_checkpoint(config, data)
-    check_constraints(config, data, layers)
-    check_reuse(config, layers, storage)
-    return data
 
 
 def _check_dense_learns(config: StudyConfig, data: DataSplits, dense: DenseModel) -> None:
@@ -407,18 +378,13 @@ def _tag_front(ctx: StudyContext) -> None:
 
 
 def _storage_errors(run: Callable[..., optuna.Study]) -> Callable[..., optuna.Study]:
-    """Storage failures while ``run(ctx, ...)`` runs become one-line StoreErrors; every error
-    of admmsearch's that ends a running study is a failure while running (exit code 1).
-    Optuna's INFO lines (a trial told) stay out of the output while it runs."""
+    """Storage failures while ``run(ctx, ...)`` runs become one-line StoreErrors; Optuna's
+    INFO lines (a trial told) stay out of the output while it runs."""
 
     @functools.wraps(run)
     def wrapper(ctx: StudyContext, *args: Any, **kwargs: Any) -> optuna.Study:
-        try:
-            with storage_errors(ctx.storage), quiet_optuna():
-                return run(ctx, *args, **kwargs)
-        except AdmmSearchError as exc:
-            exc.exit_code = 1
-            raise
+        with storage_errors(ctx.storage), quiet_optuna():
+            return run(ctx, *args, **kwargs)
 
     return wrapper
 
@@ -431,7 +397,6 @@ def run_study(
     epochs: int | None = None,
     timeout: float | None = None,
     threads: int | None = None,
-    progress: bool = False,
     queue: bool = True,
     on_epoch: Callable[[str, int, float], None] | None = None,
 ) -> optuna.Study:
@@ -441,7 +406,8 @@ def run_study(
     ``budget``); trials are claimed one at a time under the storage lock, as the study's
     :class:`~.schedule.Schedule` decides (its rungs, if any), so however many workers share the
     study, the budget holds exactly; a worker whose last trials run elsewhere waits for them,
-    to redo any that is lost.
+    to redo any that is lost. ``ctx.events`` are told each trial's epochs (``on_epoch``, when
+    given, instead) and each finished trial.
 
     Raises:
         StoreError: the storage failed while the study ran (the database went away): one
@@ -458,13 +424,10 @@ def run_study(
         with ctx.lock:
             _queue_first_trials(ctx, seeds)
     _note_budget(ctx, schedule)
-    budget = schedule.budget.trials
-    remaining = None if budget is None else max(0, budget - finished_count(ctx.study))
     if not schedule.finished(ctx.study):
         ctx.tracker.set_status(ctx.parent_run, "RUNNING")
-        bar = tqdm(total=remaining, desc=ctx.config.name, unit="trial", disable=not progress)
-        with contextlib.closing(bar):
-            _run_trials(ctx, _objective(ctx, schedule, on_epoch), schedule, deadline, bar)
+        objective = Objective(ctx, schedule, on_epoch or ctx.events.trial_epoch)
+        _run_trials(ctx, objective, schedule, deadline)
     _mark_parent(ctx, schedule)
     _note_timeout(ctx, schedule, timeout, deadline)
     return ctx.study
@@ -479,32 +442,19 @@ def study_budget(config: StudyConfig, trials: int | None, epochs: int | None) ->
     )
 
 
-def _objective(
-    ctx: StudyContext, schedule: Schedule, on_epoch: Callable[[str, int, float], None] | None
-) -> Objective:
-    return Objective(ctx, schedule, on_epoch)
-
-
 def _run_trials(
-    ctx: StudyContext,
-    objective: Objective,
-    schedule: Schedule,
-    deadline: float | None,
-    bar: Any,
+    ctx: StudyContext, objective: Objective, schedule: Schedule, deadline: float | None
 ) -> None:
-    """Claim and run trials until none is left to claim; stop when errors repeat
-    (:class:`~.failures.FailureStreak`)."""
+    """Claim and run trials until none is left to claim, telling ``ctx.events`` of each
+    finished one; stop when errors repeat (:class:`~.failures.FailureStreak`)."""
     poll_s = min(ctx.config.workers.heartbeat_interval_s, _POLL_S)
     streak = FailureStreak()
-    decide = schedule.decide
-    while (
-        claimed := claim(
-            ctx.study, ctx.rdb, ctx.lock, decide=decide, deadline=deadline, poll_s=poll_s
-        )
-    ) is not None:
+    when = {"decide": schedule.decide, "deadline": deadline, "poll_s": poll_s}
+    while (claimed := claim(ctx.study, ctx.rdb, ctx.lock, **when)) is not None:
         error = _run_trial(ctx, objective, claimed)
-        bar.update(1)
         update_front(ctx)
+        if ctx.events.trial_done is not None:
+            ctx.events.trial_done(ctx.rdb.get_trial(claimed.trial_id))
         streak.record(claimed.trial.number, error)
 
 
@@ -672,14 +622,18 @@ def _interrupt_once() -> None:
         signal.signal(sig, interrupt)
 
 
-def _start_and_wait(workers: Sequence[Any]) -> None:
-    """Start the worker processes and wait for them; stopped (Ctrl-C, SIGTERM), stop them too:
-    each ends its running trial as interrupted."""
+def _start_and_watch(workers: Sequence[Any], ctx: StudyContext) -> None:
+    """Start the worker processes and wait for them, telling ``ctx.events`` of each trial that
+    finishes meanwhile (read from the storage every second); stopped (Ctrl-C, SIGTERM), stop
+    them too: each ends its running trial as interrupted."""
+    seen = _finished_numbers(ctx)
     for w in workers:
         w.start()
     try:
-        for w in workers:
-            w.join()
+        while any(w.is_alive() for w in workers):
+            time.sleep(_WATCH_S)
+            seen = _tell_finished(ctx, seen)
+        _tell_finished(ctx, seen)
     except BaseException:
         for w in workers:
             if w.is_alive():
@@ -687,6 +641,25 @@ def _start_and_wait(workers: Sequence[Any]) -> None:
         for w in workers:
             w.join()
         raise
+
+
+_WATCH_S = 1.0  # how often a parent process looks for its workers' finished trials
+
+
+def _finished_numbers(ctx: StudyContext) -> set[int]:
+    return {t.number for t in ctx.study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+
+def _tell_finished(ctx: StudyContext, seen: set[int]) -> set[int]:
+    """Tell ``ctx.events.trial_done`` of every trial finished since ``seen``; the new set."""
+    if ctx.events.trial_done is None:
+        return seen
+    trials = ctx.rdb.retry.call(lambda: ctx.study.get_trials(deepcopy=False), "watch")
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.state.is_finished() and t.number not in seen:
+            ctx.events.trial_done(t)
+            seen = seen | {t.number}
+    return seen
 
 
 def run_parallel(
@@ -719,12 +692,10 @@ def run_parallel(
     args = (str(path), ctx.layers, *stores, trials, epochs, timeout, threads)
     placed = [(d, devices.count(d)) for d in devices] if devices else [(None, 1)] * jobs
     workers = [spawn.Process(target=_worker, args=(*args, *where)) for where in placed]
-    _start_and_wait(workers)
+    _start_and_watch(workers, ctx)
     failed = [w.exitcode for w in workers if w.exitcode != 0]
     if failed:
-        error = AdmmSearchError(f"{len(failed)} of {jobs} workers failed (exit codes {failed})")
-        error.exit_code = 1
-        raise error
+        raise AdmmSearchError(f"{len(failed)} of {jobs} workers failed (exit codes {failed})")
     update_front(ctx)
     _mark_parent(ctx, Schedule(ctx.config, ctx.layers, study_budget(ctx.config, trials, epochs)))
     return ctx.study

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ def cached_sensitivity(
     samples: int | None = None,
     index_format: str = "gap",
     finetune: Finetune | None = None,
+    on_unit: Callable[[str, int, int], None] | None = None,
 ) -> Sensitivity:
     """:func:`measure`, or its cached result (``cache_dir/sensitivity-<key>.json``).
 
@@ -63,7 +64,7 @@ def cached_sensitivity(
         found = _read(path)
         if found is not None:
             return found
-        result = measure(model, data, units, **settings, finetune=finetune)
+        result = measure(model, data, units, **settings, finetune=finetune, on_unit=on_unit)
         result = Sensitivity(**{**asdict(result), "key": key, "cached": False})
         _write(path, result)
         return result

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +46,10 @@ def measure(
     samples: int | None = None,
     index_format: str = "gap",
     finetune: Finetune | None = None,
+    on_unit: Callable[[str, int, int], None] | None = None,
 ) -> Sensitivity:
-    """Measure every unit's curves on ``model`` (left as it was found) and predict the rest.
+    """Measure every unit's curves on ``model`` (left as it was found) and predict the rest;
+    ``on_unit(unit, measured, units)`` follows the pass, unit by unit.
 
     Measured points run the first ``samples`` validation images forward with the unit's
     weights projected (after a masked fine-tune on the training split, with ``finetune``). A
@@ -80,9 +82,11 @@ def measure(
     dense = evaluate(model, x, y)
     report = model_storage(model, names, index_format)
     rows = []
-    for unit in units:
+    for done, unit in enumerate(units, 1):
         probe = _Probe(model, layers, unit, x, y, index_format, finetune, data)
         rows += probe.rows(grid_points(unit, keep_points), dense)
+        if on_unit is not None:
+            on_unit(unit.name, done, len(units))
     seconds = time.perf_counter() - start
     return Sensitivity(tuple(rows), dense, report.other_bits, report.model_stored_bits, seconds)
 
