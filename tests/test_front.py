@@ -206,6 +206,8 @@ def test_the_storage_axis_is_labelled_where_a_person_reads_it() -> None:
     assert fig.layout.xaxis.type == "log"
     assert list(fig.layout.xaxis.tickvals) == [1, 2, 5, 10, 20, 50, 100]
     assert list(fig.layout.xaxis.ticktext) == ["1", "2", "5", "10", "20", "50", "100"]
+    low, high = (10**x for x in fig.layout.xaxis.range)  # a labelled tick beyond each end
+    assert low < 1 and 100 < high < 110
 
 
 def test_lower_rung_trials_are_drawn_apart_and_never_as_the_front() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from admmsearch.search.ticks import log_ticks, tick_label
+from admmsearch.search.ticks import log_span, log_ticks, tick_label
 
 
 def test_a_few_decades_get_one_two_five() -> None:
@@ -22,3 +22,10 @@ def test_labels_read_as_written_and_bad_ranges_are_refused() -> None:
     assert [tick_label(t) for t in (0.05, 1.5, 20.0, 1000.0)] == ["0.05", "1.5", "20", "1,000"]
     with pytest.raises(ValueError, match="positive range"):
         log_ticks(0.0, 10.0)
+
+
+def test_the_axis_spans_the_round_values_around_its_data() -> None:
+    assert log_span(3.2, 150.0, margin=1.0) == (2.0, 200.0)
+    assert log_span(1.0, 100.0, margin=1.0) == (1.0, 100.0)
+    low, high = log_span(3.1, 4.5)
+    assert log_ticks(low, high) == [2, 3, 4, 5]  # a narrow range: finer steps

@@ -7,7 +7,8 @@ from its params and the study file the study recorded; :func:`table_records` giv
 structured data (``settings``) for JSON.
 
 The figure draws validation accuracy against the packed file's size in KiB on a log axis
-labelled at 1, 2, 5, 10, 20 ... (:mod:`.ticks`): the front's trials numbered, the dominated
+labelled at 1, 2, 5, 10, 20 ... from below its smallest point to above its largest
+(:mod:`.ticks`): the front's trials numbered, the dominated
 and the infeasible ones told apart, and with successive halving the lower rungs' trials (trained
 less) drawn apart as hollow grey circles, never as part of the front; the dense model is a
 star. PNG through matplotlib; interactive HTML through plotly (hover a point for its trial,
@@ -35,7 +36,7 @@ from .feasibility import closest_first, infeasible_note
 from .origin import trial_origin
 from .rungs import nondominated_ranks
 from .space import settings_from_params
-from .ticks import log_ticks, tick_label
+from .ticks import matplotlib_log_x, plotly_log_x
 
 if TYPE_CHECKING:
     import matplotlib.axes
@@ -421,11 +422,11 @@ def _title(study: optuna.Study, points: pd.DataFrame) -> str:
     return f"Pareto front of {study.study_name}: {front} of {len(points)} completed trials"
 
 
-def _ticks(points: pd.DataFrame, dense: Mapping[str, float]) -> list[float]:
-    """Readable ticks (:func:`.ticks.log_ticks`) over every point's KiB and the dense one's."""
+def _kib_range(points: pd.DataFrame, dense: Mapping[str, float]) -> tuple[float, float]:
+    """The smallest and largest packed file drawn, in KiB: every point's and the dense one's."""
     kib = [dense["storage_bits"] / _KIB_BITS, *points["kib"].dropna()]
-    kib = [k for k in kib if k > 0]
-    return log_ticks(min(kib), max(kib)) if kib else []
+    kib = [k for k in kib if k > 0] or [1.0]
+    return min(kib), max(kib)
 
 
 def _hover(row: Any) -> str:
@@ -468,8 +469,7 @@ def front_figure(study: optuna.Study, dense: Mapping[str, float] | None = None) 
             hovertemplate="dense fp32<br>%{x:.2f} KiB<br>val acc %{y:.4f}<extra></extra>",
         )
     )
-    ticks = _ticks(points, dense)
-    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[tick_label(t) for t in ticks])
+    fig.update_xaxes(**plotly_log_x(*_kib_range(points, dense)))
     fig.update_layout(title=_title(study, points), template="plotly_white")
     fig.update_layout(xaxis_title=_AXES[0], yaxis_title=_AXES[1])
     return fig
@@ -533,7 +533,6 @@ def plot_front(
 def _plot_png(study: optuna.Study, dense: Mapping[str, float], png: Path) -> None:
     """The figure through matplotlib, without pyplot (no global figure state, no style)."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import NullFormatter
 
     points = front_points(study)
     fig = Figure(figsize=(7.5, 4.8))
@@ -549,10 +548,7 @@ def _plot_png(study: optuna.Study, dense: Mapping[str, float], png: Path) -> Non
         label="dense fp32",
         zorder=3,
     )
-    ax.set_xscale("log")
-    ticks = _ticks(points, dense)
-    ax.set_xticks(ticks, [tick_label(t) for t in ticks])
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    matplotlib_log_x(ax, *_kib_range(points, dense))
     ax.set(xlabel=_AXES[0], ylabel=_AXES[1], title=_title(study, points))
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)

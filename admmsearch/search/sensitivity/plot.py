@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ...record import kib
-from ..ticks import log_ticks, tick_label
+from ..ticks import matplotlib_log_x, plotly_log_x
 from .table import Sensitivity
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["FILES", "curves", "keep_ticks", "sensitivity_figure", "write_sensitivity"]
+__all__ = ["FILES", "curves", "keep_range", "sensitivity_figure", "write_sensitivity"]
 
 FILES = ("sensitivity.csv", "sensitivity.png", "sensitivity.html")
 
@@ -53,10 +53,10 @@ def write_sensitivity(result: Sensitivity, folder: Path, html: bool = False) -> 
     return paths
 
 
-def keep_ticks(frame: pd.DataFrame) -> list[float]:
-    """Readable ticks (:func:`..ticks.log_ticks`) over the table's keep ratios."""
+def keep_range(frame: pd.DataFrame) -> tuple[float, float]:
+    """The smallest and largest keep ratio of the table (its log axis spans them)."""
     keeps = frame["keep"][frame["keep"] > 0]
-    return log_ticks(float(keeps.min()), float(keeps.max())) if not keeps.empty else []
+    return (float(keeps.min()), float(keeps.max())) if not keeps.empty else (0.1, 1.0)
 
 
 def _png(frame: pd.DataFrame, dense: float, path: Path) -> None:
@@ -68,7 +68,6 @@ def sensitivity_figure(frame: pd.DataFrame, dense: float) -> Figure:
     validation accuracy ``dense``: two panels, keep ratio (log axis, readable ticks) and bits,
     each with its legend. Matplotlib without pyplot: no backend, no global figure state."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import NullFormatter
 
     fig = Figure(figsize=(11, 4.2))
     left, right = fig.subplots(1, 2, sharey=True)
@@ -78,10 +77,7 @@ def sensitivity_figure(frame: pd.DataFrame, dense: float) -> Figure:
     for ax in (left, right):
         ax.axhline(dense, color="black", lw=1, ls="--", label="dense")
         ax.grid(True, which="both", alpha=0.3)
-    left.set_xscale("log")
-    ticks = keep_ticks(frame)
-    left.set_xticks(ticks, [tick_label(t) for t in ticks])
-    left.xaxis.set_minor_formatter(NullFormatter())
+    matplotlib_log_x(left, *keep_range(frame))
     left.set_xlabel("keep ratio (this unit alone, magnitude pruned, float32)")
     right.set_xlabel("bits (this unit alone, every weight kept; clusters at log2 k)")
     left.set_ylabel("validation accuracy")
@@ -108,15 +104,7 @@ def _html(frame: pd.DataFrame, dense: float, path: Path) -> None:
         for col, (x, part) in enumerate((("keep", c["keep"]), ("bits", c["bits"])), start=1):
             fig.add_trace(_curve(unit, x, part, color, legend=col == 1), row=1, col=col)
     fig.add_hline(y=dense, line_dash="dash", annotation_text=f"dense {dense:.4f}")
-    ticks = keep_ticks(frame)
-    fig.update_xaxes(
-        type="log",
-        title_text="keep ratio",
-        tickvals=ticks,
-        ticktext=[tick_label(t) for t in ticks],
-        row=1,
-        col=1,
-    )
+    fig.update_xaxes(title_text="keep ratio", **plotly_log_x(*keep_range(frame)), row=1, col=1)
     fig.update_xaxes(title_text="bits (clusters: log2 k)", row=1, col=2)
     fig.update_yaxes(title_text="validation accuracy", row=1, col=1)
     fig.update_layout(template="plotly_white")
