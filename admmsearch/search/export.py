@@ -221,7 +221,7 @@ def settings_document(
         "normalisation": trial.user_attrs.get(TrialAttr.NORMALISATION),
         "layers": original.plan.to_dict()["layers"],  # a plan file's layers: block
         "pipeline": _pipeline_with_knobs(resolved["pipeline"], config, layers, trial.params),
-        "params": {k: _plain(v) for k, v in trial.params.items()},
+        "params": {k: _drawn(v) for k, v in trial.params.items()},
     }
     for key in ("seed", "model", "dataset", "device", "dense"):
         doc[key] = resolved[key]
@@ -271,7 +271,7 @@ def _pipeline_with_knobs(
         value = params.get(knob, specs[knob])
         for stage, field in KNOB_TARGETS[knob].items():
             if not field:  # a field of the pipeline itself
-                out[stage] = _plain(value)
+                out[stage] = _drawn(value)
                 continue
             if out.get(stage) is None:
                 continue
@@ -279,16 +279,23 @@ def _pipeline_with_knobs(
             node = out[stage]
             for part in path:
                 node = node[part]
-            node[last] = _plain(value)
+            node[last] = _drawn(value)
     return out
 
 
 def _plain(value: Any) -> Any:
-    """Numbers as YAML writes them plainly (numpy scalars and the like become Python ones;
-    floats without their noise, as the search space draws them: :func:`without_float_noise`)."""
+    """Numbers as YAML writes them plainly (numpy scalars and the like become Python ones)."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
-    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, int):
+        return int(value)
     if isinstance(value, float):
-        return without_float_noise(value)
-    return int(value) if isinstance(value, int) else value
+        return float(value)
+    return value.item() if hasattr(value, "item") else value
+
+
+def _drawn(value: Any) -> Any:
+    """A drawn value as the trial ran it: a float without its noise
+    (:func:`.space.without_float_noise`, as :func:`.space.suggest` rounds it)."""
+    value = _plain(value)
+    return without_float_noise(value) if isinstance(value, float) else value
