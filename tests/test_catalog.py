@@ -145,6 +145,7 @@ def test_all_trials_lists_every_trial_with_its_origin_settings_and_reason() -> N
     records = all_trial_records(study)
     assert [r["state"] for r in records] == ["complete", "fail", "pruned", "running"]
     assert [r["origin"] for r in records] == ["enqueued", "sampled", "promoted", "sampled"]
+    assert [r["rung"] for r in records] == [None, None, 1, None]
     assert [r["layers"] for r in records] == [p.compact() for p in plans]
     assert records[0]["layers"] == "conv1 .50/2b conv2 .50/2b fc1 .50/2b fc2 .50/2b"
     assert records[0]["settings"]["fc2"] == {"keep": 0.5, "bits": 2}

@@ -250,3 +250,11 @@ def test_the_figure_of_a_study_without_a_feasible_trial_logs_nothing(
     assert [r.getMessage() for r in caplog.records if r.name.startswith("optuna")] == []
     assert optuna.logging.get_verbosity() == optuna.logging.WARNING
     assert [p.name for p in tmp_path.iterdir()] == ["front.png"]
+
+
+def test_every_trials_records_leave_out_the_rung_of_a_study_without_rungs() -> None:
+    from admmsearch.search.front import all_trial_records
+
+    records = all_trial_records(_study(attrs=[{"enqueued": 0}, {}, {}, {}]))
+    assert [r["origin"] for r in records] == ["enqueued", "sampled", "sampled", "sampled"]
+    assert "rung" not in records[0] and records[0]["layers"].startswith("conv1 .60/2b")

@@ -229,12 +229,16 @@ def front_records(
 
 def all_trial_records(study: optuna.Study) -> list[dict[str, Any]]:
     """Every trial, whatever its state, as ``show --all`` lists it: ``trial``, ``state``,
-    ``origin``, ``rung``, ``epochs``, ``val_accuracy``, ``storage_kib``, ``feasible`` (None
-    without figures), ``layers`` (its per-layer settings in a few characters), ``reason``
-    (the recorded reason a trial failed) and ``settings`` (as data; None where
-    :func:`trial_plan` has none)."""
+    ``origin``, ``rung`` (only where the study has rungs), ``epochs``, ``val_accuracy``,
+    ``storage_kib``, ``feasible`` (None without figures), ``layers`` (its per-layer settings in
+    a few characters), ``reason`` (the recorded reason a trial failed) and ``settings`` (as
+    data; None where :func:`trial_plan` has none)."""
     space = study_space(study)
-    return [_trial_record(t, space) for t in study.get_trials(deepcopy=False)]
+    records = [_trial_record(t, space) for t in study.get_trials(deepcopy=False)]
+    if all(r["rung"] is None for r in records):
+        for record in records:
+            del record["rung"]
+    return records
 
 
 def _trial_record(
