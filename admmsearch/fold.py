@@ -35,6 +35,7 @@ Example::
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -43,7 +44,14 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.spectral_norm import SpectralNorm, remove_spectral_norm
 from torch.nn.utils.weight_norm import WeightNorm, remove_weight_norm
 
-__all__ = ["Folding", "conv_bn_pairs", "fold_batchnorm", "remove_reparametrizations"]
+__all__ = [
+    "Folding",
+    "conv_bn_pairs",
+    "describe_layers",
+    "fold_batchnorm",
+    "fold_model",
+    "remove_reparametrizations",
+]
 
 _CONVS = (
     nn.Conv1d,
@@ -108,6 +116,46 @@ def fold_batchnorm(model: nn.Module) -> Folding:
         for conv_name, norm_name in pairs:
             _fold_pair(model, conv_name, norm_name)
     return Folding(pairs)
+
+
+def fold_model(model: nn.Module, batchnorm: bool) -> Folding:
+    """Bring ``model``, in place, to the form that is compressed and packed: reparametrized
+    weights made plain (:func:`remove_reparametrizations`), then, where ``batchnorm`` (the
+    pipeline's ``fold_batchnorm``), every Conv -> BatchNorm pair folded.
+
+    The pipeline's fold stage calls it on the dense model; on a fresh model of the same
+    network it tells beforehand which BatchNorms fold and which modules stay uncompressed
+    (:func:`admmsearch.models.uncompressed_layers` after it), as the packed file has them.
+    """
+    remove_reparametrizations(model)
+    return fold_batchnorm(model) if batchnorm else Folding()
+
+
+def describe_layers(
+    folded: Sequence[tuple[str, str]],
+    uncompressed: Mapping[str, str],
+    skipped: str | None = None,
+) -> str:
+    """What the packed file holds beside its compressed layers, as people read it: a line
+    naming each BatchNorm folded into its convolution (``BatchNorm -> conv``; none: no line),
+    a line saying why none was folded where tracing failed (``skipped``), and a line naming
+    the modules with a weight stored raw (float32), with their types; biases and buffers are
+    always raw.
+
+    Example:
+        >>> print(describe_layers([("features.0", "features.1")], {"norm": "BatchNorm1d"}))
+        BatchNorm folded into convolutions: features.1 -> features.0
+        uncompressed layers (stored raw): norm (BatchNorm1d)
+    """
+    lines = []
+    if folded:
+        pairs = ", ".join(f"{norm} -> {conv}" for conv, norm in folded)
+        lines.append(f"BatchNorm folded into convolutions: {pairs}")
+    if skipped:
+        lines.append(f"BatchNorm not folded: the model does not trace ({skipped})")
+    names = ", ".join(f"{name or '(model)'} ({kind})" for name, kind in uncompressed.items())
+    lines.append(f"uncompressed layers (stored raw): {names or 'none'}")
+    return "\n".join(lines)
 
 
 def _fold_pair(model: nn.Module, conv_name: str, norm_name: str) -> None:

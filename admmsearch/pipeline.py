@@ -37,7 +37,7 @@ from .admm import AdmmState, Residuals
 from .constraints import Constraint, nearest_codes
 from .data import DataSplits
 from .errors import DivergenceError
-from .fold import Folding, fold_batchnorm, remove_reparametrizations
+from .fold import Folding, fold_model
 from .hooks import Recipe, load_recipe
 from .masking import Quantized, finalize, mask_of, prune_, quantize_
 from .models import compressible_layers, output_channels, uncompressed_layers
@@ -121,8 +121,9 @@ class PipelineResult:
 
 @dataclass(frozen=True)
 class PipelineHooks:
-    """Optional callbacks: progress per epoch (stage, 0-based epoch, mean loss), and a check
-    after every stage (it may raise to stop the pipeline)."""
+    """Optional callbacks: progress per epoch (stage, 0-based epoch, mean loss; a round of
+    quantized retraining is named with the share it freezes, ``quant_retrain 50%``), and a
+    check after every stage (it may raise to stop the pipeline)."""
 
     on_epoch: Callable[[str, int, float], None] | None = None
     on_stage: Callable[[StageResult], None] | None = None
@@ -227,12 +228,18 @@ class _Trained:
 
 
 def _train(
-    net: Network, name: str, seed: int, s: TrainSettings, hooks: StepHooks | None = None
+    net: Network,
+    name: str,
+    seed: int,
+    s: TrainSettings,
+    hooks: StepHooks | None = None,
+    label: str | None = None,
 ) -> _Trained:
-    """Train one stage (its best epoch kept where ``s.keep_best`` and no penalty is added)."""
+    """Train one stage (its best epoch kept where ``s.keep_best`` and no penalty is added);
+    the progress hook names it ``label`` (default: ``name``)."""
     hooks = hooks or StepHooks()
-    progress = net.hooks.on_epoch
-    on_epoch = None if progress is None else (lambda e, loss: progress(name, e, loss))
+    progress, label = net.hooks.on_epoch, label or name
+    on_epoch = None if progress is None else (lambda e, loss: progress(label, e, loss))
     try:
         if s.keep_best and hooks.penalty is None and hooks.after_backward is None:
             losses, kept, accuracy = fit_best(
@@ -312,8 +319,7 @@ def fold_stage(net: Network, s: PipelineSettings) -> Folding:
     reparametrizations (weight or spectral norm) become plain weights (they would clash with
     the masks, and the effective weight is what is stored), then BatchNorm folds into the
     convolutions (:mod:`admmsearch.fold`) if ``s`` asks for it."""
-    remove_reparametrizations(net.model)
-    return fold_batchnorm(net.model) if s.fold_batchnorm else Folding()
+    return fold_model(net.model, s.fold_batchnorm)
 
 
 def admm_stage(
@@ -455,7 +461,8 @@ def _quant_retrain_stage(
 ) -> StageResult:
     """Iterative hard quantization (Ye et al. 2018): in each round a larger share of every
     layer's survivors, largest magnitudes first, is frozen on its levels and the rest retrain
-    (the codebook keeps learning: the scale, or every centroid)."""
+    (the codebook keeps learning: the scale, or every centroid). The progress hook names each
+    round's epochs by that share (``quant_retrain 50%``); the stage is ``quant_retrain``."""
     projected = _accuracy_on_levels(net, fixed)
     start = _clock()
     quantized = {}
@@ -470,7 +477,8 @@ def _quant_retrain_stage(
     for round_, share in enumerate(q.shares):
         for name, levels in quantized.items():
             _freeze_share(levels, net.layers[name], share)
-        step = _train(net, "quant_retrain", _seed(net, index, round_), q.train)
+        label = f"quant_retrain {share * 100:.3g}%"  # the share frozen on its levels
+        step = _train(net, "quant_retrain", _seed(net, index, round_), q.train, label=label)
         trained = _Trained(trained.losses + step.losses, step.kept_epoch, step.kept_accuracy)
     return _result(net, "quant_retrain", start, trained, projected=projected)
 

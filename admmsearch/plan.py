@@ -95,6 +95,24 @@ class LayerPlan(FrozenModel):
             return UniformQuantization(self.bits, zero=not sparse)
         return None
 
+    def compact(self) -> str:
+        """The layer in a few characters, as tables show it: the keep ratio to 2 significant
+        digits without its leading zero (``1``: not pruned), ``s`` where pruned structured,
+        then ``/`` and the levels: ``<bits>b``, ``<clusters>c`` or ``fp`` (float32).
+
+        Example:
+            >>> LayerPlan(keep=0.6, bits=2).compact(), LayerPlan(keep=0.0512).compact()
+            ('.60/2b', '.051/fp')
+            >>> LayerPlan(keep=0.25, structured=True, clusters=16).compact()
+            '.25s/16c'
+        """
+        keep = "1" if self.keep == 1.0 else f"{self.keep:#.2g}".removeprefix("0")
+        if self.clusters is not None:
+            levels = f"{self.clusters}c"
+        else:
+            levels = "fp" if self.bits is None else f"{self.bits}b"
+        return f"{keep}{'s' if self.structured else ''}/{levels}"
+
     def to_dict(self) -> dict[str, Any]:
         """The layer as a plan file writes it: ``keep`` and ``bits`` (or ``clusters``) always,
         ``structured`` when true."""
@@ -136,6 +154,15 @@ class Plan(FrozenModel):
                 (``plan.yaml: layers.fc1.keep: must be in (0, 1], got 1.5``).
         """
         return cls.parse(data, source)
+
+    def compact(self) -> str:
+        """Every layer's :meth:`LayerPlan.compact`, after its name, in the plan's order.
+
+        Example:
+            >>> Plan.from_dict({"layers": {"conv1": {"keep": 0.6, "bits": 2}, "fc": {}}}).compact()
+            'conv1 .60/2b fc 1/fp'
+        """
+        return " ".join(f"{name} {lp.compact()}" for name, lp in self.layers.items())
 
     def to_dict(self) -> dict[str, Any]:
         return {

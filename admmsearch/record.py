@@ -123,6 +123,7 @@ class StudyAttr:
     MLFLOW_PARENT_RUN_ID: Final = "mlflow_parent_run_id"
     REQUEUED: Final = "requeued"  # trial numbers already queued again
     FRONT_MODELS_LOGGED: Final = "front_models_logged"
+    FRONT_TAGGED: Final = "front_tagged"  # trial numbers whose runs are tagged on the front
     SENSITIVITY: Final = "sensitivity"  # the key of the sensitivity result the seeds came from
     STOPPED_BY_TIMEOUT: Final = "stopped_by_timeout"
     BUDGET: Final = "budget"  # the trial budget of the last run (--trials, else the file's)

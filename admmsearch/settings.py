@@ -66,6 +66,12 @@ HookName = Annotated[
 class TrainSettings(FrozenModel):
     """How one stage trains: epochs, optimizer and learning-rate schedule.
 
+    ``schedule`` multiplies ``lr`` at the start of each epoch
+    (:func:`admmsearch.train.lr_factors`): ``cosine`` by ``(1 + cos(pi * e / epochs)) / 2``
+    at epoch ``e`` (0-based); ``step`` by 0.1 after each third of the stage's epochs
+    (``0.1 ** (e // ceil(epochs / 3))``: 9 epochs run 3 at ``lr``, 3 at ``lr / 10``, 3 at
+    ``lr / 100``); ``constant`` not at all.
+
     ``keep_best``: end with the weights of the epoch of best validation accuracy rather than
     the last epoch's (see :func:`admmsearch.train.fit_best`). A retraining stage written as a
     mapping (in a study file, or ``{"epochs": 2}``) keeps its best unless it says otherwise.

@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # mlflow loads on first use: importing this module stays chea
     import pandas as pd
 
 __all__ = [
+    "FRONT_TAG",
     "HTTP_DEFAULTS",
     "KEYS_ARTIFACT",
     "MAX_PARAM_CHARS",
@@ -58,6 +59,9 @@ ROLE_TAG = "admmsearch.role"
 TRIAL_TAG = "admmsearch.trial"
 PARENT_TAG = "mlflow.parentRunId"
 REASON_TAG = "admmsearch.fail_reason"
+#: ``true`` on the run of each trial on the study's front, ``false`` once it left it: the
+#: filter ``tags.admmsearch.front = "true"`` shows the front in MLflow's run list.
+FRONT_TAG = "admmsearch.front"
 KEYS_ARTIFACT = "mlflow_keys.json"
 #: MLflow's HTTP settings where the user set none: 3 retries, 1 s backoff factor (waits of about
 #: 0, 2 and 4 s), 30 s per connect or read; a stopped server is given up on within seconds.

@@ -31,6 +31,7 @@ __all__ = [
     "evaluate",
     "fit",
     "fit_best",
+    "lr_factors",
     "make_optimizer",
     "train_epoch",
 ]
@@ -52,6 +53,24 @@ def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
     if s.optimizer == "adam":
         return torch.optim.Adam(groups, lr=s.lr)
     return torch.optim.AdamW(groups, lr=s.lr)
+
+
+def lr_factors(s: TrainSettings) -> list[float]:
+    """What each epoch's learning rate is, as a multiple of ``s.lr``: the stage sets it at the
+    start of every epoch, and it holds for the whole epoch.
+
+    ``constant``: 1 throughout. ``cosine``: ``(1 + cos(pi * e / E)) / 2`` at epoch ``e`` of
+    ``E`` (0-based), from 1 down towards 0 (a single epoch: 1). ``step``: a tenth after each
+    third of the stage, ``0.1 ** (e // ceil(E / 3))``: 9 epochs run 3 at ``lr``, 3 at
+    ``lr / 10`` and 3 at ``lr / 100``; 4 epochs 2 at ``lr`` and 2 at ``lr / 10``.
+
+    Example:
+        >>> [round(f, 6) for f in lr_factors(TrainSettings(epochs=5, schedule="step"))]
+        [1.0, 1.0, 0.1, 0.1, 0.01]
+        >>> lr_factors(TrainSettings(epochs=4, schedule="cosine"))
+        [1.0, 0.8535533905932737, 0.5, 0.14644660940672627]
+    """
+    return [_lr_factor(s, epoch) for epoch in range(s.epochs)]
 
 
 def _lr_factor(s: TrainSettings, epoch: int) -> float:

@@ -103,3 +103,60 @@ def test_show_and_list_count_against_the_budget_of_the_last_run(tmp_path) -> Non
     assert "budget           3 of 3 trials\ntrials           3 complete" in show.stdout
     listed = CliRunner().invoke(main, ["list", "--storage", storage, "--format", "json"])
     assert json.loads(listed.stdout)[0]["budget"] == 3
+
+
+def test_all_trials_lists_every_trial_with_its_origin_settings_and_reason() -> None:
+    """``show --all``: complete, failed, pruned and running trials alike, each with where its
+    settings came from and what they are."""
+    from admmsearch.config import StudyConfig
+    from admmsearch.search.catalog import OpenedStudy
+    from admmsearch.search.front import all_trial_records
+    from admmsearch.search.report import study_report
+    from admmsearch.search.space import suggest
+
+    layers = ["conv1", "conv2", "fc1", "fc2"]
+    config = StudyConfig.model_validate(
+        {
+            "name": "every",
+            "model": "digits-cnn",
+            "dataset": "digits",
+            "search": {"keep": {"low": 0.05, "high": 1.0, "log": True}, "bits": {"choices": [2]}},
+        }
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        directions=config.directions, sampler=optuna.samplers.RandomSampler(0)
+    )
+    study.set_user_attr("config", config.resolved_dict())
+    study.set_user_attr("layers", layers)
+    study.enqueue_trial({f"keep.{layer}": 0.5 for layer in layers}, user_attrs={"enqueued": 0})
+    trials = [study.ask() for _ in range(4)]
+    plans = [suggest(t, config, layers).plan for t in trials]
+    metrics = {"val_accuracy": 0.91234, "test_accuracy": 0.9, "accuracy_drop": 0.01}
+    metrics.update({"storage_bits_with_index": 16384, "payload_bits": 16000})
+    metrics.update({"compression_ratio_with_index": 9.0, "weight_ratio_no_index": 12.0})
+    trials[0].set_user_attr("metrics", metrics)
+    study.tell(trials[0], [0.91234, 16384])
+    trials[1].set_user_attr("fail_reason", "diverged: loss is nan")
+    study.tell(trials[1], state=optuna.trial.TrialState.FAIL)
+    trials[2].set_user_attr("rung", 1)
+    trials[2].set_user_attr("continues", 0)
+    study.tell(trials[2], state=optuna.trial.TrialState.PRUNED)
+    records = all_trial_records(study)
+    assert [r["state"] for r in records] == ["complete", "fail", "pruned", "running"]
+    assert [r["origin"] for r in records] == ["enqueued", "sampled", "promoted", "sampled"]
+    assert [r["rung"] for r in records] == [None, None, 1, None]
+    assert [r["layers"] for r in records] == [p.compact() for p in plans]
+    assert records[0]["layers"] == "conv1 .50/2b conv2 .50/2b fc1 .50/2b fc2 .50/2b"
+    assert records[0]["settings"]["fc2"] == {"keep": 0.5, "bits": 2}
+    first = records[0]
+    assert (first["val_accuracy"], first["storage_kib"], first["feasible"]) == (0.9123, 2.0, True)
+    assert [r["feasible"] for r in records[1:]] == [None, None, None]
+    opened = OpenedStudy(study, config, layers, "sqlite:///unused.db", "sqlite:///unused2.db")
+    every = study_report(opened, every=True)["trials"]
+    assert [r["reason"] for r in every] == [
+        None,
+        "diverged: loss is nan",
+        "pruned, no reason recorded",
+        None,
+    ]

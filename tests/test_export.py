@@ -125,3 +125,58 @@ def test_a_searched_schedule_is_written_into_the_pipeline() -> None:
     assert doc["pipeline"]["progressive_steps"] == 2
     assert doc["pipeline"]["admm_prune"]["train"]["epochs"] == 0
     assert doc["pipeline"]["admm_quantize"]["train"]["epochs"] == 3  # the stage's own
+
+
+def test_exported_settings_carry_no_float_noise_and_replay_exactly(tmp_path: Path) -> None:
+    """A step range draws 0.07497000000000001 (0.00497 + 7 * 0.01); the settings file says
+    0.07497, in its layers, its pipeline and its params, and reads back as the trial ran."""
+    config = StudyConfig.model_validate(
+        {
+            "name": "stepped",
+            "model": "digits-cnn",
+            "dataset": "digits",
+            "search": {
+                "keep": {"low": 0.00497, "high": 0.99497, "step": 0.01},
+                "bits": 4,
+                "lr": {"low": 0.001, "high": 0.1, "step": 0.001},
+            },
+        }
+    )
+    keep = optuna.distributions.FloatDistribution(0.00497, 0.99497, step=0.01)
+    lr = optuna.distributions.FloatDistribution(0.001, 0.1, step=0.001)
+    params = {f"keep.{layer}": 0.07497000000000001 for layer in LAYERS}
+    params["lr"] = 0.007000000000000001
+    distributions = {name: lr if name == "lr" else keep for name in params}
+    study = optuna.create_study(study_name="stepped", directions=["maximize", "minimize"])
+    metrics = {"val_accuracy": 0.9, "accuracy_drop": 0.0, "storage_bits_with_index": 1000}
+    study.add_trial(
+        create_trial(
+            values=[0.9, 1000],
+            params=params,
+            distributions=distributions,
+            user_attrs={"metrics": metrics},
+        )
+    )
+    opened = OpenedStudy(study, config, LAYERS, "sqlite:///unused.db", "sqlite:///unused-ml.db")
+    doc = settings_document(opened, study.trials[0], "chosen by number")
+    assert doc["layers"] == {layer: {"keep": 0.07497, "bits": 4} for layer in LAYERS}
+    assert doc["pipeline"]["admm_prune"]["train"]["lr"] == 0.007
+    assert set(doc["params"].values()) == {0.07497, 0.007}
+    text = write_settings(doc, tmp_path / "s.yaml")
+    assert "keep: 0.07497," in text and "lr: 0.007," in text
+    assert "0000000" not in text
+    assert read_settings(tmp_path / "s.yaml").plan.layers["fc1"].keep == 0.07497
+
+
+def test_by_default_the_smallest_feasible_trial_within_the_studys_drop_is_exported() -> None:
+    trial, why = choose_trial(_opened())
+    assert trial.number == 1
+    assert why == (
+        "smallest of 2 completed trials with accuracy drop <= 0.05, the study's max_accuracy_drop"
+    )
+    assert choose_trial(_opened({"max_accuracy_drop": 0.2}))[0].number == 2
+    assert choose_trial(_opened(), max_drop=0.02)[0].number == 0
+    with pytest.raises(NoTrialError, match="sets no constraints.max_accuracy_drop"):
+        choose_trial(_opened({"max_storage_bits": 90_000}))
+    with pytest.raises(NoTrialError, match=r"accuracy drop <= 0\.001 \(closest: trial 0"):
+        choose_trial(_opened({"max_accuracy_drop": 0.001}))

@@ -259,3 +259,63 @@ def test_weight_normed_layers_are_compressed_packed_and_rebuilt(tmp_path, flavou
     raw = data.x_test * torch.tensor(data.normalisation.std[0]) + data.normalisation.mean[0]
     with torch.no_grad():
         assert torch.allclose(deployed.logits(raw), model.eval()(data.x_test), atol=1e-4)
+
+
+class _Mixed(nn.Module):
+    """A convolution with its BatchNorm (folds) and a linear layer with one (does not)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)
+        self.fc, self.norm = nn.Linear(4 * 6 * 6, 8), nn.BatchNorm1d(8)
+        self.out = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.conv(x))).flatten(1)
+        return self.out(torch.relu(self.norm(self.fc(x))))
+
+
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_what_is_folded_and_what_stays_raw_is_known_before_and_agrees_with_the_pipeline(
+    batchnorm: bool,
+) -> None:
+    """cases/42: said from a fresh model folded as the pipeline folds, not from the model
+    before folding (which listed the folded BatchNorm as stored raw)."""
+    from admmsearch.fold import describe_layers, fold_model
+    from admmsearch.models import uncompressed_layers
+
+    layers = ["conv", "fc", "out"]
+    folding = fold_model(_Mixed(), batchnorm)
+    model = _Mixed()
+    fold_model(model, batchnorm)
+    raw = uncompressed_layers(model, layers)
+    expected = (
+        {"norm": "BatchNorm1d"} if batchnorm else {"bn": "BatchNorm2d", "norm": "BatchNorm1d"}
+    )
+    assert raw == expected
+    assert folding.pairs == ((("conv", "bn"),) if batchnorm else ())
+    data = load_dataset("digits", seed=0, limit_train=100)
+    settings = PipelineSettings(
+        pretrain=None, admm_prune=None, retrain=None, admm_quantize=None, quant_retrain=None,
+        fold_batchnorm=batchnorm,
+    )  # fmt: skip
+    result = run_pipeline(_Mixed(), data, Plan.uniform(layers, bits=8), settings)
+    assert result.folding.pairs == folding.pairs and dict(result.uncompressed) == raw
+    text = describe_layers(folding.pairs, raw)
+    if batchnorm:
+        assert text == (
+            "BatchNorm folded into convolutions: bn -> conv\n"
+            "uncompressed layers (stored raw): norm (BatchNorm1d)"
+        )
+    else:
+        assert text == "uncompressed layers (stored raw): bn (BatchNorm2d), norm (BatchNorm1d)"
+
+
+def test_the_description_says_when_nothing_folds_because_tracing_failed() -> None:
+    from admmsearch.fold import describe_layers
+
+    text = describe_layers((), {}, skipped="TraceError: control flow")
+    assert text.splitlines() == [
+        "BatchNorm not folded: the model does not trace (TraceError: control flow)",
+        "uncompressed layers (stored raw): none",
+    ]

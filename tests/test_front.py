@@ -10,17 +10,20 @@ import matplotlib
 import optuna
 import pandas as pd
 import pytest
-from optuna.distributions import FloatDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import create_trial
 
+from admmsearch.config import StudyConfig
 from admmsearch.errors import AdmmSearchError, ConfigError, NoTrialError
 from admmsearch.search.front import (
     FRONT_SUFFIXES,
     feasible,
     front_figure,
     front_frame,
+    front_points,
     front_table,
     front_trials,
+    table_records,
     trials_frame,
     write_front,
 )
@@ -46,16 +49,47 @@ def _metrics(accuracy: float, bits: int) -> dict[str, float]:
     }
 
 
-def _study(trials=TRIALS, dense: dict | None = DENSE) -> optuna.Study:
+LAYERS = ["conv1", "conv2", "fc1", "fc2"]  # digits-cnn
+SEARCH = {"keep": {"low": 0.01, "high": 1.0, "log": True}, "bits": {"choices": [2, 3, 4, None]}}
+# each trial's per-layer (keep, bits), in LAYERS order
+SETTINGS = [
+    [(0.6, 2), (0.19, 3), (0.0612, 4), (0.327, 2)],
+    [(1.0, None), (0.05, 2), (0.0123, 2), (0.5, 4)],
+    [(0.7, 4), (0.3, 4), (0.1, 4), (0.7, 4)],
+    [(0.4, 2), (0.1, 2), (0.02, 2), (0.2, 2)],
+]
+DISTRIBUTIONS = {
+    **{f"keep.{layer}": FloatDistribution(0.01, 1.0, log=True) for layer in LAYERS},
+    **{f"bits.{layer}": CategoricalDistribution([2, 3, 4, None]) for layer in LAYERS},
+}
+
+
+def _params(settings: list[tuple[float, int | None]]) -> dict[str, float | int | None]:
+    params: dict[str, float | int | None] = {}
+    for layer, (keep, bits) in zip(LAYERS, settings, strict=True):
+        params.update({f"keep.{layer}": keep, f"bits.{layer}": bits})
+    return params
+
+
+def _study(
+    trials=TRIALS, dense: dict | None = DENSE, attrs: list[dict] | None = None
+) -> optuna.Study:
+    """A study as admmsearch records one: its study file, layers and dense model, and each
+    finished trial's params, metrics, constraint and user attributes ``attrs``."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = StudyConfig.model_validate(
+        {"name": "front", "model": "digits-cnn", "dataset": "digits", "search": SEARCH}
+    )
     study = optuna.create_study(study_name="front", directions=["maximize", "minimize"])
-    for accuracy, bits, violation in trials:
+    study.set_user_attr("config", config.resolved_dict())
+    study.set_user_attr("layers", LAYERS)
+    for i, (accuracy, bits, violation) in enumerate(trials):
         study.add_trial(
             create_trial(
                 values=[accuracy, bits],
-                params={"keep.fc1": 0.5},
-                distributions={"keep.fc1": FloatDistribution(0.01, 1.0)},
-                user_attrs={"metrics": _metrics(accuracy, bits)},
+                params=_params(SETTINGS[i]),
+                distributions={k: DISTRIBUTIONS[k] for k in _params(SETTINGS[i])},
+                user_attrs={"metrics": _metrics(accuracy, bits), **(attrs or [{}] * 4)[i]},
                 constraints={"max_accuracy_drop": violation},
             )
         )
@@ -81,36 +115,114 @@ def test_the_table_gives_kib_and_rounded_figures() -> None:
     assert table["ratio_with_index"].tolist() == [20.0, 10.0]
 
 
+def test_each_row_says_where_the_trial_came_from_and_its_per_layer_settings() -> None:
+    attrs = [{"enqueued": 0}, {"seeded": {"budget_kib": 5.0}}, {}, {"prior": {"family": "g"}}]
+    frame = trials_frame(_study(attrs=attrs), OBJECTIVES)
+    assert frame["origin"].tolist() == ["enqueued", "seeded", "sampled", "prior"]
+    assert frame["layers"].tolist()[:2] == [
+        "conv1 .60/2b conv2 .19/3b fc1 .061/4b fc2 .33/2b",
+        "conv1 1/fp conv2 .050/2b fc1 .012/2b fc2 .50/4b",
+    ]
+    table = front_table(_study(attrs=attrs), OBJECTIVES)
+    assert table.columns.tolist()[:3] == ["trial", "origin", "epochs"]  # no rungs: no rung
+    assert table.columns[-1] == "layers"
+    assert table["origin"].tolist() == ["seeded", "enqueued"]
+
+
+def test_json_records_carry_each_trials_settings_as_data() -> None:
+    study = _study()
+    records = table_records(study, front_table(study, OBJECTIVES))
+    assert [r["trial"] for r in records] == [1, 0]
+    assert records[1]["settings"] == {
+        "conv1": {"keep": 0.6, "bits": 2},
+        "conv2": {"keep": 0.19, "bits": 3},
+        "fc1": {"keep": 0.0612, "bits": 4},
+        "fc2": {"keep": 0.327, "bits": 2},
+    }
+    assert records[0]["settings"]["conv1"] == {"keep": 1.0, "bits": None}
+    assert records[1]["layers"] == "conv1 .60/2b conv2 .19/3b fc1 .061/4b fc2 .33/2b"
+
+
+def test_a_study_without_a_recorded_study_file_has_no_settings_to_show() -> None:
+    study = _study()
+    study.set_user_attr("config", None)
+    assert trials_frame(study, OBJECTIVES)["layers"].isna().all()
+    records = table_records(study, front_table(study, OBJECTIVES))
+    assert [r["settings"] for r in records] == [None, None]
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".json"])
 def test_write_front_writes_the_table(tmp_path: Path, suffix: str) -> None:
     study = _study()
     written = write_front(study, tmp_path / f"front{suffix}", OBJECTIVES)
     assert written.paths == (tmp_path / f"front{suffix}",) and written.trials == 2
     text = written.paths[0].read_text()
-    read = pd.DataFrame(json.loads(text)) if suffix == ".json" else pd.read_csv(written.paths[0])
-    pd.testing.assert_frame_equal(read, front_table(study, OBJECTIVES), check_dtype=False)
+    table = front_table(study, OBJECTIVES)
+    if suffix == ".json":
+        assert json.loads(text) == table_records(study, table)
+    else:
+        pd.testing.assert_frame_equal(pd.read_csv(written.paths[0]), table, check_dtype=False)
 
 
 @pytest.mark.parametrize("name", ["front.png", "front.html"])
-def test_write_front_writes_the_figure_as_png_and_html(tmp_path: Path, name: str) -> None:
+def test_write_front_writes_the_figure_asked_for_and_only_it(tmp_path: Path, name: str) -> None:
     style = dict(matplotlib.rcParams)
     written = write_front(_study(), tmp_path / name, OBJECTIVES)
-    assert written.paths == (tmp_path / "front.png", tmp_path / "front.html")
-    assert (tmp_path / "front.png").read_bytes()[:4] == b"\x89PNG"
-    html = (tmp_path / "front.html").read_text()
-    assert "dense fp32" in html and len(html) > 10_000
-    assert dict(matplotlib.rcParams) == style  # Optuna's ggplot style did not leak out
+    assert written.paths == (tmp_path / name,) and written.trials == 2
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+    if name == "front.png":
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    else:
+        html = (tmp_path / name).read_text()
+        assert "dense fp32" in html and "fc1 .061" in html and len(html) > 10_000
+    assert dict(matplotlib.rcParams) == style  # no style leaked out
 
 
-def test_the_figure_is_optunas_front_with_the_dense_model_on_a_log_axis() -> None:
-    fig = front_figure(_study())
-    assert fig.layout.xaxis.type == "log"
+def test_the_figure_draws_every_trial_by_kind_and_numbers_the_front() -> None:
+    fig = front_figure(_study(attrs=[{"enqueued": 0}, {}, {}, {}]))
     points = {
         (round(x, 3), y) for trace in fig.data for x, y in zip(trace.x, trace.y, strict=True)
     }
     kib = {(bits / 8192, accuracy) for accuracy, bits, _ in TRIALS}
     assert points == kib | {(DENSE["storage_bits"] / 8192, DENSE["val_accuracy"])}
-    assert fig.data[-1].name == "dense fp32"
+    names = [trace.name for trace in fig.data]
+    assert names == [
+        "Pareto front (full fidelity)",
+        "dominated",
+        "infeasible (breaks a constraint)",
+        "dense fp32",
+    ]
+    front = fig.data[0]
+    assert list(front.text) == ["1", "0"]  # numbered, by storage
+    assert front.hovertext[1].startswith("trial 0 (enqueued)<br>10.00 KiB, val acc 0.9500<br>")
+    assert "conv1 .60/2b conv2 .19/3b fc1 .061/4b fc2 .33/2b" in front.hovertext[1]
+    assert "front" in fig.layout.title.text and fig.layout.title.text.startswith(
+        "Pareto front of front: 2 of 4"
+    )
+
+
+def test_the_storage_axis_is_labelled_where_a_person_reads_it() -> None:
+    fig = front_figure(_study())  # trials at 1 to 11 KiB, the dense model at 100 KiB
+    assert fig.layout.xaxis.type == "log"
+    assert list(fig.layout.xaxis.tickvals) == [1, 2, 5, 10, 20, 50, 100]
+    assert list(fig.layout.xaxis.ticktext) == ["1", "2", "5", "10", "20", "50", "100"]
+    low, high = (10**x for x in fig.layout.xaxis.range)  # a labelled tick beyond each end
+    assert low < 1 and 100 < high < 110
+
+
+def test_lower_rung_trials_are_drawn_apart_and_never_as_the_front() -> None:
+    """With successive halving only the top rung is at full fidelity: trial 3 (rung 0) would
+    dominate every other point, yet it is a lower rung's, not the front's."""
+    trials = [*TRIALS[:3], (0.99, 8192, 0.0)]
+    study = _study(trials, attrs=[{"rung": 1}, {"rung": 1}, {"rung": 1}, {"rung": 0}])
+    study.set_user_attr("top_rung", 1)
+    assert [t.number for t in front_trials(study)] == [0, 1]
+    points = front_points(study)
+    assert points["group"].tolist() == ["front", "front", "dominated", "lower rung"]
+    fig = front_figure(study)
+    assert [t.name for t in fig.data][-2] == "lower rung (trained less, not on the front)"
+    assert list(fig.data[-2].x) == [1.0] and fig.data[-2].marker.symbol == "circle-open"
+    assert front_table(study, OBJECTIVES)["rung"].tolist() == [1, 1]
 
 
 def test_write_front_refuses_what_it_cannot_write(tmp_path: Path) -> None:
@@ -137,4 +249,12 @@ def test_the_figure_of_a_study_without_a_feasible_trial_logs_nothing(
         optuna.logging.disable_propagation()
     assert [r.getMessage() for r in caplog.records if r.name.startswith("optuna")] == []
     assert optuna.logging.get_verbosity() == optuna.logging.WARNING
-    assert (tmp_path / "front.png").exists() and (tmp_path / "front.html").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["front.png"]
+
+
+def test_every_trials_records_leave_out_the_rung_of_a_study_without_rungs() -> None:
+    from admmsearch.search.front import all_trial_records
+
+    records = all_trial_records(_study(attrs=[{"enqueued": 0}, {}, {}, {}]))
+    assert [r["origin"] for r in records] == ["enqueued", "sampled", "sampled", "sampled"]
+    assert "rung" not in records[0] and records[0]["layers"].startswith("conv1 .60/2b")

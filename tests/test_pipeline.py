@@ -153,6 +153,34 @@ def test_hooks_see_every_epoch_and_stage(digits) -> None:
     assert epochs.count(("admm_prune", 2)) == 1 and len(epochs) == 6 + 3 + 2
 
 
+def test_each_round_of_quantized_retraining_is_named_by_its_share(digits) -> None:
+    """The progress names a round by the share it freezes; the stage stays quant_retrain."""
+    epochs, stages = [], []
+    settings = fast_settings(
+        pretrain=TrainSettings(epochs=1, lr=0.05, batch_size=32),
+        admm_prune=None,
+        admm_quantize=None,
+        quant_retrain=QuantRetrainSettings(
+            TrainSettings(epochs=2, lr=0.01, batch_size=32), shares=(0.5, 0.875, 1.0)
+        ),
+    )
+    hooks = PipelineHooks(
+        on_epoch=lambda s, e, loss: epochs.append((s, e)), on_stage=lambda r: stages.append(r.name)
+    )
+    plan = Plan.from_dict({"layers": {"fc1": {"keep": 0.5, "bits": 4}}})
+    result = run_pipeline(model_for(digits), digits, plan, settings, hooks=hooks)
+    rounds = [e for e in epochs if e[0].startswith("quant_retrain")]
+    assert rounds == [
+        ("quant_retrain 50%", 0),
+        ("quant_retrain 50%", 1),
+        ("quant_retrain 87.5%", 0),
+        ("quant_retrain 87.5%", 1),
+        ("quant_retrain 100%", 0),
+        ("quant_retrain 100%", 1),
+    ]
+    assert stages[-1] == result.final.name == "quant_retrain"
+
+
 def test_unknown_layer_and_empty_layer_are_refused(digits) -> None:
     with pytest.raises(LayerError, match="valid: conv1"):
         run_pipeline(

@@ -202,3 +202,20 @@ def test_constraints_follow_the_plan() -> None:
     assert isinstance(quant["fc1"], OnSupport) and isinstance(quant["fc2"], Clustering)
     assert isinstance(LayerPlan(bits=4).quantizer(sparse=False), UniformQuantization)
     assert not LayerPlan(keep=1.0).prunes and LayerPlan(clusters=4).quantizes
+
+
+@pytest.mark.parametrize(
+    ("layer", "text"),
+    [
+        ({"keep": 0.6, "bits": 2}, ".60/2b"),
+        ({"keep": 0.18547, "bits": 3}, ".19/3b"),
+        ({"keep": 0.0612}, ".061/fp"),
+        ({"keep": 0.0034, "bits": 8}, ".0034/8b"),
+        ({"bits": 4}, "1/4b"),
+        ({"keep": 0.25, "clusters": 16, "structured": True}, ".25s/16c"),
+    ],
+)
+def test_a_layers_compact_form_gives_keep_structure_and_levels(layer, text) -> None:
+    assert LayerPlan(**layer).compact() == text
+    plan = Plan.from_dict({"layers": {"conv1": layer, "fc1": {"keep": 0.5, "bits": 2}}})
+    assert plan.compact() == f"conv1 {text} fc1 .50/2b"

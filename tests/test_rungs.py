@@ -142,3 +142,28 @@ def test_what_is_left_of_the_budget_decides_what_fits() -> None:
 )
 def test_the_screening_quota_fits_the_budget(rungs, budget, costs, quota) -> None:
     assert screening_quota(rungs, budget, costs) == quota
+
+
+def test_an_enqueued_entry_that_fixes_some_knobs_starts_and_reserves_a_new_settings_epochs():
+    """The quick study's enqueue fixes the keeps and bits, not rho_start: Optuna draws it when
+    the trial runs, so the trial reserves what any new setting does (it used to stop the
+    study: 'params do not match the study's search space (missing: rho_start ...)')."""
+    import optuna
+
+    from admmsearch.config import StudyConfig
+    from admmsearch.record import TrialAttr
+    from admmsearch.search.schedule import Budget, Schedule
+
+    layers = ["conv1", "conv2", "fc1", "fc2"]
+    search = {"keep": 0.5, "bits": 4, "rho_start": {"low": 1e-3, "high": 5e-2, "log": True}}
+    config = StudyConfig.model_validate(
+        {"name": "part", "model": "digits-cnn", "dataset": "digits", "search": search}
+    )
+    schedule = Schedule(config, layers, Budget(trials=2))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=config.directions)
+    study.enqueue_trial({}, user_attrs={TrialAttr.ENQUEUED: 0})
+    study.enqueue_trial({"rho_start": 0.01}, user_attrs={TrialAttr.ENQUEUED: 1})
+    for _ in range(2):
+        trial = schedule.start(study, Job(rung=0))
+        assert trial.user_attrs[TrialAttr.EPOCHS] == schedule.new_epochs

@@ -12,7 +12,13 @@ import yaml
 
 from admmsearch.config import StudyConfig, base_pipeline
 from admmsearch.errors import ConfigError
-from admmsearch.search.space import TrialSettings, param_names, settings_from_params, suggest
+from admmsearch.search.space import (
+    TrialSettings,
+    param_names,
+    settings_from_params,
+    suggest,
+    without_float_noise,
+)
 
 LAYERS = ["conv1", "conv2", "fc1", "fc2"]  # digits-cnn
 SEARCH: dict[str, Any] = {
@@ -81,7 +87,8 @@ def test_a_group_shares_one_setting() -> None:
     for trial, settings in trials(config()):
         fc1, fc2 = settings.plan.layers["fc1"], settings.plan.layers["fc2"]
         assert fc1 == fc2
-        assert (fc1.keep, fc1.bits) == (trial.params["keep.fc"], trial.params["bits.fc"])
+        assert fc1.keep == without_float_noise(trial.params["keep.fc"])
+        assert fc1.bits == trial.params["bits.fc"]
 
 
 def test_fixed_knobs_are_applied_but_not_suggested() -> None:
@@ -90,7 +97,7 @@ def test_fixed_knobs_are_applied_but_not_suggested() -> None:
         p = settings.pipeline
         for stage in (p.admm_prune, p.admm_quantize):
             assert stage.rho.end == 0.7
-            assert stage.rho.start == trial.params["rho_start"]
+            assert stage.rho.start == without_float_noise(trial.params["rho_start"])
             assert stage.rho.updates == trial.params["admm_updates"]
             assert stage.train.epochs == trial.params["admm_epochs"]
             assert stage.train.lr == trial.params["lr"]
@@ -151,6 +158,28 @@ def test_replay_gives_identical_settings() -> None:
     study.optimize(objective, n_trials=12)
     for frozen in study.trials:
         assert settings_from_params(frozen.params, cfg, LAYERS) == kept[frozen.number]
+
+
+STEPPED = {"keep": {"low": 0.00497, "high": 0.99497, "step": 0.01}, "bits": 4}
+
+
+def test_a_step_range_leaves_no_float_noise_in_the_plan_and_replays_exactly() -> None:
+    """Optuna draws ``low + k * step``: 0.07497000000000001 for k = 7; the plan keeps 0.07497."""
+    cfg = config(STEPPED)
+    drawn = trials(cfg, n=20)
+    noisy = [
+        (trial.params[f"keep.{layer}"], settings.plan.layers[layer].keep)
+        for trial, settings in drawn
+        for layer in LAYERS
+        if repr(trial.params[f"keep.{layer}"]) != repr(round(trial.params[f"keep.{layer}"], 5))
+    ]
+    assert noisy  # the range does make noise
+    for param, keep in noisy:
+        assert keep == round(param, 5) and len(repr(keep)) <= 7
+    for trial, settings in drawn:
+        assert settings_from_params(trial.params, cfg, LAYERS) == settings
+    fixed = optuna.trial.FixedTrial({f"keep.{layer}": 0.07497000000000001 for layer in LAYERS})
+    assert {lp.keep for lp in suggest(fixed, cfg, LAYERS).plan.layers.values()} == {0.07497}
 
 
 def test_enqueued_params_are_used() -> None:

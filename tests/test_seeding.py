@@ -192,3 +192,10 @@ def test_a_new_study_runs_its_priors_then_its_seeds_and_says_so(tmp_path, tiny_s
     shown = CliRunner().invoke(main, ["show", ctx.config.name, "--storage", ctx.storage])
     assert shown.exit_code == 0, shown.output
     assert "prior trials     1 (global, " in shown.output and "2 (erk, " in shown.output
+
+
+def test_a_promoted_trial_is_tagged_promoted_and_a_retry_of_one_retry() -> None:
+    assert origin_tags({"rung": 1, "continues": 3}) == {"admmsearch.origin": "promoted"}
+    retried = origin_tags({"retry_of": 7, "rung": 1, "continues": 3})
+    assert retried == {"admmsearch.origin": "retry", "admmsearch.retry_of": "7"}
+    assert origin_tags({"enqueued": 0}) == {"admmsearch.origin": "enqueued"}

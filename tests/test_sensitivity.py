@@ -29,6 +29,7 @@ from admmsearch.search.sensitivity import (
     level_grid,
     measure,
 )
+from admmsearch.search.sensitivity.plot import sensitivity_figure, write_sensitivity
 from admmsearch.tracking import search_runs
 from admmsearch.train import TrainSettings, evaluate, fit
 
@@ -177,6 +178,21 @@ def test_finetune_is_keyed_and_configured_from_the_study(digits_study, tiny_stud
         validate_study(tiny_study(sensitivity={"finetune_steps": -1}))
 
 
+def test_the_plot_reads_at_round_keep_ratios_with_a_legend_per_panel(digits_study, tmp_path):
+    config, layers, data, model = digits_study
+    result = measure(model, data, unit_spaces(config, layers), keep_points=3)
+    paths = write_sensitivity(result, tmp_path / "plain")
+    assert [p.name for p in paths] == ["sensitivity.csv", "sensitivity.png"]
+    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == [p.name for p in paths]
+    with_html = write_sensitivity(result, tmp_path / "all", html=True)
+    assert with_html[-1].name == "sensitivity.html" and with_html[-1].stat().st_size > 10_000
+    left, right = sensitivity_figure(result.frame(), result.dense_val_accuracy).axes
+    assert left.get_legend() is not None and right.get_legend() is not None
+    assert [t.get_text() for t in left.get_xticklabels()] == [
+        "0.02", "0.05", "0.1", "0.2", "0.5", "1",
+    ]  # fmt: skip
+
+
 @pytest.mark.slow
 def test_command_writes_the_table_and_plots_and_logs_them(tmp_path, tiny_study, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -189,8 +205,8 @@ def test_command_writes_the_table_and_plots_and_logs_them(tmp_path, tiny_study, 
     assert "dense validation accuracy" in result.output and "conv1" in result.output
     table = pd.read_csv(tmp_path / "out" / "sensitivity.csv")
     assert {"unit", "keep", "levels", "val_accuracy", "storage_bits"} <= set(table.columns)
-    for name in ("sensitivity.png", "sensitivity.html"):
-        assert (tmp_path / "out" / name).stat().st_size > 1000
+    assert (tmp_path / "out" / "sensitivity.png").stat().st_size > 1000
+    assert not (tmp_path / "out" / "sensitivity.html").exists()  # in MLflow only
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0 and "from the cache" in again.output
     runs = search_runs(f"sqlite:///{tmp_path / 'mlruns.db'}", validate_study(path)[0].name)

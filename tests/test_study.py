@@ -12,7 +12,7 @@ import yaml
 from admmsearch.config import load_study, resolve_layers
 from admmsearch.search.failures import RepeatedFailure
 from admmsearch.search.front import trials_frame
-from admmsearch.search.study import finished_count, prepare, run_study
+from admmsearch.search.study import finished_count, prepare, run_study, update_front
 from admmsearch.tracking import search_runs
 
 pytestmark = pytest.mark.slow  # subprocesses or real studies, every test
@@ -126,6 +126,24 @@ def test_study_end_to_end_is_tracked_and_has_its_front(mlruns) -> None:
     for number in front:
         run_id = study.trials[number].user_attrs["mlflow_run_id"]
         assert [a.path for a in client.list_artifacts(run_id, "model")]
+    # the README's filter shows the front's runs, and only them
+    experiment = client.get_run(parent).info.experiment_id
+    shown = client.search_runs([experiment], 'tags.admmsearch.front = "true"')
+    assert sorted(int(r.data.tags["admmsearch.trial"]) for r in shown) == front
+    reloaded = optuna.load_study(study_name=config.name, storage=ctx.storage)
+    assert reloaded.metric_names == list(config.objectives)
+    # a trial that dominates them all: the old front's runs are tagged false, its own true
+    best = max(t.user_attrs["metrics"]["val_accuracy"] for t in done)
+    metrics = {**done[0].user_attrs["metrics"], "val_accuracy": best + 0.01}
+    metrics["storage_bits_with_index"] = 1000
+    number = len(study.trials)
+    attrs = {"metrics": metrics, "mlflow_run_id": ctx.tracker.trial_run(parent, number)}
+    study.add_trial(optuna.trial.create_trial(values=[best + 0.01, 1000], user_attrs=attrs))
+    update_front(ctx)
+    runs = client.search_runs([experiment], "tags.admmsearch.front != ''")
+    tags = {int(r.data.tags["admmsearch.trial"]): r.data.tags["admmsearch.front"] for r in runs}
+    assert [n for n, tag in tags.items() if tag == "true"] == [number]
+    assert all(tags[n] == "false" for n in front)  # they left the front: the tag says so
 
 
 def test_interrupted_study_resumes_without_duplicates_or_losses(mlruns) -> None:
@@ -239,3 +257,33 @@ def test_a_resume_with_more_trials_records_its_budget(mlruns) -> None:
         tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
     )
     assert dict(describe(opened))["trials"] == "2 finished of 2; 2 complete"
+
+
+def test_a_study_says_once_what_is_folded_and_what_stays_raw(mlruns) -> None:
+    """cases/42: prepare said the BatchNorms that every trial folds were stored raw, and so
+    did layers.json; now both say what the packed files hold."""
+    import json
+
+    from admmsearch.fold import describe_layers
+    from admmsearch.packed import read_packed
+
+    tmp_path = mlruns
+    search = {"keep": {"low": 0.3, "high": 1.0}, "bits": {"choices": [4, 8]}}
+    model = {"name": "resnet20", "kwargs": {"blocks": 1}}
+    dense = {"train": {"epochs": 4, "lr": 0.05, "batch_size": 32}}
+    config, layers = make_config(tmp_path, model=model, search=search, dense=dense)
+    ctx = context(tmp_path, config, layers)
+    assert ctx.uncompressed == {} and len(ctx.folding.pairs) == 7
+    text = describe_layers(ctx.folding.pairs, ctx.uncompressed)
+    assert text.splitlines()[0].startswith("BatchNorm folded into convolutions: bn1 -> conv1, ")
+    assert text.splitlines()[1] == "uncompressed layers (stored raw): none"
+    client = ctx.tracker.client
+    logged = json.loads(
+        open(client.download_artifacts(ctx.parent_run, "layers.json", str(tmp_path))).read()
+    )
+    assert logged["uncompressed"] == {} and len(logged["folded_batchnorm"]) == 7
+    study = run_study(ctx, trials=1)
+    state = read_packed(study.trials[0].user_attrs["packed_model"])
+    weighted = {key.rsplit(".", 1)[0] for key in state if key.endswith(".weight")}
+    assert weighted - set(layers) == set(ctx.uncompressed)  # what the packed file holds raw
+    assert not any("bn" in key for key in state)

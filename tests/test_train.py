@@ -5,10 +5,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from admmsearch.errors import ConfigError, DivergenceError
 from admmsearch.models import create_model
-from admmsearch.train import TrainSettings, evaluate, fit, fit_best, make_optimizer
+from admmsearch.train import (
+    StepHooks,
+    TrainSettings,
+    evaluate,
+    fit,
+    fit_best,
+    lr_factors,
+    make_optimizer,
+)
 
 
 def test_fit_best_ends_with_the_weights_of_its_best_validation_epoch(digits, dense_copy) -> None:
@@ -69,3 +78,38 @@ def test_fit_is_seeded_and_a_diverging_loss_is_refused(digits) -> None:
     model = create_model("digits-cnn", num_classes=10, input_shape=digits.input_shape)
     with pytest.raises(DivergenceError):
         fit(model, digits, TrainSettings(epochs=2, lr=1e6, batch_size=64), seed=0)
+
+
+@pytest.mark.parametrize(
+    ("epochs", "factors"),
+    [
+        (9, [1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.01]),
+        (4, [1, 1, 0.1, 0.1]),
+        (2, [1, 0.1]),
+        (1, [1]),
+    ],
+)
+def test_the_step_schedule_divides_the_rate_by_ten_after_each_third(epochs, factors) -> None:
+    """As README and TrainSettings say: ``step`` multiplies lr by 0.1 every ceil(E / 3)."""
+    s = TrainSettings(epochs=epochs, schedule="step")
+    assert lr_factors(s) == pytest.approx(factors)
+    assert lr_factors(s.replace(schedule="constant")) == [1.0] * epochs
+
+
+def _bias_moves(digits, schedule: str) -> list[torch.Tensor]:
+    """How far a linear model's bias moves in each of 3 epochs of one full batch each."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    biases = [model[1].bias.detach().clone()]
+    s = TrainSettings(epochs=3, lr=0.1, momentum=0.0, schedule=schedule, batch_size=4096)
+    watch = StepHooks(on_epoch=lambda e, loss: biases.append(model[1].bias.detach().clone()))
+    fit(model, digits, s, seed=0, hooks=watch)
+    return [b - a for a, b in zip(biases, biases[1:], strict=False)]
+
+
+def test_fit_trains_each_epoch_at_its_scheduled_rate(digits) -> None:
+    """SGD without momentum: both schedules take the same first step from the same weights,
+    then ``step`` takes a tenth of ``constant``'s second one."""
+    constant, step = _bias_moves(digits, "constant"), _bias_moves(digits, "step")
+    assert torch.allclose(step[0], constant[0])
+    assert torch.allclose(step[1], 0.1 * constant[1], atol=1e-7)

@@ -13,6 +13,7 @@ from optuna.trial import FrozenTrial
 from ..config import StudyConfig
 from ..data import DataSplits
 from ..dense import DenseModel, DenseProgress
+from ..fold import Folding
 from ..runtime import StorageLock
 from ..tracking import Tracker
 
@@ -56,3 +57,4 @@ class StudyContext:
     rdb: optuna.storages.RDBStorage  # the storage object: heartbeats, lost trials
     uncompressed: dict[str, str] = field(default_factory=dict)  # layer -> type, stored raw
     events: StudyEvents = field(default_factory=StudyEvents)
+    folding: Folding = Folding()  # the BatchNorms the pipeline folds (before compressing)

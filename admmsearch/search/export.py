@@ -22,7 +22,7 @@ from ..record import Metric, TrialAttr, kib
 from ..settings_file import FORMAT, applied_settings, settings_config
 from .catalog import OpenedStudy
 from .front import feasible, full_fidelity
-from .space import TrialSettings, settings_from_params
+from .space import TrialSettings, settings_from_params, without_float_noise
 
 __all__ = [
     "EXPORTED_METRICS",
@@ -69,57 +69,91 @@ def choose_trial(
 ) -> tuple[optuna.trial.FrozenTrial, str]:
     """The trial to export and a line saying why it was chosen.
 
-    ``number`` picks a trial; otherwise ``policy`` does, among the trials at full fidelity
-    (with successive halving, those of the top rung): ``max-compression`` is the smallest
-    storage (the packed file) whose validation accuracy drop is at most ``max_drop`` (default: the
-    study's ``max_accuracy_drop``); ``max-accuracy`` is the best validation accuracy whose
-    storage is at most ``max_storage_bits`` (default: the study's ``max_storage_bits``).
+    ``number`` picks a trial; otherwise ``policy`` does, among the feasible trials at full
+    fidelity (with successive halving, those of the top rung): ``max-compression`` is the
+    smallest storage (the packed file) whose validation accuracy drop is at most ``max_drop``
+    (default: the study's ``max_accuracy_drop``); ``max-accuracy`` is the best validation
+    accuracy whose storage is at most ``max_storage_bits`` (default: the study's
+    ``max_storage_bits``). With neither, the default is ``max-compression`` within the
+    study's own ``max_accuracy_drop`` (``max_drop`` if given): the smallest feasible trial.
 
     Raises:
-        NoTrialError: the trial is not a completed one, or no completed trial meets the policy.
-        ConfigError: neither a trial nor a policy, or a policy without its bound.
+        NoTrialError: the trial is not a completed one, no completed trial meets the policy,
+            or (by default) the study sets no ``max_accuracy_drop``.
+        ConfigError: an unknown policy, or a policy without its bound.
     """
-    study, name = opened.study, opened.config.name
     if number is not None:
-        return _numbered(study, name, number), f"trial {number}, as asked"
-    done = [
+        return _numbered(opened.study, opened.config.name, number), f"trial {number}, as asked"
+    if policy is None:
+        return _default(opened, max_drop)
+    if policy == "max-compression":
+        return _max_compression(opened, max_drop)
+    if policy == "max-accuracy":
+        return _max_accuracy(opened, max_storage_bits)
+    raise ConfigError(f"--policy: unknown policy {quote(policy)}; known: " + ", ".join(POLICIES))
+
+
+def _candidates(opened: OpenedStudy) -> list[optuna.trial.FrozenTrial]:
+    """The completed, feasible trials at full fidelity that recorded their metrics."""
+    study = opened.study
+    return [
         t
         for t in study.get_trials(deepcopy=False, states=(_DONE,))
         if TrialAttr.METRICS in t.user_attrs and feasible(t) and full_fidelity(t, study)
     ]
+
+
+def _default(opened: OpenedStudy, max_drop: float | None) -> tuple[optuna.trial.FrozenTrial, str]:
+    """``max-compression`` within the study's ``max_accuracy_drop``, saying so.
+
+    Raises:
+        NoTrialError: the study sets no ``max_accuracy_drop`` (and none is given), or no trial
+            meets it.
+    """
+    name, bound = opened.config.name, opened.config.constraints.max_accuracy_drop
+    if max_drop is None and bound is None:
+        raise NoTrialError(
+            f"study {quote(name)} sets no constraints.max_accuracy_drop, so there is no "
+            "default trial to export; give --trial N or --policy with its bound"
+        )
+    trial, why = _max_compression(opened, max_drop)
+    whose = "the study's max_accuracy_drop" if max_drop is None else "as asked"
+    return trial, f"{why.replace('best of', 'smallest of', 1)}, {whose}"
+
+
+def _max_compression(
+    opened: OpenedStudy, max_drop: float | None
+) -> tuple[optuna.trial.FrozenTrial, str]:
+    bound = opened.config.constraints.max_accuracy_drop if max_drop is None else max_drop
+    if bound is None:
+        raise ConfigError("--policy max-compression needs --max-drop (the study sets none)")
+    return _best(
+        _candidates(opened),
+        opened.config.name,
+        lambda m: m[Metric.ACCURACY_DROP] <= bound + 1e-12,
+        lambda m: (m[Metric.STORAGE_BITS], -m[Metric.VAL_ACCURACY]),
+        f"accuracy drop <= {bound:g}",
+        Metric.ACCURACY_DROP,
+    )
+
+
+def _max_accuracy(
+    opened: OpenedStudy, max_storage_bits: float | None
+) -> tuple[optuna.trial.FrozenTrial, str]:
     limits = opened.config.constraints
-    if policy == "max-compression":
-        bound = limits.max_accuracy_drop if max_drop is None else max_drop
-        if bound is None:
-            raise ConfigError("--policy max-compression needs --max-drop (the study sets none)")
-        return _best(
-            done,
-            name,
-            lambda m: m[Metric.ACCURACY_DROP] <= bound + 1e-12,
-            lambda m: (m[Metric.STORAGE_BITS], -m[Metric.VAL_ACCURACY]),
-            f"accuracy drop <= {bound:g}",
-            Metric.ACCURACY_DROP,
-            min,
+    bound = limits.max_storage_bits if max_storage_bits is None else max_storage_bits
+    if bound is None:
+        raise ConfigError(
+            "--policy max-accuracy needs --max-storage-kib (the study sets no max_storage_bits)"
         )
-    if policy == "max-accuracy":
-        bound = limits.max_storage_bits if max_storage_bits is None else max_storage_bits
-        if bound is None:
-            raise ConfigError(
-                "--policy max-accuracy needs --max-storage-kib "
-                "(the study sets no max_storage_bits)"
-            )
-        return _best(
-            done,
-            name,
-            lambda m: m[Metric.STORAGE_BITS] <= bound,
-            lambda m: (-m[Metric.VAL_ACCURACY], m[Metric.STORAGE_BITS]),
-            f"storage <= {kib(bound):g} KiB",
-            Metric.STORAGE_BITS,
-            min,
-        )
-    if policy is None:
-        raise ConfigError("give --trial N or --policy (one of: " + ", ".join(POLICIES) + ")")
-    raise ConfigError(f"--policy: unknown policy {quote(policy)}; known: " + ", ".join(POLICIES))
+    return _best(
+        _candidates(opened),
+        opened.config.name,
+        lambda m: m[Metric.STORAGE_BITS] <= bound,
+        lambda m: (-m[Metric.VAL_ACCURACY], m[Metric.STORAGE_BITS]),
+        f"storage <= {kib(bound):g} KiB",
+        Metric.STORAGE_BITS,
+    )
 
 
 def _numbered(study: optuna.Study, name: str, number: int) -> optuna.trial.FrozenTrial:
@@ -146,13 +180,12 @@ def _best(
     rank: Callable[[dict], tuple],
     bound: str,
     closest: str,
-    pick: Callable,
 ) -> tuple[optuna.trial.FrozenTrial, str]:
     chosen = [t for t in done if meets(t.user_attrs[TrialAttr.METRICS])]
     if not chosen:
         if not done:
             raise NoTrialError(f"study {quote(name)} has no completed feasible trial yet")
-        near = pick(done, key=lambda t: t.user_attrs[TrialAttr.METRICS][closest])
+        near = min(done, key=lambda t: t.user_attrs[TrialAttr.METRICS][closest])
         value = near.user_attrs[TrialAttr.METRICS][closest]
         shown = (
             f"storage {kib(value):.3f} KiB"
@@ -188,7 +221,7 @@ def settings_document(
         "normalisation": trial.user_attrs.get(TrialAttr.NORMALISATION),
         "layers": original.plan.to_dict()["layers"],  # a plan file's layers: block
         "pipeline": _pipeline_with_knobs(resolved["pipeline"], config, layers, trial.params),
-        "params": {k: _plain(v) for k, v in trial.params.items()},
+        "params": {k: _drawn(v) for k, v in trial.params.items()},
     }
     for key in ("seed", "model", "dataset", "device", "dense"):
         doc[key] = resolved[key]
@@ -238,7 +271,7 @@ def _pipeline_with_knobs(
         value = params.get(knob, specs[knob])
         for stage, field in KNOB_TARGETS[knob].items():
             if not field:  # a field of the pipeline itself
-                out[stage] = _plain(value)
+                out[stage] = _drawn(value)
                 continue
             if out.get(stage) is None:
                 continue
@@ -246,7 +279,7 @@ def _pipeline_with_knobs(
             node = out[stage]
             for part in path:
                 node = node[part]
-            node[last] = _plain(value)
+            node[last] = _drawn(value)
     return out
 
 
@@ -259,3 +292,10 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float):
         return float(value)
     return value.item() if hasattr(value, "item") else value
+
+
+def _drawn(value: Any) -> Any:
+    """A drawn value as the trial ran it: a float without its noise
+    (:func:`.space.without_float_noise`, as :func:`.space.suggest` rounds it)."""
+    value = _plain(value)
+    return without_float_noise(value) if isinstance(value, float) else value

@@ -33,6 +33,7 @@ from ..stage_cache import load_pruned, pruning_key, save_pruned
 from ..timing import Timings, part
 from ..tracking import REASON_TAG
 from .context import StudyContext
+from .origin import trial_origin
 from .schedule import Schedule
 from .space import TrialSettings, suggest
 
@@ -45,8 +46,8 @@ def origin_tags(attrs: dict[str, Any]) -> dict[str, str]:
     """Where a trial's settings came from, as MLflow tags: ``admmsearch.origin`` is ``prior``
     (with ``admmsearch.prior_family``, ``admmsearch.prior_target_kib`` and, where the prior
     fell outside a unit's range, ``admmsearch.prior_clipped``: those units), ``seeded`` (with
-    ``admmsearch.seeded_budget_kib``), ``enqueued``, ``retry`` (with ``admmsearch.retry_of``)
-    or ``sampled``."""
+    ``admmsearch.seeded_budget_kib``), ``retry`` (with ``admmsearch.retry_of``), ``promoted``,
+    ``enqueued`` or ``sampled`` (:func:`.origin.trial_origin`)."""
     if TrialAttr.PRIOR in attrs:
         prior = attrs[TrialAttr.PRIOR]
         tags = {
@@ -67,7 +68,7 @@ def origin_tags(attrs: dict[str, Any]) -> dict[str, str]:
             "admmsearch.origin": "retry",
             "admmsearch.retry_of": str(attrs[TrialAttr.RETRY_OF]),
         }
-    return {"admmsearch.origin": "enqueued" if TrialAttr.ENQUEUED in attrs else "sampled"}
+    return {"admmsearch.origin": trial_origin(attrs)}
 
 
 def _params(settings: TrialSettings) -> dict[str, Any]:

@@ -203,9 +203,15 @@ def _no_front(opened: OpenedStudy) -> str:
 
 
 def _every_trial(study: optuna.Study) -> list[dict[str, Any]]:
+    """:func:`.front.all_trial_records`, a failed or pruned trial's reason as ``failures``
+    gives it (what its attributes tell where none was recorded)."""
     from .front import all_trial_records
 
-    return all_trial_records(study)
+    records = all_trial_records(study)
+    for record, trial in zip(records, study.get_trials(deepcopy=False), strict=True):
+        if trial.state in (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED):
+            record["reason"] = _reason(trial)
+    return records
 
 
 def study_rows(storage: str) -> pd.DataFrame:

@@ -32,7 +32,7 @@ from ..record import Metric, TrialAttr
 from ..runtime import WAIT, counted_trials
 from ..settings import PipelineSettings
 from .rungs import Job, Limits, RungTrial, next_job, screening_quota
-from .space import settings_from_params
+from .space import param_names, settings_from_params
 
 __all__ = ["Budget", "Schedule", "Spent", "epochs_bound", "spent"]
 
@@ -249,7 +249,11 @@ class Schedule:
         return trial
 
     def _fixed_epochs(self, trial: FrozenTrial, params: dict[str, Any], rung: int | None) -> int:
-        """The epochs of a trial whose params are known (enqueued, a retry or a promotion)."""
+        """The epochs of a trial whose params are known (enqueued, a retry or a promotion);
+        an enqueued entry that fixes only some knobs (Optuna draws the rest when the trial
+        runs) reserves what a new setting does."""
+        if set(params) != set(param_names(self.config, self.layers)):
+            return self.new_epochs
         settings = settings_from_params(params, self.config, self.layers)
         now = rung_pipeline(settings.pipeline, self.fraction(rung))
         if not rung or TrialAttr.CONTINUES not in trial.user_attrs:

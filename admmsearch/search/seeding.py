@@ -114,7 +114,7 @@ def sensitivity_finetune(config: StudyConfig) -> Finetune | None:
 def log_sensitivity(ctx: StudyContext, result: Sensitivity) -> None:
     """The table, PNG and HTML into the parent run's ``sensitivity/`` folder, and its time."""
     with tempfile.TemporaryDirectory() as tmp:
-        for path in write_sensitivity(result, Path(tmp)):
+        for path in write_sensitivity(result, Path(tmp), html=True):
             ctx.tracker.log_file(ctx.parent_run, path, "sensitivity")
     ctx.tracker.log(
         ctx.parent_run,

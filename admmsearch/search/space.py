@@ -58,7 +58,19 @@ from ..errors import ConfigError, quote
 from ..plan import LayerPlan, Plan
 from ..settings import PipelineSettings
 
-__all__ = ["TrialSettings", "param_names", "settings_from_params", "suggest"]
+__all__ = [
+    "SIGNIFICANT_DIGITS",
+    "TrialSettings",
+    "param_names",
+    "settings_from_params",
+    "suggest",
+    "without_float_noise",
+]
+
+#: Significant digits a drawn float keeps: Optuna's step arithmetic (``low + k * step``) and
+#: the priors' sums leave noise in the 16th or 17th (``0.03497000000000001``), which would be
+#: written into settings files, plans and MLflow params; 12 keeps every digit a person means.
+SIGNIFICANT_DIGITS = 12
 
 
 @dataclass(frozen=True)
@@ -115,10 +127,22 @@ def param_names(config: StudyConfig, layers: Sequence[str]) -> list[str]:
     return [name for name, spec in knob_specs(config, layers).items() if is_searched(spec)]
 
 
+def without_float_noise(value: float) -> float:
+    """``value`` rounded to :data:`SIGNIFICANT_DIGITS` significant digits.
+
+    Example:
+        >>> without_float_noise(0.03497000000000001), without_float_noise(0.1 + 0.2)
+        (0.03497, 0.3)
+    """
+    return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+
+
 def _draw(trial: optuna.trial.BaseTrial, name: str, spec: Any) -> Any:
-    """A knob's value for this trial: suggested when searched, else the fixed value itself."""
+    """A knob's value for this trial: suggested when searched (a float without its noise,
+    :func:`without_float_noise`), else the fixed value itself."""
     if isinstance(spec, FloatRange):
-        return trial.suggest_float(name, spec.low, spec.high, log=spec.log, step=spec.step)
+        value = trial.suggest_float(name, spec.low, spec.high, log=spec.log, step=spec.step)
+        return without_float_noise(value)
     if isinstance(spec, IntRange):
         return trial.suggest_int(name, spec.low, spec.high, log=spec.log, step=spec.step)
     if isinstance(spec, Choices):

@@ -15,6 +15,7 @@ import os
 import signal
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from ..data import DataSplits
 from ..dense import DenseModel, build_model, dense_model
 from ..errors import AdmmSearchError, DivergenceError, StoreError
 from ..fidelity import trial_epochs
+from ..fold import Folding, fold_model
 from ..locations import resolve_cache_dir, resolve_storage, resolve_tracking
 from ..metrics import collapsed
 from ..models import uncompressed_layers
@@ -44,11 +46,11 @@ from ..runtime import (
     share_device,
     storage_errors,
 )
-from ..tracking import REASON_TAG, Tracker
+from ..tracking import FRONT_TAG, REASON_TAG, Tracker
 from .check import preflight, study_folders
 from .context import StudyContext, StudyEvents
 from .failures import FailureStreak
-from .front import plot_front, trials_frame
+from .front import front_trials, plot_front, trials_frame
 from .objective import Objective
 from .quiet import quiet_optuna
 from .reuse import check_reuse
@@ -66,6 +68,7 @@ __all__ = [
     "run_parallel",
     "run_study",
     "startup_trials",
+    "stored_layers",
     "study_budget",
     "update_front",
 ]
@@ -125,7 +128,7 @@ def open_study(
             storage, heartbeat_interval_s=w.heartbeat_interval_s, grace_period_s=w.grace_period_s
         )
     with quiet_optuna():
-        return optuna.create_study(
+        study = optuna.create_study(
             study_name=config.name,
             storage=storage,
             directions=config.directions,
@@ -133,6 +136,18 @@ def open_study(
             or PerTrialSampler(lambda seed: make_sampler(config, seed), config.sampler_seed),
             load_if_exists=True,
         )
+    _name_objectives(study, list(config.objectives))
+    return study
+
+
+def _name_objectives(study: optuna.Study, objectives: list[str]) -> None:
+    """The objectives by their names in Optuna (``val_accuracy``, ``storage_bits_with_index``),
+    so that the dashboard and Optuna's plots name them rather than number them."""
+    if study.metric_names == objectives:
+        return
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, and stable in use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(objectives)
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -159,8 +174,10 @@ def prepare(
 
     Nothing is created before the checks of :mod:`admmsearch.preflight` pass and the dense model
     is known to learn, so a start that fails leaves no study, run or folder behind. The parent
-    run gets ``layers.json``: the compressed layers and the modules with a weight that stay
-    uncompressed (also in ``StudyContext.uncompressed``). Workers starting together create the
+    run gets ``layers.json``: the compressed layers, the modules with a weight that stay
+    uncompressed once the BatchNorms are folded (also in ``StudyContext.uncompressed``) and
+    the BatchNorms folded (``folded_batchnorm``: ``[conv, batchnorm]`` pairs; also in
+    ``StudyContext.folding``): :func:`stored_layers`. Workers starting together create the
     tables, the study, the experiment and the parent run once, in turn under the storage lock.
 
     Raises:
@@ -176,13 +193,26 @@ def prepare(
     events = events or StudyEvents()
     dense = dense_model(config, data, cache, layers, events.dense_epoch)
     _check_dense_learns(config, data, dense)
-    raw = uncompressed_layers(build_model(config, data), layers)
+    folding, raw = stored_layers(config, data, layers)
     lock = StorageLock(storage)
     with lock:
         tracker, rdb, study, parent = _open_stores(config, layers, storage, tracking_uri, sampler)
-    _record_dense(study, tracker, parent, dense, {"compressed": layers, "uncompressed": raw})
-    here = (data, dense, Path(workdir), cache, lock, rdb, raw, events)
+    record = {"compressed": layers, "uncompressed": raw, "folded_batchnorm": folding.pairs}
+    _record_dense(study, tracker, parent, dense, record)
+    here = (data, dense, Path(workdir), cache, lock, rdb, raw, events, folding)
     return StudyContext(config, layers, study, storage, tracker, parent, *here)
+
+
+def stored_layers(
+    config: StudyConfig, data: DataSplits, layers: list[str]
+) -> tuple[Folding, dict[str, str]]:
+    """How the study's network is stored beside its compressed ``layers``: the BatchNorms the
+    pipeline folds into their convolutions (with ``pipeline.fold_batchnorm``), and the modules
+    with a weight left uncompressed once they are folded (name -> type), as every trial's
+    packed file has them (:func:`admmsearch.fold.fold_model`, on a fresh model)."""
+    model = build_model(config, data)
+    folding = fold_model(model, config.pipeline.fold_batchnorm)
+    return folding, uncompressed_layers(model, layers)
 
 
 def _open_stores(
@@ -301,7 +331,8 @@ def _queue_first_trials(ctx: StudyContext, seeds: Sequence[Seed] = ()) -> None:
 
 
 def update_front(ctx: StudyContext) -> None:
-    """Write the front (CSV, PNG, HTML) into the parent run; log front trials' packed models.
+    """Write the front (CSV, PNG, HTML) into the parent run; log front trials' packed models;
+    tag the front trials' runs (:data:`~admmsearch.tracking.FRONT_TAG`).
 
     Retried as a whole while the storage is unreachable (:class:`~admmsearch.outages.Retry`).
     """
@@ -326,6 +357,24 @@ def _write_front(ctx: StudyContext) -> None:
             ctx.tracker.log_file(run_id, path, "model")
             logged.add(number)
     ctx.study.set_user_attr(StudyAttr.FRONT_MODELS_LOGGED, sorted(logged))
+    _tag_front(ctx)
+
+
+def _tag_front(ctx: StudyContext) -> None:
+    """Tag the runs of the front's trials ``admmsearch.front`` = ``true`` and those of trials
+    that left it ``false`` (only the changes). Under the storage lock, reading the front
+    afresh: workers that finish trials together leave the tags as the latest front says."""
+    with ctx.lock:
+        front = {t.number for t in front_trials(ctx.study)}
+        tagged = set(ctx.study.user_attrs.get(StudyAttr.FRONT_TAGGED, []))
+        if front == tagged:
+            return
+        trials = ctx.study.get_trials(deepcopy=False)
+        for number in sorted(front ^ tagged):
+            run_id = trials[number].user_attrs.get(TrialAttr.MLFLOW_RUN_ID)
+            if run_id:
+                ctx.tracker.log(run_id, tags={FRONT_TAG: "true" if number in front else "false"})
+        ctx.study.set_user_attr(StudyAttr.FRONT_TAGGED, sorted(front))
 
 
 def _storage_errors(run: Callable[..., optuna.Study]) -> Callable[..., optuna.Study]:
