@@ -188,7 +188,7 @@ class Schedule:
         if t.state == TrialState.COMPLETE and t.values is not None:
             signs = [1 if d == "minimize" else -1 for d in self.config.directions]
             values = tuple(s * v for s, v in zip(signs, t.values, strict=True))
-        violation = sum(max(0.0, c) for c in (t.constraints or ()))
+        violation = sum(max(0.0, c) for c in _constraint_values(t))
         continues = t.user_attrs.get(TrialAttr.CONTINUES)
         return RungTrial(
             t.number, _rung(t), continues, state or "other", values, violation, self._hopeless(t)
@@ -242,6 +242,12 @@ class Schedule:
             system_attrs={"fixed_params": dict(lower.params)},
             user_attrs=attrs,
         )
+
+
+def _constraint_values(trial: FrozenTrial) -> list[float]:
+    """A trial's constraint values (Optuna gives a dict by name, older versions a list)."""
+    c = trial.constraints or {}
+    return list(c.values() if isinstance(c, dict) else c)
 
 
 def _rung(trial: FrozenTrial) -> int:
