@@ -43,3 +43,30 @@ def test_promotion_reads_the_constraint_values_and_skips_the_infeasible(tiny_stu
     trial = start()
     assert trial.user_attrs[TrialAttr.RUNG] == 1
     assert trial.user_attrs[TrialAttr.CONTINUES] == 0
+
+
+def test_settings_queued_beyond_the_screening_quota_do_not_stop_the_study(tiny_study) -> None:
+    # 1 retraining epoch a setting at rung 0 (of 2 at the top) within 4 epochs: a quota of 2
+    # screens. Three priors queued first must not count as screened already.
+    path = tiny_study(
+        budget={"epochs": 4},
+        search={"keep": {"low": 0.1, "high": 1.0}, "bits": None, "rungs": {"eta": 2, "count": 2}},
+        pipeline={
+            "admm_prune": None,
+            "retrain": {"epochs": 2},
+            "admm_quantize": None,
+            "quant_retrain": None,
+        },
+        enqueue=[],
+    )
+    config, layers = validate_study(path)
+    study = optuna.create_study(directions=config.directions)
+    for keep in (0.2, 0.4, 0.6):
+        study.enqueue_trial({f"keep.{n}": keep for n in LAYERS})
+    schedule = Schedule(config, layers, Budget(epochs=4))
+    assert schedule.quota == 2
+    start = schedule.decide(study, study.get_trials(deepcopy=False))
+    assert callable(start)
+    trial = start()
+    assert trial.number == 0 and trial.user_attrs[TrialAttr.RUNG] == 0
+    assert trial.user_attrs[TrialAttr.EPOCHS] == 1

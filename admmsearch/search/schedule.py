@@ -255,9 +255,10 @@ def _rung(trial: FrozenTrial) -> int:
 
 
 def counted_or_running(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """Trials that count against the budget, and those running or waiting to run."""
-    waiting = (TrialState.RUNNING, TrialState.WAITING)
-    return [*counted_trials(trials), *(t for t in trials if t.state in waiting)]
+    """Trials that count against the budget, and those running. Not the waiting ones: a
+    queued setting (a prior, a seed, a retry) is screened when a new setting may start, so
+    counting it as screened already would stop a study that queued more than its quota."""
+    return [*counted_trials(trials), *(t for t in trials if t.state == TrialState.RUNNING)]
 
 
 def _trial_id(study: optuna.Study, number: int) -> int:
