@@ -210,7 +210,7 @@ class Schedule:
         if t.state == TrialState.COMPLETE and t.values is not None:
             signs = [1 if d == "minimize" else -1 for d in self.config.directions]
             values = tuple(s * v for s, v in zip(signs, t.values, strict=True))
-        violation = sum(max(0.0, c) for c in (t.constraints or ()))
+        violation = sum(max(0.0, c) for c in _constraint_values(t))
         continues = t.user_attrs.get(TrialAttr.CONTINUES)
         return RungTrial(
             t.number, _rung(t), continues, state or "other", values, violation, self._hopeless(t)
@@ -270,14 +270,21 @@ class Schedule:
         )
 
 
+def _constraint_values(trial: FrozenTrial) -> list[float]:
+    """A trial's constraint values (Optuna gives a dict by name, older versions a list)."""
+    c = trial.constraints or {}
+    return list(c.values() if isinstance(c, dict) else c)
+
+
 def _rung(trial: FrozenTrial) -> int:
     return int(trial.user_attrs.get(TrialAttr.RUNG) or 0)
 
 
 def counted_or_running(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """Trials that count against the budget, and those running or waiting to run."""
-    waiting = (TrialState.RUNNING, TrialState.WAITING)
-    return [*counted_trials(trials), *(t for t in trials if t.state in waiting)]
+    """Trials that count against the budget, and those running. Not the waiting ones: a
+    queued setting (a prior, a seed, a retry) is screened when a new setting may start, so
+    counting it as screened already would stop a study that queued more than its quota."""
+    return [*counted_trials(trials), *(t for t in trials if t.state == TrialState.RUNNING)]
 
 
 def _trial_id(study: optuna.Study, number: int) -> int:

@@ -1,0 +1,72 @@
+"""The schedule's decisions (search/schedule.py) on hand-made Optuna studies: what it reads of trials."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.distributions import FloatDistribution
+
+from admmsearch.config import validate_study
+from admmsearch.record import TrialAttr
+from admmsearch.search.schedule import Budget, Schedule
+
+LAYERS = ("conv1", "conv2", "fc1", "fc2")
+
+
+def _finished(values: list[float], keep: float, violation: float) -> optuna.trial.FrozenTrial:
+    """A complete rung-0 trial of 2 epochs with one constraint value (Optuna keeps them in the
+    ``constraints`` system attribute and reads them back as a dict)."""
+    return optuna.trial.create_trial(
+        values=values,
+        params={f"keep.{n}": keep for n in LAYERS},
+        distributions={f"keep.{n}": FloatDistribution(0.1, 1.0) for n in LAYERS},
+        user_attrs={TrialAttr.RUNG: 0, TrialAttr.EPOCHS: 2},
+        system_attrs={"constraints": [violation]},
+    )
+
+
+def test_promotion_reads_the_constraint_values_and_skips_the_infeasible(tiny_study) -> None:
+    # The infeasible trial is the more accurate and the smaller: only its constraint keeps it
+    # from the promotion. Reading Optuna's constraints (a dict) as a list of values raised.
+    path = tiny_study(
+        budget={"epochs": 100},
+        search={"keep": {"low": 0.1, "high": 1.0}, "bits": None, "rungs": {"eta": 2, "count": 2}},
+        constraints={"max_accuracy_drop": 0.05},
+        enqueue=[],
+    )
+    config, layers = validate_study(path)
+    study = optuna.create_study(directions=config.directions)
+    study.add_trial(_finished([0.90, 2000.0], 0.5, 0.0))  # trial 0: feasible
+    study.add_trial(_finished([0.95, 1000.0], 0.3, 0.3))  # trial 1: breaks the constraint
+    schedule = Schedule(config, layers, Budget(epochs=100))
+    start = schedule.decide(study, study.get_trials(deepcopy=False))
+    assert callable(start)
+    trial = start()
+    assert trial.user_attrs[TrialAttr.RUNG] == 1
+    assert trial.user_attrs[TrialAttr.CONTINUES] == 0
+
+
+def test_settings_queued_beyond_the_screening_quota_do_not_stop_the_study(tiny_study) -> None:
+    # 1 retraining epoch a setting at rung 0 (of 2 at the top) within 4 epochs: a quota of 2
+    # screens. Three priors queued first must not count as screened already.
+    path = tiny_study(
+        budget={"epochs": 4},
+        search={"keep": {"low": 0.1, "high": 1.0}, "bits": None, "rungs": {"eta": 2, "count": 2}},
+        pipeline={
+            "admm_prune": None,
+            "retrain": {"epochs": 2},
+            "admm_quantize": None,
+            "quant_retrain": None,
+        },
+        enqueue=[],
+    )
+    config, layers = validate_study(path)
+    study = optuna.create_study(directions=config.directions)
+    for keep in (0.2, 0.4, 0.6):
+        study.enqueue_trial({f"keep.{n}": keep for n in LAYERS})
+    schedule = Schedule(config, layers, Budget(epochs=4))
+    assert schedule.quota == 2
+    start = schedule.decide(study, study.get_trials(deepcopy=False))
+    assert callable(start)
+    trial = start()
+    assert trial.number == 0 and trial.user_attrs[TrialAttr.RUNG] == 0
+    assert trial.user_attrs[TrialAttr.EPOCHS] == 1
