@@ -84,7 +84,13 @@ def test_pareto_as_table_csv_and_plot(finished) -> None:
     plot = _run(["pareto", "quick", "--out", "front.png"], work, env)
     assert plot.returncode == 0, plot.stderr
     assert (work / "front.png").read_bytes()[:4] == b"\x89PNG"
-    assert (work / "front.html").stat().st_size > 10_000
+    assert not (work / "front.html").exists()  # the 4.8 MB page only when asked for
+    page = _run(["pareto", "quick", "--out", "front.html"], work, env)
+    assert page.returncode == 0 and (work / "front.html").stat().st_size > 10_000
+    records = json.loads(_run(["pareto", "quick", "--format", "json"], work, env).stdout)
+    for record in records:  # each trial's per-layer settings, as data and as text
+        assert set(record["settings"]) == {"conv1", "conv2", "fc1", "fc2"}
+        assert record["layers"].startswith("conv1 ") and record["origin"]
 
 
 def test_export_by_trial_then_compress_reproduces_it(finished) -> None:
