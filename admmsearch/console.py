@@ -245,7 +245,8 @@ def trial_line(trial: optuna.trial.FrozenTrial) -> str:
     if trial.state.name != "COMPLETE" or not m:
         reason = attrs.get(TrialAttr.FAIL_REASON) or trial.state.name.lower()
         return f"{head}: {trial.state.name.lower()}: {reason}"
-    feasible = all(c <= 0 for c in (trial.constraints or ()))
+    values = trial.constraints or {}  # Optuna's dict, name -> value (met at 0 or below)
+    feasible = all(v <= 0 for v in (values.values() if isinstance(values, Mapping) else values))
     return (
         f"{head}: val {m[Metric.VAL_ACCURACY]:.4f}, {kib(m[Metric.STORAGE_BITS]):.2f} KiB, "
         f"{'feasible' if feasible else 'infeasible'}"

@@ -161,3 +161,25 @@ def test_a_wrong_study_file_is_refused_without_loading_torch_optuna_or_mlflow(tm
         [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert done.stdout.strip() == "2 []", done.stdout + done.stderr
+
+
+def test_a_trials_line_reads_its_constraints_from_optunas_dict() -> None:
+    """Optuna keeps a trial's constraint values by name; the line says feasible or not (it
+    raised TypeError comparing the names with 0, stopping every run after its first trial)."""
+    from optuna.trial import create_trial
+
+    from admmsearch.console import trial_line
+
+    metrics = {"val_accuracy": 0.9653, "storage_bits_with_index": 29640}
+    lines = [
+        trial_line(
+            create_trial(
+                values=[0.9653, 29640], user_attrs={"metrics": metrics}, constraints=constraints
+            )
+        )
+        for constraints in ({"accuracy_drop": -0.03}, {"accuracy_drop": 0.01})
+    ]
+    assert lines == [
+        "trial -1 (sampled): val 0.9653, 3.62 KiB, feasible",
+        "trial -1 (sampled): val 0.9653, 3.62 KiB, infeasible",
+    ]

@@ -84,7 +84,13 @@ def test_pareto_as_table_csv_and_plot(finished) -> None:
     plot = _run(["pareto", "quick", "--out", "front.png"], work, env)
     assert plot.returncode == 0, plot.stderr
     assert (work / "front.png").read_bytes()[:4] == b"\x89PNG"
-    assert (work / "front.html").stat().st_size > 10_000
+    assert not (work / "front.html").exists()  # the 4.8 MB page only when asked for
+    page = _run(["pareto", "quick", "--out", "front.html"], work, env)
+    assert page.returncode == 0 and (work / "front.html").stat().st_size > 10_000
+    records = json.loads(_run(["pareto", "quick", "--format", "json"], work, env).stdout)
+    for record in records:  # each trial's per-layer settings, as data and as text
+        assert set(record["settings"]) == {"conv1", "conv2", "fc1", "fc2"}
+        assert record["layers"].startswith("conv1 ") and record["origin"]
 
 
 def test_export_by_trial_then_compress_reproduces_it(finished) -> None:
@@ -147,6 +153,17 @@ def test_export_by_policy_picks_the_smallest_within_the_drop(finished) -> None:
     )
 
 
+def test_export_by_default_takes_the_smallest_trial_within_the_studys_drop(finished) -> None:
+    work, env = finished
+    export = _run(["export", "quick", "--out", "default.yaml"], work, env)
+    assert export.returncode == 0, export.stderr
+    assert "accuracy drop <= 0.05, the study's max_accuracy_drop" in export.stdout
+    chosen = yaml.safe_load((work / "default.yaml").read_text())["trial"]
+    front = json.loads(_run(["pareto", "quick", "--format", "json"], work, env).stdout)
+    within = [r for r in front if r["accuracy_drop"] <= 0.05]
+    assert chosen == min(within, key=lambda r: r["storage_kib"])["trial"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -158,7 +175,7 @@ def test_export_by_policy_picks_the_smallest_within_the_drop(finished) -> None:
             "no completed trial of study 'quick' has storage <= 0.01 KiB",
         ),
         (["export", "quick", "--trial", "99"], "has no trial 99"),
-        (["export", "quick"], "give exactly one of --trial N and --policy"),
+        (["export", "quick", "--trial", "0", "--policy", "max-accuracy"], "not both"),
         (["pareto", "quick", "--format", "xml"], "Invalid value for '--format'"),
         (["compress", "quick.yaml"], "not an admmsearch settings file"),
     ],
