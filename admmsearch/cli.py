@@ -309,7 +309,7 @@ def compress(settings: Path | None, out: Path, fmt: str, device, cache_dir, **gi
         _source(settings, cache_dir, given), out, device=device, on_epoch=console.echo_epoch
     )
     if fmt == "json":
-        console.echo(console.reproduction(done) if settings else done.to_dict(), fmt)
+        console.echo(console.reproduction(done, settings) if settings else done.to_dict(), fmt)
         return
     click.echo(console.compressed_text(done, str(out)), nl=False)
     if settings is not None:

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -414,12 +415,15 @@ _HELD = (
 )
 
 
-def reproduction(done: Compressed) -> dict[str, Any]:
-    """A settings file's compression beside the figures its trial recorded, as JSON."""
+def reproduction(done: Compressed, settings: Path) -> dict[str, Any]:
+    """A settings file's compression beside the figures its trial recorded, as JSON: the
+    settings file, its study and trial, and the exported metrics beside the new ones."""
     doc = done.document or {}
     return {
+        "settings": str(settings),
+        "study": doc.get("study"),
+        "trial": doc.get("trial"),
         **done.to_dict(),
-        "settings": {"study": doc.get("study"), "trial": doc.get("trial")},
         "exported": doc.get("metrics", {}),
     }
 

@@ -59,7 +59,7 @@ def test_show_by_name_and_by_file(finished) -> None:
     by_name, by_file = _run(["show", "quick"], work, env), _run(["show", "quick.yaml"], work, env)
     assert by_name.returncode == 0 and by_file.returncode == 0, by_name.stderr + by_file.stderr
     assert by_name.stdout == by_file.stdout
-    assert "3 finished of 3" in by_name.stdout and "Pareto front:" in by_name.stdout
+    assert "3 of 3 trials" in by_name.stdout and "Pareto front:" in by_name.stdout
     assert "digits-cnn / digits" in by_name.stdout
 
 

@@ -20,6 +20,7 @@ from admmsearch.preflight import (
     check_validation_size,
 )
 from admmsearch.search.catalog import open_existing
+from admmsearch.search.failures import RepeatedFailure
 from admmsearch.search.report import describe, failed_trials, study_rows
 from admmsearch.search.reuse import check_reuse
 from admmsearch.search.study import prepare, run_study
@@ -164,17 +165,19 @@ def test_show_gives_each_failure_its_reason_and_a_timeout_stop(tmp_path, tiny_st
     def broken(stage: str, epoch: int, loss: float) -> None:
         raise ValueError(f"a bug in {stage}")
 
-    with pytest.raises(ValueError):
+    with pytest.raises(RepeatedFailure):  # the same error thrice: the study stops
         run_study(ctx, on_epoch=broken)
     run_study(ctx, timeout=1e-6)
     opened = open_existing(
         "shown", storage=str(stores["storage"]), tracking_uri=str(stores["tracking_uri"])
     )
-    assert failed_trials(opened.study) == [(0, "ValueError: a bug in admm_prune")]
+    reason = "ValueError: a bug in admm_prune"
+    assert failed_trials(opened.study) == [(0, reason), (1, reason), (2, reason)]
     facts = dict(describe(opened))
     assert facts["state"] == "stopped (timeout)"
     assert facts["stopped"].startswith("the last run stopped at its timeout (1e-06 s, ")
-    assert facts["stopped"].endswith("with 1 of 3 trials finished; run it again to go on")
+    # the failed trials do not count against the budget
+    assert facts["stopped"].endswith(" with 0 of 3 trials spent; run it again to go on")
     assert study_rows(str(stores["storage"]))["state"].tolist() == ["stopped (timeout)"]
     run_study(ctx)  # the budget spent: the note goes
     facts = dict(describe(open_existing("shown", storage=str(stores["storage"]))))

@@ -1,4 +1,5 @@
-"""The schedule's decisions (search/schedule.py) on hand-made Optuna studies: what it reads of trials."""
+"""The schedule's decisions (search/schedule.py) on hand-made Optuna studies: what it
+reads of trials."""
 
 from __future__ import annotations
 
