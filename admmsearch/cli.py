@@ -104,7 +104,7 @@ def _run_or_join(study_file: Path, jobs: int, **o: Any) -> None:
     progress = console.StudyProgress(config.name, o["trials"] or b.trials, o["epochs"] or b.epochs)
     where = {"storage": o["storage"], "tracking_uri": o["tracking_uri"]}
     ctx = prepare(config, layers, **where, cache_dir=o["cache_dir"], events=progress.events())
-    click.echo(console.layers_line(ctx.uncompressed), err=True)
+    click.echo(console.layers_line(ctx.folding, ctx.uncompressed), err=True)
     before = _finished(ctx.study)
     try:
         with console.running():
@@ -187,12 +187,15 @@ def check(study_file: Path, storage, tracking_uri, cache_dir, fmt: str) -> None:
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for sensitivity.csv, .png and .html [default: sensitivity-<study name>].",
+    help="Folder for sensitivity.csv and .png [default: sensitivity-<study name>].",
 )
+@click.option("--html", is_flag=True, help="Also write the interactive sensitivity.html.")
 @output_format()
 @stores
 @CACHE_DIR
-def sensitivity(study_file: Path, out, fmt: str, storage, tracking_uri, cache_dir) -> None:
+def sensitivity(
+    study_file: Path, out, html: bool, fmt: str, storage, tracking_uri, cache_dir
+) -> None:
     """Per-layer sensitivity of the study's dense model: validation accuracy with each layer
     (or tied group) alone pruned to each keep ratio, or quantized to each bit width, of the
     study's range; nothing retrained. Cached, and logged to the study's MLflow parent run."""
@@ -204,7 +207,7 @@ def sensitivity(study_file: Path, out, fmt: str, storage, tracking_uri, cache_di
     where = {"storage": storage, "tracking_uri": tracking_uri, "cache_dir": cache_dir}
     events = console.StudyProgress(config.name).events()
     result = study_sensitivity(prepare(config, layers, **where, events=events))
-    paths = write_sensitivity(result, out or Path(f"sensitivity-{config.name}"))
+    paths = write_sensitivity(result, out or Path(f"sensitivity-{config.name}"), html=html)
     if fmt != "table":
         console.echo(result.frame(), fmt)
         return

@@ -363,7 +363,7 @@ def compressed_text(done: Compressed, out: str) -> str:
         "",
         storage.to_frame().to_string(index=False),
         "",
-        layers_line(result.uncompressed),
+        layers_line(result.folding, result.uncompressed),
         f"weights: {storage.weight_ratio_no_index:.1f}x smaller without indices, "
         f"{storage.weight_ratio_with_index:.1f}x with indices; whole model {file_ratio:.1f}x as a "
         f"file ({storage.model_ratio:.1f}x its payload)",
@@ -374,10 +374,12 @@ def compressed_text(done: Compressed, out: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def layers_line(uncompressed: Mapping[str, str]) -> str:
-    """One line naming the modules with a weight that stay uncompressed (stored raw)."""
-    names = ", ".join(f"{name or '(model)'} ({kind})" for name, kind in uncompressed.items())
-    return f"uncompressed layers (stored raw): {names or 'none'}"
+def layers_line(folding: Any, uncompressed: Mapping[str, str]) -> str:
+    """What the packed files hold beside the compressed layers (``fold.describe_layers``):
+    the BatchNorms folded into their convolutions, and the modules with a weight stored raw."""
+    from .fold import describe_layers
+
+    return describe_layers(folding.pairs, uncompressed, folding.skipped)
 
 
 def echo_epoch(stage: str, epoch: int, loss: float) -> None:

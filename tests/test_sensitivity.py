@@ -207,8 +207,9 @@ def test_command_writes_the_table_and_plots_and_logs_them(tmp_path, tiny_study, 
     assert {"unit", "keep", "levels", "val_accuracy", "storage_bits"} <= set(table.columns)
     assert (tmp_path / "out" / "sensitivity.png").stat().st_size > 1000
     assert not (tmp_path / "out" / "sensitivity.html").exists()  # in MLflow only
-    again = CliRunner().invoke(main, args)
+    again = CliRunner().invoke(main, [*args, "--html"])
     assert again.exit_code == 0 and "from the cache" in again.output
+    assert (tmp_path / "out" / "sensitivity.html").stat().st_size > 10_000
     runs = search_runs(f"sqlite:///{tmp_path / 'mlruns.db'}", validate_study(path)[0].name)
     parent = runs[runs["tags.admmsearch.role"] == "study"].iloc[0]
     assert parent["metrics.sensitivity_seconds"] > 0
