@@ -255,17 +255,16 @@ def trial_line(trial: optuna.trial.FrozenTrial) -> str:
 
 
 def _origin(attrs: Mapping[str, Any]) -> str:
-    if TrialAttr.CONTINUES in attrs:
+    """The trial's origin (``search.origin``) with its detail: the prior's family, the trial
+    a promotion continues."""
+    from .search.origin import trial_origin
+
+    origin = trial_origin(attrs)
+    if origin == "prior":
+        return f"prior {attrs[TrialAttr.PRIOR].get('family')}"
+    if origin == "promoted":
         return f"promoted from {attrs[TrialAttr.CONTINUES]}"
-    for key, name in (
-        (TrialAttr.PRIOR, "prior"),
-        (TrialAttr.SEEDED, "seeded"),
-        (TrialAttr.RETRY_OF, "retry"),
-        (TrialAttr.ENQUEUED, "enqueued"),
-    ):
-        if key in attrs:
-            return f"prior {attrs[key].get('family')}" if key == TrialAttr.PRIOR else name
-    return "sampled"
+    return origin
 
 
 @dataclass
