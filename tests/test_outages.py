@@ -436,7 +436,8 @@ def test_an_outage_at_a_storage_call_of_a_trial_loses_nothing(
     armed, cut_at = [moment != "result"], []
 
     def arm_after_training(stage: str, epoch: int, loss: float) -> None:
-        if stage.startswith("quant_retrain"):  # the last stage: the next storage call writes the result
+        # The last stage: the next storage call writes the result.
+        if stage.startswith("quant_retrain"):
             armed[0] = True
 
     def cut(what: str) -> None:
