@@ -16,6 +16,7 @@ from admmsearch.data import load_dataset
 from admmsearch.dense import build_model
 from admmsearch.search.objective import origin_tags
 from admmsearch.search.priors import FAMILIES
+from admmsearch.search.schedule import Budget, Schedule
 from admmsearch.search.seeding import (
     first_trials_cap,
     prior_count,
@@ -58,6 +59,23 @@ def test_priors_and_seeds_share_half_the_trial_budget(tiny_study) -> None:
     assert prior_count(load_study(tiny_study(budget={"trials": 40}))) == 0  # off by default
     assert first_trials_cap(load_study(tiny_study(budget={"trials": 7}))) == 3
     assert first_trials_cap(load_study(tiny_study(budget={"timeout_s": 60}))) is None
+
+
+def test_an_epoch_budget_caps_priors_and_seeds_at_half_the_settings_it_pays_for(
+    tiny_study,
+) -> None:
+    """Without the cap a 74-epoch study queued all 15 priors and ran nothing else."""
+    every = {"priors": {}}
+    per_trial = 1 + 1 + 1 + 2  # ADMM prune, retrain, ADMM quantize, 2 shares of quant_retrain
+    config = load_study(tiny_study(budget={"epochs": 8 * per_trial}, search=every))
+    assert first_trials_cap(config) == 4
+    assert prior_count(config) == 4
+    both = load_study(tiny_study(budget={"epochs": 8 * per_trial, "trials": 6}, search=every))
+    assert first_trials_cap(both) == 3
+    rungs = {**every, "rungs": {"eta": 2, "count": 2}}
+    config = load_study(tiny_study(budget={"epochs": 8 * per_trial}, search=rungs))
+    schedule = Schedule(config, [], Budget(epochs=8 * per_trial))
+    assert first_trials_cap(config) == schedule.quota // 2 > 0
 
 
 def _measured(config, layers, data, model):

@@ -44,6 +44,7 @@ from .priors import (
     storage_targets,
     unit_levels,
 )
+from .schedule import Budget, Schedule
 from .sensitivity import Finetune, Sensitivity, cached_sensitivity
 from .sensitivity.plot import write_sensitivity
 
@@ -123,9 +124,23 @@ def log_sensitivity(ctx: StudyContext, result: Sensitivity) -> None:
 
 
 def first_trials_cap(config: StudyConfig) -> int | None:
-    """Priors and seeded trials together: at most half of a trial budget (None: no cap)."""
-    trials = config.budget.trials
-    return None if trials is None else trials // 2
+    """Priors and seeded trials together: at most half of the settings the budget pays for
+    (None: no cap, a budget of time alone). A trial budget pays for ``budget.trials``; an
+    epoch budget for ``budget.epochs`` over a setting's epochs (the pipeline as written; with
+    successive halving, over what a screened setting costs with the best ``1/eta`` of each
+    rung continued, :func:`.rungs.screening_quota`), so that an epoch budget too leaves half
+    of its settings to the sampler."""
+    settings = [n for n in (config.budget.trials, _settings_in_epochs(config)) if n is not None]
+    return min(settings) // 2 if settings else None
+
+
+def _settings_in_epochs(config: StudyConfig) -> int | None:
+    if config.budget.epochs is None:
+        return None
+    schedule = Schedule(config, [], Budget(epochs=config.budget.epochs))
+    if schedule.rungs is None:
+        return config.budget.epochs // max(schedule.rung_costs()[0], 1)
+    return schedule.quota
 
 
 def seed_count(config: StudyConfig) -> int:
