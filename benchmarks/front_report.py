@@ -154,6 +154,7 @@ def _setup_md(report: Mapping[str, Any]) -> list[str]:
         f"spread over its points: {totals}. Baselines: hand shape x{o['hand_scales']} "
         f"(IMP in {o['imp_rounds']} rounds); the prior families at {o['points']} storage "
         "targets over the hand sweep's storage.",
+        *(["", report["cut"]] if report.get("cut") else []),
         "",
         "Storage is the whole model with indices; compression = dense storage / storage. "
         "Hypervolume: the area dominated in (log10 of storage / dense storage, accuracy in "
