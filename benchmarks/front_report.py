@@ -1,5 +1,5 @@
-"""The report of ``bench_front.py``: markdown tables (mean +- std over seeds, the ablation,
-every seed) and the plot of the first seed's test fronts."""
+"""The report of ``bench_front.py``: markdown tables (mean +- std over seeds, the paired
+margins, the ablation, every seed) and the plot of the first seed's test fronts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from common import COLORS, figure, pct, report_header, save_figure, table
 
-from admmsearch.record import kib  # noqa: E402
+from admmsearch.record import kib
 
 __all__ = ["plot", "render_markdown"]
 
@@ -22,7 +22,7 @@ def _headline_rows(report: Mapping[str, Any], names: list[str], acc: str) -> lis
     return [
         [
             titles[n],
-            f"{agg[n]['points']['mean']:.0f}",
+            f"{agg[n]['points']['mean']:.1f}",
             f"{agg[n]['epochs']['mean']:.0f}",
             _ms(agg[n][f"{acc}_hypervolume"]),
             *(_ms(agg[n][f"{acc}_ratio_{d}"], 1, "x") for d in report["drops"]),
@@ -31,22 +31,24 @@ def _headline_rows(report: Mapping[str, Any], names: list[str], acc: str) -> lis
     ]
 
 
-def _ablation_rows(report: Mapping[str, Any], variants: list[str]) -> list[list[Any]]:
+def _ablation_rows(report: Mapping[str, Any]) -> list[list[Any]]:
     rows = []
-    for name in variants:
+    for name in report["variants"]:
         runs = [s["methods"][name]["figures"] for s in report["seeds"]]
         a = report["aggregate"][name]
-        sens = [r["sensitivity_seconds"] for r in runs if r["sensitivity_seconds"] is not None]
+        n = len(runs)
+        origins = {k: sum(r["origins"][k] for r in runs) / n for k in runs[0]["origins"]}
+        made = ", ".join(f"{v:.1f} {k}" for k, v in origins.items() if v)
         rows.append(
             [
                 report["titles"][name],
-                sum(r["duplicates"] for r in runs),
-                sum(r["seeded"] for r in runs),
+                f"{sum(r['trials'] for r in runs) / n:.1f} ({made})",
+                f"{sum(r['top_rung_trials'] for r in runs) / n:.1f}",
+                f"{sum(r['epochs'] for r in runs) / n:.0f}",
                 _ms(a["test_hypervolume"]),
                 *(_ms(a[f"test_ratio_{d}"], 1, "x") for d in report["drops"]),
                 _ms(a["val_hypervolume"]),
-                f"{sum(r['trial_seconds'] for r in runs) / len(runs):.0f}",
-                f"{sum(sens) / len(sens):.0f}" if sens else "–",
+                f"{sum(r['trial_seconds'] for r in runs) / n:.1f}",
             ]
         )
     return rows
@@ -63,6 +65,7 @@ def _seed_rows(report: Mapping[str, Any]) -> list[list[Any]]:
                     s["seed"],
                     report["titles"][name],
                     len(m["points"]),
+                    m["epochs"],
                     f"{t['hypervolume']:.3f}",
                     *(
                         "1.0x (dense)" if b is None else f"{b['ratio']:.1f}x ({b['label']})"
@@ -81,19 +84,23 @@ def _margins(report: Mapping[str, Any]) -> list[str]:
             f"* study − {report['titles'][name]}: {m['mean']:+.3f} ± {m['std']:.3f} "
             f"(paired by seed); above by more than one standard deviation: {verdict}"
         )
+    c = report["compression"]
+    lines += [
+        "",
+        f"Compression within {100 * c['drop']:g} pt of test accuracy: the study "
+        f"{_ms(c['study'], 1, 'x')}, the best baseline there "
+        f"({report['titles'][c['best_baseline']]}) {_ms(c['baseline'], 1, 'x')}; the study's "
+        f"over the baseline's, by seed: {_ms(c['ratio'], 2, 'x')}.",
+    ]
     return lines
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
-    first = report["seeds"][0]
-    variants = [
-        n for n in report["titles"] if n in first["methods"] and n in report["options"]["variants"]
-    ]
-    baselines = [n for n in first["methods"] if n not in variants]
+    variants, baselines = report["variants"], report["baselines"]
     drops = [f"≤ {100 * x:g} pt drop" for x in report["drops"]]
-    head = ["method", "points", "epochs in all", "hypervolume", *drops]
+    head = ["method", "points", "epochs", "hypervolume", *drops]
     lines = [
-        "# Front quality: LeNet-5 / Fashion-MNIST, pruning only, at equal total training",
+        f"# Front quality: {report['dataset_title']}, pruning only, at equal total training",
         "",
         report_header(report),
         "",
@@ -105,19 +112,19 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
         *_margins(report),
         "",
-        "## Ablation: what each part adds (test accuracy)",
+        "## Ablation: what priors and successive halving add (test accuracy)",
         "",
-        *_ablation_md(report, variants, drops),
+        *_ablation_md(report, drops),
         "",
         "## On validation accuracy (what the study optimised)",
         "",
         *table(head, _headline_rows(report, [*variants, *baselines], "val")),
         "",
-        "![fronts](front.png)",
+        f"![fronts](front-{report['dataset']}.png)",
         "",
         "## Every seed (test accuracy)",
         "",
-        *table(["seed", "method", "points", "hypervolume", *drops], _seed_rows(report)),
+        *table(["seed", "method", "points", "epochs", "hypervolume", *drops], _seed_rows(report)),
         "",
     ]
     return "\n".join(lines)
@@ -128,9 +135,7 @@ def _setup_md(report: Mapping[str, Any]) -> list[str]:
     first = report["seeds"][0]
     study = first["study_config"]
     o, d, data = report["options"], first["dense"], first["data"]
-    per_trial = (
-        study["pipeline"]["admm_prune"]["train"]["epochs"] + study["pipeline"]["retrain"]["epochs"]
-    )
+    p, search = study["pipeline"], study["search"]
     totals = ", ".join(
         f"seed {s['seed']}: {s['total_epochs']} ({s['sensitivity_epochs']} for the "
         "sensitivity pass)"
@@ -141,34 +146,44 @@ def _setup_md(report: Mapping[str, Any]) -> list[str]:
         f"sampler, stages). Data: {data['train']} training images, {data['val']} validation, "
         f"{data['test']} test. Dense model of seed {first['seed']}: {d['epochs']} epochs, test "
         f"{pct(d['test_accuracy'])}, validation {pct(d['val_accuracy'])}, "
-        f"{kib(d['storage_bits']):.1f} KiB. Each study variant: {study['budget']['trials']} "
-        f"trials of {per_trial} epochs ({study['sampler']['name']} sampler), run in two halves "
-        "(a resume). Total epochs of the study, which every baseline sweep spends too, spread "
-        f"over its points: {totals}.",
+        f"{kib(d['storage_bits']):.1f} KiB. Each study variant: a budget of "
+        f"{study['budget']['epochs']} training epochs, the pipeline as written "
+        f"{p['admm_prune']['train']['epochs']} ADMM + {p['retrain']['epochs']} retraining "
+        f"epochs ({study['sampler']['name']} sampler); priors {search['priors']}; rungs "
+        f"{search['rungs']}. The study's total, which every baseline sweep spends at most, "
+        f"spread over its points: {totals}. Baselines: hand shape x{o['hand_scales']} "
+        f"(IMP in {o['imp_rounds']} rounds); the prior families at {o['points']} storage "
+        "targets over the hand sweep's storage.",
+        *(["", report["cut"]] if report.get("cut") else []),
         "",
         "Storage is the whole model with indices; compression = dense storage / storage. "
         "Hypervolume: the area dominated in (log10 of storage / dense storage, accuracy in "
         f"points) above dense accuracy - {100 * o['hv_drop']:g} pt. Figures are mean ± "
         "standard deviation over the seeds; a method with no point within a drop counts 1x "
-        "there (the dense model).",
+        "there (the dense model). With rungs only the top rung's trials (the study's front) "
+        "are scored; the last ablation row adds the lower rungs' trials for comparison.",
     ]
 
 
-def _ablation_md(report: Mapping[str, Any], variants: list[str], drops: list[str]) -> list[str]:
+def _ablation_md(report: Mapping[str, Any], drops: list[str]) -> list[str]:
     head = [
         "variant",
-        "repeated settings",
-        "seeded trials",
+        "trials (origin)",
+        "top-rung trials",
+        "epochs",
         "hypervolume",
         *drops,
         "hypervolume (val)",
         "s / trial",
-        "sensitivity s",
     ]
+    rows = _ablation_rows(report)
+    extra = _headline_rows(report, ["study_every_rung"], "test")[0]
+    rows.append([extra[0], "–", extra[1], extra[2], *extra[3:], "–", "–"])
     return [
-        *table(head, _ablation_rows(report, variants)),
+        *table(head, rows),
         "",
-        "Repeated settings: trials whose params equal an earlier trial's, summed over seeds.",
+        "Trials and their origin (prior, sensitivity-seeded, sampled, promoted to a higher rung) "
+        "are means per seed.",
     ]
 
 
@@ -176,27 +191,11 @@ def plot(report: Mapping[str, Any], png) -> None:
     """Test accuracy against storage (log) for every method of the first seed."""
     first = report["seeds"][0]
     d = first["dense"]
-    fig, ax = figure(8, 5)
-    for (name, m), color in zip(first["methods"].items(), COLORS, strict=False):
-        pts = m["points"]
-        ax.scatter(
-            [kib(p["storage_bits"]) for p in pts],
-            [100 * p["test_accuracy"] for p in pts],
-            s=12,
-            color=color,
-            alpha=0.35,
-        )
-        labels = set(m["summary"]["test"]["front"])
-        front = sorted((p for p in pts if p["label"] in labels), key=lambda p: p["storage_bits"])
-        hv = m["summary"]["test"]["hypervolume"]
-        ax.plot(
-            [kib(p["storage_bits"]) for p in front],
-            [100 * p["test_accuracy"] for p in front],
-            "o-",
-            color=color,
-            drawstyle="steps-post",
-            label=f"{report['titles'][name]} (HV {hv:.2f})",
-        )
+    fig, ax = figure(9, 5.5)
+    names = ["study", *report["baselines"]]
+    for name, color in zip(names, COLORS, strict=False):
+        m = first["methods"][name]
+        _plot_method(ax, m, color, report["titles"][name])
     ax.scatter(
         [kib(d["storage_bits"])],
         [100 * d["test_accuracy"]],
@@ -213,7 +212,29 @@ def plot(report: Mapping[str, Any], png) -> None:
     ax.set_ylim(bottom=max(low, ax.get_ylim()[0]))
     ax.set_xlabel("storage with indices (KiB, log scale)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"LeNet-5 / Fashion-MNIST, seed {first['seed']}: fronts at equal total epochs")
+    ax.set_title(f"{report['dataset_title']}, seed {first['seed']}: fronts at equal total epochs")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     save_figure(fig, png)
+
+
+def _plot_method(ax: Any, m: Mapping[str, Any], color: str, title: str) -> None:
+    pts = m["points"]
+    ax.scatter(
+        [kib(p["storage_bits"]) for p in pts],
+        [100 * p["test_accuracy"] for p in pts],
+        s=12,
+        color=color,
+        alpha=0.35,
+    )
+    labels = set(m["summary"]["test"]["front"])
+    front = sorted((p for p in pts if p["label"] in labels), key=lambda p: p["storage_bits"])
+    hv = m["summary"]["test"]["hypervolume"]
+    ax.plot(
+        [kib(p["storage_bits"]) for p in front],
+        [100 * p["test_accuracy"] for p in front],
+        "o-",
+        color=color,
+        drawstyle="steps-post",
+        label=f"{title} (HV {hv:.2f})",
+    )

@@ -69,58 +69,81 @@ def dominated(p: tuple[float, float], q: tuple[float, float]) -> bool:
 
 @pytest.fixture(scope="module")
 def front(tmp_path_factory) -> tuple[Path, str, dict]:
-    needs_fashion()
-    out = tmp_path_factory.mktemp("front")
-    stdout = run_smoke("bench_front.py", out)
-    return out, stdout, json.loads((out / "front.json").read_text())
+    out = tmp_path_factory.mktemp("front")  # the digits are embedded: no skip
+    stdout = run_smoke("bench_front.py", out, "--dataset", "digits", "--threads", "1")
+    return out, stdout, json.loads((out / "front-digits.json").read_text())
+
+
+FRONT_VARIANTS = {"today", "priors", "rungs", "study"}
+FRONT_BASELINES = {"hand", "imp", "global", "lamp", "erk", "uniform"}
+FRONT_METHODS = FRONT_VARIANTS | FRONT_BASELINES | {"study_every_rung"}
 
 
 def test_front_writes_every_section(front) -> None:
     out, stdout, report = front
-    markdown = (out / "front.md").read_text()
+    markdown = (out / "front-digits.md").read_text()
     assert stdout.strip() == markdown.strip()
     for heading in (
-        "# Front quality",
+        "# Front quality: digits",
         "## On test accuracy",
+        "above by more than one standard deviation",
+        "Compression within 1 pt of test accuracy: the study",
         "## Ablation",
         "## On validation accuracy",
         "## Every seed",
         "--smoke",
-        "front.png",
+        "front-digits.png",
     ):
         assert heading in markdown
-    assert (out / "front.png").stat().st_size > 0
+    assert (out / "front-digits.png").stat().st_size > 0
     for key in ("command", "date", "machine", "total_seconds", "seeds", "aggregate", "margins"):
         assert key in report
     assert report["machine"]["load_start"] is not None and report["machine"]["cores"] >= 1
-    methods = {"plain", "distinct", "seeding", "study", "one_shot_uniform", "one_shot_hand", "imp"}
     assert [s["seed"] for s in report["seeds"]] == report["options"]["seeds"]
     assert len(report["seeds"]) >= 2
     for s in report["seeds"]:
-        assert set(s["methods"]) == methods
-    assert set(report["aggregate"]) == methods
+        assert set(s["methods"]) == FRONT_METHODS
+    assert set(report["aggregate"]) == FRONT_METHODS
+    assert set(report["margins"]) == FRONT_BASELINES
+    for title in (report["titles"][n] for n in FRONT_METHODS):
+        assert title in markdown
 
 
-def test_front_baselines_spend_the_studys_total_epochs(front) -> None:
+def test_front_variants_switch_priors_and_rungs(front) -> None:
+    _, _, report = front
+    for s in report["seeds"]:
+        m = s["methods"]
+        origins = {v: m[v]["figures"]["origins"] for v in FRONT_VARIANTS}
+        assert origins["today"]["prior"] == origins["rungs"]["prior"] == 0
+        assert origins["priors"]["prior"] >= 1 and origins["study"]["prior"] >= 1
+        assert origins["today"]["promoted"] == origins["priors"]["promoted"] == 0
+        assert origins["study"]["promoted"] >= 1
+        for v in FRONT_VARIANTS:  # only top-rung trials are scored
+            f = m[v]["figures"]
+            assert len(m[v]["points"]) == f["top_rung_trials"] <= f["trials"]
+            assert sum(f["origins"].values()) == f["trials"]
+        every = m["study_every_rung"]["points"]
+        assert len(every) == m["study"]["figures"]["trials"] > len(m["study"]["points"])
+
+
+def test_front_every_method_spends_at_most_the_studys_total(front) -> None:
     _, _, report = front
     rounds = report["options"]["imp_rounds"]
     for s in report["seeds"]:
-        study = s["methods"]["study"]["figures"]
-        trials = s["study_config"]["budget"]["trials"]
-        assert study["trials"] == trials and study["seeded"] >= 1
-        assert s["total_epochs"] == study["epochs"] + s["sensitivity_epochs"]
+        budget = s["study_config"]["budget"]["epochs"]
         total = s["total_epochs"]
-        for name in ("one_shot_uniform", "one_shot_hand", "imp"):
+        assert total == budget + s["sensitivity_epochs"]
+        for name, m in s["methods"].items():
+            assert 0 < m["epochs"] <= total, name
+        for name in FRONT_VARIANTS:
+            assert s["methods"][name]["figures"]["epochs"] <= budget
+        for name in FRONT_BASELINES:
             m = s["methods"][name]
             points = len(m["points"])
             assert m["epochs"] == m["epochs_per_point"] * points
             step = rounds if name == "imp" else 1  # IMP's epochs split evenly into rounds
-            assert total - step * points < m["epochs"] <= max(total, step * points)
+            assert total - step * points < m["epochs"]
         assert s["methods"]["imp"]["epochs_per_point"] % rounds == 0
-        for variant in ("plain", "distinct", "seeding", "study"):
-            assert s["methods"][variant]["figures"]["trials"] == trials
-        assert s["methods"]["distinct"]["figures"]["duplicates"] == 0
-        assert s["methods"]["plain"]["figures"]["seeded"] == 0
 
 
 def test_front_points_are_consistent(front) -> None:
@@ -128,15 +151,20 @@ def test_front_points_are_consistent(front) -> None:
     for s in report["seeds"]:
         dense = s["dense"]
         for m in s["methods"].values():
-            assert m["points"]
             for p in m["points"]:
                 assert 0 <= p["test_accuracy"] <= 1 and 0 <= p["val_accuracy"] <= 1
                 assert p["ratio"] == pytest.approx(dense["storage_bits"] / p["storage_bits"])
-                assert all(0 < k <= 1 for k in p["keep"].values())
-        hand = [p["keep"] for p in s["methods"]["one_shot_hand"]["points"]]
+                assert all(0 <= k <= 1 for k in p["keep"].values())
+        for name in FRONT_BASELINES:
+            assert s["methods"][name]["points"]
+        hand = [p["keep"] for p in s["methods"]["hand"]["points"]]
         imp = [p["keep"] for p in s["methods"]["imp"]["points"]]
         for a, b in zip(hand, imp, strict=True):  # IMP reaches the same targets in rounds
             assert a == pytest.approx(b, abs=1e-3)
+        bits = [p["storage_bits"] for p in s["methods"]["hand"]["points"]]
+        for family in ("global", "lamp", "erk", "uniform"):
+            targets = [p["target_bits"] for p in s["methods"][family]["points"]]
+            assert min(targets) == min(bits) and max(targets) == max(bits)
 
 
 @pytest.mark.parametrize("accuracy", ["test", "val"])
@@ -157,7 +185,7 @@ def test_front_hypervolumes_and_fronts_recompute(front, accuracy) -> None:
             assert s["hypervolume"] == pytest.approx(hypervolume_by_levels(xy, ref), abs=1e-9)
             by_label = {p["label"]: (p["storage_bits"], p[key]) for p in points}
             front = [by_label[label] for label in s["front"]]
-            assert front and all(not dominated(p, q) for p in front for q in by_label.values())
+            assert all(not dominated(p, q) for p in front for q in by_label.values())
             for label, p in by_label.items():
                 if label not in s["front"]:
                     assert any(dominated(p, q) or p == q for q in front)
@@ -187,8 +215,18 @@ def test_front_means_and_margins_recompute_over_seeds(front) -> None:
             - s["methods"][name]["summary"]["test"]["hypervolume"]
             for s in seeds
         ]
+        assert margin["values"] == pytest.approx(diffs)
         assert margin["mean"] == pytest.approx(statistics.mean(diffs))
+        assert margin["std"] == pytest.approx(statistics.stdev(diffs))
         assert margin["above_by_one_std"] == (margin["mean"] - margin["std"] > 0)
+    c = report["compression"]
+    key = f"test_ratio_{c['drop']}"
+    agg = report["aggregate"]
+    assert c["best_baseline"] in FRONT_BASELINES
+    assert agg[c["best_baseline"]][key]["mean"] == max(
+        agg[n][key]["mean"] for n in FRONT_BASELINES
+    )
+    assert c["study"] == agg["study"][key]
 
 
 # ---------------------------------------------------------------------------------- search
