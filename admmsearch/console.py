@@ -469,7 +469,8 @@ def check_text(done: Any) -> str:
     if done.epochs is not None:
         cost = (
             f"about {done.epochs} training epochs (the dense model's included), about "
-            f"{duration(done.seconds)} at {done.epoch_seconds:.2f} s an epoch"
+            f"{duration(done.seconds)} of training at {done.epoch_seconds:.2f} s an epoch "
+            "(timed on a few batches; evaluation, the sensitivity pass and tracking add to it)"
         )
     facts = [
         ("model", f"{done.model}: {len(units)} units to compress, {weights:,} weights"),

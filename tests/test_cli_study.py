@@ -99,6 +99,7 @@ def test_export_by_trial_then_compress_reproduces_it(finished) -> None:
     number = front[0]["trial"]
     export = _run(["export", "quick", "--trial", str(number), "--out", "best.yaml"], work, env)
     assert export.returncode == 0, export.stderr
+    assert f"wrote best.yaml: trial {number} (as asked): val accuracy" in export.stdout
     settings = yaml.safe_load((work / "best.yaml").read_text())
     assert settings["trial"] == number
     assert set(settings["layers"]) == {"conv1", "conv2", "fc1", "fc2"}

@@ -83,7 +83,7 @@ def choose_trial(
         ConfigError: an unknown policy, or a policy without its bound.
     """
     if number is not None:
-        return _numbered(opened.study, opened.config.name, number), f"trial {number}, as asked"
+        return _numbered(opened.study, opened.config.name, number), "as asked"
     if policy is None:
         return _default(opened, max_drop)
     if policy == "max-compression":
