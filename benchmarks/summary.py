@@ -23,7 +23,8 @@ from common import pct, table
 
 SCRIPTS = {
     "engine": "python benchmarks/bench_engine.py",
-    "front": "python benchmarks/bench_front.py",
+    "front-digits": "python benchmarks/bench_front.py --dataset digits",
+    "front-fashion": "python benchmarks/bench_front.py --dataset fashion",
     "joint": "python benchmarks/bench_joint.py",
     "speed": "python benchmarks/bench_speed.py",
     "search": "python benchmarks/bench_search.py",
@@ -61,7 +62,7 @@ def front(r: Mapping[str, Any]) -> list[str]:
     hv = 100 * r["options"]["hv_drop"]
     seeds = ", ".join(str(s["seed"]) for s in r["seeds"])
     return [
-        f"LeNet-5 / Fashion-MNIST ({first['data']['train']} training images), pruning only, "
+        f"{r['dataset_title']} ({first['data']['train']} training images), pruning only, "
         f"every method at the study's total training epochs; test accuracy, mean ± std over "
         f"seeds {seeds}. Hypervolume in (log10 storage with indices / dense, accuracy "
         f"points), reference dense - {hv:g} pt.",
@@ -173,7 +174,8 @@ def engine(r: Mapping[str, Any]) -> list[str]:
 
 
 SECTIONS: dict[str, tuple[str, Callable[[Mapping[str, Any]], list[str]]]] = {
-    "front": ("Front quality against magnitude pruning", front),
+    "front-digits": ("Front quality against magnitude pruning: digits", front),
+    "front-fashion": ("Front quality against magnitude pruning: Fashion-MNIST", front),
     "joint": ("Joint pruning + quantization", joint),
     "speed": ("Speed: workers and caches", speed),
     "engine": ("Speed: ADMM epoch against a plain epoch", engine),
