@@ -64,7 +64,8 @@ FORMATS = ("table", "csv", "json")
 
 
 def render(data: Any, fmt: str) -> str:
-    """``data`` (a pandas frame, a list of records, or a mapping) as a table, CSV or JSON."""
+    """``data`` (a pandas frame, a list of records, or a mapping) as a table, CSV or JSON;
+    a table shows a missing value (None, NaN) as ``–``, CSV as an empty cell, JSON as null."""
     import pandas as pd
 
     if fmt == "json":
@@ -76,7 +77,11 @@ def render(data: Any, fmt: str) -> str:
             return facts_text(list(data.items()))
         data = [data]
     frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(list(data))
-    return frame.to_csv(index=False) if fmt == "csv" else frame.to_string(index=False) + "\n"
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    mixed = [c for c in frame if frame[c].dtype == object]  # None stays "None" there
+    frame = frame.assign(**{c: frame[c].where(frame[c].notna(), "–") for c in mixed})
+    return frame.to_string(index=False, na_rep="–") + "\n"
 
 
 def _plain(value: Any) -> Any:
