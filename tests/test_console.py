@@ -1,4 +1,4 @@
-"""The command line's one formatter (admmsearch/console.py): table, CSV and JSON of the same rows."""
+"""The command line's one formatter (admmsearch/console.py): table, CSV and JSON of rows."""
 
 from __future__ import annotations
 
