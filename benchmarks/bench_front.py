@@ -97,8 +97,6 @@ from admmsearch.search.study import prepare, run_study
 
 STUDIES = Path(__file__).resolve().parent / "studies"
 DATASETS = {"fashion": "LeNet-5 / Fashion-MNIST", "digits": "digits CNN / 8x8 digits"}
-#: Per-layer keep ratios of Zhang et al. 2018's LeNet-5 (71x on MNIST), scaled by --hand-scales;
-#: the digits CNN has layers of the same names.
 #: What each dataset's study file gave up to fit about an hour on 2 cores (the report says it).
 CUTS = {
     "digits": "",
@@ -109,6 +107,8 @@ CUTS = {
         "rather than 74, a pipeline of 1 ADMM + 8 retraining epochs rather than 2 + 16."
     ),
 }
+#: Per-layer keep ratios of Zhang et al. 2018's LeNet-5 (71x on MNIST), scaled by --hand-scales;
+#: the digits CNN has layers of the same names.
 HAND_SHAPE = {"conv1": 0.2, "conv2": 0.08, "fc1": 0.009, "fc2": 0.07}
 DROPS = (0.005, 0.01)
 VARIANTS = {
