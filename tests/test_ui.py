@@ -100,6 +100,13 @@ def artifacts_dir() -> Path:
     return path
 
 
+def ctrl_c_reaches_it() -> None:
+    """In the child before exec: SIGINT as in a foreground command. A test run started in the
+    background (``pytest &``, ``nohup``) has SIGINT ignored, which children inherit and Python
+    keeps, so the Ctrl-C these tests send would never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_for_output(
     ui: subprocess.Popen, out: Path, wanted: list[str], timeout: float = 240
 ) -> str:
@@ -246,6 +253,7 @@ def test_ui_shows_the_study_runs_in_chromium_and_stops_cleanly(tmp_path, tiny_st
             stdout=stdout,
             stderr=stderr,
             cwd=tmp_path,
+            preexec_fn=ctrl_c_reaches_it,
         )
     children: set[int] = set()
     try:
@@ -417,6 +425,7 @@ def test_the_storage_password_is_on_no_command_line(tmp_path) -> None:
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
             env=env,
+            preexec_fn=ctrl_c_reaches_it,
         )
     children: set[int] = set()
     try:
