@@ -50,6 +50,18 @@ def _env(folder: Path) -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1"}
 
 
+def _admmsearch(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The installed command run to its end in ``folder``, its output captured."""
+    return subprocess.run(
+        [str(ADMMSEARCH), *args],
+        cwd=folder,
+        env=_env(folder),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def _timed_lines(args: list[str], folder: Path) -> tuple[int, list[tuple[float, str]], str]:
     """Run the command; each stderr line with the seconds after the start it came."""
     start = time.monotonic()
@@ -104,14 +116,7 @@ def test_the_summary_says_why_a_run_stopped(tmp_path) -> None:
 
 def test_check_says_what_a_study_will_do_and_creates_nothing(tmp_path) -> None:
     _study(tmp_path)
-    run = subprocess.run(
-        [str(ADMMSEARCH), "check", "tiny.yaml", "--format", "json"],
-        cwd=tmp_path,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = _admmsearch(tmp_path, "check", "tiny.yaml", "--format", "json")
     assert run.returncode == 0, run.stderr
     done = json.loads(run.stdout)
     assert [u["unit"] for u in done["units"]] == ["conv1", "conv2", "fc1", "fc2"]
@@ -136,14 +141,7 @@ def test_check_refuses_what_run_refuses_with_the_same_line(tmp_path, change, mes
     _study(tmp_path, **change)
     said = {}
     for command in ("check", "run"):
-        done = subprocess.run(
-            [str(ADMMSEARCH), command, "tiny.yaml"],
-            cwd=tmp_path,
-            env=_env(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = _admmsearch(tmp_path, command, "tiny.yaml")
         assert done.returncode == 2, done.stderr
         said[command] = done.stderr.strip().splitlines()[-1]
     assert said["check"] == said["run"] and said["check"].startswith(message), said
