@@ -10,7 +10,8 @@ variants, the file's ``search.priors`` and ``search.rungs`` switched off by over
 * **today's study**: no priors, no rungs (the sensitivity pass seeds its first trials, as
   since issue 12; every trial trains the pipeline as written);
 * **+ priors**: zero-cost allocation priors (global magnitude, LAMP, ERK, uniform and the
-  sensitivity allocator at storage targets over the search space) as its first trials;
+  sensitivity allocator) as its first trials, placed one at a time on 8 storage targets over
+  the search space by the knee search (``placement: knee``);
 * **+ successive halving**: every setting screened short (rung 0), the best continued to the
   pipeline as written; only top-rung trials make the study's front, so only they are scored;
 * **+ both**: the study as recommended (**the study** of the headline).

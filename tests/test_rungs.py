@@ -18,8 +18,10 @@ from admmsearch.search.rungs import (
     Limits,
     RungTrial,
     crowding_distances,
+    hypervolume_contributions,
     next_job,
     nondominated_ranks,
+    promotable,
     promotion_order,
     screening_quota,
 )
@@ -167,3 +169,23 @@ def test_an_enqueued_entry_that_fixes_some_knobs_starts_and_reserves_a_new_setti
     for _ in range(2):
         trial = schedule.start(study, Job(rung=0))
         assert trial.user_attrs[TrialAttr.EPOCHS] == schedule.new_epochs
+
+
+def test_hypervolume_contribution_breaks_ties_where_crowding_keeps_the_dense_end() -> None:
+    # Values minimised: (-val accuracy, log2 storage bits); reference: the dense model's
+    # storage (log2 1000 ~ 9.97) and accuracy 0.96. Trial 0 is nearly dense and barely more
+    # accurate; trial 2, the knee, holds its accuracy at 8x; trial 3 goes further and loses.
+    # All four are on the first front: crowding distance ranks both ends first (trial 0 and
+    # trial 3, infinity), the contributions rank the knee first and the near-dense one last.
+    values = {0: (-0.985, 9.8), 1: (-0.982, 8.0), 2: (-0.98, 7.0), 3: (-0.965, 6.0)}
+    trials = [RungTrial(n, 0, None, "complete", v) for n, v in values.items()]
+    reference = (-0.96, math.log2(1000))
+    assert [t.number for t in promotion_order(trials)][:2] == [0, 3]
+    ordered = [t.number for t in promotion_order(trials, reference)]
+    gains = hypervolume_contributions(list(values.values()), [0] * 4, reference)
+    # trial 2: accuracy from its own to trial 3's (0.015) by storage from its own to trial
+    # 1's (1.0); trial 0: 0.003 by 0.166 (up to the reference).
+    assert gains[2] == pytest.approx(0.015 * 1.0)
+    assert gains[0] == pytest.approx(0.003 * (math.log2(1000) - 9.8))
+    assert ordered == [2, 3, 1, 0]
+    assert [t.number for t in promotable(trials, 0, 2, reference)] == [2, 3]

@@ -4,6 +4,7 @@ reads of trials."""
 from __future__ import annotations
 
 import optuna
+import pytest
 from optuna.distributions import FloatDistribution
 
 from admmsearch.config import validate_study
@@ -71,3 +72,34 @@ def test_settings_queued_beyond_the_screening_quota_do_not_stop_the_study(tiny_s
     trial = start()
     assert trial.number == 0 and trial.user_attrs[TrialAttr.RUNG] == 0
     assert trial.user_attrs[TrialAttr.EPOCHS] == 1
+
+
+def test_the_promotion_reads_storage_in_ratios_against_the_dense_model(tiny_study) -> None:
+    # The reference point is the dense model: its storage (2**20 bits) and its validation
+    # accuracy less the constraint; storage is ranked on a log2 scale.
+    path = tiny_study(
+        budget={"epochs": 100},
+        search={"keep": {"low": 0.1, "high": 1.0}, "bits": None, "rungs": {"eta": 2, "count": 2}},
+        objectives=["val_accuracy", "storage_bits_with_index"],
+        constraints={"max_accuracy_drop": 0.02},
+        enqueue=[],
+    )
+    config, layers = validate_study(path)
+    trial = _finished([0.97, 2.0**16], 0.5, 0.0)
+    metrics = {
+        "dense_val_accuracy": 0.98,
+        "model_dense_bits": 2**20,
+        "accuracy_drop": 0.01,
+        "storage_bits_with_index": 2**16,
+    }
+    trial.set_user_attr(TrialAttr.METRICS, metrics)
+    schedule = Schedule(config, layers, Budget(epochs=100))
+    assert schedule.reference([trial]) == pytest.approx((-0.96, 20.0))
+    assert schedule._view(trial).values == pytest.approx((-0.97, 16.0))
+    assert schedule.reference([_finished([0.97, 2.0**16], 0.5, 0.0)]) is None  # no metrics yet
+    three = validate_study(
+        tiny_study(
+            objectives=["val_accuracy", "storage_bits_with_index", "compression_ratio_with_index"]
+        )
+    )[0]
+    assert Schedule(three, layers, Budget(epochs=100)).reference([trial]) is None

@@ -50,22 +50,33 @@ def test_seed_count_is_on_by_default_and_at_most_half_the_budget(tiny_study) -> 
 
 
 def test_priors_and_seeds_share_half_the_trial_budget(tiny_study) -> None:
-    every = {"priors": {}}  # five families at three targets
+    every = {"priors": {"targets": 3, "placement": "grid"}}  # five families at three targets
     assert prior_count(load_study(tiny_study(budget={"trials": 20}, search=every))) == 10
     assert prior_count(load_study(tiny_study(budget={"trials": 5}, search=every))) == 2
     assert prior_count(load_study(tiny_study(budget={"timeout_s": 60}, search=every))) == 15
-    two = {"priors": {"families": ["global", "erk"], "targets": 2}}
+    two = {"priors": {"families": ["global", "erk"], "targets": 2, "placement": "grid"}}
     assert prior_count(load_study(tiny_study(budget={"trials": 40}, search=two))) == 4
     assert prior_count(load_study(tiny_study(budget={"trials": 40}))) == 0  # off by default
     assert first_trials_cap(load_study(tiny_study(budget={"trials": 7}))) == 3
     assert first_trials_cap(load_study(tiny_study(budget={"timeout_s": 60}))) is None
 
 
+def test_knee_priors_may_take_all_but_a_third_of_the_settings(tiny_study) -> None:
+    knee = {"priors": {}}  # the defaults: knee placement, five families at eight targets
+    assert prior_count(load_study(tiny_study(budget={"trials": 20}, search=knee))) == 14
+    assert prior_count(load_study(tiny_study(budget={"trials": 5}, search=knee))) == 4
+    assert prior_count(load_study(tiny_study(budget={"trials": 2}, search=knee))) == 1
+    assert prior_count(load_study(tiny_study(budget={"timeout_s": 60}, search=knee))) == 40
+    assert seed_count(load_study(tiny_study(budget={"trials": 5}, search=knee))) == 4
+    config = load_study(tiny_study(budget={"trials": 5}, search=knee))
+    assert first_trials_cap(config) - prior_count(config) == 0  # no room left for seeds
+
+
 def test_an_epoch_budget_caps_priors_and_seeds_at_half_the_settings_it_pays_for(
     tiny_study,
 ) -> None:
     """Without the cap a 74-epoch study queued all 15 priors and ran nothing else."""
-    every = {"priors": {}}
+    every = {"priors": {"targets": 3, "placement": "grid"}}
     per_trial = 1 + 1 + 1 + 2  # ADMM prune, retrain, ADMM quantize, 2 shares of quant_retrain
     config = load_study(tiny_study(budget={"epochs": 8 * per_trial}, search=every))
     assert first_trials_cap(config) == 4
@@ -187,7 +198,7 @@ def test_seeding_can_be_turned_off(tmp_path, tiny_study) -> None:
 @pytest.mark.slow
 def test_a_new_study_runs_its_priors_then_its_seeds_and_says_so(tmp_path, tiny_study) -> None:
     search = {**load_study(tiny_study()).search.model_dump(mode="json")}
-    search["priors"] = {"families": ["global", "erk"], "targets": 1}
+    search["priors"] = {"families": ["global", "erk"], "targets": 1, "placement": "grid"}
     path = tiny_study(budget={"trials": 6}, sensitivity={"keep_points": 4}, search=search)
     ctx = _context(tmp_path, path)
     study = run_study(ctx)

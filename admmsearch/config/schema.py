@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
@@ -110,10 +110,15 @@ class LayerOverride(FrozenModel):
 class PriorsConfig(FrozenModel):
     """Zero-cost allocation priors as a new study's first trials (:mod:`admmsearch.search.priors`):
     each of ``families`` at ``targets`` storage targets log-spaced over the storage the search
-    space spans. With the sensitivity seeds they take at most half of ``budget.trials``."""
+    space spans. ``placement: knee`` (the default) places each when it is about to run, from
+    the outcomes of those before it, to find the most compressed target that still meets the
+    constraints (:mod:`admmsearch.search.priors.placement`); ``grid`` queues them all when the
+    study starts (with the sensitivity seeds, at most half of the settings the budget pays
+    for)."""
 
     families: Annotated[tuple[PriorFamily, ...], Field(min_length=1)] = PRIOR_FAMILIES
-    targets: Annotated[int, Strict(), bound(1, 16)] = 3
+    targets: Annotated[int, Strict(), bound(1, 16)] = 8
+    placement: Literal["knee", "grid"] = "knee"
 
     @field_validator("families")
     @classmethod

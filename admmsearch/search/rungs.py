@@ -4,11 +4,12 @@ A study with rungs runs each new setting at rung 0, a short version of its pipel
 above are each ``eta`` times longer, the top rung being the study's pipeline as written. A
 trial finished at rung ``r`` is *promoted* (continued at rung ``r + 1``) when it is among the
 best ``1/eta`` of the trials finished at that rung, ranked by non-dominated sorting on the
-study's objectives with crowding distance breaking ties (Deb et al. 2002, NSGA-II): a small
-model that is less accurate survives when nothing smaller beats it. This is the promotion rule
-of MOASHA (Schmucker et al. 2021, Syne Tune) on top of ASHA's asynchronous schedule (Li et al.
-2020): whenever a worker is free it takes the best promotable trial of the highest rung,
-else starts a new setting, so no worker waits for a rung to fill.
+study's objectives (Deb et al. 2002, NSGA-II), ties broken by each point's hypervolume
+contribution (two objectives; storage on a log scale, as fronts are read) and then by crowding
+distance: a small model that is less accurate survives when nothing smaller beats it. This is
+the promotion rule of MOASHA (Schmucker et al. 2021, Syne Tune) on top of ASHA's asynchronous
+schedule (Li et al. 2020): whenever a worker is free it takes the best promotable trial of the
+highest rung, else starts a new setting, so no worker waits for a rung to fill.
 
 Everything lives in the Optuna storage, so workers on PostgreSQL share it and a resumed study
 continues it: each rung of a setting is an Optuna trial of its own, with user attributes
@@ -33,6 +34,7 @@ __all__ = [
     "Limits",
     "RungTrial",
     "crowding_distances",
+    "hypervolume_contributions",
     "next_job",
     "nondominated_ranks",
     "promotable",
@@ -89,6 +91,31 @@ def crowding_distances(points: Sequence[Sequence[float]], ranks: Sequence[int]) 
     return out
 
 
+def hypervolume_contributions(
+    points: Sequence[Sequence[float]], ranks: Sequence[int], reference: Sequence[float]
+) -> list[float]:
+    """Each point's exclusive hypervolume contribution within its front, two objectives
+    minimised: the area that it alone dominates inside the box below ``reference`` (the
+    measure of SMS-EMOA, Beume et al. 2007). A point that is not better than the reference in
+    both objectives contributes 0.
+
+    >>> hypervolume_contributions([(1, 5), (2, 2), (5, 1)], [0, 0, 0], (6, 6))
+    [1.0, 9.0, 1.0]
+    """
+    out = [0.0] * len(points)
+    for rank in set(ranks):
+        members = sorted(
+            (i for i, r in enumerate(ranks) if r == rank), key=lambda i: tuple(points[i])
+        )
+        for k, i in enumerate(members):
+            right = points[members[k + 1]][0] if k + 1 < len(members) else reference[0]
+            up = points[members[k - 1]][1] if k > 0 else reference[1]
+            width = float(min(right, reference[0]) - points[i][0])
+            height = float(min(up, reference[1]) - points[i][1])
+            out[i] = max(0.0, width) * max(0.0, height)
+    return out
+
+
 @dataclass(frozen=True)
 class RungTrial:
     """A trial as the schedule sees it.
@@ -114,16 +141,27 @@ class RungTrial:
     epochs: int = 0
 
 
-def promotion_order(trials: Sequence[RungTrial]) -> list[RungTrial]:
-    """Complete trials best first: feasible ones by non-domination rank, then crowding
-    distance (larger first); then infeasible ones by their violation (smaller first)."""
+def promotion_order(
+    trials: Sequence[RungTrial], reference: Sequence[float] | None = None
+) -> list[RungTrial]:
+    """Complete trials best first: feasible ones by non-domination rank, then (two objectives
+    and a ``reference`` point) hypervolume contribution, then crowding distance (larger
+    first); then infeasible ones by their violation (smaller first).
+
+    Crowding distance gives both ends of a front infinity, so it always continues the least
+    compressed setting; the hypervolume contribution measures what a point adds to the front
+    the study is judged by, so a nearly dense setting that is barely more accurate adds little.
+    """
     done = [t for t in trials if t.state == "complete" and t.values is not None]
     feasible = [t for t in done if t.violation <= 0]
     points = [t.values for t in feasible]
     ranks = nondominated_ranks(points)
     crowding = crowding_distances(points, ranks)
+    two = reference is not None and len(reference) == 2
+    gains = hypervolume_contributions(points, ranks, reference) if two else [0.0] * len(points)
     order = sorted(
-        range(len(feasible)), key=lambda i: (ranks[i], -crowding[i], feasible[i].number)
+        range(len(feasible)),
+        key=lambda i: (ranks[i], -gains[i], -crowding[i], feasible[i].number),
     )
     infeasible = sorted(
         (t for t in done if t.violation > 0), key=lambda t: (t.violation, t.number)
@@ -131,12 +169,16 @@ def promotion_order(trials: Sequence[RungTrial]) -> list[RungTrial]:
     return [feasible[i] for i in order] + infeasible
 
 
-def promotable(trials: Sequence[RungTrial], rung: int, eta: int) -> list[RungTrial]:
+def promotable(
+    trials: Sequence[RungTrial], rung: int, eta: int, reference: Sequence[float] | None = None
+) -> list[RungTrial]:
     """The trials of ``rung`` that may go up now, best first: among the best
-    ``floor(finished / eta)`` of the rung, not promoted yet and not hopeless."""
+    ``floor(finished / eta)`` of the rung (:func:`promotion_order`), not promoted yet and not
+    hopeless."""
     at_rung = [t for t in trials if t.rung == rung]
     promoted = {t.continues for t in trials if t.continues is not None}
-    best = promotion_order(at_rung)[: len([t for t in at_rung if t.state == "complete"]) // eta]
+    finished = len([t for t in at_rung if t.state == "complete"])
+    best = promotion_order(at_rung, reference)[: finished // eta]
     return [t for t in best if t.number not in promoted and not t.hopeless]
 
 
@@ -168,6 +210,7 @@ def next_job(
     rungs: RungSchedule,
     limits: Limits,
     promotion_epochs: Mapping[int, int],
+    reference: Sequence[float] | None = None,
 ) -> Job | None:
     """ASHA's choice, highest rung first: promote the best promotable trial whose promotion
     fits what is left; else screen a new setting while the quota of screens lasts; else
@@ -179,6 +222,8 @@ def next_job(
         rungs: the rungs.
         limits: what is left to spend.
         promotion_epochs: the epochs each trial's promotion would add, by trial number.
+        reference: the hypervolume reference point of the trials' values
+            (:func:`promotion_order`; None: crowding distance alone breaks ties).
     """
     if limits.trials is not None and limits.trials <= 0:
         return None
@@ -187,22 +232,22 @@ def next_job(
         return limits.epochs is None or epochs <= limits.epochs
 
     for rung in range(rungs.top - 1, -1, -1):
-        for trial in promotable(trials, rung, rungs.eta):
+        for trial in promotable(trials, rung, rungs.eta, reference):
             if fits(promotion_epochs.get(trial.number, 0)):
                 return Job(rung + 1, trial)
     if (limits.screens is None or limits.screens > 0) and fits(limits.new_epochs):
         return Job(0)
-    return _last_promotion(trials, rungs, fits, promotion_epochs)
+    return _last_promotion(trials, rungs, fits, promotion_epochs, reference)
 
 
-def _last_promotion(trials, rungs, fits, promotion_epochs) -> Job | None:
+def _last_promotion(trials, rungs, fits, promotion_epochs, reference) -> Job | None:
     """Once no new setting may start: the best not yet promoted trial of the highest rung
     below the top whose promotion fits (hopeless ones never)."""
     if any(t.state == "running" for t in trials):
         return None  # wait: a running trial may become the better candidate
     promoted = {t.continues for t in trials if t.continues is not None}
     for rung in range(rungs.top - 1, -1, -1):
-        order = promotion_order([t for t in trials if t.rung == rung])
+        order = promotion_order([t for t in trials if t.rung == rung], reference)
         for trial in order:
             if trial.number not in promoted and not trial.hopeless:
                 if fits(promotion_epochs.get(trial.number, 0)):

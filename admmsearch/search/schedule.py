@@ -18,7 +18,7 @@ the budget (:func:`.rungs.screening_quota`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -26,7 +26,15 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..config import Choices, FloatRange, IntRange, StudyConfig, base_pipeline, knob_specs
+from ..config import (
+    OBJECTIVES,
+    Choices,
+    FloatRange,
+    IntRange,
+    StudyConfig,
+    base_pipeline,
+    knob_specs,
+)
 from ..fidelity import RungSchedule, rung_pipeline, trial_epochs
 from ..record import Metric, TrialAttr
 from ..runtime import WAIT, counted_trials
@@ -38,6 +46,9 @@ __all__ = ["Budget", "Schedule", "Spent", "epochs_bound", "spent"]
 
 #: How far beyond its limit a rung-0 accuracy drop is taken for hopeless (twice the limit).
 _HOPELESS_DROP = 2.0
+#: The accuracy drop (fraction) past which a prior misses the knee, in a study with no
+#: accuracy constraint: 1 point.
+_KNEE_DROP = 0.01
 
 
 @dataclass(frozen=True)
@@ -111,6 +122,10 @@ class Schedule:
         self.config, self.layers, self.budget = config, list(layers), budget
         r = config.search.rungs
         self.rungs = None if r is None else RungSchedule(eta=r.eta, count=r.count)
+        #: Places the next prior trial from the study's trials (knee placement: a
+        #: :class:`admmsearch.search.seeding.PriorPlanner`); it returns an object with
+        #: ``params`` and ``attrs`` to enqueue, or None.
+        self.priors: Callable[[Sequence[FrozenTrial]], Any] | None = None
 
     @property
     def top(self) -> int | None:
@@ -193,7 +208,25 @@ class Schedule:
         costs = {
             v.number: self._promotion_epochs(t, v) for t, v in zip(trials, views, strict=True)
         }
-        return next_job(views, self.rungs, limits, costs)
+        return next_job(views, self.rungs, limits, costs, self.reference(trials))
+
+    def reference(self, trials: Sequence[FrozenTrial]) -> tuple[float, ...] | None:
+        """The hypervolume reference point of the trials' values as :meth:`_view` scales
+        them, for the promotion's tie-break (two objectives only, else None): the dense
+        model's storage (compression 1x) and its validation accuracy less the study's
+        ``max_accuracy_drop`` (without one, 1 point), the worst a useful point may be."""
+        if len(self.config.objectives) != 2:
+            return None
+        metrics = next((m for t in trials if (m := t.user_attrs.get(TrialAttr.METRICS))), None)
+        if not metrics:
+            return None
+        drop = self.config.constraints.max_accuracy_drop
+        worst = {
+            Metric.VAL_ACCURACY: -(metrics[Metric.DENSE_VAL_ACCURACY] - (drop or _KNEE_DROP)),
+            Metric.STORAGE_BITS: math.log2(metrics[Metric.MODEL_DENSE_BITS]),
+            Metric.COMPRESSION_RATIO: 0.0,  # -log2 of 1x
+        }
+        return tuple(worst[name] for name in self.config.objectives)
 
     def _limits(self, trials: Sequence[FrozenTrial], now: Spent) -> Limits:
         b = self.budget
@@ -208,8 +241,7 @@ class Schedule:
         state = {TrialState.RUNNING: "running", TrialState.COMPLETE: "complete"}.get(t.state)
         values = None
         if t.state == TrialState.COMPLETE and t.values is not None:
-            signs = [1 if d == "minimize" else -1 for d in self.config.directions]
-            values = tuple(s * v for s, v in zip(signs, t.values, strict=True))
+            values = tuple(map(_minimised, self.config.objectives, t.values))
         violation = sum(max(0.0, c) for c in _constraint_values(t))
         continues = t.user_attrs.get(TrialAttr.CONTINUES)
         return RungTrial(
@@ -236,6 +268,7 @@ class Schedule:
         """Start ``job``'s trial: the next waiting or sampled setting at rung 0, or the
         promotion of ``job.continues``; it records its rung and the epochs it reserves."""
         if job.continues is None:
+            self._place_prior(study)
             trial = _ask(study)
         else:
             trial = _enqueue_and_take(study, self._promotion(study, job))
@@ -247,6 +280,33 @@ class Schedule:
         if rung is not None:
             trial.set_user_attr(TrialAttr.RUNG, rung)
         return trial
+
+    def _place_prior(self, study: optuna.Study) -> None:
+        """Queue the next prior trial (knee placement) unless a queued trial is waiting."""
+        if self.priors is None:
+            return
+        trials = study.get_trials(deepcopy=False)
+        if any(t.state == TrialState.WAITING for t in trials):
+            return
+        seed = self.priors(trials)
+        if seed is not None:
+            study.enqueue_trial(seed.params, user_attrs=seed.attrs)
+
+    def prior_outcome(self, trial: FrozenTrial) -> str:
+        """A prior trial's outcome for the knee search (:mod:`.priors.placement`): pending
+        while it waits or runs, failed when it errored, infeasible when it breaks the study's
+        constraints (without an accuracy constraint: when it loses more than 1 point of
+        validation accuracy), else feasible. With rungs this is its rung-0 (short) result."""
+        if trial.state in (TrialState.RUNNING, TrialState.WAITING):
+            return "pending"
+        if trial.state != TrialState.COMPLETE:
+            return "failed"
+        if sum(max(0.0, c) for c in _constraint_values(trial)) > 0:
+            return "infeasible"
+        drop = (trial.user_attrs.get(TrialAttr.METRICS) or {}).get(Metric.ACCURACY_DROP)
+        if self.config.constraints.max_accuracy_drop is None and (drop or 0.0) > _KNEE_DROP:
+            return "infeasible"
+        return "feasible"
 
     def _fixed_epochs(self, trial: FrozenTrial, params: dict[str, Any], rung: int | None) -> int:
         """The epochs of a trial whose params are known (enqueued, a retry or a promotion);
@@ -268,6 +328,16 @@ class Schedule:
             system_attrs={"fixed_params": dict(lower.params)},
             user_attrs=attrs,
         )
+
+
+def _minimised(objective: str, value: float) -> float:
+    """An objective's value as the promotion ranks it, minimised: sizes on a log2 scale (a
+    front of storage against accuracy is read in ratios), accuracy as is."""
+    if objective == Metric.STORAGE_BITS:
+        return math.log2(max(value, 1.0))
+    if objective == Metric.COMPRESSION_RATIO:
+        return -math.log2(max(value, 1e-12))
+    return -value if OBJECTIVES[objective] == "maximize" else value
 
 
 def _constraint_values(trial: FrozenTrial) -> list[float]:

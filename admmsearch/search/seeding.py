@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import copy
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from optuna.trial import FrozenTrial
 
 from ..config import StudyConfig, UnitSpace, is_searched, unit_spaces
 from ..dense import build_model
@@ -44,6 +45,7 @@ from .priors import (
     storage_targets,
     unit_levels,
 )
+from .priors.placement import Placed, next_placement
 from .schedule import Budget, Schedule
 from .sensitivity import Finetune, Sensitivity, cached_sensitivity
 from .sensitivity.plot import write_sensitivity
@@ -52,10 +54,13 @@ if TYPE_CHECKING:
     from .context import StudyContext
 
 __all__ = [
+    "PriorPlanner",
     "Seed",
     "dense_on",
     "first_trials",
     "first_trials_cap",
+    "knee_placement",
+    "prior_planner",
     "log_sensitivity",
     "prior_count",
     "prior_problem",
@@ -129,9 +134,23 @@ def first_trials_cap(config: StudyConfig) -> int | None:
     epoch budget for ``budget.epochs`` over a setting's epochs (the pipeline as written; with
     successive halving, over what a screened setting costs with the best ``1/eta`` of each
     rung continued, :func:`.rungs.screening_quota`), so that an epoch budget too leaves half
-    of its settings to the sampler."""
+    of its settings to the sampler.
+
+    With ``search.priors.placement: knee`` the priors are themselves a search (each placed
+    from the outcomes of those before it), so they may take all but a third of the settings
+    (at least one is left to the sampler): 4 of 5, 14 of 20."""
     settings = [n for n in (config.budget.trials, _settings_in_epochs(config)) if n is not None]
-    return min(settings) // 2 if settings else None
+    if not settings:
+        return None
+    if knee_placement(config):
+        return max(0, min(settings) - max(1, min(settings) // 3))
+    return min(settings) // 2
+
+
+def knee_placement(config: StudyConfig) -> bool:
+    """The study places its priors as it runs (``search.priors.placement: knee``)."""
+    priors = config.search.priors
+    return priors is not None and priors.placement == "knee"
 
 
 def _settings_in_epochs(config: StudyConfig) -> int | None:
@@ -163,14 +182,15 @@ def first_trials(ctx: StudyContext) -> list[Seed]:
     """A new study's first trials after its ``enqueue``: the priors (:func:`study_priors`),
     then the seeded trials (:func:`study_seeds`) in the room the priors leave within
     :func:`first_trials_cap`, a seed that repeats a prior's setting dropped; none for a study
-    that has trials."""
+    that has trials. With knee placement the priors are not queued here (a
+    :class:`PriorPlanner` places them as the study runs) but their room is kept."""
     if ctx.study.get_trials(deepcopy=False):
         return []
-    priors = study_priors(ctx)
+    knee = knee_placement(ctx.config)
+    priors = [] if knee else study_priors(ctx)
     cap = first_trials_cap(ctx.config)
-    room = (
-        seed_count(ctx.config) if cap is None else min(seed_count(ctx.config), cap - len(priors))
-    )
+    planned = prior_count(ctx.config) if knee else len(priors)
+    room = seed_count(ctx.config) if cap is None else min(seed_count(ctx.config), cap - planned)
     seeded = study_seeds(ctx, room)
     return priors + [s for s in seeded if all(s.params != p.params for p in priors)]
 
@@ -265,16 +285,28 @@ def dense_on(ctx: StudyContext) -> torch.nn.Module:
 def study_priors(ctx: StudyContext) -> list[Seed]:
     """The prior trials of a new study (:func:`prior_count` of them at most); none without
     ``search.priors``. The sensitivity pass runs (once, cached) where the ``sensitivity``
-    family is asked for or a unit's bits are searched: it chooses the bits of the others."""
+    family is among those the priors reach or a unit's bits are searched: it chooses the bits
+    of the others."""
     config = ctx.config
     count, priors = prior_count(config), config.search.priors
     if count == 0 or priors is None or ctx.study.get_trials(deepcopy=False):
         return []
-    units = unit_spaces(config, ctx.layers)
-    wanted = "sensitivity" in priors.families or any(is_searched(u.levels) for u in units)
-    table = study_sensitivity(ctx) if wanted else None
-    problem = prior_problem(config, ctx.layers, dense_on(ctx), table)
+    problem, table = _study_problem(ctx, count)
     return prior_seeds(problem, table, priors.families, priors.targets, count)
+
+
+def _study_problem(ctx: StudyContext, count: int) -> tuple[PriorProblem, Sensitivity | None]:
+    """The study's prior problem and, where its first ``count`` priors need it, its
+    sensitivity table: where bits are searched (it picks the other families' bits), or where
+    the ``sensitivity`` family comes within the first ``count`` in the families' order (the
+    priors take the families in turn, so a study of 4 priors never reaches a fifth family,
+    and its pass, which costs training time, is not run)."""
+    config, priors = ctx.config, ctx.config.search.priors
+    units = unit_spaces(config, ctx.layers)
+    families = () if priors is None else priors.families[:count]
+    wanted = "sensitivity" in families or any(is_searched(u.levels) for u in units)
+    table = study_sensitivity(ctx) if wanted else None
+    return prior_problem(config, ctx.layers, dense_on(ctx), table), table
 
 
 def prior_problem(
@@ -370,3 +402,84 @@ def prior_seed(prior: Prior, units: Sequence[UnitSpace]) -> Seed:
         },
     }
     return Seed(params, {TrialAttr.PRIOR: attrs})
+
+
+# --- knee placement: each prior placed as the study runs ---
+
+
+class PriorPlanner:
+    """Places a study's prior trials one at a time (``search.priors.placement: knee``), each
+    when a worker is about to start a new setting: :func:`.priors.placement.next_placement`
+    on the grid of :func:`.priors.storage_targets`, from the outcomes of the priors before it.
+    Everything it reads is in the storage (each prior's ``prior`` user attribute records its
+    ``grid_index``), so workers and resumes share one search.
+
+    Args:
+        problem: the study's units on its dense model.
+        table: the sensitivity table, for the ``sensitivity`` family (None: that family is
+            skipped).
+        families: ``search.priors.families``.
+        targets: ``search.priors.targets``, the grid's size.
+        count: the most prior trials to place.
+        outcome: a prior trial's outcome for the search (:data:`.priors.placement.OUTCOMES`).
+    """
+
+    def __init__(
+        self,
+        problem: PriorProblem,
+        table: Sensitivity | None,
+        families: Sequence[str],
+        targets: int,
+        count: int,
+        outcome: Callable[[FrozenTrial], str],
+    ) -> None:
+        self.problem, self.table, self.families = problem, table, list(families)
+        self.grid = storage_targets(*storage_range(problem), targets)
+        self.count, self.outcome = count, outcome
+
+    def __call__(self, trials: Sequence[FrozenTrial]) -> Seed | None:
+        """The next prior trial, or None when ``count`` are placed or none is left."""
+        placed = [self._placed(t) for t in trials if _grid_index(t) is not None]
+        if len({(p.family, p.target) for p in placed}) >= self.count:
+            return None
+        taken = [dict(t.params) for t in trials]
+        while (pick := next_placement(placed, self.families, len(self.grid))) is not None:
+            seed = self._seed(*pick)
+            if seed is not None and seed.params and seed.params not in taken:
+                return seed
+            placed.append(Placed(pick[0], pick[1], "failed"))  # nothing new there: skip it
+        return None
+
+    def _placed(self, trial: FrozenTrial) -> Placed:
+        attrs = trial.user_attrs[TrialAttr.PRIOR]
+        return Placed(str(attrs["family"]), int(attrs["grid_index"]), self.outcome(trial))
+
+    def _seed(self, family: str, index: int) -> Seed | None:
+        bits = self.grid[index]
+        if family == "sensitivity":
+            table = self.table
+            prior = None if table is None else sensitivity_prior(table, self.problem, bits)
+        else:
+            prior = prior_at_storage(family, self.problem, bits)
+        if prior is None:
+            return None
+        seed = prior_seed(prior, self.problem.units)
+        attrs = {**seed.attrs[TrialAttr.PRIOR], "placement": "knee", "grid_index": index}
+        return Seed(seed.params, {TrialAttr.PRIOR: attrs})
+
+
+def _grid_index(trial: FrozenTrial) -> int | None:
+    attrs = trial.user_attrs.get(TrialAttr.PRIOR)
+    return attrs.get("grid_index") if isinstance(attrs, dict) else None
+
+
+def prior_planner(ctx: StudyContext, outcome: Callable[[FrozenTrial], str]) -> PriorPlanner | None:
+    """The study's :class:`PriorPlanner` (None unless ``search.priors.placement`` is
+    ``knee``); the sensitivity pass runs (once, cached) where :func:`study_priors` runs it."""
+    config = ctx.config
+    priors = config.search.priors
+    if priors is None or not knee_placement(config) or prior_count(config) == 0:
+        return None
+    count = prior_count(config)
+    problem, table = _study_problem(ctx, count)
+    return PriorPlanner(problem, table, priors.families, priors.targets, count, outcome)

@@ -56,7 +56,7 @@ from .quiet import quiet_optuna
 from .reuse import check_reuse
 from .sampling import PerTrialSampler
 from .schedule import Budget, Schedule
-from .seeding import Seed, first_trials
+from .seeding import Seed, first_trials, prior_planner
 
 __all__ = [
     "TIMEOUT_ATTR",
@@ -423,6 +423,7 @@ def run_study(
         seeds = first_trials(ctx)
         with ctx.lock:
             _queue_first_trials(ctx, seeds)
+    schedule.priors = prior_planner(ctx, schedule.prior_outcome)
     _note_budget(ctx, schedule)
     if not schedule.finished(ctx.study):
         ctx.tracker.set_status(ctx.parent_run, "RUNNING")

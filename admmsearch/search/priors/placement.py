@@ -1,0 +1,89 @@
+"""Where the next prior trial goes: a search for the knee of the front over the storage grid.
+
+A front's hypervolume (storage against accuracy) is made at its compressed end: a point that
+keeps the accuracy at 30x dominates the area of every point that keeps it at 8x. Priors placed
+evenly over the whole storage range (``search.priors.placement: grid``) spend most trials on
+settings that compress little, or so much that no retraining mends them. With ``placement:
+knee`` each prior trial is placed when a worker is about to start a new setting, from the
+outcomes of the priors before it, on the same log-spaced grid of ``search.priors.targets``
+storage targets (index 0 the smallest storage):
+
+1. The first goes to the middle of the grid.
+2. While the knee is not bracketed, bisect: the most compressed target that met the study's
+   constraints (*feasible*) and the least compressed one below it that did not bound an
+   interval, and the next target is the middle of the untried targets inside it. A running
+   prior counts as feasible (so a second worker looks further down rather than waiting).
+3. Once no untried target lies inside, the knee is found: the remaining priors try the other
+   families at the knee, then at the infeasible target just below it (a family that keeps
+   its accuracy there extends the front), then the targets above the knee, nearest first.
+
+Families take turns (round-robin over ``search.priors.families``); a target is feasible when
+any family met the constraints there, infeasible when every family tried there failed to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["Placed", "next_placement"]
+
+#: A prior trial's outcome as the knee search reads it.
+OUTCOMES = ("feasible", "infeasible", "pending", "failed")
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A prior trial already placed: its family, its index on the target grid and its outcome
+    (one of :data:`OUTCOMES`; ``failed``: it errored, so it says nothing of the target)."""
+
+    family: str
+    target: int
+    outcome: str
+
+
+def next_placement(
+    placed: Sequence[Placed], families: Sequence[str], grid: int
+) -> tuple[str, int] | None:
+    """The ``(family, target index)`` of the next prior (see the module's text); None when
+    every family has tried every target of a grid of ``grid`` targets.
+
+    >>> next_placement([], ["global", "lamp"], 8)
+    ('global', 3)
+    >>> next_placement([Placed("global", 3, "feasible")], ["global", "lamp"], 8)
+    ('lamp', 1)
+    >>> next_placement([Placed("global", 3, "infeasible")], ["global", "lamp"], 8)
+    ('lamp', 5)
+    """
+    tried = {(p.family, p.target) for p in placed}
+    if grid < 1 or not families or len(tried) >= grid * len(families):
+        return None
+    order = _rotation(families, len(placed))
+    feasible = {p.target for p in placed if p.outcome in ("feasible", "pending")}
+    infeasible = {p.target for p in placed if p.outcome == "infeasible"} - feasible
+    if not feasible and not infeasible:
+        return _first_family(order, (grid - 1) // 2, tried)
+    knee = min(feasible) if feasible else grid
+    below = max((t for t in infeasible if t < knee), default=-1)
+    inside = [t for t in range(below + 1, knee) if not any(p.target == t for p in placed)]
+    if inside:
+        return _first_family(order, inside[(len(inside) - 1) // 2], tried)
+    after = [knee, below, *range(knee + 1, grid)] if knee < grid else [below]
+    after += [t for t in range(grid) if t not in after]  # then anything left, any family
+    for target in after:
+        if 0 <= target < grid and (pick := _first_family(order, target, tried)) is not None:
+            return pick
+    return None
+
+
+def _rotation(families: Sequence[str], turn: int) -> list[str]:
+    """The families in round-robin order starting with the one whose turn it is."""
+    start = turn % len(families)
+    return [*families[start:], *families[:start]]
+
+
+def _first_family(
+    order: Sequence[str], target: int, tried: set[tuple[str, int]]
+) -> tuple[str, int] | None:
+    family = next((f for f in order if (f, target) not in tried), None)
+    return None if family is None else (family, target)
