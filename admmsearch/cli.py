@@ -96,6 +96,7 @@ def _run_or_join(study_file: Path, jobs: int, **o: Any) -> None:
     """Prepare the study (checks, dense model, stores), run it here or in ``jobs`` worker
     processes with its progress on stderr, then its closing summary and front."""
     config, layers = _validated(study_file)  # a bad file is refused before torch loads
+    from .search.schedule import spent
     from .search.study import prepare, run_parallel, run_study
 
     devices = _devices(config, o["per_device"], jobs)
@@ -106,6 +107,7 @@ def _run_or_join(study_file: Path, jobs: int, **o: Any) -> None:
     ctx = prepare(config, layers, **where, cache_dir=o["cache_dir"], events=progress.events())
     click.echo(console.layers_line(ctx.folding, ctx.uncompressed), err=True)
     before = _finished(ctx.study)
+    progress.resume_at(spent(ctx.study.get_trials(deepcopy=False)))  # a resume counts on
     try:
         with console.running():
             if devices is not None or jobs > 1:

@@ -76,12 +76,30 @@ def render(data: Any, fmt: str) -> str:
         if fmt == "table":
             return facts_text(list(data.items()))
         data = [data]
-    frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(list(data))
+    frame = data if isinstance(data, pd.DataFrame) else _records_frame(list(data))
     if fmt == "csv":
         return frame.to_csv(index=False)
-    mixed = [c for c in frame if frame[c].dtype == object]  # None stays "None" there
-    frame = frame.assign(**{c: frame[c].where(frame[c].notna(), "–") for c in mixed})
+    # None stays "None" in an object column, and an integer column prints <NA>
+    mixed = [c for c in frame if frame[c].dtype == object or frame[c].dtype == "Int64"]
+    frame = frame.assign(
+        **{c: frame[c].astype(object).where(frame[c].notna(), "–") for c in mixed}
+    )
     return frame.to_string(index=False, na_rep="–") + "\n"
+
+
+def _records_frame(records: list[Any]) -> pd.DataFrame:
+    """Records as a frame; a column of integers with gaps stays integers (pandas would make
+    it float: a budget of 6 printed as 6.0 beside a study without one)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(records)
+    for column in frame:
+        values = [r.get(column) for r in records if isinstance(r, Mapping)]
+        present = [v for v in values if v is not None]
+        whole = all(isinstance(v, int) and not isinstance(v, bool) for v in present)
+        if present and whole and len(present) < len(values):
+            frame[column] = frame[column].astype("Int64")
+    return frame
 
 
 def _plain(value: Any) -> Any:
@@ -293,12 +311,20 @@ class StudyProgress:
     spent: int = 0
     started: float = field(default_factory=time.monotonic)
     _bar: Any = None
+    _resumed: int = 0
 
     def events(self) -> Any:
         """The study's events (:class:`admmsearch.search.context.StudyEvents`) for this view."""
         from .search.context import StudyEvents
 
         return StudyEvents(self.dense_epoch, self.sensitivity_unit, None, self.trial_done)
+
+    def resume_at(self, already: Any) -> None:
+        """Count on from what the study spent before this run (``already``: its
+        :class:`admmsearch.search.schedule.Spent`), so a resumed run's tally and bar show the
+        study's trials and epochs, not this run's alone."""
+        self.done, self.spent = already.trials, already.epochs
+        self._resumed = already.epochs if self.epochs else already.trials
 
     def _line(self, text: str) -> None:
         if self._bar is not None:
@@ -330,7 +356,9 @@ class StudyProgress:
             from tqdm.auto import tqdm
 
             unit, total = ("epoch", self.epochs) if self.epochs else ("trial", self.trials)
-            self._bar = tqdm(total=total, desc=self.name, unit=unit, file=sys.stderr)
+            self._bar = tqdm(
+                total=total, initial=self._resumed, desc=self.name, unit=unit, file=sys.stderr
+            )
         return self._bar
 
     def close(self) -> None:

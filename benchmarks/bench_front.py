@@ -89,7 +89,7 @@ from admmsearch.compression import Job, compress_dense
 from admmsearch.config import StudyConfig, base_pipeline
 from admmsearch.dense import build_model, packed_meta
 from admmsearch.plan import LayerPlan, Plan
-from admmsearch.record import Metric, TrialAttr
+from admmsearch.record import Metric, StudyAttr, TrialAttr
 from admmsearch.search.context import StudyContext
 from admmsearch.search.priors import prior_at_storage
 from admmsearch.search.schedule import spent
@@ -239,7 +239,10 @@ def run_variant(
     trials = ctx.study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     top = [t for t in done if t.user_attrs.get(TrialAttr.RUNG) == top_rung(config)]
-    sensitivity = study_sensitivity(ctx) if config.search.seed_from_sensitivity else None
+    # Charged only where the study ran the pass (read from the seed's cache: its measured
+    # time); a study whose priors never reach the sensitivity family and seed nothing skips it.
+    ran = StudyAttr.SENSITIVITY in ctx.study.user_attrs
+    sensitivity = study_sensitivity(ctx) if ran else None
     figures = {
         "trials": len(done),
         "top_rung_trials": len(top),

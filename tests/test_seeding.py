@@ -63,13 +63,20 @@ def test_priors_and_seeds_share_half_the_trial_budget(tiny_study) -> None:
 
 def test_knee_priors_may_take_all_but_a_third_of_the_settings(tiny_study) -> None:
     knee = {"priors": {}}  # the defaults: knee placement, five families at eight targets
-    assert prior_count(load_study(tiny_study(budget={"trials": 20}, search=knee))) == 14
-    assert prior_count(load_study(tiny_study(budget={"trials": 5}, search=knee))) == 4
-    assert prior_count(load_study(tiny_study(budget={"trials": 2}, search=knee))) == 1
-    assert prior_count(load_study(tiny_study(budget={"timeout_s": 60}, search=knee))) == 40
-    assert seed_count(load_study(tiny_study(budget={"trials": 5}, search=knee))) == 4
-    config = load_study(tiny_study(budget={"trials": 5}, search=knee))
+
+    def count(**budget) -> int:
+        return prior_count(load_study(tiny_study(budget=budget, search=knee, enqueue=[])))
+
+    assert (count(trials=20), count(trials=5), count(trials=2), count(timeout_s=60)) == (
+        14,
+        4,
+        1,
+        40,
+    )
+    config = load_study(tiny_study(budget={"trials": 5}, search=knee, enqueue=[]))
     assert first_trials_cap(config) - prior_count(config) == 0  # no room left for seeds
+    enqueued = tiny_study(budget={"trials": 5}, search=knee, enqueue=[{"keep.fc1": 0.5}])
+    assert prior_count(load_study(enqueued)) == 3  # the sampler still gets one of the five
 
 
 def test_an_epoch_budget_caps_priors_and_seeds_at_half_the_settings_it_pays_for(

@@ -138,12 +138,14 @@ def first_trials_cap(config: StudyConfig) -> int | None:
 
     With ``search.priors.placement: knee`` the priors are themselves a search (each placed
     from the outcomes of those before it), so they may take all but a third of the settings
-    (at least one is left to the sampler): 4 of 5, 14 of 20."""
+    and the study file's ``enqueue`` (at least one setting is left to the sampler): 4 of 5,
+    14 of 20; 3 of 5 after one enqueued setting."""
     settings = [n for n in (config.budget.trials, _settings_in_epochs(config)) if n is not None]
     if not settings:
         return None
     if knee_placement(config):
-        return max(0, min(settings) - max(1, min(settings) // 3))
+        left = min(settings) - max(1, min(settings) // 3) - len(config.enqueue)
+        return max(0, left)
     return min(settings) // 2
 
 
