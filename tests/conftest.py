@@ -125,3 +125,24 @@ def packed_digits(tmp_path_factory):
     )
     info = pack_model(model, list(compressible_layers(model)), path, meta=meta)
     return SimpleNamespace(path=path, data=data, result=result, model=model.eval(), info=info)
+
+
+@pytest.fixture()
+def study_context(tmp_path):
+    """A function: a study file's prepared context, its Optuna and MLflow stores (SQLite) and
+    work folder in ``tmp_path``; calling it again on the same file resumes the study."""
+    from admmsearch.config import validate_study
+    from admmsearch.search.study import prepare
+
+    def make(path: Path):
+        config, layers = validate_study(path)
+        (tmp_path / "mlruns").mkdir(exist_ok=True)
+        return prepare(
+            config,
+            layers,
+            storage=f"sqlite:///{tmp_path / 'o.db'}",
+            tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+            workdir=tmp_path / "work",
+        )
+
+    return make

@@ -21,7 +21,7 @@ from admmsearch.search.seeding import (
     prior_count,
     prior_problem,
 )
-from admmsearch.search.study import prepare, run_study
+from admmsearch.search.study import run_study
 
 FAMILIES = ["global", "lamp", "erk"]
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
@@ -198,7 +198,7 @@ def test_the_planner_places_real_priors_on_the_grid_from_their_outcomes(tiny_stu
 
 
 @pytest.mark.slow
-def test_a_knee_study_places_its_priors_as_it_runs(tmp_path, tiny_study) -> None:
+def test_a_knee_study_places_its_priors_as_it_runs(tiny_study, study_context) -> None:
     """Two priors, the first in the grid's middle, the second placed from the first's
     outcome (none are queued up front), then the sampler's trial. The third family, which
     two priors never reach, costs nothing: its sensitivity pass does not run (and the priors
@@ -208,16 +208,7 @@ def test_a_knee_study_places_its_priors_as_it_runs(tmp_path, tiny_study) -> None
     path = tiny_study(budget={"trials": 3}, search=search, enqueue=[])
     config = load_study(path)
     assert first_trials_cap(config) == 2 and prior_count(config) == 2
-    config, layers = validate_study(path)
-    (tmp_path / "mlruns").mkdir()
-    ctx = prepare(
-        config,
-        layers,
-        storage=f"sqlite:///{tmp_path / 'o.db'}",
-        tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
-        workdir=tmp_path / "work",
-    )
-    study = run_study(ctx)
+    study = run_study(study_context(path))
     priors_run = [t.user_attrs.get(TrialAttr.PRIOR) for t in study.trials]
     assert [p["family"] for p in priors_run[:2]] == ["global", "lamp"]
     assert priors_run[0]["grid_index"] == 1

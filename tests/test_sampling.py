@@ -7,9 +7,9 @@ import itertools
 import optuna
 import pytest
 
-from admmsearch.config import StudyConfig, validate_study
+from admmsearch.config import StudyConfig
 from admmsearch.search.sampling import PerTrialSampler, trial_seed
-from admmsearch.search.study import make_sampler, prepare, run_parallel, run_study, startup_trials
+from admmsearch.search.study import make_sampler, run_parallel, run_study, startup_trials
 
 
 def _random(seed: int | None) -> optuna.samplers.BaseSampler:
@@ -79,31 +79,19 @@ def _assert_no_unmarked_duplicates(study: optuna.Study) -> None:
     assert sum(not _marked(t) for t in trials) >= 2  # the sampler drew some of them
 
 
-def _context(tmp_path, path):
-    config, layers = validate_study(path)
-    (tmp_path / "mlruns").mkdir(exist_ok=True)
-    return prepare(
-        config,
-        layers,
-        storage=f"sqlite:///{tmp_path / 'o.db'}",
-        tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
-        workdir=tmp_path / "work",
-    )
-
-
 @pytest.mark.slow
-def test_a_resumed_study_draws_new_settings(tmp_path, tiny_study) -> None:
+def test_a_resumed_study_draws_new_settings(tiny_study, study_context) -> None:
     path = tiny_study(enqueue=[], sampler={"name": "tpe"}, budget={"trials": 4})
-    run_study(_context(tmp_path, path), trials=2)
-    study = run_study(_context(tmp_path, path), trials=4)  # a second `admmsearch run`
+    run_study(study_context(path), trials=2)
+    study = run_study(study_context(path), trials=4)  # a second `admmsearch run`
     assert len(study.trials) == 4
     _assert_no_unmarked_duplicates(study)
 
 
 @pytest.mark.slow
-def test_two_workers_draw_new_settings(tmp_path, tiny_study) -> None:
+def test_two_workers_draw_new_settings(tiny_study, study_context) -> None:
     path = tiny_study(enqueue=[], sampler={"name": "nsga2", "population_size": 4})
-    ctx = _context(tmp_path, path)
+    ctx = study_context(path)
     run_parallel(path, ctx, jobs=2, trials=4)
     study = optuna.load_study(study_name=ctx.config.name, storage=ctx.storage)
     assert len(study.trials) == 4

@@ -26,7 +26,7 @@ from admmsearch.search.seeding import (
     seeds,
 )
 from admmsearch.search.sensitivity import measure
-from admmsearch.search.study import prepare, run_study
+from admmsearch.search.study import run_study
 from admmsearch.tracking import search_runs
 from admmsearch.train import TrainSettings, fit
 
@@ -152,22 +152,10 @@ def test_seeds_lie_in_the_search_space_and_within_their_budgets(digits_study) ->
     assert len({tuple(sorted(s.params.items())) for s in found}) == len(found)
 
 
-def _context(tmp_path, path):
-    config, layers = validate_study(path)
-    (tmp_path / "mlruns").mkdir(exist_ok=True)
-    return prepare(
-        config,
-        layers,
-        storage=f"sqlite:///{tmp_path / 'o.db'}",
-        tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
-        workdir=tmp_path / "work",
-    )
-
-
 @pytest.mark.slow
-def test_a_new_study_runs_its_seeds_first_and_says_so(tmp_path, tiny_study) -> None:
+def test_a_new_study_runs_its_seeds_first_and_says_so(tmp_path, tiny_study, study_context) -> None:
     path = tiny_study(budget={"trials": 4}, sensitivity={"keep_points": 4})
-    ctx = _context(tmp_path, path)
+    ctx = study_context(path)
     study = run_study(ctx)
     origins = [
         "seeded" if "seeded" in t.user_attrs else "enqueued" if "enqueued" in t.user_attrs else ""
@@ -186,16 +174,16 @@ def test_a_new_study_runs_its_seeds_first_and_says_so(tmp_path, tiny_study) -> N
     shown = CliRunner().invoke(main, ["show", ctx.config.name, "--storage", ctx.storage])
     assert shown.exit_code == 0, shown.output
     assert "seeded trials    1 (" in shown.output and "2 (" in shown.output
-    again = run_study(_context(tmp_path, path), trials=5)  # resumed: no new seeds
+    again = run_study(study_context(path), trials=5)  # resumed: no new seeds
     assert sum("seeded" in t.user_attrs for t in again.trials) == 2
 
 
 @pytest.mark.slow
-def test_seeding_can_be_turned_off(tmp_path, tiny_study) -> None:
+def test_seeding_can_be_turned_off(tiny_study, study_context) -> None:
     search = {**load_study(tiny_study()).search.model_dump(mode="json")}
     search["seed_from_sensitivity"] = False
     path = tiny_study(budget={"trials": 2}, enqueue=[], search=search)
-    ctx = _context(tmp_path, path)
+    ctx = study_context(path)
     study = run_study(ctx)
     assert not any("seeded" in t.user_attrs for t in study.trials)
     assert "sensitivity" not in study.user_attrs
@@ -203,11 +191,13 @@ def test_seeding_can_be_turned_off(tmp_path, tiny_study) -> None:
 
 
 @pytest.mark.slow
-def test_a_new_study_runs_its_priors_then_its_seeds_and_says_so(tmp_path, tiny_study) -> None:
+def test_a_new_study_runs_its_priors_then_its_seeds_and_says_so(
+    tmp_path, tiny_study, study_context
+) -> None:
     search = {**load_study(tiny_study()).search.model_dump(mode="json")}
     search["priors"] = {"families": ["global", "erk"], "targets": 1, "placement": "grid"}
     path = tiny_study(budget={"trials": 6}, sensitivity={"keep_points": 4}, search=search)
-    ctx = _context(tmp_path, path)
+    ctx = study_context(path)
     study = run_study(ctx)
     attrs = [t.user_attrs for t in study.trials]
     origins = [next((k for k in ("enqueued", "prior", "seeded") if k in a), "") for a in attrs]

@@ -197,7 +197,7 @@ class Schedule:
         job = self._next(trials, now)
         if job is None:
             return WAIT if now.running else None
-        return lambda: self.start(study, job)
+        return lambda: self.start(study, job, trials)
 
     def _next(self, trials: Sequence[FrozenTrial], now: Spent) -> Job | None:
         limits = self._limits(trials, now)
@@ -242,7 +242,7 @@ class Schedule:
         values = None
         if t.state == TrialState.COMPLETE and t.values is not None:
             values = tuple(map(_minimised, self.config.objectives, t.values))
-        violation = sum(max(0.0, c) for c in _constraint_values(t))
+        violation = _violation(t)
         continues = t.user_attrs.get(TrialAttr.CONTINUES)
         return RungTrial(
             t.number, _rung(t), continues, state or "other", values, violation, self._hopeless(t)
@@ -264,11 +264,15 @@ class Schedule:
             return 0
         return trial_epochs(self.pipeline(t, view.rung + 1), self.pipeline(t, view.rung))
 
-    def start(self, study: optuna.Study, job: Job) -> optuna.Trial:
+    def start(
+        self, study: optuna.Study, job: Job, trials: Sequence[FrozenTrial] | None = None
+    ) -> optuna.Trial:
         """Start ``job``'s trial: the next waiting or sampled setting at rung 0, or the
-        promotion of ``job.continues``; it records its rung and the epochs it reserves."""
+        promotion of ``job.continues``; it records its rung and the epochs it reserves.
+        ``trials``: the study's trials as :meth:`decide` read them under the same lock (None:
+        read them again)."""
         if job.continues is None:
-            self._place_prior(study)
+            self._place_prior(study, trials)
             trial = _ask(study)
         else:
             trial = _enqueue_and_take(study, self._promotion(study, job))
@@ -281,11 +285,12 @@ class Schedule:
             trial.set_user_attr(TrialAttr.RUNG, rung)
         return trial
 
-    def _place_prior(self, study: optuna.Study) -> None:
+    def _place_prior(self, study: optuna.Study, trials: Sequence[FrozenTrial] | None) -> None:
         """Queue the next prior trial (knee placement) unless a queued trial is waiting."""
         if self.priors is None:
             return
-        trials = study.get_trials(deepcopy=False)
+        if trials is None:
+            trials = study.get_trials(deepcopy=False)
         if any(t.state == TrialState.WAITING for t in trials):
             return
         seed = self.priors(trials)
@@ -301,7 +306,7 @@ class Schedule:
             return "pending"
         if trial.state != TrialState.COMPLETE:
             return "failed"
-        if sum(max(0.0, c) for c in _constraint_values(trial)) > 0:
+        if _violation(trial) > 0:
             return "infeasible"
         drop = (trial.user_attrs.get(TrialAttr.METRICS) or {}).get(Metric.ACCURACY_DROP)
         if self.config.constraints.max_accuracy_drop is None and (drop or 0.0) > _KNEE_DROP:
@@ -338,6 +343,11 @@ def _minimised(objective: str, value: float) -> float:
     if objective == Metric.COMPRESSION_RATIO:
         return -math.log2(max(value, 1e-12))
     return -value if OBJECTIVES[objective] == "maximize" else value
+
+
+def _violation(trial: FrozenTrial) -> float:
+    """How far a trial breaks its constraints: the sum of their positive values (0: met)."""
+    return sum(max(0.0, c) for c in _constraint_values(trial))
 
 
 def _constraint_values(trial: FrozenTrial) -> list[float]:

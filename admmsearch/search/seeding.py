@@ -57,6 +57,7 @@ __all__ = [
     "PriorPlanner",
     "Seed",
     "dense_on",
+    "family_prior",
     "first_trials",
     "first_trials_cap",
     "knee_placement",
@@ -349,14 +350,22 @@ def prior_seeds(
     for family, i in prior_order(families, len(bits)):
         if len(out) >= count:
             break
-        if family == "sensitivity":
-            prior = None if table is None else sensitivity_prior(table, problem, bits[i])
-        else:
-            prior = prior_at_storage(family, problem, bits[i])
+        prior = family_prior(family, problem, table, bits[i])
         seed = None if prior is None else prior_seed(prior, problem.units)
         if seed is not None and seed.params and all(seed.params != s.params for s in out):
             out.append(seed)
     return out
+
+
+def family_prior(
+    family: str, problem: PriorProblem, table: Sensitivity | None, target_bits: int
+) -> Prior | None:
+    """``family``'s prior at storage target ``target_bits``: a zero-cost family's
+    (:func:`.priors.prior_at_storage`) or the ``sensitivity`` family's
+    (:func:`sensitivity_prior`; None without ``table``, or when nothing fits)."""
+    if family != "sensitivity":
+        return prior_at_storage(family, problem, target_bits)
+    return None if table is None else sensitivity_prior(table, problem, target_bits)
 
 
 def sensitivity_prior(table: Sensitivity, problem: PriorProblem, target_bits: int) -> Prior | None:
@@ -457,12 +466,7 @@ class PriorPlanner:
         return Placed(str(attrs["family"]), int(attrs["grid_index"]), self.outcome(trial))
 
     def _seed(self, family: str, index: int) -> Seed | None:
-        bits = self.grid[index]
-        if family == "sensitivity":
-            table = self.table
-            prior = None if table is None else sensitivity_prior(table, self.problem, bits)
-        else:
-            prior = prior_at_storage(family, self.problem, bits)
+        prior = family_prior(family, self.problem, self.table, self.grid[index])
         if prior is None:
             return None
         seed = prior_seed(prior, self.problem.units)
@@ -479,9 +483,8 @@ def prior_planner(ctx: StudyContext, outcome: Callable[[FrozenTrial], str]) -> P
     """The study's :class:`PriorPlanner` (None unless ``search.priors.placement`` is
     ``knee``); the sensitivity pass runs (once, cached) where :func:`study_priors` runs it."""
     config = ctx.config
-    priors = config.search.priors
-    if priors is None or not knee_placement(config) or prior_count(config) == 0:
+    priors, count = config.search.priors, prior_count(config)
+    if priors is None or priors.placement != "knee" or count == 0:
         return None
-    count = prior_count(config)
     problem, table = _study_problem(ctx, count)
     return PriorPlanner(problem, table, priors.families, priors.targets, count, outcome)
