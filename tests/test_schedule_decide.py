@@ -103,3 +103,18 @@ def test_the_promotion_reads_storage_in_ratios_against_the_dense_model(tiny_stud
         )
     )[0]
     assert Schedule(three, layers, Budget(epochs=100)).reference([trial]) is None
+    exact, _ = validate_study(
+        tiny_study(  # no drop allowed: the reference is the dense accuracy itself
+            budget={"epochs": 100},
+            search={
+                "keep": {"low": 0.1, "high": 1.0},
+                "bits": None,
+                "rungs": {"eta": 2, "count": 2},
+            },
+            objectives=["val_accuracy", "storage_bits_with_index"],
+            constraints={"max_accuracy_drop": 0.0},
+            enqueue=[],
+        )
+    )
+    reference = Schedule(exact, layers, Budget(epochs=100)).reference([trial])
+    assert reference == pytest.approx((-0.98, 20.0))

@@ -221,8 +221,9 @@ class Schedule:
         if not metrics:
             return None
         drop = self.config.constraints.max_accuracy_drop
+        worst_drop = _KNEE_DROP if drop is None else drop
         worst = {
-            Metric.VAL_ACCURACY: -(metrics[Metric.DENSE_VAL_ACCURACY] - (drop or _KNEE_DROP)),
+            Metric.VAL_ACCURACY: -(metrics[Metric.DENSE_VAL_ACCURACY] - worst_drop),
             Metric.STORAGE_BITS: math.log2(metrics[Metric.MODEL_DENSE_BITS]),
             Metric.COMPRESSION_RATIO: 0.0,  # -log2 of 1x
         }
