@@ -484,7 +484,7 @@ def prior_planner(ctx: StudyContext, outcome: Callable[[FrozenTrial], str]) -> P
     ``knee``); the sensitivity pass runs (once, cached) where :func:`study_priors` runs it."""
     config = ctx.config
     priors, count = config.search.priors, prior_count(config)
-    if priors is None or priors.placement != "knee" or count == 0:
+    if priors is None or not knee_placement(config) or count == 0:
         return None
     problem, table = _study_problem(ctx, count)
     return PriorPlanner(problem, table, priors.families, priors.targets, count, outcome)
