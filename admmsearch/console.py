@@ -420,10 +420,10 @@ def echo_epoch(stage: str, epoch: int, loss: float) -> None:
 
 
 def flat(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """Records as a table, their nested values (per-layer settings) left to JSON."""
-    import pandas as pd
-
-    return pd.DataFrame([{k: v for k, v in r.items() if not isinstance(v, dict)} for r in records])
+    """Records as a table, their nested values (per-layer settings) left to JSON; a column of
+    integers with gaps stays integers (:func:`_records_frame`)."""
+    plain = [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in records]
+    return _records_frame(plain)
 
 
 def exported_line(out: Any, trial: optuna.trial.FrozenTrial, why: str) -> str:
@@ -515,6 +515,7 @@ def check_text(done: Any) -> str:
         ("stores", f"{done.storage}; {done.tracking_uri}"),
         ("budget", ", ".join(f"{k} {v}" for k, v in done.budget.items())),
         ("estimate", cost),
+        *done.schedule.items(),
     ]
     return facts_text(facts) + "\n" + render(units, "table")
 

@@ -15,8 +15,10 @@ from optuna.trial import create_trial
 
 from admmsearch.config import StudyConfig
 from admmsearch.errors import AdmmSearchError, ConfigError, NoTrialError
+from admmsearch.record import StudyAttr
 from admmsearch.search.front import (
     FRONT_SUFFIXES,
+    all_trial_records,
     feasible,
     front_figure,
     front_frame,
@@ -127,6 +129,40 @@ def test_each_row_says_where_the_trial_came_from_and_its_per_layer_settings() ->
     assert table.columns.tolist()[:3] == ["trial", "origin", "epochs"]  # no rungs: no rung
     assert table.columns[-1] == "layers"
     assert table["origin"].tolist() == ["seeded", "enqueued"]
+
+
+def test_a_promoted_row_names_the_trial_it_continues_its_total_epochs_and_its_prior() -> None:
+    # Trial 0: a LAMP prior screened at rung 0 (5 epochs); trial 1 continues it at rung 1 (4
+    # more); trial 2 continues trial 1 at rung 2 (8 more); trial 3: a sampled rung-0 setting.
+    attrs = [
+        {"prior": {"family": "lamp"}, "rung": 0, "epochs": 5},
+        {"rung": 1, "continues": 0, "epochs": 4},
+        {"rung": 2, "continues": 1, "epochs": 8},
+        {"rung": 0, "epochs": 5},
+    ]
+    frame = trials_frame(_study(attrs=attrs), OBJECTIVES)
+    assert frame["origin"].tolist() == ["prior", "promoted", "promoted", "sampled"]
+    assert frame["continues"].tolist()[1:3] == [0, 1] and pd.isna(frame["continues"][0])
+    assert frame["epochs"].tolist() == [5, 4, 8, 5]  # what each added to the budget
+    assert frame["total_epochs"].tolist() == [5, 9, 17, 5]
+    assert frame["family"].tolist()[:3] == ["lamp"] * 3 and pd.isna(frame["family"][3])
+    study = _study(attrs=attrs)
+    study.set_user_attr(StudyAttr.TOP_RUNG, 2)
+    table = front_table(study, OBJECTIVES)
+    assert table.columns.tolist()[:7] == [
+        "trial",
+        "origin",
+        "family",
+        "rung",
+        "continues",
+        "epochs",
+        "total_epochs",
+    ]
+    assert table["trial"].tolist() == [2] and table["total_epochs"].tolist() == [17]
+    records = all_trial_records(study)  # show --all
+    assert [r["continues"] for r in records] == [None, 0, 1, None]
+    assert [r["total_epochs"] for r in records] == [5, 9, 17, 5]
+    assert [r["family"] for r in records] == ["lamp", "lamp", "lamp", None]
 
 
 def test_json_records_carry_each_trials_settings_as_data() -> None:
@@ -258,3 +294,4 @@ def test_every_trials_records_leave_out_the_rung_of_a_study_without_rungs() -> N
     records = all_trial_records(_study(attrs=[{"enqueued": 0}, {}, {}, {}]))
     assert [r["origin"] for r in records] == ["enqueued", "sampled", "sampled", "sampled"]
     assert "rung" not in records[0] and records[0]["layers"].startswith("conv1 .60/2b")
+    assert not {"continues", "total_epochs", "family"} & set(records[0])  # no rungs, no priors

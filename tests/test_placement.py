@@ -40,22 +40,25 @@ def _run(outcomes: dict[int, str], steps: int, grid: int = 8) -> list[tuple[str,
 
 def test_the_first_prior_goes_to_the_middle_and_the_next_bisect_to_the_knee() -> None:
     # Targets 0 and 1 break the constraints: the knee is target 2. From the middle (3) the
-    # search halves the untried interval below the most compressed feasible target.
+    # search halves the untried interval below the most compressed feasible target; then the
+    # nearest untried target above the knee (4), with the family that met them at the knee.
     infeasible = {0: "infeasible", 1: "infeasible"}
-    assert _run(infeasible, 4) == [("global", 3), ("lamp", 1), ("erk", 2), ("global", 2)]
+    assert _run(infeasible, 4) == [("global", 3), ("lamp", 1), ("erk", 2), ("erk", 4)]
 
 
-def test_once_the_knee_is_bracketed_other_families_try_it_and_the_target_below() -> None:
-    # Knee at 2, target 1 infeasible: after the knee's own families, the families that have
-    # not tried target 1 get their chance there (one may keep its accuracy), then target 3's.
+def test_once_the_knee_is_bracketed_the_targets_above_it_then_other_families() -> None:
+    # Knee at 2 (found by erk), target 1 infeasible: first every untried target above the
+    # knee, nearest first, with erk (the front's near-lossless end, where its hypervolume is
+    # made); then the families that have not tried the knee try it, then target 1.
     infeasible = {0: "infeasible", 1: "infeasible"}
-    steps = _run(infeasible, 8)
-    assert steps[3:] == [("global", 2), ("lamp", 2), ("erk", 1), ("global", 1), ("lamp", 3)]
+    steps = _run(infeasible, 11)
+    assert steps[3:7] == [("erk", 4), ("erk", 5), ("erk", 6), ("erk", 7)]
+    assert steps[7:] == [("lamp", 2), ("global", 2), ("global", 1), ("erk", 1)]
 
 
 def test_every_target_feasible_walks_down_to_the_smallest_then_fills_upward() -> None:
-    assert [t for _, t in _run({}, 5)] == [3, 1, 0, 0, 0]
-    assert [t for _, t in _run({}, 8)][5:] == [1, 1, 2]
+    assert [t for _, t in _run({}, 5)] == [3, 1, 0, 2, 4]
+    assert [t for _, t in _run({}, 10)][5:] == [5, 6, 7, 0, 0]
 
 
 def test_every_target_infeasible_moves_up_by_halves() -> None:
@@ -184,15 +187,11 @@ def test_the_planner_places_real_priors_on_the_grid_from_their_outcomes(tiny_stu
     second = planner([_as_trial(first, "complete", violation=0.0)])
     assert second.attrs[TrialAttr.PRIOR]["grid_index"] == 0
     assert second.attrs[TrialAttr.PRIOR]["family"] == "lamp"
-    # That one broke them: the knee is target 1, and the other family tries it there.
+    # That one broke them: the knee is target 1, and the next prior goes to the target above
+    # it with the family that met them at the knee.
     third = planner([_as_trial(first, "complete", 0.0), _as_trial(second, "complete", 0.5)])
-    assert (
-        third.attrs[TrialAttr.PRIOR]["family"],
-        third.attrs[TrialAttr.PRIOR]["grid_index"],
-    ) == (
-        "lamp",
-        1,
-    )
+    prior = third.attrs[TrialAttr.PRIOR]
+    assert (prior["family"], prior["grid_index"]) == ("global", 2)
     placed = [_as_trial(s, "running") for s in (first, second, third)]
     assert planner(placed) is None  # its count of 3 is placed
 

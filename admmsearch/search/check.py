@@ -31,9 +31,18 @@ from ..preflight import (
 )
 from ..redact import redact_url
 from .reuse import check_reuse
+from .sampling import startup_trials
 from .schedule import Budget, Schedule
+from .seeding import first_trials_cap, knee_placement, prior_count, seed_count
 
-__all__ = ["LayerRow", "StudyCheck", "check_study", "preflight", "study_folders"]
+__all__ = [
+    "LayerRow",
+    "StudyCheck",
+    "check_study",
+    "preflight",
+    "schedule_facts",
+    "study_folders",
+]
 
 
 def study_folders(
@@ -87,7 +96,8 @@ class LayerRow:
 class StudyCheck:
     """A study file checked: what the study compresses, on what data, within what budget,
     and what it is likely to cost (``epochs`` of training, ``seconds`` estimated from a timed
-    training batch; the dense model's training, when it is not cached yet, included)."""
+    training batch; the dense model's training, when it is not cached yet, included), and how
+    it will spend them (``schedule``: :func:`schedule_facts`)."""
 
     name: str
     model: str
@@ -101,6 +111,7 @@ class StudyCheck:
     epochs: int | None
     epoch_seconds: float
     seconds: float | None
+    schedule: dict[str, str]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,7 +150,53 @@ def check_study(
         epochs=epochs,
         epoch_seconds=per_epoch,
         seconds=None if epochs is None else epochs * per_epoch,
+        schedule=schedule_facts(config, layers),
     )
+
+
+def schedule_facts(config: StudyConfig, layers: list[str]) -> dict[str, str]:
+    """How the study will spend its budget, as ``check`` says it: its first trials (the
+    file's ``enqueue``, the allocation priors, the sensitivity seeds), then the sampler, and
+    with ``search.rungs`` the rungs (settings screened, epochs each rung adds, the best
+    ``1/eta`` continued). Epochs are the pipeline as written (searched epoch knobs change
+    them)."""
+    first = [f"{len(config.enqueue)} from the study file's enqueue"] if config.enqueue else []
+    priors, cap = config.search.priors, first_trials_cap(config)
+    planned = prior_count(config)
+    if priors is not None and planned:
+        how = (
+            "each placed as the study runs, bisecting for the most compressed target that "
+            "meets the constraints (the knee)"
+            if knee_placement(config)
+            else "queued when the study starts"
+        )
+        first.append(
+            f"{'up to ' if knee_placement(config) else ''}{planned} allocation priors "
+            f"({', '.join(priors.families)}) at {priors.targets} storage targets log-spaced "
+            f"over the search space, {how}"
+        )
+    seeds = seed_count(config) if cap is None else min(seed_count(config), cap - planned)
+    if seeds > 0:
+        first.append(f"up to {seeds} seeded from the sensitivity pass")
+    facts = {"first trials": "; ".join(first) if first else "none"}
+    sampler = config.sampler.name
+    guided = ""
+    if sampler in ("tpe", "gp"):
+        startup = startup_trials(config)
+        guided = f", at random until {startup} trials have finished, the first trials among them"
+    facts["then"] = f"the {sampler} sampler{guided}"
+    b = config.budget
+    schedule = Schedule(config, layers, Budget(b.trials, b.epochs))
+    if schedule.rungs is not None:
+        r, costs = schedule.rungs, schedule.rung_costs()
+        added = ", ".join(f"rung {k} adds {c}" for k, c in enumerate(costs) if k > 0)
+        screened = "" if schedule.quota is None else f"about {schedule.quota} settings "
+        facts["rungs"] = (
+            f"{r.count} (eta {r.eta}): {screened}screened at rung 0 ({costs[0]} epochs each), "
+            f"the best 1/{r.eta} of each rung continued ({added} epochs); "
+            f"the front is rung {r.top}'s"
+        )
+    return facts
 
 
 def _units(config: StudyConfig, layers: list[str], model: torch.nn.Module) -> tuple:

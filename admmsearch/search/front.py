@@ -143,13 +143,17 @@ def trial_plan(
 
 
 def trials_frame(study: optuna.Study, objectives: list[str]) -> pd.DataFrame:
-    """One row per finished trial: its objectives, figures, ``origin``, ``rung``, ``epochs``,
-    feasibility, front flag and per-layer settings (``layers``, :meth:`Plan.compact`; None
-    where :func:`trial_plan` has none)."""
+    """One row per finished trial: its objectives, figures, ``origin``, ``rung``, ``epochs``
+    (what it added to the budget), feasibility, front flag and per-layer settings
+    (``layers``, :meth:`Plan.compact`; None where :func:`trial_plan` has none); and, from
+    its setting's chain of rungs, ``continues`` (the lower-rung trial a promotion continues),
+    ``total_epochs`` (the setting's training in all, its lower rungs' included) and
+    ``family`` (the allocation prior the setting came from; None if none)."""
     front = {t.number for t in front_trials(study)}
     space = study_space(study)
-    done = study.get_trials(deepcopy=False, states=(_DONE,))
-    rows = [_trial_row(t, objectives, front, space) for t in done]
+    every = {t.number: t for t in study.get_trials(deepcopy=False)}
+    done = [t for t in every.values() if t.state == _DONE]
+    rows = [_trial_row(t, objectives, front, space) | _chain_columns(t, every) for t in done]
     columns = ["trial", *objectives]
     return pd.DataFrame(rows, columns=None if rows else columns)
 
@@ -173,6 +177,25 @@ def _trial_row(
     row["front"] = t.number in front
     row["layers"] = None if plan is None else plan.compact()
     return row
+
+
+def _chain_columns(
+    t: optuna.trial.FrozenTrial, trials: Mapping[int, optuna.trial.FrozenTrial]
+) -> dict[str, Any]:
+    """``continues``, ``total_epochs`` and ``family`` of :func:`trials_frame`: the trial and
+    the lower-rung trials it continues, down to the setting's rung-0 trial."""
+    continues = t.user_attrs.get(TrialAttr.CONTINUES)
+    total, now, seen = 0, t, set()
+    while now is not None and now.number not in seen:  # a chain has no loops; be safe
+        seen.add(now.number)
+        total += int(now.user_attrs.get(TrialAttr.EPOCHS) or 0)
+        below = now.user_attrs.get(TrialAttr.CONTINUES)
+        if below is None:
+            break
+        now = trials.get(below)
+    prior = None if now is None else now.user_attrs.get(TrialAttr.PRIOR)
+    family = prior.get("family") if isinstance(prior, dict) else None
+    return {"continues": continues, "total_epochs": total, "family": family}
 
 
 def front_frame(study: optuna.Study, objectives: list[str]) -> pd.DataFrame:
@@ -229,20 +252,27 @@ def front_records(
 
 def all_trial_records(study: optuna.Study) -> list[dict[str, Any]]:
     """Every trial, whatever its state, as ``show --all`` lists it: ``trial``, ``state``,
-    ``origin``, ``rung`` (only where the study has rungs), ``epochs``, ``val_accuracy``,
-    ``storage_kib``, ``feasible`` (None without figures), ``layers`` (its per-layer settings in
-    a few characters), ``reason`` (the recorded reason a trial failed) and ``settings`` (as
-    data; None where :func:`trial_plan` has none)."""
+    ``origin``, ``family`` (only where the study has priors), ``rung``, ``continues`` and
+    ``total_epochs`` (only where it has rungs; :func:`trials_frame`), ``epochs``,
+    ``val_accuracy``, ``storage_kib``, ``feasible`` (None without figures), ``layers`` (its
+    per-layer settings in a few characters), ``reason`` (the recorded reason a trial failed)
+    and ``settings`` (as data; None where :func:`trial_plan` has none)."""
     space = study_space(study)
-    records = [_trial_record(t, space) for t in study.get_trials(deepcopy=False)]
+    trials = study.get_trials(deepcopy=False)
+    every = {t.number: t for t in trials}
+    records = [_trial_record(t, space, _chain_columns(t, every)) for t in trials]
+    unused = []
     if all(r["rung"] is None for r in records):
-        for record in records:
-            del record["rung"]
-    return records
+        unused += ["rung", "continues", "total_epochs"]
+    if all(r["family"] is None for r in records):
+        unused.append("family")
+    return [{k: v for k, v in r.items() if k not in unused} for r in records]
 
 
 def _trial_record(
-    t: optuna.trial.FrozenTrial, space: tuple[StudyConfig, list[str]] | None
+    t: optuna.trial.FrozenTrial,
+    space: tuple[StudyConfig, list[str]] | None,
+    chain: Mapping[str, Any],
 ) -> dict[str, Any]:
     m = t.user_attrs.get(TrialAttr.METRICS) or {}
     storage, accuracy = m.get(Metric.STORAGE_BITS), m.get(Metric.VAL_ACCURACY)
@@ -251,8 +281,11 @@ def _trial_record(
         "trial": t.number,
         "state": t.state.name.lower(),
         "origin": trial_origin(t.user_attrs),
+        "family": chain["family"],
         "rung": t.user_attrs.get(TrialAttr.RUNG),
+        "continues": chain["continues"],
         "epochs": t.user_attrs.get(TrialAttr.EPOCHS),
+        "total_epochs": chain["total_epochs"],
         "val_accuracy": None if accuracy is None else round(float(accuracy), 4),
         "storage_kib": None if storage is None else round(storage / _KIB_BITS, 3),
         "feasible": feasible(t) if m else None,
@@ -263,16 +296,20 @@ def _trial_record(
 
 
 def _readable(frame: pd.DataFrame) -> pd.DataFrame:
-    """The columns people read, in reading order: the per-layer settings last (the longest),
-    the rung only where the study has rungs."""
+    """The columns people read, in reading order: the per-layer settings last (the longest);
+    the rung, the trial a promotion continues and the setting's total epochs only where the
+    study has rungs, the prior family only where it has priors."""
     if frame.empty:
         return frame
     table = pd.DataFrame(
         {
             "trial": frame["trial"],
             "origin": frame["origin"],
+            "family": frame["family"],
             "rung": frame["rung"].astype("Int64"),
+            "continues": frame["continues"].astype("Int64"),
             "epochs": frame["epochs"].astype("Int64"),
+            "total_epochs": frame["total_epochs"].astype("Int64"),
             "val_accuracy": frame["val_accuracy"].round(4),
             "test_accuracy": frame["test_accuracy"].round(4),
             "accuracy_drop": frame["accuracy_drop"].round(4),
@@ -285,7 +322,9 @@ def _readable(frame: pd.DataFrame) -> pd.DataFrame:
         }
     )
     if table["rung"].isna().all():
-        table = table.drop(columns="rung")
+        table = table.drop(columns=["rung", "continues", "total_epochs"])
+    if table["family"].isna().all():
+        table = table.drop(columns="family")
     return table.reset_index(drop=True)
 
 

@@ -36,7 +36,10 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["MAX_REDRAWS", "REDRAWN", "PerTrialSampler", "trial_seed"]
+from ..config import StudyConfig, base_pipeline
+from ..fidelity import trial_epochs
+
+__all__ = ["MAX_REDRAWS", "REDRAWN", "PerTrialSampler", "startup_trials", "trial_seed"]
 
 #: Proposals drawn again, at most, when a sampler proposes a setting already tried.
 MAX_REDRAWS = 8
@@ -137,3 +140,19 @@ class PerTrialSampler(BaseSampler):
 
     def reseed_rng(self) -> None:
         """Seeds come from the trial numbers; there is no process-wide generator to reseed."""
+
+
+def startup_trials(config: StudyConfig) -> int:
+    """Finished trials TPE and GP draw at random before their model guides them:
+    ``min(10, max(2, budget.trials // 5))`` of the study file's budget (with an epoch budget
+    alone, the trials it buys at the pipeline's length), 10 (Optuna's default) without one.
+
+    Optuna counts every completed or pruned trial of the study towards it, whatever its origin,
+    so the study file's ``enqueue``, the priors and the seeded trials, which run first, fill the
+    start-up too: a study of 12 trials that starts with 6 of them is guided from its 7th.
+    """
+    trials = config.budget.trials
+    if trials is None and config.budget.epochs is not None:
+        per_trial = trial_epochs(base_pipeline(config))
+        trials = config.budget.epochs // per_trial if per_trial else None
+    return 10 if trials is None else min(10, max(2, trials // 5))

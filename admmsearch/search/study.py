@@ -24,11 +24,10 @@ from typing import Any
 import optuna
 import torch
 
-from ..config import StudyConfig, base_pipeline, check_layers, normalise_enqueue
+from ..config import StudyConfig, check_layers, normalise_enqueue
 from ..data import DataSplits
 from ..dense import DenseModel, build_model, dense_model
 from ..errors import AdmmSearchError, DivergenceError, StoreError
-from ..fidelity import trial_epochs
 from ..fold import Folding, fold_model
 from ..locations import resolve_cache_dir, resolve_storage, resolve_tracking
 from ..metrics import collapsed
@@ -54,7 +53,7 @@ from .front import front_trials, plot_front, trials_frame
 from .objective import Objective
 from .quiet import quiet_optuna
 from .reuse import check_reuse
-from .sampling import PerTrialSampler
+from .sampling import PerTrialSampler, startup_trials
 from .schedule import Budget, Schedule
 from .seeding import Seed, first_trials, prior_planner
 
@@ -76,22 +75,6 @@ __all__ = [
 #: Study attribute set when a run stopped at its timeout before the budget was spent.
 TIMEOUT_ATTR = StudyAttr.STOPPED_BY_TIMEOUT
 _POLL_S = 5.0  # a worker waiting on others' trials looks again this often (or each heartbeat)
-
-
-def startup_trials(config: StudyConfig) -> int:
-    """Finished trials TPE and GP draw at random before their model guides them:
-    ``min(10, max(2, budget.trials // 5))`` of the study file's budget (with an epoch budget
-    alone, the trials it buys at the pipeline's length), 10 (Optuna's default) without one.
-
-    Optuna counts every completed or pruned trial of the study towards it, whatever its origin,
-    so the study file's ``enqueue``, the priors and the seeded trials, which run first, fill the
-    start-up too: a study of 12 trials that starts with 6 of them is guided from its 7th.
-    """
-    trials = config.budget.trials
-    if trials is None and config.budget.epochs is not None:
-        per_trial = trial_epochs(base_pipeline(config))
-        trials = config.budget.epochs // per_trial if per_trial else None
-    return 10 if trials is None else min(10, max(2, trials // 5))
 
 
 def make_sampler(config: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:

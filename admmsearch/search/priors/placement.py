@@ -13,12 +13,22 @@ storage targets (index 0 the smallest storage):
    constraints (*feasible*) and the least compressed one below it that did not bound an
    interval, and the next target is the middle of the untried targets inside it. A running
    prior counts as feasible (so a second worker looks further down rather than waiting).
-3. Once no untried target lies inside, the knee is found: the remaining priors try the other
-   families at the knee, then at the infeasible target just below it (a family that keeps
-   its accuracy there extends the front), then the targets above the knee, nearest first.
+3. Once no untried target lies inside, the knee is found: the remaining priors go first to
+   the targets above the knee (less compressed) that no prior has tried, nearest first, each
+   with a family that met the constraints at the knee; then they try the other families at
+   the knee, then at the infeasible target just below it (a family that keeps its accuracy
+   there extends the front), then at the targets above the knee, nearest first.
 
-Families take turns (round-robin over ``search.priors.families``); a target is feasible when
-any family met the constraints there, infeasible when every family tried there failed to.
+Step 3 fills the targets above the knee before more families try the knee itself because of
+where a front's hypervolume is made: a point's share of it is its compression times the
+accuracy it keeps above the reference, so a point a little less compressed than the knee that
+loses almost nothing adds more area than a second point at the knee, where the short rung-0
+result sits near the constraint. Measured with ``benchmarks/bench_front.py`` (README, "Front
+quality": the fourth prior moved from another family at the knee to the target above it).
+
+Families take turns (round-robin over ``search.priors.families``) while the knee is sought; a
+target is feasible when any family met the constraints there, infeasible when every family
+tried there failed to.
 """
 
 from __future__ import annotations
@@ -54,6 +64,12 @@ def next_placement(
     ('lamp', 1)
     >>> next_placement([Placed("global", 3, "infeasible")], ["global", "lamp"], 8)
     ('lamp', 5)
+    >>> knee = [Placed("global", 3, "feasible"), Placed("lamp", 1, "infeasible"),
+    ...         Placed("lamp", 2, "infeasible")]
+    >>> next_placement(knee, ["global", "lamp"], 8)  # the knee is 3: above it, with global
+    ('global', 4)
+    >>> next_placement(knee, ["global", "lamp"], 4)  # nothing above it: lamp at the knee
+    ('lamp', 3)
     """
     tried = {(p.family, p.target) for p in placed}
     if grid < 1 or not families or len(tried) >= grid * len(families):
@@ -68,6 +84,10 @@ def next_placement(
     inside = [t for t in range(below + 1, knee) if not any(p.target == t for p in placed)]
     if inside:
         return _first_family(order, inside[(len(inside) - 1) // 2], tried)
+    above = [t for t in range(knee + 1, grid) if not any(p.target == t for p in placed)]
+    if knee < grid and above:
+        winner = next(p.family for p in placed if p.target == knee and p.outcome != "infeasible")
+        return _first_family([winner, *order], above[0], tried)
     after = [knee, below, *range(knee + 1, grid)] if knee < grid else [below]
     after += [t for t in range(grid) if t not in after]  # then anything left, any family
     for target in after:

@@ -1,0 +1,69 @@
+"""`check` says how a study will spend its budget before any training: its first trials (the
+file's enqueue, the allocation priors, the sensitivity seeds), the sampler's random start-up and,
+with rungs, the settings screened and what each rung adds."""
+
+from __future__ import annotations
+
+from admmsearch.config import validate_study
+from admmsearch.search.check import schedule_facts
+
+PIPELINE = {
+    "admm_prune": {"train": {"epochs": 2}},
+    "retrain": {"epochs": 4},
+    "admm_quantize": None,
+    "quant_retrain": None,
+}
+
+
+def test_check_states_the_priors_the_start_up_and_the_rungs(tiny_study) -> None:
+    # Rung 0 trains 1 ADMM + 2 retraining epochs (3), rung 1 adds 2: 20 epochs buy
+    # floor(20 / (3 + 2 / 2)) = 5 screens, of which knee-placed priors take all but a third
+    # (5 - 1 = 4); the budget buys 20 // 6 = 3 trials of the pipeline as written, so TPE is
+    # guided after 2 (its least).
+    path = tiny_study(
+        budget={"epochs": 20},
+        pipeline=PIPELINE,
+        sampler={"name": "tpe"},
+        search={
+            "keep": {"low": 0.1, "high": 1.0},
+            "bits": None,
+            "priors": {"families": ["global", "lamp"], "targets": 4},
+            "rungs": {"eta": 2, "count": 2},
+        },
+        enqueue=[],
+    )
+    facts = schedule_facts(*validate_study(path))
+    assert facts["first trials"].startswith(
+        "up to 4 allocation priors (global, lamp) at 4 storage targets"
+    )
+    assert "the knee" in facts["first trials"] and "sensitivity" not in facts["first trials"]
+    assert facts["then"] == (
+        "the tpe sampler, at random until 2 trials have finished, the first trials among them"
+    )
+    assert facts["rungs"] == (
+        "2 (eta 2): about 5 settings screened at rung 0 (3 epochs each), the best 1/2 of each "
+        "rung continued (rung 1 adds 2 epochs); the front is rung 1's"
+    )
+
+
+def test_check_states_seeds_and_grid_priors_and_no_rungs(tiny_study) -> None:
+    # 12 trials: grid priors and seeds share half of them (6); 4 priors leave 2 seeds of 3.
+    path = tiny_study(
+        budget={"trials": 12},
+        pipeline=PIPELINE,
+        sampler={"name": "random"},
+        sensitivity={"keep_points": 3, "budgets": 3},
+        search={
+            "keep": {"low": 0.1, "high": 1.0},
+            "bits": None,
+            "priors": {"families": ["global", "erk"], "targets": 2, "placement": "grid"},
+        },
+        enqueue=[{"keep.conv1": 0.5}],
+    )
+    facts = schedule_facts(*validate_study(path))
+    assert facts["first trials"] == (
+        "1 from the study file's enqueue; 4 allocation priors (global, erk) at 2 storage "
+        "targets log-spaced over the search space, queued when the study starts; "
+        "up to 2 seeded from the sensitivity pass"
+    )
+    assert facts["then"] == "the random sampler" and "rungs" not in facts
