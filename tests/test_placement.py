@@ -56,6 +56,16 @@ def test_once_the_knee_is_bracketed_the_targets_above_it_then_other_families() -
     assert steps[7:] == [("lamp", 2), ("global", 2), ("global", 1), ("erk", 1)]
 
 
+def test_above_the_knee_goes_the_family_that_met_the_constraints_there() -> None:
+    # lamp errored at the knee (it says nothing of it); global met the constraints there.
+    placed = [
+        Placed("lamp", 3, "failed"),
+        Placed("global", 3, "feasible"),
+        Placed("erk", 2, "infeasible"),
+    ]
+    assert next_placement(placed, FAMILIES, 8) == ("global", 4)
+
+
 def test_every_target_feasible_walks_down_to_the_smallest_then_fills_upward() -> None:
     assert [t for _, t in _run({}, 5)] == [3, 1, 0, 2, 4]
     assert [t for _, t in _run({}, 10)][5:] == [5, 6, 7, 0, 0]

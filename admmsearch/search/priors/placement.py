@@ -86,7 +86,9 @@ def next_placement(
         return _first_family(order, inside[(len(inside) - 1) // 2], tried)
     above = [t for t in range(knee + 1, grid) if not any(p.target == t for p in placed)]
     if knee < grid and above:
-        winner = next(p.family for p in placed if p.target == knee and p.outcome != "infeasible")
+        winner = next(
+            p.family for p in placed if p.target == knee and p.outcome in ("feasible", "pending")
+        )
         return _first_family([winner, *order], above[0], tried)
     after = [knee, below, *range(knee + 1, grid)] if knee < grid else [below]
     after += [t for t in range(grid) if t not in after]  # then anything left, any family
