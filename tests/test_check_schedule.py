@@ -67,3 +67,20 @@ def test_check_states_seeds_and_grid_priors_and_no_rungs(tiny_study) -> None:
         "up to 2 seeded from the sensitivity pass"
     )
     assert facts["then"] == "the random sampler" and "rungs" not in facts
+
+
+def test_one_prior_is_said_in_the_singular(tiny_study) -> None:
+    # 8 epochs buy floor(8 / (3 + 2 / 2)) = 2 screens: one prior, one for the sampler.
+    path = tiny_study(
+        budget={"epochs": 8},
+        pipeline=PIPELINE,
+        search={
+            "keep": {"low": 0.1, "high": 1.0},
+            "bits": None,
+            "priors": {"families": ["global", "lamp"], "targets": 4},
+            "rungs": {"eta": 2, "count": 2},
+        },
+        enqueue=[],
+    )
+    facts = schedule_facts(*validate_study(path))
+    assert facts["first trials"].startswith("up to 1 allocation prior (global, lamp) at 4 ")

@@ -171,7 +171,8 @@ def schedule_facts(config: StudyConfig, layers: list[str]) -> dict[str, str]:
             else "queued when the study starts"
         )
         first.append(
-            f"{'up to ' if knee_placement(config) else ''}{planned} allocation priors "
+            f"{'up to ' if knee_placement(config) else ''}{planned} allocation "
+            f"prior{'s' if planned > 1 else ''} "
             f"({', '.join(priors.families)}) at {priors.targets} storage targets log-spaced "
             f"over the search space, {how}"
         )
