@@ -15,15 +15,12 @@ PIPELINE = {
 }
 
 
-def test_check_states_the_priors_the_start_up_and_the_rungs(tiny_study) -> None:
-    # Rung 0 trains 1 ADMM + 2 retraining epochs (3), rung 1 adds 2: 20 epochs buy
-    # floor(20 / (3 + 2 / 2)) = 5 screens, of which knee-placed priors take all but a third
-    # (5 - 1 = 4); the budget buys 20 // 6 = 3 trials of the pipeline as written, so TPE is
-    # guided after 2 (its least).
-    path = tiny_study(
-        budget={"epochs": 20},
+def _knee_with_rungs(tiny_study, epochs: int, **changes):
+    """A study of PIPELINE with knee-placed global and LAMP priors on 4 targets and rungs
+    {eta: 2, count: 2}, within ``epochs``."""
+    return tiny_study(
+        budget={"epochs": epochs},
         pipeline=PIPELINE,
-        sampler={"name": "tpe"},
         search={
             "keep": {"low": 0.1, "high": 1.0},
             "bits": None,
@@ -31,7 +28,16 @@ def test_check_states_the_priors_the_start_up_and_the_rungs(tiny_study) -> None:
             "rungs": {"eta": 2, "count": 2},
         },
         enqueue=[],
+        **changes,
     )
+
+
+def test_check_states_the_priors_the_start_up_and_the_rungs(tiny_study) -> None:
+    # Rung 0 trains 1 ADMM + 2 retraining epochs (3), rung 1 adds 2: 20 epochs buy
+    # floor(20 / (3 + 2 / 2)) = 5 screens, of which knee-placed priors take all but a third
+    # (5 - 1 = 4); the budget buys 20 // 6 = 3 trials of the pipeline as written, so TPE is
+    # guided after 2 (its least).
+    path = _knee_with_rungs(tiny_study, 20, sampler={"name": "tpe"})
     facts = schedule_facts(*validate_study(path))
     assert facts["first trials"].startswith(
         "up to 4 allocation priors (global, lamp) at 4 storage targets"
@@ -71,16 +77,6 @@ def test_check_states_seeds_and_grid_priors_and_no_rungs(tiny_study) -> None:
 
 def test_one_prior_is_said_in_the_singular(tiny_study) -> None:
     # 8 epochs buy floor(8 / (3 + 2 / 2)) = 2 screens: one prior, one for the sampler.
-    path = tiny_study(
-        budget={"epochs": 8},
-        pipeline=PIPELINE,
-        search={
-            "keep": {"low": 0.1, "high": 1.0},
-            "bits": None,
-            "priors": {"families": ["global", "lamp"], "targets": 4},
-            "rungs": {"eta": 2, "count": 2},
-        },
-        enqueue=[],
-    )
+    path = _knee_with_rungs(tiny_study, 8)
     facts = schedule_facts(*validate_study(path))
     assert facts["first trials"].startswith("up to 1 allocation prior (global, lamp) at 4 ")

@@ -33,7 +33,7 @@ from ..redact import redact_url
 from .reuse import check_reuse
 from .sampling import startup_trials
 from .schedule import Budget, Schedule
-from .seeding import first_trials_cap, knee_placement, prior_count, seed_count
+from .seeding import knee_placement, prior_count, seed_room
 
 __all__ = [
     "LayerRow",
@@ -161,22 +161,21 @@ def schedule_facts(config: StudyConfig, layers: list[str]) -> dict[str, str]:
     ``1/eta`` continued). Epochs are the pipeline as written (searched epoch knobs change
     them)."""
     first = [f"{len(config.enqueue)} from the study file's enqueue"] if config.enqueue else []
-    priors, cap = config.search.priors, first_trials_cap(config)
-    planned = prior_count(config)
+    priors, planned, knee = config.search.priors, prior_count(config), knee_placement(config)
     if priors is not None and planned:
         how = (
             "each placed as the study runs, bisecting for the most compressed target that "
             "meets the constraints (the knee)"
-            if knee_placement(config)
+            if knee
             else "queued when the study starts"
         )
         first.append(
-            f"{'up to ' if knee_placement(config) else ''}{planned} allocation "
+            f"{'up to ' if knee else ''}{planned} allocation "
             f"prior{'s' if planned > 1 else ''} "
             f"({', '.join(priors.families)}) at {priors.targets} storage targets log-spaced "
             f"over the search space, {how}"
         )
-    seeds = seed_count(config) if cap is None else min(seed_count(config), cap - planned)
+    seeds = seed_room(config, planned)
     if seeds > 0:
         first.append(f"up to {seeds} seeded from the sensitivity pass")
     facts = {"first trials": "; ".join(first) if first else "none"}

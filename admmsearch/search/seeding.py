@@ -68,6 +68,7 @@ __all__ = [
     "prior_seed",
     "prior_seeds",
     "seed_count",
+    "seed_room",
     "seeds",
     "sensitivity_finetune",
     "sensitivity_prior",
@@ -172,6 +173,13 @@ def seed_count(config: StudyConfig) -> int:
     return count if cap is None else min(count, cap)
 
 
+def seed_room(config: StudyConfig, priors: int) -> int:
+    """Seeded trials a new study runs after ``priors`` prior trials: :func:`seed_count`,
+    within what :func:`first_trials_cap` leaves them."""
+    cap = first_trials_cap(config)
+    return seed_count(config) if cap is None else min(seed_count(config), cap - priors)
+
+
 def prior_count(config: StudyConfig) -> int:
     """Prior trials to enqueue, at most: every family at every target (``search.priors``), at
     most half of a trial budget; 0 without priors."""
@@ -191,10 +199,8 @@ def first_trials(ctx: StudyContext) -> list[Seed]:
         return []
     knee = knee_placement(ctx.config)
     priors = [] if knee else study_priors(ctx)
-    cap = first_trials_cap(ctx.config)
     planned = prior_count(ctx.config) if knee else len(priors)
-    room = seed_count(ctx.config) if cap is None else min(seed_count(ctx.config), cap - planned)
-    seeded = study_seeds(ctx, room)
+    seeded = study_seeds(ctx, seed_room(ctx.config, planned))
     return priors + [s for s in seeded if all(s.params != p.params for p in priors)]
 
 

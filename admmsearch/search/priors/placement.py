@@ -85,7 +85,7 @@ def next_placement(
     if inside:
         return _first_family(order, inside[(len(inside) - 1) // 2], tried)
     above = [t for t in range(knee + 1, grid) if not any(p.target == t for p in placed)]
-    if knee < grid and above:
+    if above:  # none when no target is feasible yet (knee == grid)
         winner = next(
             p.family for p in placed if p.target == knee and p.outcome in ("feasible", "pending")
         )
