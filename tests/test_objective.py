@@ -33,3 +33,34 @@ def test_a_retraining_stage_reports_its_kept_epoch_and_the_projection_loss(
     after = m["val_accuracy.after_projection.retrain"]
     assert m["projection_loss.retrain"] == pytest.approx(result.stages[1].val_accuracy - after)
     assert m["primal_residual_final.admm_prune"] == result.stages[1].residuals[-1].primal_total
+
+
+def _stage_end(name: str):
+    from admmsearch.pipeline import StageResult
+
+    return StageResult(name, val_accuracy=0.1, test_accuracy=None, seconds=1.0, layers={})
+
+
+def test_a_failed_trial_is_charged_the_epochs_it_began() -> None:
+    """Not the epochs it reserved: the ones it completed, plus the one it failed in unless the
+    collapse check stopped it at a stage's end; never more than it reserved."""
+    from admmsearch.errors import DivergenceError
+    from admmsearch.search.objective import _Tally
+
+    seen: list[tuple[str, int]] = []
+    tally = _Tally(lambda stage, epoch, loss: seen.append((stage, epoch)))
+    tally.epoch_done("admm_prune", 0, 0.7)
+    tally.epoch_done("retrain", 0, 0.4)
+    assert seen == [("admm_prune", 0), ("retrain", 0)]
+    assert tally.charged({"epochs": 9}) == 3  # failed inside the third epoch
+
+    def collapse(stage) -> None:
+        raise DivergenceError(f"accuracy collapsed after stage {stage.name}")
+
+    with pytest.raises(DivergenceError):
+        tally.stage_checked(collapse)(_stage_end("retrain"))
+    assert tally.charged({"epochs": 9}) == 2  # stopped at the stage's end
+    assert tally.charged({"epochs": 1}) == 1  # at most what it reserved
+    assert tally.charged({}) == 2
+    tally.stage_checked(lambda stage: None)(_stage_end("retrain"))
+    assert tally.charged({"epochs": 9}) == 3  # a check that passes: training went on

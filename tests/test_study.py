@@ -188,6 +188,7 @@ def test_diverging_trial_is_failed_with_reason_and_study_goes_on(mlruns) -> None
     first = study.trials[0]
     assert first.state == optuna.trial.TrialState.FAIL
     assert "stage admm_prune" in first.user_attrs["fail_reason"]
+    assert first.user_attrs["epochs"] == 1  # the epoch it diverged in, not the 6 it reserved
     assert finished_count(study) == 3
     runs = trial_runs(tmp_path, config.name)
     run = runs[runs["tags.admmsearch.trial"] == "0"].iloc[0]

@@ -165,9 +165,11 @@ class Objective:
         A trial stopped by a tracking failure or an interruption is marked ``interrupted``: it
         does not count against the budget and its params are queued again on resume. Any other
         exception fails the trial with its one-line reason (whether it counts is the study's
-        call: :mod:`admmsearch.failures`).
+        call: :mod:`admmsearch.failures`); a failed trial is charged the epochs it began, not
+        the epochs it reserved (:class:`_Tally`).
         """
         start, timings = time.perf_counter(), Timings(self.config.device)
+        tally = _Tally(self.on_epoch)
         with timings.activate(), part("suggest"):
             settings = suggest(trial, self.config, self.layers)
         run_id = None
@@ -181,7 +183,7 @@ class Objective:
                         params={**_params(settings), **data_params(self.data)},
                         tags=origin_tags(trial.user_attrs),
                     )
-                values = self._run(trial, settings, run_id)
+                values = self._run(trial, settings, run_id, tally)
                 with part("tracking"):
                     self.tracker.finish(run_id)
                     split = {**timings.seconds, "trial": time.perf_counter() - start}
@@ -189,6 +191,7 @@ class Objective:
         except (DivergenceError, optuna.TrialPruned) as exc:
             reason = str(exc) or type(exc).__name__
             trial.set_user_attr(TrialAttr.FAIL_REASON, reason)
+            trial.set_user_attr(TrialAttr.EPOCHS, tally.charged(trial.user_attrs))
             self._end_run(run_id, "FAILED", reason)
             raise
         except TrackingError as exc:
@@ -199,6 +202,7 @@ class Objective:
         except Exception as exc:  # a failure, not Ctrl-C: its reason goes where `show` reads it
             reason = one_line(exc)
             trial.set_user_attr(TrialAttr.FAIL_REASON, reason)
+            trial.set_user_attr(TrialAttr.EPOCHS, tally.charged(trial.user_attrs))
             self._end_run(run_id, "FAILED", reason)
             raise
         except BaseException:  # Ctrl-C or the process told to stop: queued again on resume
@@ -218,8 +222,10 @@ class Objective:
         except TrackingError:
             pass
 
-    def _run(self, trial: optuna.Trial, settings: TrialSettings, run_id: str) -> tuple[float, ...]:
-        run = self._compress(trial, settings)
+    def _run(
+        self, trial: optuna.Trial, settings: TrialSettings, run_id: str, tally: _Tally
+    ) -> tuple[float, ...]:
+        run = self._compress(trial, settings, tally)
         done, path = run.compressed, self.models_dir / f"trial-{trial.number}.admm"
         with part("pack"):
             _write(path, done.packed)
@@ -237,14 +243,16 @@ class Objective:
             self.tracker.log_frame(run_id, layer_table(done.result), "layers.csv")
         return tuple(float(metrics[name]) for name in self.config.objectives)
 
-    def _compress(self, trial: optuna.Trial, settings: TrialSettings) -> _TrialRun:
+    def _compress(self, trial: optuna.Trial, settings: TrialSettings, tally: _Tally) -> _TrialRun:
         """Compress the dense model to the trial's settings at the trial's rung: continuing
         the lower-rung trial's pruned model when it is a promotion, else from the stage
         cache's pruned state when a trial with the same pruning settings left one."""
         rung = trial.user_attrs.get(TrialAttr.RUNG)
         pipeline = rung_pipeline(settings.pipeline, self.schedule.fraction(rung))
         job = self._job(settings.plan, pipeline)
-        hooks = PipelineHooks(on_epoch=self.on_epoch, on_stage=self._check_collapse)
+        hooks = PipelineHooks(
+            on_epoch=tally.epoch_done, on_stage=tally.stage_checked(self._check_collapse)
+        )
         lower = self._lower_rung(trial, settings, rung)
         if lower is not None:
             state, below = lower
@@ -310,6 +318,36 @@ class Objective:
             trial.set_constraint("accuracy_drop", drop)
         if c.max_storage_bits is not None:
             trial.set_constraint("storage_bits", metrics[Metric.STORAGE_BITS] - c.max_storage_bits)
+
+
+class _Tally:
+    """The epochs a trial has begun, for charging one that fails: the epochs it completed,
+    plus the one it was in unless it stopped at a stage's end (the collapse check), at most
+    what it reserved. Passes each epoch on to ``on_epoch``."""
+
+    def __init__(self, on_epoch: Callable[[str, int, float], None] | None) -> None:
+        self.on_epoch, self.completed, self.at_boundary = on_epoch, 0, False
+
+    def epoch_done(self, stage: str, epoch: int, loss: float) -> None:
+        self.completed += 1
+        if self.on_epoch is not None:
+            self.on_epoch(stage, epoch, loss)
+
+    def stage_checked(self, check: Callable[[StageResult], None]) -> Callable[[StageResult], None]:
+        """``check``, run at a stage's end: what it raises stopped no epoch midway."""
+
+        def run(stage: StageResult) -> None:
+            self.at_boundary = True
+            check(stage)
+            self.at_boundary = False
+
+        return run
+
+    def charged(self, attrs: dict[str, Any]) -> int:
+        """What a failed trial with user attributes ``attrs`` is charged, in epochs."""
+        began = self.completed + (0 if self.at_boundary else 1)
+        reserved = attrs.get(TrialAttr.EPOCHS)
+        return began if reserved is None else min(began, int(reserved))
 
 
 @dataclass(frozen=True)
