@@ -160,3 +160,43 @@ def test_all_trials_lists_every_trial_with_its_origin_settings_and_reason() -> N
         "pruned, no reason recorded",
         None,
     ]
+
+
+def _epoch_study(epochs: list[int], budget: dict) -> tuple[optuna.Study, object]:
+    """A study of the default pipeline (a new setting reserves 13 epochs; no rungs) whose
+    completed trials charged ``epochs``."""
+    from admmsearch.config import StudyConfig
+    from admmsearch.record import StudyAttr, TrialAttr
+
+    config = StudyConfig.model_validate(
+        {"name": "left", "model": "digits-cnn", "dataset": "digits", "budget": budget}
+    )
+    study = optuna.create_study(study_name="left", directions=["maximize", "minimize"])
+    study.set_user_attr(StudyAttr.LAYERS, ["conv1", "conv2", "fc1", "fc2"])
+    for n in epochs:
+        study.add_trial(
+            optuna.trial.create_trial(values=[0.9, 1.0e5], user_attrs={TrialAttr.EPOCHS: n})
+        )
+    return study, config
+
+
+def test_a_finished_study_says_how_many_epochs_no_trial_fits() -> None:
+    """A study can stop with epochs left that no new trial fits: its stop reason says so
+    rather than a bare 'budget spent'."""
+    from admmsearch.search.report import run_summary
+    from admmsearch.search.schedule import epochs_bound
+
+    study, config = _epoch_study([8, 8, 3], {"epochs": 22})
+    assert epochs_bound(config, ["conv1", "conv2", "fc1", "fc2"]) == 13
+    why = run_summary(study, config, 1.0, None)["why"]
+    assert (
+        why == "budget spent (19 of 22 epochs, 3 trials; the 3 epochs left fit no further trial)"
+    )
+    study, config = _epoch_study([8, 8, 6], {"epochs": 22})
+    assert (
+        run_summary(study, config, 1.0, None)["why"] == "budget spent (22 of 22 epochs, 3 trials)"
+    )
+    study, config = _epoch_study([8, 3], {"epochs": 22, "trials": 2})
+    assert run_summary(study, config, 1.0, None)["why"] == (
+        "budget spent (2 of 2 trials, 11 of 22 epochs)"
+    )

@@ -289,10 +289,23 @@ def run_summary(
     return {**facts, "why": why}
 
 
+def _unused(study: optuna.Study, schedule: Schedule) -> str:
+    """Epochs a finished study left because nothing it could still run fits them (a new
+    setting reserves its most epochs; with rungs, the screens are capped), as ``; the 4
+    epochs left fit no further trial``; empty when its trials or its epochs ran out."""
+    now, b = spent(study.get_trials(deepcopy=False)), schedule.budget
+    if b.epochs is None or now.epochs >= b.epochs:
+        return ""
+    if b.trials is not None and now.trials >= b.trials:
+        return ""
+    left = b.epochs - now.epochs
+    return f"; the {left} epoch{'s' if left != 1 else ''} left fit no further trial"
+
+
 def _stop_reason(study: optuna.Study, schedule: Schedule) -> str:
     spent_text = budget_text(study, schedule)
     if schedule.finished(study):
-        return f"budget spent ({spent_text})"
+        return f"budget spent ({spent_text}{_unused(study, schedule)})"
     if note := study.user_attrs.get(StudyAttr.STOPPED_BY_TIMEOUT):
         return f"--timeout ({note['timeout_s']:g} s) with budget left ({spent_text})"
     return f"stopped with budget left ({spent_text})"
