@@ -165,7 +165,8 @@ def schedule_facts(config: StudyConfig, layers: list[str]) -> dict[str, str]:
     if priors is not None and planned:
         how = (
             "each placed as the study runs, bisecting for the most compressed target that "
-            "meets the constraints (the knee)"
+            "meets the constraints (the knee), each target probed first by the family whose "
+            "prior there is most accurate pruned without training"
             if knee
             else "queued when the study starts"
         )

@@ -45,6 +45,7 @@ from .priors import (
     storage_targets,
     unit_levels,
 )
+from .priors.oneshot import one_shot_scorer
 from .priors.placement import Placed, next_placement
 from .schedule import Budget, Schedule
 from .sensitivity import Finetune, Sensitivity, cached_sensitivity
@@ -307,9 +308,9 @@ def study_priors(ctx: StudyContext) -> list[Seed]:
 def _study_problem(ctx: StudyContext, count: int) -> tuple[PriorProblem, Sensitivity | None]:
     """The study's prior problem and, where its first ``count`` priors need it, its
     sensitivity table: where bits are searched (it picks the other families' bits), or where
-    the ``sensitivity`` family comes within the first ``count`` in the families' order (the
-    priors take the families in turn, so a study of 4 priors never reaches a fifth family,
-    and its pass, which costs training time, is not run)."""
+    the ``sensitivity`` family comes within the first ``count`` in the families' order (a
+    study of 4 priors leaves out a fifth family: its pass, which costs training time, is not
+    run, and a knee search never ranks it first)."""
     config, priors = ctx.config, ctx.config.search.priors
     units = unit_spaces(config, ctx.layers)
     families = () if priors is None else priors.families[:count]
@@ -439,6 +440,9 @@ class PriorPlanner:
         targets: ``search.priors.targets``, the grid's size.
         count: the most prior trials to place.
         outcome: a prior trial's outcome for the search (:data:`.priors.placement.OUTCOMES`).
+        score: a prior's zero-cost score (:func:`.priors.oneshot.one_shot_scorer`): each
+            target is probed by the family scoring highest there that has not tried it
+            (None: the families take turns).
     """
 
     def __init__(
@@ -449,10 +453,24 @@ class PriorPlanner:
         targets: int,
         count: int,
         outcome: Callable[[FrozenTrial], str],
+        score: Callable[[Prior], float] | None = None,
     ) -> None:
         self.problem, self.table, self.families = problem, table, list(families)
         self.grid = storage_targets(*storage_range(problem), targets)
         self.count, self.outcome = count, outcome
+        self.score, self._scores = score, {}
+
+    def _rank(self, index: int) -> list[str]:
+        """The families at target ``index``, the highest ``score`` first (a family with no
+        prior there last; ties keep the families' order); each scored once."""
+
+        def score(family: str) -> float:
+            if (family, index) not in self._scores:
+                prior = family_prior(family, self.problem, self.table, self.grid[index])
+                self._scores[family, index] = -1.0 if prior is None else self.score(prior)
+            return self._scores[family, index]
+
+        return sorted(self.families, key=lambda family: -score(family))
 
     def __call__(self, trials: Sequence[FrozenTrial]) -> Seed | None:
         """The next prior trial, or None when ``count`` are placed or none is left."""
@@ -460,7 +478,8 @@ class PriorPlanner:
         if len({(p.family, p.target) for p in placed}) >= self.count:
             return None
         taken = [dict(t.params) for t in trials]
-        while (pick := next_placement(placed, self.families, len(self.grid))) is not None:
+        rank = None if self.score is None else self._rank
+        while (pick := next_placement(placed, self.families, len(self.grid), rank)) is not None:
             seed = self._seed(*pick)
             if seed is not None and seed.params and seed.params not in taken:
                 return seed
@@ -493,4 +512,15 @@ def prior_planner(ctx: StudyContext, outcome: Callable[[FrozenTrial], str]) -> P
     if priors is None or not knee_placement(config) or count == 0:
         return None
     problem, table = _study_problem(ctx, count)
-    return PriorPlanner(problem, table, priors.families, priors.targets, count, outcome)
+    score = _one_shot(ctx)
+    return PriorPlanner(problem, table, priors.families, priors.targets, count, outcome, score)
+
+
+def _one_shot(ctx: StudyContext) -> Callable[[Prior], float]:
+    """The study's :func:`.priors.oneshot.one_shot_scorer`: its dense model (BatchNorm folded
+    where the pipeline folds it) on its validation split."""
+    model = dense_on(ctx).eval()
+    if ctx.config.pipeline.fold_batchnorm:
+        fold_batchnorm(model)
+    units = unit_spaces(ctx.config, ctx.layers)
+    return one_shot_scorer(model, units, ctx.data.x_val, ctx.data.y_val)
