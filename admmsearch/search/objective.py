@@ -189,10 +189,7 @@ class Objective:
                     split = {**timings.seconds, "trial": time.perf_counter() - start}
                     trial.set_user_attr(TrialAttr.TIMINGS, split)
         except (DivergenceError, optuna.TrialPruned) as exc:
-            reason = str(exc) or type(exc).__name__
-            trial.set_user_attr(TrialAttr.FAIL_REASON, reason)
-            trial.set_user_attr(TrialAttr.EPOCHS, tally.charged(trial.user_attrs))
-            self._end_run(run_id, "FAILED", reason)
+            self._fail(trial, run_id, str(exc) or type(exc).__name__, tally)
             raise
         except TrackingError as exc:
             _requeue(trial, f"tracking: {exc}")
@@ -200,16 +197,19 @@ class Objective:
                 self._end_run(run_id, "FAILED", f"tracking: {exc}")
             raise
         except Exception as exc:  # a failure, not Ctrl-C: its reason goes where `show` reads it
-            reason = one_line(exc)
-            trial.set_user_attr(TrialAttr.FAIL_REASON, reason)
-            trial.set_user_attr(TrialAttr.EPOCHS, tally.charged(trial.user_attrs))
-            self._end_run(run_id, "FAILED", reason)
+            self._fail(trial, run_id, one_line(exc), tally)
             raise
         except BaseException:  # Ctrl-C or the process told to stop: queued again on resume
             _requeue(trial, "interrupted")
             self._end_run(run_id, "KILLED", "interrupted")
             raise
         return values
+
+    def _fail(self, trial: optuna.Trial, run_id: str | None, reason: str, tally: _Tally) -> None:
+        """Record a failed trial's reason and the epochs it is charged; end its run FAILED."""
+        trial.set_user_attr(TrialAttr.FAIL_REASON, reason)
+        trial.set_user_attr(TrialAttr.EPOCHS, tally.charged(trial.user_attrs))
+        self._end_run(run_id, "FAILED", reason)
 
     def _end_run(self, run_id: str | None, status: str, reason: str) -> None:
         """End the trial's run with the reason tag, if it has one; a tracking failure here is

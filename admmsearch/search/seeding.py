@@ -522,5 +522,6 @@ def _one_shot(ctx: StudyContext) -> Callable[[Prior], float]:
     model = dense_on(ctx).eval()
     if ctx.config.pipeline.fold_batchnorm:
         fold_batchnorm(model)
-    units = unit_spaces(ctx.config, ctx.layers)
-    return one_shot_scorer(model, units, ctx.data.x_val, ctx.data.y_val)
+    units, device = unit_spaces(ctx.config, ctx.layers), ctx.config.device
+    x_val, y_val = ctx.data.x_val.to(device), ctx.data.y_val.to(device)
+    return one_shot_scorer(model, units, x_val, y_val)
