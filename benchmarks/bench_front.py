@@ -105,7 +105,7 @@ CUTS = {
         "Cut to fit about an hour on 2 cores (an epoch of 6,000 training images with 6,000 "
         "validation images took 5.3 s, so 74 epochs would have taken 3.5 hours): 3,000 "
         "training and 3,000 validation images (test: all 10,000), a budget of 38 epochs "
-        "rather than 74, a pipeline of 1 ADMM + 8 retraining epochs rather than 2 + 16."
+        "rather than 74, so a pipeline of 9 epochs a trial rather than 18."
     ),
 }
 #: Per-layer keep ratios of Zhang et al. 2018's LeNet-5 (71x on MNIST), scaled by --hand-scales;
