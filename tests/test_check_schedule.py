@@ -15,12 +15,12 @@ PIPELINE = {
 }
 
 
-def _knee_with_rungs(tiny_study, epochs: int, **changes):
-    """A study of PIPELINE with knee-placed global and LAMP priors on 4 targets and rungs
+def _knee_with_rungs(tiny_study, epochs: int, pipeline=PIPELINE, **changes):
+    """A study of ``pipeline`` with knee-placed global and LAMP priors on 4 targets and rungs
     {eta: 2, count: 2}, within ``epochs``."""
     return tiny_study(
         budget={"epochs": epochs},
-        pipeline=PIPELINE,
+        pipeline=pipeline,
         search={
             "keep": {"low": 0.1, "high": 1.0},
             "bits": None,
@@ -50,6 +50,14 @@ def test_check_states_the_priors_the_start_up_and_the_rungs(tiny_study) -> None:
         "2 (eta 2): about 5 settings screened at rung 0 (3 epochs each), the best 1/2 of each "
         "rung continued (rung 1 adds 2 epochs); the front is rung 1's"
     )
+
+
+def test_a_rung_of_one_epoch_is_said_in_the_singular(tiny_study) -> None:
+    # No ADMM epoch and 2 retraining epochs: rung 0 trains 1, rung 1 adds 1.
+    pipeline = {**PIPELINE, "admm_prune": {"train": {"epochs": 0}}, "retrain": {"epochs": 2}}
+    path = _knee_with_rungs(tiny_study, 20, pipeline=pipeline)
+    rungs = schedule_facts(*validate_study(path))["rungs"]
+    assert "at rung 0 (1 epoch each)" in rungs and "(rung 1 adds 1 epoch)" in rungs
 
 
 def test_check_states_seeds_and_grid_priors_and_no_rungs(tiny_study) -> None:

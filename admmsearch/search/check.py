@@ -190,11 +190,11 @@ def schedule_facts(config: StudyConfig, layers: list[str]) -> dict[str, str]:
     schedule = Schedule(config, layers, Budget(b.trials, b.epochs))
     if schedule.rungs is not None:
         r, costs = schedule.rungs, schedule.rung_costs()
-        added = ", ".join(f"rung {k} adds {c}" for k, c in enumerate(costs) if k > 0)
+        added = ", ".join(f"rung {k} adds {_epochs(c)}" for k, c in enumerate(costs) if k > 0)
         screened = "" if schedule.quota is None else f"about {schedule.quota} settings "
         facts["rungs"] = (
-            f"{r.count} (eta {r.eta}): {screened}screened at rung 0 ({costs[0]} epochs each), "
-            f"the best 1/{r.eta} of each rung continued ({added} epochs); "
+            f"{r.count} (eta {r.eta}): {screened}screened at rung 0 ({_epochs(costs[0])} each), "
+            f"the best 1/{r.eta} of each rung continued ({added}); "
             f"the front is rung {r.top}'s"
         )
     return facts
@@ -249,3 +249,8 @@ def _epoch_seconds(model: torch.nn.Module, data: DataSplits, config: StudyConfig
             seconds.append(time.perf_counter() - start)
     timed = sorted(seconds[1:] or seconds)
     return timed[len(timed) // 2] * math.ceil(len(splits.y_train) / s.batch_size)
+
+
+def _epochs(count: int) -> str:
+    """``1 epoch``, ``3 epochs``."""
+    return f"{count} epoch{'' if count == 1 else 's'}"
