@@ -189,14 +189,7 @@ def schedule_facts(config: StudyConfig, layers: list[str]) -> dict[str, str]:
     b = config.budget
     schedule = Schedule(config, layers, Budget(b.trials, b.epochs))
     if schedule.rungs is not None:
-        r, costs = schedule.rungs, schedule.rung_costs()
-        added = ", ".join(f"rung {k} adds {_epochs(c)}" for k, c in enumerate(costs) if k > 0)
-        screened = "" if schedule.quota is None else f"about {schedule.quota} settings "
-        facts["rungs"] = (
-            f"{r.count} (eta {r.eta}): {screened}screened at rung 0 ({_epochs(costs[0])} each), "
-            f"the best 1/{r.eta} of each rung continued ({added}); "
-            f"the front is rung {r.top}'s"
-        )
+        facts["rungs"] = _rungs_fact(schedule)
     return facts
 
 
@@ -251,6 +244,18 @@ def _epoch_seconds(model: torch.nn.Module, data: DataSplits, config: StudyConfig
     return timed[len(timed) // 2] * math.ceil(len(splits.y_train) / s.batch_size)
 
 
-def _epochs(count: int) -> str:
+def _rungs_fact(schedule: Schedule) -> str:
+    """The rungs line: the settings screened at rung 0, what each rung adds, the front's."""
+    r, costs = schedule.rungs, schedule.rung_costs()
+    added = ", ".join(f"rung {k} adds {_count_epochs(c)}" for k, c in enumerate(costs) if k > 0)
+    screened = "" if schedule.quota is None else f"about {schedule.quota} settings "
+    return (
+        f"{r.count} (eta {r.eta}): {screened}screened at rung 0 ({_count_epochs(costs[0])} "
+        f"each), the best 1/{r.eta} of each rung continued ({added}); "
+        f"the front is rung {r.top}'s"
+    )
+
+
+def _count_epochs(count: int) -> str:
     """``1 epoch``, ``3 epochs``."""
     return f"{count} epoch{'' if count == 1 else 's'}"
