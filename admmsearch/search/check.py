@@ -32,7 +32,7 @@ from ..preflight import (
 from ..redact import redact_url
 from .reuse import check_reuse
 from .sampling import startup_trials
-from .schedule import Budget, Schedule
+from .schedule import Budget, Schedule, epochs_text
 from .seeding import knee_placement, prior_count, seed_room
 
 __all__ = [
@@ -247,15 +247,10 @@ def _epoch_seconds(model: torch.nn.Module, data: DataSplits, config: StudyConfig
 def _rungs_fact(schedule: Schedule) -> str:
     """The rungs line: the settings screened at rung 0, what each rung adds, the front's."""
     r, costs = schedule.rungs, schedule.rung_costs()
-    added = ", ".join(f"rung {k} adds {_count_epochs(c)}" for k, c in enumerate(costs) if k > 0)
+    added = ", ".join(f"rung {k} adds {epochs_text(c)}" for k, c in enumerate(costs) if k > 0)
     screened = "" if schedule.quota is None else f"about {schedule.quota} settings "
     return (
-        f"{r.count} (eta {r.eta}): {screened}screened at rung 0 ({_count_epochs(costs[0])} "
+        f"{r.count} (eta {r.eta}): {screened}screened at rung 0 ({epochs_text(costs[0])} "
         f"each), the best 1/{r.eta} of each rung continued ({added}); "
         f"the front is rung {r.top}'s"
     )
-
-
-def _count_epochs(count: int) -> str:
-    """``1 epoch``, ``3 epochs``."""
-    return f"{count} epoch{'' if count == 1 else 's'}"

@@ -19,7 +19,7 @@ from ..redact import redact_url
 from .catalog import OpenedStudy, study_names
 from .feasibility import infeasible_note
 from .front import front_frame, front_records
-from .schedule import Budget, Schedule, spent
+from .schedule import Budget, Schedule, epochs_text, spent
 
 __all__ = [
     "budget_text",
@@ -298,8 +298,7 @@ def _unused(study: optuna.Study, schedule: Schedule) -> str:
         return ""
     if b.trials is not None and now.trials >= b.trials:
         return ""
-    left = b.epochs - now.epochs
-    return f"; the {left} epoch{'s' if left != 1 else ''} left fit no further trial"
+    return f"; the {epochs_text(b.epochs - now.epochs)} left fit no further trial"
 
 
 def _stop_reason(study: optuna.Study, schedule: Schedule) -> str:

@@ -42,7 +42,7 @@ from ..settings import PipelineSettings
 from .rungs import Job, Limits, RungTrial, next_job, screening_quota
 from .space import param_names, settings_from_params
 
-__all__ = ["Budget", "Schedule", "Spent", "epochs_bound", "spent"]
+__all__ = ["Budget", "Schedule", "Spent", "epochs_bound", "epochs_text", "spent"]
 
 #: How far beyond its limit a rung-0 accuracy drop is taken for hopeless (twice the limit).
 _HOPELESS_DROP = 2.0
@@ -76,6 +76,11 @@ class Spent:
 
 def _epochs(trial: FrozenTrial) -> int:
     return int(trial.user_attrs.get(TrialAttr.EPOCHS) or 0)
+
+
+def epochs_text(count: int) -> str:
+    """A count of epochs in words: ``1 epoch``, ``3 epochs``."""
+    return f"{count} epoch{'' if count == 1 else 's'}"
 
 
 def spent(trials: Sequence[FrozenTrial]) -> Spent:
