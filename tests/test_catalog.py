@@ -181,9 +181,10 @@ def _epoch_study(epochs: list[int], budget: dict) -> tuple[optuna.Study, object]
 
 
 def test_a_finished_study_says_how_many_epochs_no_trial_fits() -> None:
-    """A study can stop with epochs left that no new trial fits: its stop reason says so
-    rather than a bare 'budget spent'."""
-    from admmsearch.search.report import run_summary
+    """A study can stop with epochs left that no new trial fits: its stop reason and show's
+    budget line say so rather than a bare 'budget spent'."""
+    from admmsearch.search.catalog import OpenedStudy
+    from admmsearch.search.report import describe, run_summary
     from admmsearch.search.schedule import epochs_bound
 
     study, config = _epoch_study([8, 8, 3], {"epochs": 22})
@@ -192,10 +193,14 @@ def test_a_finished_study_says_how_many_epochs_no_trial_fits() -> None:
     assert (
         why == "budget spent (19 of 22 epochs, 3 trials; the 3 epochs left fit no further trial)"
     )
+    budget = dict(describe(OpenedStudy(study, config, [], "sqlite://", "file:mlruns")))["budget"]
+    assert budget == "19 of 22 epochs, 3 trials; the 3 epochs left fit no further trial"  # show
     study, config = _epoch_study([8, 8, 6], {"epochs": 22})
     assert (
         run_summary(study, config, 1.0, None)["why"] == "budget spent (22 of 22 epochs, 3 trials)"
     )
+    opened = OpenedStudy(study, config, [], "sqlite://", "file:mlruns")
+    assert dict(describe(opened))["budget"] == "22 of 22 epochs, 3 trials"
     study, config = _epoch_study([8, 3], {"epochs": 22, "trials": 2})
     assert run_summary(study, config, 1.0, None)["why"] == (
         "budget spent (2 of 2 trials, 11 of 22 epochs)"

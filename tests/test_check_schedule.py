@@ -15,11 +15,11 @@ PIPELINE = {
 }
 
 
-def _knee_with_rungs(tiny_study, epochs: int, pipeline=PIPELINE, **changes):
+def _knee_with_rungs(tiny_study, epochs: int, pipeline=PIPELINE, timeout_s=None, **changes):
     """A study of ``pipeline`` with knee-placed global and LAMP priors on 4 targets and rungs
-    {eta: 2, count: 2}, within ``epochs``."""
+    {eta: 2, count: 2}, within ``epochs`` (and ``timeout_s``)."""
     return tiny_study(
-        budget={"epochs": epochs},
+        budget={"epochs": epochs, "timeout_s": timeout_s},
         pipeline=pipeline,
         search={
             "keep": {"low": 0.1, "high": 1.0},
@@ -47,9 +47,13 @@ def test_check_states_the_priors_the_start_up_and_the_rungs(tiny_study) -> None:
         "the tpe sampler, at random until 2 trials have finished, the first trials among them"
     )
     assert facts["rungs"] == (
-        "2 (eta 2): about 5 settings screened at rung 0 (3 epochs each), the best 1/2 of each "
-        "rung continued (rung 1 adds 2 epochs); the front is rung 1's"
+        "2 (eta 2): about 5 settings screened at rung 0 (3 epochs each), all before any "
+        "promotion, the best 1/2 of each rung continued (rung 1 adds 2 epochs); the front is "
+        "rung 1's"
     )
+    # a timeout may stop the run before the promotions: they come as soon as a trial may go up
+    timed = _knee_with_rungs(tiny_study, 20, sampler={"name": "tpe"}, timeout_s=600)
+    assert "before any promotion" not in schedule_facts(*validate_study(timed))["rungs"]
 
 
 def test_a_rung_of_one_epoch_is_said_in_the_singular(tiny_study) -> None:

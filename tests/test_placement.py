@@ -12,6 +12,7 @@ from admmsearch.config import load_study, validate_study
 from admmsearch.data import load_dataset
 from admmsearch.dense import build_model
 from admmsearch.record import Metric, TrialAttr
+from admmsearch.search.objective import origin_tags
 from admmsearch.search.priors.placement import Placed, next_placement
 from admmsearch.search.schedule import Budget, Schedule
 from admmsearch.search.seeding import (
@@ -192,6 +193,7 @@ def test_the_planner_places_real_priors_on_the_grid_from_their_outcomes(tiny_stu
     first = planner([])
     prior = first.attrs[TrialAttr.PRIOR]
     assert (prior["family"], prior["grid_index"], prior["placement"]) == ("global", 1, "knee")
+    assert "one_shot_val_accuracy" not in prior  # no score: the families took turns
     assert prior["target_bits"] == planner.grid[1] >= prior["predicted_storage_bits"]
     # It met the constraints: the next looks below it, at the smallest target.
     second = planner([_as_trial(first, "complete", violation=0.0)])
@@ -227,6 +229,11 @@ def test_each_target_is_probed_first_by_the_family_scoring_highest_there(tiny_st
         "lamp",
         1,
     )
+    # the ranking that chose it is on the prior, for show and the MLflow run
+    assert first.attrs[TrialAttr.PRIOR]["one_shot_val_accuracy"] == {"lamp": 0.9, "global": 0.5}
+    assert list(first.attrs[TrialAttr.PRIOR]["one_shot_val_accuracy"]) == ["lamp", "global"]
+    ranked = origin_tags(first.attrs)["admmsearch.prior_one_shot"]
+    assert ranked == "lamp 0.9000, global 0.5000"
     second = planner([_as_trial(first, "complete", violation=0.0)])
     assert second.attrs[TrialAttr.PRIOR]["family"] == "lamp"  # not global's turn
     assert second.attrs[TrialAttr.PRIOR]["grid_index"] == 0

@@ -40,11 +40,33 @@ def test_promotion_reads_the_constraint_values_and_skips_the_infeasible(tiny_stu
     study.add_trial(_finished([0.90, 2000.0], 0.5, 0.0))  # trial 0: feasible
     study.add_trial(_finished([0.95, 1000.0], 0.3, 0.3))  # trial 1: breaks the constraint
     schedule = Schedule(config, layers, Budget(epochs=100))
+    schedule.screens_first = False  # promote as soon as a trial may go up (a run's timeout)
     start = schedule.decide(study, study.get_trials(deepcopy=False))
     assert callable(start)
     trial = start()
     assert trial.user_attrs[TrialAttr.RUNG] == 1
     assert trial.user_attrs[TrialAttr.CONTINUES] == 0
+
+
+def test_the_planned_screens_come_before_any_promotion(tiny_study) -> None:
+    # 100 epochs plan far more than two screens: a run without a timeout screens them first,
+    # so its promotions choose among every screened setting, not the first two.
+    path = tiny_study(
+        budget={"epochs": 100},
+        search={"keep": {"low": 0.1, "high": 1.0}, "bits": None, "rungs": {"eta": 2, "count": 2}},
+        enqueue=[],
+    )
+    config, layers = validate_study(path)
+    study = optuna.create_study(directions=config.directions)
+    study.add_trial(_finished([0.90, 2000.0], 0.5, 0.0))
+    study.add_trial(_finished([0.95, 1000.0], 0.3, 0.0))
+    schedule = Schedule(config, layers, Budget(epochs=100))
+    assert schedule.quota > 2
+    start = schedule.decide(study, study.get_trials(deepcopy=False))
+    assert callable(start)
+    trial = start()
+    assert trial.user_attrs[TrialAttr.RUNG] == 0
+    assert TrialAttr.CONTINUES not in trial.user_attrs
 
 
 def test_settings_queued_beyond_the_screening_quota_do_not_stop_the_study(tiny_study) -> None:

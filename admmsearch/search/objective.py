@@ -45,7 +45,9 @@ _MAX_REASON = 5000  # characters of a failure reason kept in the run's tag
 def origin_tags(attrs: dict[str, Any]) -> dict[str, str]:
     """Where a trial's settings came from, as MLflow tags: ``admmsearch.origin`` is ``prior``
     (with ``admmsearch.prior_family``, ``admmsearch.prior_target_kib`` and, where the prior
-    fell outside a unit's range, ``admmsearch.prior_clipped``: those units), ``seeded`` (with
+    fell outside a unit's range, ``admmsearch.prior_clipped``: those units; where the knee
+    search ranked the families, ``admmsearch.prior_one_shot``: their one-shot validation
+    accuracies at the target, best first), ``seeded`` (with
     ``admmsearch.seeded_budget_kib``), ``retry`` (with ``admmsearch.retry_of``), ``promoted``,
     ``enqueued`` or ``sampled`` (:func:`.origin.trial_origin`)."""
     if TrialAttr.PRIOR in attrs:
@@ -57,6 +59,9 @@ def origin_tags(attrs: dict[str, Any]) -> dict[str, str]:
         }
         if prior.get("clipped"):
             tags["admmsearch.prior_clipped"] = ", ".join(prior["clipped"])
+        if prior.get("one_shot_val_accuracy"):
+            ranked = prior["one_shot_val_accuracy"].items()
+            tags["admmsearch.prior_one_shot"] = ", ".join(f"{f} {v:.4f}" for f, v in ranked)
         return tags
     if TrialAttr.SEEDED in attrs:
         return {

@@ -96,16 +96,18 @@ def describe(opened: OpenedStudy) -> list[tuple[str, str]]:
     schedule = study_schedule(study, config)
     counts = ", ".join(f"{n} {s.lower()}" for s, n in state_counts(study).items() if n)
     objectives = zip(config.objectives, config.directions, strict=True)
+    state = study_state(study, schedule)
+    left = _unused(study, schedule) if state == "finished" else ""
     facts = [
         ("study", config.name),
-        ("state", study_state(study, schedule)),
+        ("state", state),
         ("storage", redact_url(opened.storage)),
         ("tracking", redact_url(opened.tracking_uri)),
         ("model / dataset", f"{config.model.name} / {config.dataset.name}"),
         ("layers", ", ".join(opened.layers)),
         ("objectives", ", ".join(f"{o} ({d})" for o, d in objectives)),
         ("sampler", config.sampler.name),
-        ("budget", budget_text(study, schedule)),
+        ("budget", budget_text(study, schedule) + left),
         ("trials", counts or "none yet"),
     ]
     if schedule.rungs is not None:

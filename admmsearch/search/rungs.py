@@ -144,13 +144,25 @@ class RungTrial:
 def promotion_order(
     trials: Sequence[RungTrial], reference: Sequence[float] | None = None
 ) -> list[RungTrial]:
-    """Complete trials best first: feasible ones by non-domination rank, then (two objectives
-    and a ``reference`` point) hypervolume contribution, then crowding distance (larger
-    first); then infeasible ones by their violation (smaller first).
+    """Complete trials best first: the feasible trials of the first front, by (two
+    objectives and a ``reference`` point) hypervolume contribution, then crowding distance
+    (larger first); then the infeasible trials that are not hopeless, by their violation
+    (smaller first); then the dominated feasible trials, by rank and the same tie-breaks;
+    then the hopeless ones.
 
     Crowding distance gives both ends of a front infinity, so it always continues the least
     compressed setting; the hypervolume contribution measures what a point adds to the front
     the study is judged by, so a nearly dense setting that is barely more accurate adds little.
+    A dominated trial reaches the top rung's front only by overtaking the trial that dominates
+    it, which goes up first; a trial that breaks the accuracy constraint by less than the
+    hopeless margin may meet it after the longer training (a short rung's accuracy is lower),
+    and then extends the front. So the near misses go up before the dominated.
+
+    >>> near_miss = RungTrial(2, 0, None, "complete", (-0.84, 5.2), violation=0.002)
+    >>> trials = [RungTrial(0, 0, None, "complete", (-0.85, 6.0)),
+    ...           RungTrial(1, 0, None, "complete", (-0.84, 6.1)), near_miss]
+    >>> [t.number for t in promotion_order(trials)]
+    [0, 2, 1]
     """
     done = [t for t in trials if t.state == "complete" and t.values is not None]
     feasible = [t for t in done if t.violation <= 0]
@@ -166,7 +178,10 @@ def promotion_order(
     infeasible = sorted(
         (t for t in done if t.violation > 0), key=lambda t: (t.violation, t.number)
     )
-    return [feasible[i] for i in order] + infeasible
+    first = [feasible[i] for i in order if ranks[i] == 0]
+    dominated = [feasible[i] for i in order if ranks[i] > 0]
+    near = [t for t in infeasible if not t.hopeless]
+    return first + near + dominated + [t for t in infeasible if t.hopeless]
 
 
 def promotable(
@@ -197,12 +212,15 @@ class Job:
 @dataclass(frozen=True)
 class Limits:
     """What the study may still spend: trials and epochs left (None: no limit), new
-    settings left to screen at rung 0 (None: no limit), and what a new setting costs."""
+    settings left to screen at rung 0 (None: no limit), and what a new setting costs.
+    ``screens_first``: with a number of screens left, screen them all before promoting
+    anything (see :func:`next_job`)."""
 
     trials: int | None = None
     epochs: int | None = None
     screens: int | None = None
     new_epochs: int = 0
+    screens_first: bool = False
 
 
 def next_job(
@@ -216,6 +234,13 @@ def next_job(
     fits what is left; else screen a new setting while the quota of screens lasts; else
     (the quota spent) promote the best remaining trial of the highest rung that fits, so the
     budget's last epochs go to the settings most worth training. None: nothing fits.
+
+    With ``limits.screens_first`` and a quota (a number of screens left), the quota's
+    settings are screened before any promotion: the number of settings the budget pays for is
+    then known in advance, so promoting early gains nothing in time (no worker waits either
+    way) and would choose among the first few screens only. The promotions then choose among
+    every screened setting, as synchronous successive halving does (Jamieson and Talwalkar
+    2016).
 
     Args:
         trials: every trial of the study, as the schedule sees it.
@@ -231,11 +256,14 @@ def next_job(
     def fits(epochs: int) -> bool:
         return limits.epochs is None or epochs <= limits.epochs
 
+    screening = (limits.screens is None or limits.screens > 0) and fits(limits.new_epochs)
+    if screening and limits.screens_first and limits.screens is not None:
+        return Job(0)
     for rung in range(rungs.top - 1, -1, -1):
         for trial in promotable(trials, rung, rungs.eta, reference):
             if fits(promotion_epochs.get(trial.number, 0)):
                 return Job(rung + 1, trial)
-    if (limits.screens is None or limits.screens > 0) and fits(limits.new_epochs):
+    if screening:
         return Job(0)
     return _last_promotion(trials, rungs, fits, promotion_epochs, reference)
 

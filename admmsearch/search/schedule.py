@@ -131,6 +131,9 @@ class Schedule:
         #: :class:`admmsearch.search.seeding.PriorPlanner`); it returns an object with
         #: ``params`` and ``attrs`` to enqueue, or None.
         self.priors: Callable[[Sequence[FrozenTrial]], Any] | None = None
+        #: Screen the planned settings before promoting any (:func:`.rungs.next_job`); a run
+        #: with a timeout turns it off, as its deadline may come before any promotion.
+        self.screens_first = True
 
     @property
     def top(self) -> int | None:
@@ -241,7 +244,7 @@ class Schedule:
         screens = None
         if self.quota is not None:
             screens = self.quota - sum(1 for t in counted_or_running(trials) if _rung(t) == 0)
-        return Limits(left_trials, left_epochs, screens, self.new_epochs)
+        return Limits(left_trials, left_epochs, screens, self.new_epochs, self.screens_first)
 
     def _view(self, t: FrozenTrial) -> RungTrial:
         state = {TrialState.RUNNING: "running", TrialState.COMPLETE: "complete"}.get(t.state)

@@ -442,7 +442,8 @@ class PriorPlanner:
         outcome: a prior trial's outcome for the search (:data:`.priors.placement.OUTCOMES`).
         score: a prior's zero-cost score (:func:`.priors.oneshot.one_shot_scorer`): each
             target is probed by the family scoring highest there that has not tried it
-            (None: the families take turns).
+            (None: the families take turns); a prior's ``one_shot_val_accuracy`` attribute
+            records every family's score at its target, best first.
     """
 
     def __init__(
@@ -496,6 +497,9 @@ class PriorPlanner:
             return None
         seed = prior_seed(prior, self.problem.units)
         attrs = {**seed.attrs[TrialAttr.PRIOR], "placement": "knee", "grid_index": index}
+        scores = {f: round(v, 6) for (f, i), v in self._scores.items() if i == index and v >= 0}
+        if scores:  # the ranking that chose the family: best first
+            attrs["one_shot_val_accuracy"] = dict(sorted(scores.items(), key=lambda kv: -kv[1]))
         return Seed(seed.params, {TrialAttr.PRIOR: attrs})
 
 

@@ -402,6 +402,7 @@ def run_study(
     schedule = Schedule(ctx.config, ctx.layers, study_budget(ctx.config, trials, epochs))
     timeout = timeout if timeout is not None else ctx.config.budget.timeout_s
     deadline = None if timeout is None else time.monotonic() + timeout
+    schedule.screens_first = deadline is None
     if queue:
         seeds = first_trials(ctx)
         with ctx.lock:
