@@ -48,12 +48,18 @@ def test_check_states_the_priors_the_start_up_and_the_rungs(tiny_study) -> None:
     )
     assert facts["rungs"] == (
         "2 (eta 2): about 5 settings screened at rung 0 (3 epochs each), all before any "
-        "promotion, the best 1/2 of each rung continued (rung 1 adds 2 epochs); the front is "
+        "promotion; the best 1/2 of each rung continued (rung 1 adds 2 epochs); the front is "
         "rung 1's"
     )
     # a timeout may stop the run before the promotions: they come as soon as a trial may go up
     timed = _knee_with_rungs(tiny_study, 20, sampler={"name": "tpe"}, timeout_s=600)
-    assert "before any promotion" not in schedule_facts(*validate_study(timed))["rungs"]
+    rungs = schedule_facts(*validate_study(timed))["rungs"]
+    assert "about 5 settings screened" in rungs
+    assert "each promoted as soon as it may go up" in rungs
+    # a timeout alone plans no number of screens
+    timed = _knee_with_rungs(tiny_study, None, sampler={"name": "tpe"}, timeout_s=600)
+    rungs = schedule_facts(*validate_study(timed))["rungs"]
+    assert rungs.startswith("2 (eta 2): settings screened at rung 0 (3 epochs each), each ")
 
 
 def test_a_rung_of_one_epoch_is_said_in_the_singular(tiny_study) -> None:

@@ -77,6 +77,11 @@ def test_knee_priors_may_take_all_but_a_third_of_the_settings(tiny_study) -> Non
     assert first_trials_cap(config) - prior_count(config) == 0  # no room left for seeds
     enqueued = tiny_study(budget={"trials": 5}, search=knee, enqueue=[{"keep.fc1": 0.5}])
     assert prior_count(load_study(enqueued)) == 3  # the sampler still gets one of the five
+    # With rungs a trial budget counts promotions too: 8 trials screen floor(8 / 1.5) = 5
+    # settings (each screened once, half continued), so the priors take 4, not 8 - 2 = 6.
+    rungs = {**knee, "rungs": {"eta": 2, "count": 2}}
+    config = load_study(tiny_study(budget={"trials": 8}, search=rungs, enqueue=[]))
+    assert (first_trials_cap(config), prior_count(config)) == (4, 4)
 
 
 def test_an_epoch_budget_caps_priors_and_seeds_at_half_the_settings_it_pays_for(

@@ -248,11 +248,12 @@ def _rungs_fact(schedule: Schedule) -> str:
     """The rungs line: the settings screened at rung 0, what each rung adds, the front's."""
     r, costs = schedule.rungs, schedule.rung_costs()
     added = ", ".join(f"rung {k} adds {epochs_text(c)}" for k, c in enumerate(costs) if k > 0)
-    screened = "" if schedule.quota is None else f"about {schedule.quota} settings "
+    screened = "settings" if schedule.quota is None else f"about {schedule.quota} settings"
     # a planned number of screens, and no timeout that could stop the run before promotions
     first = schedule.quota is not None and schedule.config.budget.timeout_s is None
+    order = "all before any promotion" if first else "each promoted as soon as it may go up"
     return (
-        f"{r.count} (eta {r.eta}): {screened}screened at rung 0 ({epochs_text(costs[0])} "
-        f"each){', all before any promotion' if first else ''}, the best 1/{r.eta} of each "
-        f"rung continued ({added}); the front is rung {r.top}'s"
+        f"{r.count} (eta {r.eta}): {screened} screened at rung 0 ({epochs_text(costs[0])} "
+        f"each), {order}; the best 1/{r.eta} of each rung continued ({added}); "
+        f"the front is rung {r.top}'s"
     )

@@ -143,13 +143,12 @@ def first_trials_cap(config: StudyConfig) -> int | None:
     from the outcomes of those before it), so they may take all but a third of the settings
     and the study file's ``enqueue`` (at least one setting is left to the sampler): 4 of 5,
     14 of 20; 3 of 5 after one enqueued setting."""
-    settings = [n for n in (config.budget.trials, _settings_in_epochs(config)) if n is not None]
-    if not settings:
+    settings = _settings(config)
+    if settings is None:
         return None
     if knee_placement(config):
-        left = min(settings) - max(1, min(settings) // 3) - len(config.enqueue)
-        return max(0, left)
-    return min(settings) // 2
+        return max(0, settings - max(1, settings // 3) - len(config.enqueue))
+    return settings // 2
 
 
 def knee_placement(config: StudyConfig) -> bool:
@@ -158,13 +157,18 @@ def knee_placement(config: StudyConfig) -> bool:
     return priors is not None and priors.placement == "knee"
 
 
-def _settings_in_epochs(config: StudyConfig) -> int | None:
-    if config.budget.epochs is None:
-        return None
-    schedule = Schedule(config, [], Budget(epochs=config.budget.epochs))
-    if schedule.rungs is None:
-        return config.budget.epochs // max(schedule.rung_costs()[0], 1)
-    return schedule.quota
+def _settings(config: StudyConfig) -> int | None:
+    """The settings the budget pays for (None: no limit): its trials and its epochs over a
+    setting's epochs, the fewer; with rungs, the screening quota (a trial budget counts the
+    promotions' trials too, so it pays for fewer settings than trials)."""
+    b = config.budget
+    schedule = Schedule(config, [], Budget(b.trials, b.epochs))
+    if schedule.rungs is not None:
+        return schedule.quota
+    per_setting = max(schedule.rung_costs()[0], 1)
+    in_epochs = None if b.epochs is None else b.epochs // per_setting
+    counts = [n for n in (b.trials, in_epochs) if n is not None]
+    return min(counts) if counts else None
 
 
 def seed_count(config: StudyConfig) -> int:
