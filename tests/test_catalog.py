@@ -205,3 +205,25 @@ def test_a_finished_study_says_how_many_epochs_no_trial_fits() -> None:
     assert run_summary(study, config, 1.0, None)["why"] == (
         "budget spent (2 of 2 trials, 11 of 22 epochs)"
     )
+
+
+def test_show_gives_every_prior_target_and_seed_budget_to_three_decimals() -> None:
+    """'2.18 KiB' beside '4.089 KiB' read as if measured to another precision."""
+    from admmsearch.record import TrialAttr
+    from admmsearch.search.catalog import OpenedStudy
+    from admmsearch.search.report import describe
+
+    study, config = _epoch_study([], {"epochs": 22})
+    for attrs in (
+        {TrialAttr.PRIOR: {"family": "global", "target_kib": 4.089}},
+        {TrialAttr.PRIOR: {"family": "lamp", "target_kib": 2.18}},
+        {TrialAttr.SEEDED: {"budget_kib": 5.6}},
+    ):
+        study.add_trial(
+            optuna.trial.create_trial(values=[0.9, 1.0e5], user_attrs={**attrs, "epochs": 1})
+        )
+    facts = dict(describe(OpenedStudy(study, config, [], "sqlite://", "file:mlruns")))
+    assert facts["prior trials"] == (
+        "0 (global, 4.089 KiB), 1 (lamp, 2.180 KiB) (family, storage target)"
+    )
+    assert facts["seeded trials"] == "2 (5.600 KiB budget) (from the sensitivity pass)"

@@ -133,10 +133,10 @@ def _first_trial_facts(study: optuna.Study) -> list[tuple[str, str]]:
     """The ``prior trials`` and ``seeded trials`` lines of :func:`describe`, where there are."""
     facts = []
     if priors := prior_trials(study):
-        text = ", ".join(f"{n} ({family}, {kib:g} KiB)" for n, family, kib in priors)
+        text = ", ".join(f"{n} ({family}, {kib:.3f} KiB)" for n, family, kib in priors)
         facts.append(("prior trials", text + " (family, storage target)"))
     if seeded := seeded_trials(study):
-        text = ", ".join(f"{n} ({kib:g} KiB budget)" for n, kib in seeded)
+        text = ", ".join(f"{n} ({kib:.3f} KiB budget)" for n, kib in seeded)
         facts.append(("seeded trials", text + " (from the sensitivity pass)"))
     return facts
 
