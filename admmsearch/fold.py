@@ -44,6 +44,8 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.spectral_norm import SpectralNorm, remove_spectral_norm
 from torch.nn.utils.weight_norm import WeightNorm, remove_weight_norm
 
+from .tracing import symbolic_trace
+
 __all__ = [
     "Folding",
     "conv_bn_pairs",
@@ -78,7 +80,7 @@ def conv_bn_pairs(model: nn.Module) -> tuple[tuple[str, str], ...]:
     Raises:
         Exception: whatever ``torch.fx.symbolic_trace`` raises on a model it cannot trace.
     """
-    graph = fx.symbolic_trace(model).graph
+    graph = symbolic_trace(model).graph
     modules = dict(model.named_modules())
     calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
     pairs = []

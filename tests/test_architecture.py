@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "admmsearch"
 FLOORS = (
     ("errors", "record", "redact", "timing", "validation"),
     ("settings", "plan", "constraints", "names", "registry", "normalise", "fidelity"),
-    ("data", "models", "hooks", "fold", "masking", "admm", "train"),
+    ("data", "models", "hooks", "tracing", "fold", "masking", "admm", "train"),
     ("packed",),
     ("pipeline",),
     ("config",),

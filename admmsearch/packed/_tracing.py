@@ -34,6 +34,7 @@ from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from ..registry import one_line
+from ..tracing import symbolic_trace
 from ._graph import GraphNode, NetworkGraph
 from ._tracing_ops import Mapped, map_function, map_method, map_module
 
@@ -62,7 +63,7 @@ def trace_graph(model: nn.Module, input_shape: Sequence[int], keys: Sequence[str
     if not input_shape:
         return NetworkGraph.absent("")
     try:
-        traced = fx.symbolic_trace(model)
+        traced = symbolic_trace(model)
     except Exception as exc:  # noqa: BLE001 - any tracing failure means: no graph
         return NetworkGraph.absent(f"torch.fx cannot trace the network: {one_line(exc)}")
     x = _example(model, input_shape)
