@@ -9,7 +9,9 @@ contribution (two objectives; storage on a log scale, as fronts are read) and th
 distance: a small model that is less accurate survives when nothing smaller beats it. This is
 the promotion rule of MOASHA (Schmucker et al. 2021, Syne Tune) on top of ASHA's asynchronous
 schedule (Li et al. 2020): whenever a worker is free it takes the best promotable trial of the
-highest rung, else starts a new setting, so no worker waits for a rung to fill.
+highest rung, else starts a new setting, so no worker waits for a rung to fill. A study that
+plans its number of screens and has no deadline screens them all first (``Limits.screens_first``),
+so that its promotions choose among every screened setting.
 
 Everything lives in the Optuna storage, so workers on PostgreSQL share it and a resumed study
 continues it: each rung of a setting is an Optuna trial of its own, with user attributes
