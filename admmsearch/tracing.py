@@ -2,8 +2,8 @@
 
 ``torch.fx.symbolic_trace`` patches ``torch.nn.Module.__call__`` (and ``__getattr__``) for
 every module in the process while it traces. Two threads tracing at once (racing workers
-in one process, or a worker's thread beside a UI request) each route the other's module
-calls into their own tracer, which stops with ``NameError: module is not installed as a
+in one process, as ``tests/test_workers.py`` runs them) each route the other's module calls
+into their own tracer, which stops with ``NameError: module is not installed as a
 submodule``. Every trace admmsearch makes (BatchNorm folding, the packed file's network
 graph) goes through :func:`symbolic_trace`, which holds a process-wide lock.
 """
