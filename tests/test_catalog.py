@@ -7,6 +7,7 @@ import io
 import json
 
 import optuna
+import pandas as pd
 from click.testing import CliRunner
 
 from admmsearch.cli import main
@@ -162,16 +163,21 @@ def test_all_trials_lists_every_trial_with_its_origin_settings_and_reason() -> N
     ]
 
 
-def _epoch_study(epochs: list[int], budget: dict) -> tuple[optuna.Study, object]:
+def _epoch_study(
+    epochs: list[int], budget: dict, storage: str | None = None, name: str = "left"
+) -> tuple[optuna.Study, object]:
     """A study of the default pipeline (a new setting reserves 13 epochs; no rungs) whose
-    completed trials charged ``epochs``."""
+    completed trials charged ``epochs``, with its study file recorded."""
     from admmsearch.config import StudyConfig
     from admmsearch.record import StudyAttr, TrialAttr
 
     config = StudyConfig.model_validate(
-        {"name": "left", "model": "digits-cnn", "dataset": "digits", "budget": budget}
+        {"name": name, "model": "digits-cnn", "dataset": "digits", "budget": budget}
     )
-    study = optuna.create_study(study_name="left", directions=["maximize", "minimize"])
+    study = optuna.create_study(
+        study_name=name, storage=storage, directions=["maximize", "minimize"]
+    )
+    study.set_user_attr(StudyAttr.CONFIG, config.resolved_dict())
     study.set_user_attr(StudyAttr.LAYERS, ["conv1", "conv2", "fc1", "fc2"])
     for n in epochs:
         study.add_trial(
@@ -205,6 +211,21 @@ def test_a_finished_study_says_how_many_epochs_no_trial_fits() -> None:
     assert run_summary(study, config, 1.0, None)["why"] == (
         "budget spent (2 of 2 trials, 11 of 22 epochs)"
     )
+
+
+def test_list_says_how_many_epochs_a_finished_study_left_unused(tmp_path) -> None:
+    """list's unused_epochs: what show and run say as 'the 3 epochs left fit no further
+    trial', for a finished study only; none where the epochs ran out."""
+    from admmsearch.search.report import study_rows
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    for name, epochs in (("left", [8, 8, 3]), ("spent", [8, 8, 6]), ("going", [8])):
+        _epoch_study(epochs, {"epochs": 22}, storage, name)
+    rows = study_rows(storage).set_index("study")
+    assert rows.loc["left", "state"] == "finished" and rows.loc["left", "unused_epochs"] == 3
+    assert rows.loc["spent", "state"] == "finished"
+    assert rows.loc["spent", "unused_epochs"] is pd.NA
+    assert rows.loc["going", "unused_epochs"] is pd.NA  # 14 epochs left: a trial fits
 
 
 def test_show_gives_every_prior_target_and_seed_budget_to_three_decimals() -> None:

@@ -9,7 +9,8 @@ from optuna.distributions import FloatDistribution
 
 from admmsearch.config import validate_study
 from admmsearch.record import TrialAttr
-from admmsearch.search.schedule import Budget, Schedule
+from admmsearch.search.schedule import Budget, Schedule, file_budget
+from admmsearch.search.study import study_budget
 
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
 
@@ -39,8 +40,9 @@ def test_promotion_reads_the_constraint_values_and_skips_the_infeasible(tiny_stu
     study = optuna.create_study(directions=config.directions)
     study.add_trial(_finished([0.90, 2000.0], 0.5, 0.0))  # trial 0: feasible
     study.add_trial(_finished([0.95, 1000.0], 0.3, 0.3))  # trial 1: breaks the constraint
-    schedule = Schedule(config, layers, Budget(epochs=100))
-    schedule.screens_first = False  # promote as soon as a trial may go up (a run's timeout)
+    # a run with a timeout promotes as soon as a trial may go up
+    schedule = Schedule(config, layers, Budget(epochs=100, timeout_s=600))
+    assert not schedule.screens_first
     start = schedule.decide(study, study.get_trials(deepcopy=False))
     assert callable(start)
     trial = start()
@@ -140,3 +142,16 @@ def test_the_promotion_reads_storage_in_ratios_against_the_dense_model(tiny_stud
     )
     reference = Schedule(exact, layers, Budget(epochs=100)).reference([trial])
     assert reference == pytest.approx((-0.98, 20.0))
+
+
+def test_a_timeout_of_the_file_or_of_the_run_promotes_at_once(tiny_study) -> None:
+    # One rule for the run and for check: the screens come first unless a timeout may stop
+    # the run before any promotion, be it the study file's or the run's --timeout.
+    rungs = {"keep": {"low": 0.1, "high": 1.0}, "bits": None, "rungs": {"eta": 2, "count": 2}}
+    plain, layers = validate_study(tiny_study(budget={"epochs": 100}, search=rungs, enqueue=[]))
+    timed_file = tiny_study(budget={"epochs": 100, "timeout_s": 60}, search=rungs, enqueue=[])
+    timed, _ = validate_study(timed_file)
+    assert Schedule(plain, layers, study_budget(plain, None, None)).screens_first
+    assert not Schedule(plain, layers, study_budget(plain, None, None, 60)).screens_first
+    assert not Schedule(timed, layers, study_budget(timed, None, None)).screens_first
+    assert Schedule(timed, layers, file_budget(timed)).budget.timeout_s == 60

@@ -32,7 +32,7 @@ from ..preflight import (
 from ..redact import redact_url
 from .reuse import check_reuse
 from .sampling import startup_trials
-from .schedule import Budget, Schedule, epochs_text
+from .schedule import Schedule, epochs_text, file_budget
 from .seeding import knee_placement, prior_count, seed_room
 
 __all__ = [
@@ -186,8 +186,7 @@ def schedule_facts(config: StudyConfig, layers: list[str]) -> dict[str, str]:
         startup = startup_trials(config)
         guided = f", at random until {startup} trials have finished, the first trials among them"
     facts["then"] = f"the {sampler} sampler{guided}"
-    b = config.budget
-    schedule = Schedule(config, layers, Budget(b.trials, b.epochs))
+    schedule = Schedule(config, layers, file_budget(config))
     if schedule.rungs is not None:
         facts["rungs"] = _rungs_fact(schedule)
     return facts
@@ -217,8 +216,7 @@ def _knob(spec: Any) -> str:
 def _epochs(config: StudyConfig, layers: list[str]) -> int | None:
     """Training epochs the study will run (:meth:`.schedule.Schedule.planned_epochs`), the
     dense model's training on top; None with a time budget alone."""
-    b = config.budget
-    planned = Schedule(config, layers, Budget(b.trials, b.epochs)).planned_epochs()
+    planned = Schedule(config, layers, file_budget(config)).planned_epochs()
     if planned is None:
         return None
     return planned + (0 if config.dense.checkpoint else dense_settings(config).epochs)
@@ -249,8 +247,7 @@ def _rungs_fact(schedule: Schedule) -> str:
     r, costs = schedule.rungs, schedule.rung_costs()
     added = ", ".join(f"rung {k} adds {epochs_text(c)}" for k, c in enumerate(costs) if k > 0)
     screened = "settings" if schedule.quota is None else f"about {schedule.quota} settings"
-    # a planned number of screens, and no timeout that could stop the run before promotions
-    first = schedule.quota is not None and schedule.config.budget.timeout_s is None
+    first = schedule.quota is not None and schedule.screens_first
     order = "all before any promotion" if first else "each promoted as soon as it may go up"
     return (
         f"{r.count} (eta {r.eta}): {screened} screened at rung 0 ({epochs_text(costs[0])} "

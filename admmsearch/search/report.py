@@ -34,9 +34,12 @@ __all__ = [
     "study_schedule",
     "study_state",
     "timeout_note",
+    "unused_epochs",
 ]
 
 _STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+#: ``list``'s whole-number columns that a study may leave empty.
+_GAPPY_COUNTS = ("budget", "epoch_budget", "unused_epochs")
 
 
 def study_schedule(study: optuna.Study, config: StudyConfig) -> Schedule:
@@ -228,7 +231,9 @@ def study_rows(storage: str) -> pd.DataFrame:
         row.update(_front_ends(study, objectives))
         row["unmet"] = _unmet(study, recorded.get("constraints"))
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    # counts with gaps stay integers (pandas would print a budget of 6 as 6.0)
+    return frame.astype({c: "Int64" for c in _GAPPY_COUNTS if c in frame})
 
 
 def _front_ends(study: optuna.Study, objectives: list[str]) -> dict[str, Any]:
@@ -258,20 +263,22 @@ def _unmet(study: optuna.Study, constraints: Any) -> str | None:
 
 
 def _budget_columns(study: optuna.Study, recorded: Any) -> dict[str, Any]:
-    """A study's state, what it spent and its budget, as ``list`` shows them (its recorded
-    study file validated; a study an older admmsearch recorded shows what it can)."""
+    """A study's state, what it spent, its budget and, finished, the epochs it left unused
+    (:func:`unused_epochs`), as ``list`` shows them (its recorded study file validated; a
+    study an older admmsearch recorded shows what it can)."""
     now = spent(study.get_trials(deepcopy=False))
     try:
         schedule = study_schedule(study, StudyConfig.model_validate(recorded))
     except ValidationError:
         return {"state": "unknown", "finished": now.trials, "epochs": now.epochs}
-    b = schedule.budget
+    b, state = schedule.budget, study_state(study, schedule)
     return {
-        "state": study_state(study, schedule),
+        "state": state,
         "finished": now.trials,
         "budget": b.trials,
         "epochs": now.epochs,
         "epoch_budget": b.epochs,
+        "unused_epochs": unused_epochs(study, schedule) if state == "finished" else None,
     }
 
 
@@ -291,16 +298,23 @@ def run_summary(
     return {**facts, "why": why}
 
 
-def _unused(study: optuna.Study, schedule: Schedule) -> str:
-    """Epochs a finished study left because nothing it could still run fits them (a new
-    setting reserves its most epochs; with rungs, the screens are capped), as ``; the 4
-    epochs left fit no further trial``; empty when its trials or its epochs ran out."""
+def unused_epochs(study: optuna.Study, schedule: Schedule) -> int | None:
+    """Epochs of its budget a study leaves because nothing it could still run fits them (a
+    new setting reserves its most epochs; with rungs, the screens are capped); None when its
+    trials or its epochs ran out, or it has no epoch budget. Meant for a finished study."""
     now, b = spent(study.get_trials(deepcopy=False)), schedule.budget
     if b.epochs is None or now.epochs >= b.epochs:
-        return ""
+        return None
     if b.trials is not None and now.trials >= b.trials:
-        return ""
-    return f"; the {epochs_text(b.epochs - now.epochs)} left fit no further trial"
+        return None
+    return b.epochs - now.epochs
+
+
+def _unused(study: optuna.Study, schedule: Schedule) -> str:
+    """:func:`unused_epochs` as ``show`` and ``run`` say it: ``; the 4 epochs left fit no
+    further trial``; empty when there are none."""
+    left = unused_epochs(study, schedule)
+    return "" if left is None else f"; the {epochs_text(left)} left fit no further trial"
 
 
 def _stop_reason(study: optuna.Study, schedule: Schedule) -> str:

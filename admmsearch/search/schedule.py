@@ -42,7 +42,15 @@ from ..settings import PipelineSettings
 from .rungs import Job, Limits, RungTrial, next_job, screening_quota
 from .space import param_names, settings_from_params
 
-__all__ = ["Budget", "Schedule", "Spent", "epochs_bound", "epochs_text", "spent"]
+__all__ = [
+    "Budget",
+    "Schedule",
+    "Spent",
+    "epochs_bound",
+    "epochs_text",
+    "file_budget",
+    "spent",
+]
 
 #: How far beyond its limit a rung-0 accuracy drop is taken for hopeless (twice the limit).
 _HOPELESS_DROP = 2.0
@@ -53,10 +61,18 @@ _KNEE_DROP = 0.01
 
 @dataclass(frozen=True)
 class Budget:
-    """What a study may spend in all: trials and training epochs (None: no limit)."""
+    """What a study may spend in all: trials and training epochs (None: no limit), and the
+    run's ``timeout_s`` (seconds; None: none), which stops a run but is not spent."""
 
     trials: int | None = None
     epochs: int | None = None
+    timeout_s: float | None = None
+
+
+def file_budget(config: StudyConfig) -> Budget:
+    """The budget the study file writes (``budget``)."""
+    b = config.budget
+    return Budget(b.trials, b.epochs, b.timeout_s)
 
 
 @dataclass(frozen=True)
@@ -131,9 +147,9 @@ class Schedule:
         #: :class:`admmsearch.search.seeding.PriorPlanner`); it returns an object with
         #: ``params`` and ``attrs`` to enqueue, or None.
         self.priors: Callable[[Sequence[FrozenTrial]], Any] | None = None
-        #: Screen the planned settings before promoting any (:func:`.rungs.next_job`); a run
-        #: with a timeout turns it off, as its deadline may come before any promotion.
-        self.screens_first = True
+        #: Screen the planned settings before promoting any (:func:`.rungs.next_job`); not in
+        #: a run with a timeout, whose deadline may come before any promotion.
+        self.screens_first = budget.timeout_s is None
 
     @property
     def top(self) -> int | None:

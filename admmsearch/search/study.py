@@ -399,10 +399,10 @@ def run_study(
     """
     if threads:
         torch.set_num_threads(threads)
-    schedule = Schedule(ctx.config, ctx.layers, study_budget(ctx.config, trials, epochs))
-    timeout = timeout if timeout is not None else ctx.config.budget.timeout_s
+    budget = study_budget(ctx.config, trials, epochs, timeout)
+    schedule = Schedule(ctx.config, ctx.layers, budget)
+    timeout = budget.timeout_s
     deadline = None if timeout is None else time.monotonic() + timeout
-    schedule.screens_first = deadline is None
     if queue:
         seeds = first_trials(ctx)
         with ctx.lock:
@@ -418,12 +418,20 @@ def run_study(
     return ctx.study
 
 
-def study_budget(config: StudyConfig, trials: int | None, epochs: int | None) -> Budget:
-    """The budget of a run: ``trials`` and ``epochs`` where given (``--trials``,
-    ``--epochs``), else the study file's; a run given one of them keeps the file's other."""
+def study_budget(
+    config: StudyConfig,
+    trials: int | None,
+    epochs: int | None,
+    timeout: float | None = None,
+) -> Budget:
+    """The budget of a run: ``trials``, ``epochs`` and ``timeout`` (seconds) where given
+    (``--trials``, ``--epochs``, ``--timeout``), else the study file's; a run given some of
+    them keeps the file's others."""
     b = config.budget
     return Budget(
-        trials if trials is not None else b.trials, epochs if epochs is not None else b.epochs
+        trials if trials is not None else b.trials,
+        epochs if epochs is not None else b.epochs,
+        timeout if timeout is not None else b.timeout_s,
     )
 
 
