@@ -84,7 +84,17 @@ def render(data: Any, fmt: str) -> str:
     frame = frame.assign(
         **{c: frame[c].astype(object).where(frame[c].notna(), "–") for c in mixed}
     )
-    return frame.to_string(index=False, na_rep="–") + "\n"
+    # accuracies to 4 decimals whatever their values (pandas trims a column of 0.9930s to 0.993)
+    exact = {c: _accuracy_text for c in frame if _is_accuracy(c) and frame[c].dtype == float}
+    return frame.to_string(index=False, na_rep="–", formatters=exact) + "\n"
+
+
+def _is_accuracy(column: str) -> bool:
+    return column.endswith("accuracy") or column == "accuracy_drop"
+
+
+def _accuracy_text(value: float) -> str:
+    return "–" if value != value else f"{value:.4f}"
 
 
 def _records_frame(records: list[Any]) -> pd.DataFrame:

@@ -40,6 +40,19 @@ def test_a_column_of_integers_with_a_gap_stays_integers() -> None:
     assert render(rows, "csv").splitlines()[1:] == ["a,6,", "b,,40"]
 
 
+def test_a_table_gives_every_accuracy_four_decimals() -> None:
+    # show's front where every accuracy rounds to three decimals: pandas printed 0.993 beside
+    # another study's 0.9861; kib and ratios keep pandas' own format
+    rows = [
+        {"trial": 1, "val_accuracy": 0.993, "accuracy_drop": 0.0, "storage_kib": 4.1},
+        {"trial": 2, "val_accuracy": math.nan, "accuracy_drop": 0.01, "storage_kib": 5.228},
+    ]
+    table = render(rows, "table")
+    assert table.splitlines()[1].split() == ["1", "0.9930", "0.0000", "4.100"]
+    assert table.splitlines()[2].split() == ["2", "–", "0.0100", "5.228"]
+    assert render(rows, "csv").splitlines()[1] == "1,0.993,0.0,4.1"
+
+
 def test_a_resumed_run_counts_on_from_what_the_study_spent(capsys) -> None:
     # Three trials (12 epochs) ran before; the resumed run's first trial is the fourth.
     progress = StudyProgress("s", trials=5, tty=False)
