@@ -96,8 +96,11 @@ def _run_or_join(study_file: Path, jobs: int, **o: Any) -> None:
     """Prepare the study (checks, dense model, stores), run it here or in ``jobs`` worker
     processes with its progress on stderr, then its closing summary and front."""
     config, layers = _validated(study_file)  # a bad file is refused before torch loads
-    from .search.schedule import spent
-    from .search.study import prepare, run_parallel, run_study
+    from .search.schedule import check_fits, spent
+    from .search.study import prepare, run_parallel, run_study, study_budget
+
+    field = "--epochs" if o["epochs"] is not None else "budget.epochs"
+    check_fits(config, layers, study_budget(config, o["trials"], o["epochs"]), field)
 
     devices = _devices(config, o["per_device"], jobs)
     budget = {"trials": o["trials"], "epochs": o["epochs"], "timeout": o["timeout"]}

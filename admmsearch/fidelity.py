@@ -27,6 +27,7 @@ from .settings import PipelineSettings, TrainSettings
 __all__ = [
     "RungSchedule",
     "added_retraining",
+    "idle_rung",
     "rung_chain",
     "rung_pipeline",
     "scaled_epochs",
@@ -138,3 +139,21 @@ def added_retraining(now: PipelineSettings, below: PipelineSettings) -> TrainSet
         return None
     added = now.retrain.epochs - below.retrain.epochs
     return now.retrain.replace(epochs=added) if added > 0 else None
+
+
+def idle_rung(p: PipelineSettings, rungs: RungSchedule) -> int | None:
+    """The first rung whose promotions would add nothing to ``p`` (its stages round to the
+    same epochs as the rung below's: no retraining added, the quantization stages the same),
+    or None when every rung trains longer than the one below.
+
+    >>> p = PipelineSettings.model_validate({"retrain": {"epochs": 3}, "admm_quantize": None,
+    ...                                      "quant_retrain": None})
+    >>> idle_rung(p, RungSchedule(eta=3, count=2)), idle_rung(p, RungSchedule(eta=3, count=3))
+    (None, 1)
+    """
+    levels = [rung_pipeline(p, rungs.fraction(r)) for r in range(rungs.count)]
+    for r in range(1, rungs.count):
+        high, low = levels[r], levels[r - 1]
+        if high.replace(admm_prune=low.admm_prune) == low:
+            return r
+    return None

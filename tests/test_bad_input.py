@@ -394,6 +394,28 @@ CASES: dict[str, tuple[dict[str, str | Callable[[Path], None]], list[str], str]]
         "constraints.max_storage_bits: 1000 is below the smallest packed file this study's model "
         "can have (",
     ),
+    # 1-epoch stages at half length are 1 epoch too: promotions would repeat rung 0
+    "rungs-that-add-nothing": (
+        {"s.yaml": study_yaml(search={**BASE["search"], "rungs": {"eta": 2, "count": 2}})},
+        ["run", "s.yaml"],
+        "s.yaml: search.rungs: rung 1 would train exactly as rung 0 does (4 epochs",
+    ),
+    # a trial of the pipeline as written trains 1 + 1 + 1 + 1 epochs
+    "epoch-budget-below-one-trial": (
+        {"s.yaml": study_yaml(budget={"epochs": 3})},
+        ["run", "s.yaml"],
+        "budget.epochs: 3 epochs pay for no trial: a trial trains 4",
+    ),
+    "epochs-option-below-one-trial": (
+        {"s.yaml": study_yaml()},
+        ["run", "s.yaml", "--epochs", "2"],
+        "--epochs: 2 epochs pay for no trial",
+    ),
+    "check-epoch-budget-below-one-trial": (
+        {"s.yaml": study_yaml(budget={"epochs": 3})},
+        ["check", "s.yaml"],
+        "budget.epochs: 3 epochs pay for no trial",
+    ),
     "reused-name-other-objectives": (
         {"s.yaml": study_yaml(name="good", objectives=["val_accuracy"])},
         ["run", "s.yaml"],

@@ -127,5 +127,7 @@ def _rung_study() -> OpenedStudy:
 def test_lower_rungs_are_never_on_the_front_nor_exported_by_a_policy() -> None:
     opened = _rung_study()
     assert [t.number for t in front_trials(opened.study)] == [1]  # trial 0 is smaller, rung 0
-    trial, _ = choose_trial(opened, policy="max-compression", max_drop=0.05)
+    trial, why = choose_trial(opened, policy="max-compression", max_drop=0.05)
     assert trial.number == 1
+    # and says so: the lower rung's smaller trial was not a candidate
+    assert why == "best of 2 completed top-rung trials with accuracy drop <= 0.05"

@@ -13,6 +13,14 @@ from admmsearch.search.schedule import Budget, Schedule, file_budget
 from admmsearch.search.study import study_budget
 
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
+#: A pipeline whose rungs differ (2 retraining epochs at the top, 1 at rung 0): the quick
+#: study's 1-epoch stages would train rung 1 as rung 0 does, which a study file may not.
+RUNG_PIPELINE = {
+    "admm_prune": None,
+    "retrain": {"epochs": 2},
+    "admm_quantize": None,
+    "quant_retrain": None,
+}
 
 
 def _finished(values: list[float], keep: float, violation: float) -> optuna.trial.FrozenTrial:
@@ -32,6 +40,7 @@ def test_promotion_reads_the_constraint_values_and_skips_the_infeasible(tiny_stu
     # from the promotion. Reading Optuna's constraints (a dict) as a list of values raised.
     path = tiny_study(
         budget={"epochs": 100},
+        pipeline=RUNG_PIPELINE,
         search={"keep": {"low": 0.1, "high": 1.0}, "bits": None, "rungs": {"eta": 2, "count": 2}},
         constraints={"max_accuracy_drop": 0.05},
         enqueue=[],
@@ -55,6 +64,7 @@ def test_the_planned_screens_come_before_any_promotion(tiny_study) -> None:
     # so its promotions choose among every screened setting, not the first two.
     path = tiny_study(
         budget={"epochs": 100},
+        pipeline=RUNG_PIPELINE,
         search={"keep": {"low": 0.1, "high": 1.0}, "bits": None, "rungs": {"eta": 2, "count": 2}},
         enqueue=[],
     )
@@ -103,6 +113,7 @@ def test_the_promotion_reads_storage_in_ratios_against_the_dense_model(tiny_stud
     # accuracy less the constraint; storage is ranked on a log2 scale.
     path = tiny_study(
         budget={"epochs": 100},
+        pipeline=RUNG_PIPELINE,
         search={"keep": {"low": 0.1, "high": 1.0}, "bits": None, "rungs": {"eta": 2, "count": 2}},
         objectives=["val_accuracy", "storage_bits_with_index"],
         constraints={"max_accuracy_drop": 0.02},
@@ -130,6 +141,7 @@ def test_the_promotion_reads_storage_in_ratios_against_the_dense_model(tiny_stud
     exact, _ = validate_study(
         tiny_study(  # no drop allowed: the reference is the dense accuracy itself
             budget={"epochs": 100},
+            pipeline=RUNG_PIPELINE,
             search={
                 "keep": {"low": 0.1, "high": 1.0},
                 "bits": None,
@@ -148,8 +160,9 @@ def test_a_timeout_of_the_file_or_of_the_run_promotes_at_once(tiny_study) -> Non
     # One rule for the run and for check: the screens come first unless a timeout may stop
     # the run before any promotion, be it the study file's or the run's --timeout.
     rungs = {"keep": {"low": 0.1, "high": 1.0}, "bits": None, "rungs": {"eta": 2, "count": 2}}
-    plain, layers = validate_study(tiny_study(budget={"epochs": 100}, search=rungs, enqueue=[]))
-    timed_file = tiny_study(budget={"epochs": 100, "timeout_s": 60}, search=rungs, enqueue=[])
+    changes = {"search": rungs, "pipeline": RUNG_PIPELINE, "enqueue": []}
+    plain, layers = validate_study(tiny_study(budget={"epochs": 100}, **changes))
+    timed_file = tiny_study(budget={"epochs": 100, "timeout_s": 60}, **changes)
     timed, _ = validate_study(timed_file)
     assert Schedule(plain, layers, study_budget(plain, None, None)).screens_first
     assert not Schedule(plain, layers, study_budget(plain, None, None, 60)).screens_first

@@ -22,6 +22,7 @@ from .units import check_layers, normalise_enqueue, resolve_layers
 __all__ = [
     "MAX_NODES",
     "base_pipeline",
+    "check_rungs",
     "dense_settings",
     "expanded_size",
     "load_study",
@@ -127,10 +128,36 @@ def validate_study(path: str | Path) -> tuple[StudyConfig, list[str]]:
     try:
         layers = resolve_layers(config)
         check_layers(config, layers)
+        check_rungs(config)
         load_recipe(config.training)
     except AdmmSearchError as exc:
         raise type(exc)(f"{path}: {exc}") from exc
     return normalise_enqueue(config, layers), layers
+
+
+def check_rungs(config: StudyConfig) -> None:
+    """Check that each rung of ``search.rungs`` trains the pipeline as written longer than the
+    rung below (:func:`admmsearch.fidelity.idle_rung`): a rung whose stages round to the same
+    epochs would spend its promotions' epochs repeating the rung below.
+
+    Raises:
+        ConfigError: names ``search.rungs``, the idle rung and what would make it train.
+    """
+    from ..fidelity import RungSchedule, idle_rung, rung_pipeline, trial_epochs
+
+    r = config.search.rungs
+    if r is None:
+        return
+    rungs, base = RungSchedule(eta=r.eta, count=r.count), base_pipeline(config)
+    rung = idle_rung(base, rungs)
+    if rung is not None:
+        epochs = trial_epochs(rung_pipeline(base, rungs.fraction(rung)))
+        raise ConfigError(
+            f"search.rungs: rung {rung} would train exactly as rung {rung - 1} does "
+            f"({epochs} epochs: every stage's epochs times 1/{r.eta ** (r.count - 1 - rung)} "
+            "round to those of the rung below), so its promotions would add nothing; give "
+            "fewer rungs (count), a smaller eta or longer stages"
+        )
 
 
 def read_yaml(path: str | Path, what: str) -> dict[str, Any]:

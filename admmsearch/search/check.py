@@ -32,7 +32,7 @@ from ..preflight import (
 from ..redact import redact_url
 from .reuse import check_reuse
 from .sampling import startup_trials
-from .schedule import Schedule, epochs_text, file_budget
+from .schedule import Schedule, check_fits, epochs_text, file_budget
 from .seeding import knee_placement, prior_count, seed_room
 
 __all__ = [
@@ -132,6 +132,7 @@ def check_study(
     Raises:
         AdmmSearchError: a check failed; the same message ``run`` gives.
     """
+    check_fits(config, layers, file_budget(config))
     url = resolve_storage(config, storage)
     data = preflight(config, layers, url, tracking_uri, study_folders(config, cache_dir, workdir))
     model = build_model(config, data)
@@ -246,7 +247,8 @@ def _rungs_fact(schedule: Schedule) -> str:
     """The rungs line: the settings screened at rung 0, what each rung adds, the front's."""
     r, costs = schedule.rungs, schedule.rung_costs()
     added = ", ".join(f"rung {k} adds {epochs_text(c)}" for k, c in enumerate(costs) if k > 0)
-    screened = "settings" if schedule.quota is None else f"about {schedule.quota} settings"
+    quota = schedule.quota
+    screened = "settings" if quota is None else f"about {quota} setting{'s' * (quota != 1)}"
     first = schedule.quota is not None and schedule.screens_first
     order = "all before any promotion" if first else "each promoted as soon as it may go up"
     return (

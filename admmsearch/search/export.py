@@ -134,6 +134,7 @@ def _max_compression(
         lambda m: (m[Metric.STORAGE_BITS], -m[Metric.VAL_ACCURACY]),
         f"accuracy drop <= {bound:g}",
         Metric.ACCURACY_DROP,
+        _kind(opened),
     )
 
 
@@ -153,6 +154,7 @@ def _max_accuracy(
         lambda m: (-m[Metric.VAL_ACCURACY], m[Metric.STORAGE_BITS]),
         f"storage <= {kib(bound):g} KiB",
         Metric.STORAGE_BITS,
+        _kind(opened),
     )
 
 
@@ -173,6 +175,12 @@ def _numbered(study: optuna.Study, name: str, number: int) -> optuna.trial.Froze
     return trial
 
 
+def _kind(opened: OpenedStudy) -> str:
+    """What a policy chooses among: ``trial``, or ``top-rung trial`` with rungs (lower rungs
+    are never exported by a policy)."""
+    return "trial" if opened.config.search.rungs is None else "top-rung trial"
+
+
 def _best(
     done: list[optuna.trial.FrozenTrial],
     name: str,
@@ -180,11 +188,12 @@ def _best(
     rank: Callable[[dict], tuple],
     bound: str,
     closest: str,
+    kind: str = "trial",
 ) -> tuple[optuna.trial.FrozenTrial, str]:
     chosen = [t for t in done if meets(t.user_attrs[TrialAttr.METRICS])]
     if not chosen:
         if not done:
-            raise NoTrialError(f"study {quote(name)} has no completed feasible trial yet")
+            raise NoTrialError(f"study {quote(name)} has no completed feasible {kind} yet")
         near = min(done, key=lambda t: t.user_attrs[TrialAttr.METRICS][closest])
         value = near.user_attrs[TrialAttr.METRICS][closest]
         shown = (
@@ -193,11 +202,12 @@ def _best(
             else f"{closest.replace('_', ' ')} {value:.4f}"
         )
         raise NoTrialError(
-            f"no completed trial of study {quote(name)} has {bound} "
+            f"no completed {kind} of study {quote(name)} has {bound} "
             f"(closest: trial {near.number} with {shown})"
         )
     best = min(chosen, key=lambda t: rank(t.user_attrs[TrialAttr.METRICS]))
-    return best, f"best of {len(chosen)} completed trials with {bound}"
+    plural = "" if len(chosen) == 1 else "s"
+    return best, f"best of {len(chosen)} completed {kind}{plural} with {bound}"
 
 
 # --- the settings document ---

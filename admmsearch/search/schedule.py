@@ -35,6 +35,7 @@ from ..config import (
     base_pipeline,
     knob_specs,
 )
+from ..errors import ConfigError
 from ..fidelity import RungSchedule, rung_pipeline, trial_epochs
 from ..record import Metric, TrialAttr
 from ..runtime import WAIT, counted_trials
@@ -46,6 +47,7 @@ __all__ = [
     "Budget",
     "Schedule",
     "Spent",
+    "check_fits",
     "epochs_bound",
     "epochs_text",
     "file_budget",
@@ -124,6 +126,28 @@ def epochs_bound(config: StudyConfig, layers: Sequence[str], fraction: float = 1
     params = {n: _highest(s) for n, s in knob_specs(config, layers).items() if _searched(s)}
     pipeline = settings_from_params(params, config, layers).pipeline
     return trial_epochs(rung_pipeline(pipeline, fraction))
+
+
+def check_fits(
+    config: StudyConfig, layers: Sequence[str], budget: Budget, field: str = "budget.epochs"
+) -> None:
+    """Check that ``budget.epochs`` pays for at least one trial (its first run: rung 0 with
+    rungs), before anything trains.
+
+    Raises:
+        ConfigError: names ``field`` (``budget.epochs``, or ``--epochs`` where a run gave it),
+            the budget and what one trial takes.
+    """
+    if budget.epochs is None:
+        return
+    schedule = Schedule(config, layers, budget)
+    least = min(schedule.new_epochs, schedule.rung_costs()[0])
+    if budget.epochs < least:
+        what = "a setting screened at rung 0" if schedule.rungs else "a trial"
+        raise ConfigError(
+            f"{field}: {budget.epochs} epochs pay for no trial: {what} trains {least} "
+            "(the pipeline as written); give more epochs or shorter stages"
+        )
 
 
 def _searched(spec: Any) -> bool:
