@@ -23,6 +23,7 @@ from .options import (
     CACHE_DIR,
     STORAGE,
     TRUST_CODE,
+    budget_options,
     compress_options,
     export_model_options,
     export_options,
@@ -165,22 +166,35 @@ def _print_front(study: Any, config: Any) -> None:
         return
     trials = "1 trial" if len(table) == 1 else f"{len(table)} trials"
     click.echo(f"Pareto front of {study.study_name} ({trials}):")
-    click.echo(table.to_string(index=False))
+    console.echo(table, "table")
 
 
 @main.command()
 @click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
+@budget_options
 @stores
 @CACHE_DIR
 @output_format("table", "json")
-def check(study_file: Path, storage, tracking_uri, cache_dir, fmt: str) -> None:
+def check(
+    study_file: Path,
+    trials: int | None,
+    epochs: int | None,
+    timeout: float | None,
+    storage,
+    tracking_uri,
+    cache_dir,
+    fmt: str,
+) -> None:
     """Check STUDY_FILE and everything checkable before training, as `run` does, and say what
-    the study will do: its layers and search ranges, the data, the budget and its cost."""
+    the study will do: its layers and search ranges, the data, the budget and its cost
+    (--trials, --epochs and --timeout: as `run` given them would)."""
     config, layers = _validated(study_file)
     from .search.check import check_study
+    from .search.study import study_budget
 
     where = {"storage": storage, "tracking_uri": tracking_uri, "cache_dir": cache_dir}
-    done = check_study(config, layers, **where)
+    budget = study_budget(config, trials, epochs, timeout)
+    done = check_study(config, layers, **where, budget=budget)
     if fmt == "json":
         console.echo(done.to_dict(), fmt)
         return

@@ -18,6 +18,7 @@ __all__ = [
     "STORAGE",
     "TRACKING",
     "TRUST_CODE",
+    "budget_options",
     "compress_options",
     "export_model_options",
     "export_options",
@@ -98,9 +99,9 @@ def _existing_folder(ctx: click.Context, param: click.Parameter, out: Path | Non
     return out
 
 
-def study_command(fn: Callable) -> Callable:
-    """The study file and the options of ``run`` and ``worker``: budget, devices, stores."""
-    fn = _apply(
+def budget_options(fn: Callable) -> Callable:
+    """``--trials``, ``--epochs`` and ``--timeout``: a run's budget over the study file's."""
+    return _apply(
         fn,
         click.option(
             "--trials",
@@ -117,6 +118,13 @@ def study_command(fn: Callable) -> Callable:
             type=click.FloatRange(min=0, min_open=True),
             help="Seconds after which no new trial starts (budget.timeout_s).",
         ),
+    )
+
+
+def study_command(fn: Callable) -> Callable:
+    """The study file and the options of ``run`` and ``worker``: budget, devices, stores."""
+    fn = _apply(
+        fn,
         click.option(
             "--per-device",
             type=click.IntRange(min=1),
@@ -127,6 +135,7 @@ def study_command(fn: Callable) -> Callable:
         TRACKING,
         CACHE_DIR,
     )
+    fn = budget_options(fn)  # outermost: shown first in --help
     return click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))(fn)
 
 

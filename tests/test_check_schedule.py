@@ -98,3 +98,36 @@ def test_one_prior_is_said_in_the_singular(tiny_study) -> None:
     path = _knee_with_rungs(tiny_study, 8)
     facts = schedule_facts(*validate_study(path))
     assert facts["first trials"].startswith("up to 1 allocation prior (global, lamp) at 4 ")
+
+
+def test_check_given_the_runs_budget_says_what_that_run_would_do(tiny_study, tmp_path) -> None:
+    # `run --timeout` promotes at once and `run --epochs` screens what its epochs pay for;
+    # check had no such options, so it described the file's budget instead.
+    import json
+
+    from click.testing import CliRunner
+
+    from admmsearch.cli import main
+
+    path = _knee_with_rungs(tiny_study, 20, sampler={"name": "tpe"})
+    stores = ["--storage", f"sqlite:///{tmp_path / 'o.db'}"]
+    stores += ["--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    stores += ["--cache-dir", str(tmp_path / "cache"), "--format", "json"]
+
+    def check(*options: str) -> dict:
+        result = CliRunner().invoke(main, ["check", str(path), *options, *stores])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    plain = check()
+    assert "all before any promotion" in plain["schedule"]["rungs"]
+    assert plain["budget"] == {"epochs": 20}
+    timed = check("--timeout", "60")
+    assert "each promoted as soon as it may go up" in timed["schedule"]["rungs"]
+    assert timed["budget"] == {"epochs": 20, "timeout_s": 60.0}
+    longer = check("--epochs", "40")
+    assert "about 10 settings screened" in longer["schedule"]["rungs"]
+    assert longer["epochs"] > plain["epochs"]
+    short = CliRunner().invoke(main, ["check", str(path), "--epochs", "2", *stores])
+    assert short.exit_code == 2
+    assert "--epochs: 2 epochs pay for no trial" in short.stderr

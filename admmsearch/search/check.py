@@ -32,7 +32,7 @@ from ..preflight import (
 from ..redact import redact_url
 from .reuse import check_reuse
 from .sampling import startup_trials
-from .schedule import Schedule, check_fits, epochs_text, file_budget
+from .schedule import Budget, Schedule, check_fits, epochs_text, file_budget
 from .seeding import knee_placement, prior_count, seed_room
 
 __all__ = [
@@ -125,18 +125,23 @@ def check_study(
     tracking_uri: str | None = None,
     cache_dir: str | Path | None = None,
     workdir: str | Path = ".admmsearch",
+    budget: Budget | None = None,
 ) -> StudyCheck:
     """Make every check ``run`` makes before training (:func:`preflight`) and say what the
-    study will do; nothing is created or trained.
+    study will do; nothing is created or trained. ``budget``: the run's (``--trials``,
+    ``--epochs`` and ``--timeout`` over the study file's, :func:`.study.study_budget`; None:
+    the file's).
 
     Raises:
         AdmmSearchError: a check failed; the same message ``run`` gives.
     """
-    check_fits(config, layers, file_budget(config))
+    budget = budget or file_budget(config)
+    given = budget.epochs != config.budget.epochs  # --epochs: name the option
+    check_fits(config, layers, budget, "--epochs" if given else "budget.epochs")
     url = resolve_storage(config, storage)
     data = preflight(config, layers, url, tracking_uri, study_folders(config, cache_dir, workdir))
     model = build_model(config, data)
-    epochs = _epochs(config, layers)
+    epochs = _epochs(config, layers, budget)
     per_epoch = _epoch_seconds(model, data, config)
     return StudyCheck(
         name=config.name,
@@ -147,20 +152,29 @@ def check_study(
         input_shape=tuple(data.input_shape),
         classes=data.num_classes,
         units=_units(config, layers, model),
-        budget={k: v for k, v in config.budget.model_dump().items() if v is not None},
+        budget=_budget_figures(budget),
         epochs=epochs,
         epoch_seconds=per_epoch,
         seconds=None if epochs is None else epochs * per_epoch,
-        schedule=schedule_facts(config, layers),
+        schedule=schedule_facts(config, layers, budget),
     )
 
 
-def schedule_facts(config: StudyConfig, layers: list[str]) -> dict[str, str]:
+def _budget_figures(budget: Budget) -> dict[str, Any]:
+    """The budget as the study file writes it (``trials``, ``epochs``, ``timeout_s``), the
+    limits it has."""
+    figures = {"trials": budget.trials, "epochs": budget.epochs, "timeout_s": budget.timeout_s}
+    return {k: v for k, v in figures.items() if v is not None}
+
+
+def schedule_facts(
+    config: StudyConfig, layers: list[str], budget: Budget | None = None
+) -> dict[str, str]:
     """How the study will spend its budget, as ``check`` says it: its first trials (the
     file's ``enqueue``, the allocation priors, the sensitivity seeds), then the sampler, and
     with ``search.rungs`` the rungs (settings screened, epochs each rung adds, the best
-    ``1/eta`` continued). Epochs are the pipeline as written (searched epoch knobs change
-    them)."""
+    ``1/eta`` continued), under ``budget`` (None: the study file's). Epochs are the pipeline as
+    written (searched epoch knobs change them)."""
     first = [f"{len(config.enqueue)} from the study file's enqueue"] if config.enqueue else []
     priors, planned, knee = config.search.priors, prior_count(config), knee_placement(config)
     if priors is not None and planned:
@@ -187,7 +201,7 @@ def schedule_facts(config: StudyConfig, layers: list[str]) -> dict[str, str]:
         startup = startup_trials(config)
         guided = f", at random until {startup} trials have finished, the first trials among them"
     facts["then"] = f"the {sampler} sampler{guided}"
-    schedule = Schedule(config, layers, file_budget(config))
+    schedule = Schedule(config, layers, budget or file_budget(config))
     if schedule.rungs is not None:
         facts["rungs"] = _rungs_fact(schedule)
     return facts
@@ -214,10 +228,10 @@ def _knob(spec: Any) -> str:
     return "float32" if spec is None else f"{spec:g}"
 
 
-def _epochs(config: StudyConfig, layers: list[str]) -> int | None:
+def _epochs(config: StudyConfig, layers: list[str], budget: Budget) -> int | None:
     """Training epochs the study will run (:meth:`.schedule.Schedule.planned_epochs`), the
     dense model's training on top; None with a time budget alone."""
-    planned = Schedule(config, layers, file_budget(config)).planned_epochs()
+    planned = Schedule(config, layers, budget).planned_epochs()
     if planned is None:
         return None
     return planned + (0 if config.dense.checkpoint else dense_settings(config).epochs)
