@@ -398,7 +398,9 @@ CASES: dict[str, tuple[dict[str, str | Callable[[Path], None]], list[str], str]]
     "rungs-that-add-nothing": (
         {"s.yaml": study_yaml(search={**BASE["search"], "rungs": {"eta": 2, "count": 2}})},
         ["run", "s.yaml"],
-        "s.yaml: search.rungs: rung 1 would train exactly as rung 0 does (4 epochs",
+        "s.yaml: search.rungs: rung 1 would train exactly as rung 0 does (4 epochs: its "
+        "retraining and quantization stages round to the same epochs), so its promotions would "
+        "add nothing; give longer stages",
     ),
     # a trial of the pipeline as written trains 1 + 1 + 1 + 1 epochs
     "epoch-budget-below-one-trial": (

@@ -201,6 +201,10 @@ def test_a_finished_study_says_how_many_epochs_no_trial_fits() -> None:
     )
     budget = dict(describe(OpenedStudy(study, config, [], "sqlite://", "file:mlruns")))["budget"]
     assert budget == "19 of 22 epochs, 3 trials; the 3 epochs left fit no further trial"  # show
+    study, config = _epoch_study([8, 8, 5], {"epochs": 22})
+    assert run_summary(study, config, 1.0, None)["why"].endswith(
+        "; the 1 epoch left fits no further trial)"
+    )
     study, config = _epoch_study([8, 8, 6], {"epochs": 22})
     assert (
         run_summary(study, config, 1.0, None)["why"] == "budget spent (22 of 22 epochs, 3 trials)"

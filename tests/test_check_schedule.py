@@ -130,4 +130,10 @@ def test_check_given_the_runs_budget_says_what_that_run_would_do(tiny_study, tmp
     assert longer["epochs"] > plain["epochs"]
     short = CliRunner().invoke(main, ["check", str(path), "--epochs", "2", *stores])
     assert short.exit_code == 2
-    assert "--epochs: 2 epochs pay for no trial" in short.stderr
+    assert "--epochs: 2 epochs pay for no top-rung trial" in short.stderr
+    # 4 epochs screen one setting (3) but cannot promote it (2 more): no front could exist
+    screen_only = CliRunner().invoke(main, ["check", str(path), "--epochs", "4", *stores])
+    assert screen_only.exit_code == 2
+    assert "a setting screened at rung 0 (3 epochs) and promoted to rung 1 trains 5 in all" in (
+        screen_only.stderr
+    )

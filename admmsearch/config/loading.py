@@ -150,14 +150,16 @@ def check_rungs(config: StudyConfig) -> None:
         return
     rungs, base = RungSchedule(eta=r.eta, count=r.count), base_pipeline(config)
     rung = idle_rung(base, rungs)
-    if rung is not None:
-        epochs = trial_epochs(rung_pipeline(base, rungs.fraction(rung)))
-        raise ConfigError(
-            f"search.rungs: rung {rung} would train exactly as rung {rung - 1} does "
-            f"({epochs} epochs: every stage's epochs times 1/{r.eta ** (r.count - 1 - rung)} "
-            "round to those of the rung below), so its promotions would add nothing; give "
-            "fewer rungs (count), a smaller eta or longer stages"
-        )
+    if rung is None:
+        return
+    below = trial_epochs(rung_pipeline(base, rungs.fraction(rung - 1)))
+    ways = ["fewer rungs (count)"] if r.count > 2 else []
+    ways += ["a smaller eta"] if r.eta > 2 else []
+    raise ConfigError(
+        f"search.rungs: rung {rung} would train exactly as rung {rung - 1} does ({below} "
+        f"epochs: its retraining and quantization stages round to the same epochs), so its "
+        f"promotions would add nothing; give {', '.join([*ways, 'longer stages'])}"
+    )
 
 
 def read_yaml(path: str | Path, what: str) -> dict[str, Any]:

@@ -314,7 +314,9 @@ def _unused(study: optuna.Study, schedule: Schedule) -> str:
     """:func:`unused_epochs` as ``show`` and ``run`` say it: ``; the 4 epochs left fit no
     further trial``; empty when there are none."""
     left = unused_epochs(study, schedule)
-    return "" if left is None else f"; the {epochs_text(left)} left fit no further trial"
+    if left is None:
+        return ""
+    return f"; the {epochs_text(left)} left {'fits' if left == 1 else 'fit'} no further trial"
 
 
 def _stop_reason(study: optuna.Study, schedule: Schedule) -> str:

@@ -131,23 +131,32 @@ def epochs_bound(config: StudyConfig, layers: Sequence[str], fraction: float = 1
 def check_fits(
     config: StudyConfig, layers: Sequence[str], budget: Budget, field: str = "budget.epochs"
 ) -> None:
-    """Check that ``budget.epochs`` pays for at least one trial (its first run: rung 0 with
-    rungs), before anything trains.
+    """Check that ``budget.epochs`` pays for at least one trial of the pipeline as written
+    (with rungs: one setting screened at rung 0 and promoted to the top rung, the front's),
+    before anything trains.
 
     Raises:
         ConfigError: names ``field`` (``budget.epochs``, or ``--epochs`` where a run gave it),
-            the budget and what one trial takes.
+            the budget and what one such trial takes.
     """
     if budget.epochs is None:
         return
     schedule = Schedule(config, layers, budget)
-    least = min(schedule.new_epochs, schedule.rung_costs()[0])
-    if budget.epochs < least:
-        what = "a setting screened at rung 0" if schedule.rungs else "a trial"
-        raise ConfigError(
-            f"{field}: {budget.epochs} epochs pay for no trial: {what} trains {least} "
-            "(the pipeline as written); give more epochs or shorter stages"
+    costs = schedule.rung_costs()
+    first = min(schedule.new_epochs, costs[0])
+    least = first + sum(costs[1:])
+    if budget.epochs >= least:
+        return
+    if schedule.rungs is None:
+        what = f"no trial: a trial trains {least} (the pipeline as written)"
+    else:
+        what = (
+            f"no top-rung trial (the front's): a setting screened at rung 0 ({first} epochs) "
+            f"and promoted to rung {schedule.rungs.top} trains {least} in all"
         )
+    raise ConfigError(
+        f"{field}: {budget.epochs} epochs pay for {what}; give more epochs or shorter stages"
+    )
 
 
 def _searched(spec: Any) -> bool:
