@@ -100,8 +100,8 @@ def _run_or_join(study_file: Path, jobs: int, **o: Any) -> None:
     from .search.schedule import check_fits, spent
     from .search.study import prepare, run_parallel, run_study, study_budget
 
-    field = "--epochs" if o["epochs"] is not None else "budget.epochs"
-    check_fits(config, layers, study_budget(config, o["trials"], o["epochs"]), field)
+    given = [k for k in ("trials", "epochs") if o[k] is not None]
+    check_fits(config, layers, study_budget(config, o["trials"], o["epochs"]), given)
 
     devices = _devices(config, o["per_device"], jobs)
     budget = {"trials": o["trials"], "epochs": o["epochs"], "timeout": o["timeout"]}
@@ -194,7 +194,8 @@ def check(
 
     where = {"storage": storage, "tracking_uri": tracking_uri, "cache_dir": cache_dir}
     budget = study_budget(config, trials, epochs, timeout)
-    done = check_study(config, layers, **where, budget=budget)
+    given = [k for k, v in (("trials", trials), ("epochs", epochs)) if v is not None]
+    done = check_study(config, layers, **where, budget=budget, given=given)
     if fmt == "json":
         console.echo(done.to_dict(), fmt)
         return

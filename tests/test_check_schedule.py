@@ -137,3 +137,7 @@ def test_check_given_the_runs_budget_says_what_that_run_would_do(tiny_study, tmp
     assert "a setting screened at rung 0 (3 epochs) and promoted to rung 1 trains 5 in all" in (
         screen_only.stderr
     )
+    # a trial budget under one trial a rung: a screen, no promotion
+    one = CliRunner().invoke(main, ["check", str(path), "--trials", "1", *stores])
+    assert one.exit_code == 2
+    assert "--trials: 1 trial pays for no top-rung trial (the front's)" in one.stderr

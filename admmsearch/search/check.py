@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -126,18 +126,18 @@ def check_study(
     cache_dir: str | Path | None = None,
     workdir: str | Path = ".admmsearch",
     budget: Budget | None = None,
+    given: Sequence[str] = (),
 ) -> StudyCheck:
     """Make every check ``run`` makes before training (:func:`preflight`) and say what the
     study will do; nothing is created or trained. ``budget``: the run's (``--trials``,
     ``--epochs`` and ``--timeout`` over the study file's, :func:`.study.study_budget`; None:
-    the file's).
+    the file's); ``given``: which of ``trials`` and ``epochs`` the command line gave.
 
     Raises:
         AdmmSearchError: a check failed; the same message ``run`` gives.
     """
     budget = budget or file_budget(config)
-    given = budget.epochs != config.budget.epochs  # --epochs: name the option
-    check_fits(config, layers, budget, "--epochs" if given else "budget.epochs")
+    check_fits(config, layers, budget, given)
     url = resolve_storage(config, storage)
     data = preflight(config, layers, url, tracking_uri, study_folders(config, cache_dir, workdir))
     model = build_model(config, data)

@@ -18,7 +18,7 @@ the budget (:func:`.rungs.screening_quota`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -129,19 +129,34 @@ def epochs_bound(config: StudyConfig, layers: Sequence[str], fraction: float = 1
 
 
 def check_fits(
-    config: StudyConfig, layers: Sequence[str], budget: Budget, field: str = "budget.epochs"
+    config: StudyConfig,
+    layers: Sequence[str],
+    budget: Budget,
+    given: Collection[str] = (),
 ) -> None:
-    """Check that ``budget.epochs`` pays for at least one trial of the pipeline as written
-    (with rungs: one setting screened at rung 0 and promoted to the top rung, the front's),
-    before anything trains.
+    """Check that the budget pays for at least one trial of the pipeline as written (with
+    rungs: one setting screened at rung 0 and promoted to the top rung, the front's), before
+    anything trains: its epochs, and with rungs its trials (a promotion is a trial).
+
+    ``given``: which of ``trials`` and ``epochs`` a run gave as options (named ``--epochs``
+    rather than ``budget.epochs``).
 
     Raises:
-        ConfigError: names ``field`` (``budget.epochs``, or ``--epochs`` where a run gave it),
-            the budget and what one such trial takes.
+        ConfigError: names the field, the budget and what one such trial takes.
     """
+
+    def field(name: str) -> str:
+        return f"--{name}" if name in given else f"budget.{name}"
+
+    schedule, rungs = Schedule(config, layers, budget), config.search.rungs
+    if rungs is not None and budget.trials is not None and budget.trials < rungs.count:
+        raise ConfigError(
+            f"{field('trials')}: {_pays(budget.trials, 'trial')} for no top-rung trial (the "
+            f"front's): a setting takes a trial at each of the "
+            f"{rungs.count} rungs; give at least {rungs.count}"
+        )
     if budget.epochs is None:
         return
-    schedule = Schedule(config, layers, budget)
     costs = schedule.rung_costs()
     first = min(schedule.new_epochs, costs[0])
     least = first + sum(costs[1:])
@@ -155,8 +170,13 @@ def check_fits(
             f"and promoted to rung {schedule.rungs.top} trains {least} in all"
         )
     raise ConfigError(
-        f"{field}: {budget.epochs} epochs pay for {what}; give more epochs or shorter stages"
+        f"{field('epochs')}: {_pays(budget.epochs, 'epoch')} for {what}; give more epochs or "
+        "shorter stages"
     )
+
+
+def _pays(count: int, noun: str) -> str:
+    return f"1 {noun} pays" if count == 1 else f"{count} {noun}s pay"
 
 
 def _searched(spec: Any) -> bool:
