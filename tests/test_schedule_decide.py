@@ -9,7 +9,7 @@ from optuna.distributions import FloatDistribution
 
 from admmsearch.config import validate_study
 from admmsearch.record import TrialAttr
-from admmsearch.search.schedule import Budget, Schedule, file_budget
+from admmsearch.search.schedule import Budget, Schedule
 from admmsearch.search.study import study_budget
 
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
@@ -167,4 +167,4 @@ def test_a_timeout_of_the_file_or_of_the_run_promotes_at_once(tiny_study) -> Non
     assert Schedule(plain, layers, study_budget(plain, None, None)).screens_first
     assert not Schedule(plain, layers, study_budget(plain, None, None, 60)).screens_first
     assert not Schedule(timed, layers, study_budget(timed, None, None)).screens_first
-    assert Schedule(timed, layers, file_budget(timed)).budget.timeout_s == 60
+    assert Schedule(timed, layers, study_budget(timed)).budget.timeout_s == 60

@@ -32,7 +32,7 @@ from ..preflight import (
 from ..redact import redact_url
 from .reuse import check_reuse
 from .sampling import startup_trials
-from .schedule import Budget, Schedule, check_fits, epochs_text, file_budget
+from .schedule import Budget, Schedule, check_fits, epochs_text, study_budget
 from .seeding import knee_placement, prior_count, seed_room
 
 __all__ = [
@@ -130,13 +130,13 @@ def check_study(
 ) -> StudyCheck:
     """Make every check ``run`` makes before training (:func:`preflight`) and say what the
     study will do; nothing is created or trained. ``budget``: the run's (``--trials``,
-    ``--epochs`` and ``--timeout`` over the study file's, :func:`.study.study_budget`; None:
+    ``--epochs`` and ``--timeout`` over the study file's, :func:`.schedule.study_budget`; None:
     the file's); ``given``: which of ``trials`` and ``epochs`` the command line gave.
 
     Raises:
         AdmmSearchError: a check failed; the same message ``run`` gives.
     """
-    budget = budget or file_budget(config)
+    budget = budget or study_budget(config)
     check_fits(config, layers, budget, given)
     url = resolve_storage(config, storage)
     data = preflight(config, layers, url, tracking_uri, study_folders(config, cache_dir, workdir))
@@ -152,19 +152,12 @@ def check_study(
         input_shape=tuple(data.input_shape),
         classes=data.num_classes,
         units=_units(config, layers, model),
-        budget=_budget_figures(budget),
+        budget={k: v for k, v in asdict(budget).items() if v is not None},
         epochs=epochs,
         epoch_seconds=per_epoch,
         seconds=None if epochs is None else epochs * per_epoch,
         schedule=schedule_facts(config, layers, budget),
     )
-
-
-def _budget_figures(budget: Budget) -> dict[str, Any]:
-    """The budget as the study file writes it (``trials``, ``epochs``, ``timeout_s``), the
-    limits it has."""
-    figures = {"trials": budget.trials, "epochs": budget.epochs, "timeout_s": budget.timeout_s}
-    return {k: v for k, v in figures.items() if v is not None}
 
 
 def schedule_facts(
@@ -201,7 +194,7 @@ def schedule_facts(
         startup = startup_trials(config)
         guided = f", at random until {startup} trials have finished, the first trials among them"
     facts["then"] = f"the {sampler} sampler{guided}"
-    schedule = Schedule(config, layers, budget or file_budget(config))
+    schedule = Schedule(config, layers, budget or study_budget(config))
     if schedule.rungs is not None:
         facts["rungs"] = _rungs_fact(schedule)
     return facts
@@ -263,7 +256,7 @@ def _rungs_fact(schedule: Schedule) -> str:
     added = ", ".join(f"rung {k} adds {epochs_text(c)}" for k, c in enumerate(costs) if k > 0)
     quota = schedule.quota
     screened = "settings" if quota is None else f"about {quota} setting{'s' * (quota != 1)}"
-    first = schedule.quota is not None and schedule.screens_first
+    first = quota is not None and schedule.screens_first
     order = "all before any promotion" if first else "each promoted as soon as it may go up"
     return (
         f"{r.count} (eta {r.eta}): {screened} screened at rung 0 ({epochs_text(costs[0])} "

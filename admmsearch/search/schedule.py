@@ -50,8 +50,8 @@ __all__ = [
     "check_fits",
     "epochs_bound",
     "epochs_text",
-    "file_budget",
     "spent",
+    "study_budget",
 ]
 
 #: How far beyond its limit a rung-0 accuracy drop is taken for hopeless (twice the limit).
@@ -71,10 +71,21 @@ class Budget:
     timeout_s: float | None = None
 
 
-def file_budget(config: StudyConfig) -> Budget:
-    """The budget the study file writes (``budget``)."""
+def study_budget(
+    config: StudyConfig,
+    trials: int | None = None,
+    epochs: int | None = None,
+    timeout: float | None = None,
+) -> Budget:
+    """The budget of a run: ``trials``, ``epochs`` and ``timeout`` (seconds) where given
+    (``--trials``, ``--epochs``, ``--timeout``), else the study file's; a run given some of
+    them keeps the file's others (none given: the study file's budget)."""
     b = config.budget
-    return Budget(b.trials, b.epochs, b.timeout_s)
+    return Budget(
+        trials if trials is not None else b.trials,
+        epochs if epochs is not None else b.epochs,
+        timeout if timeout is not None else b.timeout_s,
+    )
 
 
 @dataclass(frozen=True)
@@ -148,7 +159,8 @@ def check_fits(
     def field(name: str) -> str:
         return f"--{name}" if name in given else f"budget.{name}"
 
-    schedule, rungs = Schedule(config, layers, budget), config.search.rungs
+    schedule = Schedule(config, layers, budget)
+    rungs = schedule.rungs
     if rungs is not None and budget.trials is not None and budget.trials < rungs.count:
         raise ConfigError(
             f"{field('trials')}: {_pays(budget.trials, 'trial')} for no top-rung trial (the "
@@ -162,12 +174,12 @@ def check_fits(
     least = first + sum(costs[1:])
     if budget.epochs >= least:
         return
-    if schedule.rungs is None:
+    if rungs is None:
         what = f"no trial: a trial trains {least} (the pipeline as written)"
     else:
         what = (
             f"no top-rung trial (the front's): a setting screened at rung 0 ({first} epochs) "
-            f"and promoted to rung {schedule.rungs.top} trains {least} in all"
+            f"and promoted to rung {rungs.top} trains {least} in all"
         )
     raise ConfigError(
         f"{field('epochs')}: {_pays(budget.epochs, 'epoch')} for {what}; give more epochs or "

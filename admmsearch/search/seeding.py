@@ -47,7 +47,7 @@ from .priors import (
 )
 from .priors.oneshot import one_shot_scorer
 from .priors.placement import Placed, next_placement
-from .schedule import Schedule, file_budget
+from .schedule import Schedule, study_budget
 from .sensitivity import Finetune, Sensitivity, cached_sensitivity
 from .sensitivity.plot import write_sensitivity
 
@@ -162,7 +162,7 @@ def _settings(config: StudyConfig) -> int | None:
     setting's epochs, the fewer; with rungs, the screening quota (a trial budget counts the
     promotions' trials too, so it pays for fewer settings than trials)."""
     b = config.budget
-    schedule = Schedule(config, [], file_budget(config))
+    schedule = Schedule(config, [], study_budget(config))
     if schedule.rungs is not None:
         return schedule.quota
     per_setting = max(schedule.rung_costs()[0], 1)

@@ -54,7 +54,7 @@ from .objective import Objective
 from .quiet import quiet_optuna
 from .reuse import check_reuse
 from .sampling import PerTrialSampler, startup_trials
-from .schedule import Budget, Schedule
+from .schedule import Schedule, study_budget
 from .seeding import Seed, first_trials, prior_planner
 
 __all__ = [
@@ -416,23 +416,6 @@ def run_study(
     _mark_parent(ctx, schedule)
     _note_timeout(ctx, schedule, timeout, deadline)
     return ctx.study
-
-
-def study_budget(
-    config: StudyConfig,
-    trials: int | None,
-    epochs: int | None,
-    timeout: float | None = None,
-) -> Budget:
-    """The budget of a run: ``trials``, ``epochs`` and ``timeout`` (seconds) where given
-    (``--trials``, ``--epochs``, ``--timeout``), else the study file's; a run given some of
-    them keeps the file's others."""
-    b = config.budget
-    return Budget(
-        trials if trials is not None else b.trials,
-        epochs if epochs is not None else b.epochs,
-        timeout if timeout is not None else b.timeout_s,
-    )
 
 
 def _run_trials(
